@@ -1,0 +1,353 @@
+//! The typed configuration: `warden.yaml`. Every field's doc comment is the user reference.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::secret::Secret;
+use super::units::{self, ByteSize};
+
+/// The whole `warden.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for Warden's state: the SQLite journal, rule state and the alert log. Relative paths are resolved
+    /// against the directory of `warden.yaml`. Default: `warden-state`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where rule packs are loaded from, relative to `warden.yaml`. A path ending in `/*` means "every
+    /// subdirectory that has a `pack.yaml`". Default: `["rules", "plugins/*"]`.
+    #[serde(default = "default_pack_paths")]
+    pub pack_paths: Vec<String>,
+    /// The endpoints Warden polls: Flink JobManagers, a YARN proxy, the Kubernetes API, any JSON REST service.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// Probes of your own, in addition to those the packs bring.
+    #[serde(default)]
+    pub probes: Vec<ProbeConfig>,
+    /// Named commands that rules may ask to `run`, by name.
+    #[serde(default)]
+    pub commands: BTreeMap<String, CommandConfig>,
+    /// Per-pack settings, keyed by pack name (`flink`): which targets its probes poll and its parameters.
+    #[serde(default)]
+    pub packs: BTreeMap<String, PackSettings>,
+    /// Policies between a rule's request and the action.
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    /// Limits for rule scripts.
+    #[serde(default)]
+    pub scripts: ScriptLimits,
+    /// The JSON-lines file that every alert, resolution and rule log line is appended to.
+    /// Default: `<state_dir>/alerts.jsonl`.
+    #[serde(default)]
+    pub alert_log: Option<PathBuf>,
+    /// How long a shutdown (SIGINT/SIGTERM) waits for running actions to finish before killing them. Default `30s`.
+    #[serde(default = "default_grace", with = "units::duration")]
+    pub shutdown_grace: Duration,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("warden-state")
+}
+fn default_pack_paths() -> Vec<String> {
+    vec!["rules".into(), "plugins/*".into()]
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One endpoint to poll.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Unique name, used in messages, the journal and the `{target}` placeholder.
+    pub name: String,
+    /// Base URL, e.g. `http://jobmanager:8081` or a YARN proxy URL such as
+    /// `https://rm:8090/proxy/application_1700000000000_0001/`. Probe paths are appended to it.
+    pub url: String,
+    /// Free-form labels that probes and packs select targets by (`env: prod`, `kind: flink`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Authentication: `{bearer: "${TOKEN}"}` or `{basic: {username: u, password: "file:/run/secrets/pw"}}`.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Extra request headers for every request to this target. Values may be secrets (`${ENV}`, `file:`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// A PEM file with extra CA certificates to trust for this target.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Turns TLS certificate verification off for this target only. Off by default; Warden logs a warning at start.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Timeout of one request to this target (connect + answer). Default `10s`.
+    #[serde(default = "default_timeout", with = "units::duration")]
+    pub timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// How Warden authenticates to a target: give exactly one of `bearer` or `basic`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `Authorization: Bearer <token>`; the token is a secret reference such as `${FLINK_TOKEN}`.
+    #[serde(default)]
+    pub bearer: Option<Secret>,
+    /// HTTP basic authentication.
+    #[serde(default)]
+    pub basic: Option<BasicAuth>,
+}
+
+/// HTTP basic authentication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// Password (a secret reference such as `file:/run/secrets/flink-password`).
+    pub password: Secret,
+}
+
+/// Which targets something applies to: a list of names, or `{labels: {key: value}}` (all must match).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TargetSelector {
+    /// Targets by name.
+    Names(Vec<String>),
+    /// Targets whose labels include all of these.
+    Labels {
+        /// Required label values.
+        labels: BTreeMap<String, String>,
+    },
+}
+
+impl TargetSelector {
+    /// True when `target` is selected.
+    pub fn matches(&self, target: &TargetConfig) -> bool {
+        match self {
+            TargetSelector::Names(names) => names.iter().any(|n| n == &target.name),
+            TargetSelector::Labels { labels } => labels.iter().all(|(k, v)| target.labels.get(k) == Some(v)),
+        }
+    }
+}
+
+/// A probe: what to request, from which targets, how often, and which rules judge the answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Unique name (packs' probes are namespaced: `flink/jobs-overview`).
+    pub name: String,
+    /// Which targets to poll. Default: every target.
+    #[serde(default)]
+    pub targets: Option<TargetSelector>,
+    /// Poll at a fixed interval, e.g. `10s`. Give either `every` or `cron`.
+    #[serde(default, with = "units::opt_duration")]
+    pub every: Option<Duration>,
+    /// Poll on a cron schedule with seconds: `sec min hour day-of-month month day-of-week [year]`, in UTC,
+    /// e.g. `"*/15 * * * * *"`.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// The HTTP request.
+    pub request: RequestConfig,
+    /// Largest response body accepted, e.g. `16MiB`; a larger one becomes an observation with error `too_large`.
+    /// Default `16MiB`.
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+    /// Rules that judge each observation, by name (`flink/job-not-running`, or a short name inside a pack).
+    pub rules: Vec<String>,
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize(16 * 1024 * 1024)
+}
+
+/// The HTTP request of a probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// HTTP method. Default `GET`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Path (and query) appended to the target's URL, e.g. `/jobs/overview`.
+    pub path: String,
+    /// Extra headers for this probe.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body to send (for POST probes).
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// A named command that rules can ask to run. Arguments are an argument vector, never a shell line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// Program and arguments. Placeholders such as `{job}`, `{jid}`, `{target}`, `{target_url}`, `{rule}` and
+    /// `{subject}` are replaced inside each argument separately, so a job name with spaces, quotes or `;` stays one
+    /// literal argument. To use a shell, say so yourself: `["sh", "-c", "flink run \"$1\"", "sh", "{job}"]`.
+    pub argv: Vec<String>,
+    /// Working directory. Default: the directory of `warden.yaml`.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// Extra environment variables (values may be secrets).
+    #[serde(default)]
+    pub env: BTreeMap<String, Secret>,
+    /// Kill the command's whole process group after this long. Default `5m`.
+    #[serde(default = "default_cmd_timeout", with = "units::duration")]
+    pub timeout: Duration,
+    /// How much of stdout and of stderr is kept in the journal. Default `64KiB` each.
+    #[serde(default = "default_max_output")]
+    pub max_output: ByteSize,
+}
+
+fn default_cmd_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_output() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+
+/// Settings for one pack, under `packs.<name>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackSettings {
+    /// Set to `false` to load the pack but schedule none of its probes. Default `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The targets the pack's probes poll. Default: every target.
+    #[serde(default)]
+    pub targets: Option<TargetSelector>,
+    /// Values for the pack's parameters (see its `pack.yaml`); unset ones take the pack's defaults.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Rules of the pack not to run (short names, e.g. `tasks-failing`).
+    #[serde(default)]
+    pub disabled_rules: Vec<String>,
+    /// Poll interval for all of the pack's probes, replacing the schedules in its `pack.yaml`.
+    #[serde(default, with = "units::opt_duration")]
+    pub every: Option<Duration>,
+}
+
+impl Default for PackSettings {
+    fn default() -> Self {
+        Self { enabled: true, targets: None, params: BTreeMap::new(), disabled_rules: vec![], every: None }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Policies that sit between a rule's request and the action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// How long after running a command for a subject before the same request may run it again, unless the rule
+    /// gives its own `cooldown`. Default `2m`.
+    #[serde(default = "default_run_cooldown", with = "units::duration")]
+    pub run_cooldown: Duration,
+    /// How often a still-firing alert is repeated, unless the rule gives its own `cooldown`. Default: never.
+    #[serde(default, with = "units::opt_duration")]
+    pub alert_repeat: Option<Duration>,
+    /// The restart-storm guard.
+    #[serde(default)]
+    pub storm_guard: StormGuardConfig,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self { run_cooldown: default_run_cooldown(), alert_repeat: None, storm_guard: StormGuardConfig::default() }
+    }
+}
+
+fn default_run_cooldown() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// At most `max_runs` commands for the same target and subject (job) within `window`; then one
+/// "giving up on <job>" alert and no more runs until the window passes or `warden guard reset` is used.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StormGuardConfig {
+    /// Runs allowed within the window. Default `3`.
+    #[serde(default = "default_max_runs")]
+    pub max_runs: u32,
+    /// The window. Default `30m`.
+    #[serde(default = "default_window", with = "units::duration")]
+    pub window: Duration,
+}
+
+impl Default for StormGuardConfig {
+    fn default() -> Self {
+        Self { max_runs: default_max_runs(), window: default_window() }
+    }
+}
+
+fn default_max_runs() -> u32 {
+    3
+}
+fn default_window() -> Duration {
+    Duration::from_secs(1800)
+}
+
+/// Limits every rule evaluation runs under. A rule that exceeds one is stopped and reported; others run on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptLimits {
+    /// Wall-clock time one evaluation may take. Default `1s`.
+    #[serde(default = "default_wall", with = "units::duration")]
+    pub max_time: Duration,
+    /// Rhai operations one evaluation may perform. Default `5000000`.
+    #[serde(default = "default_ops")]
+    pub max_operations: u64,
+    /// Largest string a rule may build. Default `1MiB`.
+    #[serde(default = "default_string")]
+    pub max_string: ByteSize,
+    /// Largest array a rule may build (elements). Default `100000`.
+    #[serde(default = "default_collection")]
+    pub max_array: usize,
+    /// Largest map a rule may build (entries). Default `100000`.
+    #[serde(default = "default_collection")]
+    pub max_map: usize,
+    /// Follow-up GET requests one evaluation may make (`http_get`). Default `5`.
+    #[serde(default = "default_follow_ups")]
+    pub max_follow_ups: u32,
+}
+
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        Self {
+            max_time: default_wall(),
+            max_operations: default_ops(),
+            max_string: default_string(),
+            max_array: default_collection(),
+            max_map: default_collection(),
+            max_follow_ups: default_follow_ups(),
+        }
+    }
+}
+
+fn default_wall() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_ops() -> u64 {
+    5_000_000
+}
+fn default_string() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+fn default_collection() -> usize {
+    100_000
+}
+fn default_follow_ups() -> u32 {
+    5
+}

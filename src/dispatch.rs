@@ -1,0 +1,393 @@
+//! Between a rule's requests and the actions: dedup, `for`, cooldown, resolution and the restart-storm guard.
+//!
+//! Rules are declarative: each evaluation lists what is wrong *now*. The dispatcher keeps, per rule and target, one
+//! state per dedup key (`alert:<subject>`, `run:<command>:<subject>`), fires a key once its `for` is met, repeats it
+//! after its cooldown, and resolves an alert when an evaluation no longer asks for it. A skipped evaluation (the
+//! rule could not judge) changes nothing. State is saved in the store after every change, so a restart neither
+//! re-sends a firing alert nor forgets a pending one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::DispatchConfig;
+use crate::request::{ActionRequest, Pending, RequestKind, Severity};
+use crate::script::Verdict;
+use crate::store::{NewEntry, Store, StoreError};
+
+/// Where an evaluation came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    /// Namespaced rule name.
+    pub rule: String,
+    /// Target name.
+    pub target: String,
+    /// The target's base URL (for the `{target_url}` placeholder).
+    pub target_url: String,
+    /// Probe name.
+    pub probe: String,
+    /// When the evaluation happened.
+    pub time: DateTime<Utc>,
+}
+
+/// What happens to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertEvent {
+    /// It started firing.
+    Firing,
+    /// It is still firing after its repeat interval.
+    Reminder,
+    /// It cleared.
+    Resolved,
+    /// The storm guard stopped relaunching a job.
+    GivingUp,
+}
+
+impl AlertEvent {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertEvent::Firing => "firing",
+            AlertEvent::Reminder => "reminder",
+            AlertEvent::Resolved => "resolved",
+            AlertEvent::GivingUp => "giving_up",
+        }
+    }
+}
+
+/// An alert (or log line) as written to the alert log and, later, to notification channels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// When.
+    pub time: DateTime<Utc>,
+    /// What happened to it (`firing`, `reminder`, `resolved`, `giving_up`, or `log` for a rule's log line).
+    pub event: String,
+    /// The rule.
+    pub rule: String,
+    /// The target.
+    pub target: String,
+    /// The subject (job name).
+    pub subject: String,
+    /// Severity.
+    pub severity: Severity,
+    /// One line.
+    pub summary: String,
+    /// Structured details.
+    pub details: serde_json::Value,
+}
+
+/// An action the dispatcher decided on; the journal entry already exists (`journal_id`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Planned {
+    /// Write an alert (or log line) out.
+    Notify {
+        /// Journal row.
+        journal_id: i64,
+        /// The alert.
+        record: AlertRecord,
+    },
+    /// Run a named command.
+    Run {
+        /// Journal row.
+        journal_id: i64,
+        /// Command name.
+        command: String,
+        /// Placeholder values, including `target`, `target_url`, `rule`, `subject`, `probe`.
+        vars: BTreeMap<String, String>,
+        /// Rule, target and subject for messages.
+        origin: Origin,
+        /// The subject.
+        subject: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct KeyState {
+    first_seen: DateTime<Utc>,
+    seen: u32,
+    fired_at: Option<DateTime<Utc>>,
+    last_action: Option<DateTime<Utc>>,
+    alert: bool,
+    subject: String,
+    severity: Severity,
+    summary: String,
+    details: serde_json::Value,
+}
+
+type Slot = BTreeMap<String, KeyState>;
+
+/// The dispatcher. Owned by one task; every decision is a function of the evaluation, the clock and the store.
+pub struct Dispatcher {
+    policy: DispatchConfig,
+    dry_run: bool,
+    states: HashMap<(String, String), Slot>,
+}
+
+impl Dispatcher {
+    /// A dispatcher that resumes the states saved in `store`.
+    pub fn new(policy: DispatchConfig, dry_run: bool, store: &Store) -> Result<Self, StoreError> {
+        let mut states = HashMap::new();
+        for (k, v) in store.dispatch_states()? {
+            if let Ok(slot) = serde_json::from_value::<Slot>(v) {
+                states.insert(k, slot);
+            }
+        }
+        Ok(Self { policy, dry_run, states })
+    }
+
+    /// Replaces the policy (after a reload).
+    pub fn set_policy(&mut self, policy: DispatchConfig) {
+        self.policy = policy;
+    }
+
+    /// Alerts currently firing, as `(rule, target, subject, summary)`.
+    pub fn firing(&self) -> Vec<(String, String, String, String)> {
+        let mut out = vec![];
+        for ((rule, target), slot) in &self.states {
+            for k in slot.values() {
+                if k.alert && k.fired_at.is_some() {
+                    out.push((rule.clone(), target.clone(), k.subject.clone(), k.summary.clone()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Decides what follows from one evaluation, journals it, and returns the actions to carry out (none in
+    /// dry-run mode: those are journalled with outcome `dry-run`).
+    pub fn process(&mut self, o: &Origin, verdict: &Verdict, store: &Store) -> Result<Vec<Planned>, StoreError> {
+        let Verdict::Requests(requests) = verdict else {
+            return Ok(vec![]);
+        };
+        let now = o.time;
+        let slot_key = (o.rule.clone(), o.target.clone());
+        let before = self.states.get(&slot_key).cloned().unwrap_or_default();
+        let mut slot = before.clone();
+        let mut planned = Vec::new();
+        let mut asked = std::collections::HashSet::new();
+
+        for r in requests {
+            if let RequestKind::Log = r.kind {
+                let rec = record(o, r, "log");
+                planned.extend(self.notify(o, rec, "log", store)?);
+                continue;
+            }
+            let key = r.key();
+            if !asked.insert(key.clone()) {
+                continue; // the same key twice in one evaluation counts once
+            }
+            let st = slot.entry(key).or_insert_with(|| KeyState {
+                first_seen: now,
+                seen: 0,
+                fired_at: None,
+                last_action: None,
+                alert: matches!(r.kind, RequestKind::Alert),
+                subject: r.subject.clone(),
+                severity: r.severity,
+                summary: r.summary.clone(),
+                details: r.details.clone(),
+            });
+            st.seen += 1;
+            st.severity = r.severity;
+            st.summary = r.summary.clone();
+            st.details = r.details.clone();
+            let due = match r.pending {
+                None => true,
+                Some(Pending::Evaluations(n)) => st.seen >= n,
+                Some(Pending::Duration(d)) => now - st.first_seen >= chrono_d(d),
+            };
+            if !due {
+                continue;
+            }
+            let cooldown = r.cooldown.or(match r.kind {
+                RequestKind::Run { .. } => Some(self.policy.run_cooldown),
+                _ => self.policy.alert_repeat,
+            });
+            let repeat = match (st.last_action, cooldown) {
+                (None, _) => true,
+                (Some(last), Some(cd)) => now - last >= chrono_d(cd),
+                (Some(_), None) => false,
+            };
+            if !repeat {
+                continue;
+            }
+            let first = st.fired_at.is_none();
+            st.fired_at.get_or_insert(now);
+            st.last_action = Some(now);
+            match &r.kind {
+                RequestKind::Alert => {
+                    let ev = if first { AlertEvent::Firing } else { AlertEvent::Reminder };
+                    let mut rec = record(o, r, ev.as_str());
+                    if let Some(t) = st.fired_at {
+                        if !first {
+                            rec.details = with_field(rec.details, "firing_since", serde_json::json!(t));
+                        }
+                    }
+                    planned.extend(self.notify(o, rec, ev.as_str(), store)?);
+                }
+                RequestKind::Run { command, vars } => {
+                    planned.extend(self.run(o, r, command, vars, store)?);
+                }
+                RequestKind::Log => unreachable!(),
+            }
+        }
+
+        // Keys not asked for any more: alerts resolve, pending ones are forgotten.
+        let gone: Vec<String> = slot.keys().filter(|k| !asked.contains(*k)).cloned().collect();
+        for k in gone {
+            let st = slot.remove(&k).expect("key");
+            if st.alert && st.fired_at.is_some() {
+                let rec = AlertRecord {
+                    time: now,
+                    event: AlertEvent::Resolved.as_str().into(),
+                    rule: o.rule.clone(),
+                    target: o.target.clone(),
+                    subject: st.subject.clone(),
+                    severity: st.severity,
+                    summary: format!("resolved: {}", st.summary),
+                    details: with_field(st.details.clone(), "firing_since", serde_json::json!(st.fired_at)),
+                };
+                planned.extend(self.notify(o, rec, "resolved", store)?);
+            }
+        }
+
+        if slot != before {
+            store.save_dispatch_state(&o.rule, &o.target, &serde_json::to_value(&slot).expect("state"))?;
+            if slot.is_empty() {
+                self.states.remove(&slot_key);
+            } else {
+                self.states.insert(slot_key, slot);
+            }
+        }
+        Ok(planned)
+    }
+
+    fn notify(&self, o: &Origin, rec: AlertRecord, detail: &str, store: &Store) -> Result<Option<Planned>, StoreError> {
+        let action = match rec.event.as_str() {
+            "resolved" => "resolved",
+            "log" => "log",
+            "giving_up" => "guard",
+            _ => "alert",
+        };
+        let id = store.journal(&NewEntry {
+            time: Some(rec.time),
+            rule: rec.rule.clone(),
+            target: rec.target.clone(),
+            probe: o.probe.clone(),
+            subject: rec.subject.clone(),
+            action: action.into(),
+            detail: detail.into(),
+            severity: rec.severity.as_str().into(),
+            summary: rec.summary.clone(),
+            details: rec.details.clone(),
+            outcome: if self.dry_run { "dry-run".into() } else { "started".into() },
+        })?;
+        Ok((!self.dry_run).then_some(Planned::Notify { journal_id: id, record: rec }))
+    }
+
+    fn run(
+        &self,
+        o: &Origin,
+        r: &ActionRequest,
+        command: &str,
+        vars: &BTreeMap<String, String>,
+        store: &Store,
+    ) -> Result<Vec<Planned>, StoreError> {
+        let now = o.time;
+        let g = &self.policy.storm_guard;
+        let mut since = now - chrono_d(g.window);
+        if let Some(reset) = store.guard_reset_at(&o.target, &r.subject)? {
+            since = since.max(reset);
+        }
+        let runs = store.runs_since(&o.target, &r.subject, since)?;
+        if runs >= g.max_runs {
+            if store.gave_up_since(&o.target, &r.subject, since)? {
+                return Ok(vec![]);
+            }
+            let until = since + chrono_d(g.window);
+            let rec = AlertRecord {
+                time: now,
+                event: AlertEvent::GivingUp.as_str().into(),
+                rule: o.rule.clone(),
+                target: o.target.clone(),
+                subject: r.subject.clone(),
+                severity: Severity::Critical,
+                summary: format!(
+                    "giving up on {}: {runs} relaunches within {}; no more until {} or `warden guard reset --target {} --subject {}`",
+                    r.subject,
+                    humantime::format_duration(g.window),
+                    until.format("%Y-%m-%d %H:%M:%S UTC"),
+                    o.target,
+                    r.subject
+                ),
+                details: serde_json::json!({"command": command, "runs": runs, "window_s": g.window.as_secs(),
+                    "resumes_at": until, "last_request": r.summary}),
+            };
+            return Ok(self.notify(o, rec, "giving_up", store)?.into_iter().collect());
+        }
+        let mut all = vars.clone();
+        all.insert("target".into(), o.target.clone());
+        all.insert("target_url".into(), o.target_url.clone());
+        all.insert("rule".into(), o.rule.clone());
+        all.insert("probe".into(), o.probe.clone());
+        all.insert("subject".into(), r.subject.clone());
+        let id = store.journal(&NewEntry {
+            time: Some(now),
+            rule: o.rule.clone(),
+            target: o.target.clone(),
+            probe: o.probe.clone(),
+            subject: r.subject.clone(),
+            action: "run".into(),
+            detail: command.into(),
+            severity: r.severity.as_str().into(),
+            summary: r.summary.clone(),
+            details: with_field(r.details.clone(), "vars", serde_json::json!(vars)),
+            outcome: if self.dry_run { "dry-run".into() } else { "started".into() },
+        })?;
+        if self.dry_run {
+            return Ok(vec![]);
+        }
+        Ok(vec![Planned::Run {
+            journal_id: id,
+            command: command.into(),
+            vars: all,
+            origin: o.clone(),
+            subject: r.subject.clone(),
+        }])
+    }
+}
+
+fn chrono_d(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn record(o: &Origin, r: &ActionRequest, event: &str) -> AlertRecord {
+    AlertRecord {
+        time: o.time,
+        event: event.into(),
+        rule: o.rule.clone(),
+        target: o.target.clone(),
+        subject: r.subject.clone(),
+        severity: r.severity,
+        summary: r.summary.clone(),
+        details: r.details.clone(),
+    }
+}
+
+fn with_field(details: serde_json::Value, k: &str, v: serde_json::Value) -> serde_json::Value {
+    match details {
+        serde_json::Value::Object(mut m) => {
+            m.insert(k.into(), v);
+            serde_json::Value::Object(m)
+        }
+        serde_json::Value::Null => serde_json::json!({ k: v }),
+        other => serde_json::json!({"value": other, k: v}),
+    }
+}
+
+#[cfg(test)]
+mod tests;

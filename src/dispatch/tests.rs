@@ -1,0 +1,185 @@
+use super::*;
+use chrono::TimeZone;
+
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(s)
+}
+
+fn origin(at: i64) -> Origin {
+    Origin {
+        rule: "flink/job-not-running".into(),
+        target: "jm".into(),
+        target_url: "http://jm:8081".into(),
+        probe: "flink/jobs-overview".into(),
+        time: t(at),
+    }
+}
+
+fn alert(subject: &str, pending: Option<Pending>) -> ActionRequest {
+    ActionRequest {
+        kind: RequestKind::Alert,
+        subject: subject.into(),
+        severity: Severity::Critical,
+        summary: format!("job {subject} FAILED"),
+        details: serde_json::json!({"job": subject}),
+        pending,
+        cooldown: None,
+    }
+}
+
+fn relaunch(subject: &str) -> ActionRequest {
+    ActionRequest {
+        kind: RequestKind::Run {
+            command: "relaunch".into(),
+            vars: [("job".to_string(), subject.to_string())].into_iter().collect(),
+        },
+        subject: subject.into(),
+        severity: Severity::Warning,
+        summary: format!("relaunch {subject}"),
+        details: serde_json::Value::Null,
+        pending: None,
+        cooldown: None,
+    }
+}
+
+fn policy() -> DispatchConfig {
+    DispatchConfig::default()
+}
+
+/// Short description of planned actions: `firing:clicks`, `run:relaunch:clicks`.
+fn kinds(p: &[Planned]) -> Vec<String> {
+    p.iter()
+        .map(|p| match p {
+            Planned::Notify { record, .. } => format!("{}:{}", record.event, record.subject),
+            Planned::Run { command, subject, .. } => format!("run:{command}:{subject}"),
+        })
+        .collect()
+}
+
+fn step(d: &mut Dispatcher, s: &Store, at: i64, reqs: Vec<ActionRequest>) -> Vec<String> {
+    kinds(&d.process(&origin(at), &Verdict::Requests(reqs), s).unwrap())
+}
+
+#[test]
+fn an_alert_fires_once_and_resolves_once() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(policy(), false, &s).unwrap();
+    assert_eq!(step(&mut d, &s, 0, vec![alert("clicks", None)]), ["firing:clicks"]);
+    assert_eq!(step(&mut d, &s, 10, vec![alert("clicks", None)]), Vec::<String>::new());
+    assert_eq!(step(&mut d, &s, 20, vec![]), ["resolved:clicks"]);
+    assert_eq!(step(&mut d, &s, 30, vec![]), Vec::<String>::new());
+    let j = s.entries(None).unwrap();
+    assert_eq!(j.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["alert", "resolved"]);
+    assert_eq!(j[1].summary, "resolved: job clicks FAILED");
+}
+
+#[test]
+fn pending_for_a_duration_then_fire_and_a_blip_never_fires() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(policy(), false, &s).unwrap();
+    let a = || alert("clicks", Some(Pending::Duration(Duration::from_secs(60))));
+    assert!(step(&mut d, &s, 0, vec![a()]).is_empty());
+    assert!(step(&mut d, &s, 30, vec![a()]).is_empty());
+    // Cleared before `for` ran out: forgotten, no resolved message, and the timer restarts.
+    assert!(step(&mut d, &s, 40, vec![]).is_empty());
+    assert!(step(&mut d, &s, 50, vec![a()]).is_empty());
+    assert!(step(&mut d, &s, 100, vec![a()]).is_empty());
+    assert_eq!(step(&mut d, &s, 110, vec![a()]), ["firing:clicks"]);
+    assert!(s.entries(None).unwrap().len() == 1);
+}
+
+#[test]
+fn pending_for_a_number_of_evaluations() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(policy(), false, &s).unwrap();
+    let a = || alert("jm", Some(Pending::Evaluations(3)));
+    assert!(step(&mut d, &s, 0, vec![a()]).is_empty());
+    assert!(step(&mut d, &s, 1, vec![a()]).is_empty());
+    assert_eq!(step(&mut d, &s, 2, vec![a()]), ["firing:jm"]);
+}
+
+#[test]
+fn a_skipped_evaluation_changes_nothing() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(policy(), false, &s).unwrap();
+    assert_eq!(step(&mut d, &s, 0, vec![alert("clicks", None)]), ["firing:clicks"]);
+    let p = d.process(&origin(10), &Verdict::Skipped("jobmanager down".into()), &s).unwrap();
+    assert!(p.is_empty());
+    assert_eq!(d.firing().len(), 1, "a skipped evaluation must not resolve the alert");
+}
+
+#[test]
+fn reminders_follow_the_cooldown() {
+    let s = Store::in_memory();
+    let mut pol = policy();
+    pol.alert_repeat = Some(Duration::from_secs(3600));
+    let mut d = Dispatcher::new(pol, false, &s).unwrap();
+    assert_eq!(step(&mut d, &s, 0, vec![alert("clicks", None)]), ["firing:clicks"]);
+    assert!(step(&mut d, &s, 1800, vec![alert("clicks", None)]).is_empty());
+    assert_eq!(step(&mut d, &s, 3600, vec![alert("clicks", None)]), ["reminder:clicks"]);
+}
+
+#[test]
+fn storm_guard_gives_up_once_then_resumes_after_reset_or_window() {
+    let s = Store::in_memory();
+    let mut pol = policy();
+    pol.run_cooldown = Duration::from_secs(60);
+    pol.storm_guard = crate::config::StormGuardConfig { max_runs: 3, window: Duration::from_secs(1800) };
+    let mut d = Dispatcher::new(pol, false, &s).unwrap();
+    assert_eq!(step(&mut d, &s, 0, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
+    assert!(step(&mut d, &s, 30, vec![relaunch("clicks")]).is_empty(), "cooldown");
+    assert_eq!(step(&mut d, &s, 60, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
+    assert_eq!(step(&mut d, &s, 120, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
+    // The fourth within 30 minutes: one "giving up" alert, and no run.
+    assert_eq!(step(&mut d, &s, 180, vec![relaunch("clicks")]), ["giving_up:clicks"]);
+    assert!(step(&mut d, &s, 240, vec![relaunch("clicks")]).is_empty());
+    assert!(step(&mut d, &s, 600, vec![relaunch("clicks")]).is_empty());
+    let guard = s.entries(None).unwrap().into_iter().find(|e| e.action == "guard").unwrap();
+    assert!(guard.summary.starts_with("giving up on clicks: 3 relaunches within 30m"), "{}", guard.summary);
+    assert!(guard.summary.contains("warden guard reset --target jm --subject clicks"));
+    // Another job is not affected.
+    assert_eq!(step(&mut d, &s, 600, vec![relaunch("orders")]), ["run:relaunch:orders"]);
+    // An operator resets the guard: relaunches resume.
+    s.reset_guard("jm", "clicks", t(650)).unwrap();
+    assert_eq!(step(&mut d, &s, 660, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
+
+    // Without a reset, the window passing also lets it resume.
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(d.policy.clone(), false, &s).unwrap();
+    for at in [0, 60, 120] {
+        assert_eq!(step(&mut d, &s, at, vec![relaunch("clicks")]).len(), 1);
+    }
+    assert_eq!(step(&mut d, &s, 180, vec![relaunch("clicks")]), ["giving_up:clicks"]);
+    assert!(step(&mut d, &s, 1700, vec![relaunch("clicks")]).is_empty());
+    assert_eq!(step(&mut d, &s, 1801, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
+}
+
+#[test]
+fn dry_run_journals_and_acts_never() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(policy(), true, &s).unwrap();
+    assert!(step(&mut d, &s, 0, vec![alert("clicks", None), relaunch("clicks")]).is_empty());
+    let j = s.entries(None).unwrap();
+    assert_eq!(j.len(), 2);
+    assert!(j.iter().all(|e| e.outcome == "dry-run"));
+    // Dry runs do not count towards the storm guard.
+    assert_eq!(s.runs_since("jm", "clicks", t(-1)).unwrap(), 0);
+}
+
+#[test]
+fn a_restart_neither_refires_nor_forgets() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        let mut d = Dispatcher::new(policy(), false, &s).unwrap();
+        assert_eq!(step(&mut d, &s, 0, vec![alert("clicks", None)]), ["firing:clicks"]);
+        let pend = alert("orders", Some(Pending::Duration(Duration::from_secs(60))));
+        assert!(step(&mut d, &s, 0, vec![alert("clicks", None), pend]).is_empty());
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let mut d = Dispatcher::new(policy(), false, &s).unwrap();
+    let pend = alert("orders", Some(Pending::Duration(Duration::from_secs(60))));
+    // `clicks` is still firing: no second message. `orders` keeps its pending timer from before the restart.
+    assert_eq!(step(&mut d, &s, 61, vec![alert("clicks", None), pend]), ["firing:orders"]);
+    assert_eq!(step(&mut d, &s, 70, vec![]), ["resolved:clicks", "resolved:orders"]);
+}

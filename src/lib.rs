@@ -1,0 +1,47 @@
+//! # Warden
+//!
+//! A small daemon that keeps Apache Flink jobs alive. Operators describe *what to poll* in YAML probes, decide
+//! *what it means* in Rhai rules, and Warden carries out the *actions*: alert, relaunch a job with a command,
+//! write a log line. Rules travel between teams as packs.
+//!
+//! ## Layout
+//!
+//! The data flows one way: probes → observations → rules → requested actions → dispatcher → actions → journal.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`config`] | `warden.yaml`: serde structs (field docs are the user reference), loading with every error at once as `file:line:col`, secrets |
+//! | [`config::yaml`] | the one place that parses YAML (values + positions) |
+//! | [`pack`] | rule packs: `pack.yaml`, parameters, probes, `.rhai` rules; the shipped Flink pack is embedded |
+//! | [`plan`] | load → validate → compile: turns config + packs into the immutable set of probe jobs and compiled rules |
+//! | [`schedule`] | `every:` and cron schedules; skipped-run accounting |
+//! | [`fetch`] | one HTTP client per TLS setting, auth, timeouts, body cap → [`observation::Observation`] |
+//! | [`script`] | the Rhai engine (limits, wall clock), the API rules see, JSON ↔ Rhai |
+//! | [`request`] | what a rule returns: alert / run / log requests |
+//! | [`dispatch`] | dedup keys, `for`, cooldown, resolution, restart-storm guard, dry run |
+//! | [`action`] | built-in actions (alert log, commands) and the executor |
+//! | [`store`] | SQLite: journal, rule state, dispatcher state, guard resets |
+//! | [`runtime`] | the daemon: one task per probe × target, the dispatcher task, graceful shutdown |
+//! | [`flink`] | Flink REST knowledge (root cause across 1.x/2.x) |
+//! | [`fake_flink`] | an in-process fake JobManager for tests and `warden demo` |
+//! | [`demo`] | `warden demo`: the embedded end-to-end story |
+//! | [`clock`], [`event`], [`diag`] | the one clock, progress events, diagnostics |
+
+pub mod action;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod diag;
+pub mod dispatch;
+pub mod event;
+pub mod fake_flink;
+pub mod fetch;
+pub mod flink;
+pub mod observation;
+pub mod pack;
+pub mod plan;
+pub mod request;
+pub mod runtime;
+pub mod schedule;
+pub mod script;
+pub mod store;

@@ -1,0 +1,229 @@
+//! The `warden` command line. The only place that uses `anyhow`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use warden::plan;
+use warden::runtime::{self, RunOptions};
+use warden::store::Store;
+
+/// Warden keeps Apache Flink jobs alive: YAML probes, Rhai rules, built-in actions.
+#[derive(Parser, Debug)]
+#[command(name = "warden", version, about, long_about = None)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, default_value = "warden.yaml", env = "WARDEN_CONFIG")]
+    config: PathBuf,
+    /// Log level or filter for messages on stderr (`info`, `debug`, `warden=debug`). Also `WARDEN_LOG`.
+    #[arg(long, global = true, env = "WARDEN_LOG")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Watch the targets and act (until SIGINT or SIGTERM).
+    Run {
+        /// Journal what would happen, act never.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the configuration, packs and rules. Exit 0: valid; 1: invalid (every problem printed as
+    /// `path:line:col: message`); 2: usage error.
+    Check {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print the action journal, oldest first.
+    History {
+        /// Output format: text for people, json for one JSON object per line.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Only the newest N entries.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Read this state directory instead of the configuration's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Run the embedded demo: a fake JobManager, a job that fails, Warden detecting, explaining and relaunching it.
+    Demo {
+        /// Give up (exit 1) if the loop has not closed by then.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// The restart-storm guard.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
+    /// Used by the demo's relaunch command: resubmit a job's jar on a (fake) JobManager over REST.
+    #[command(hide = true)]
+    DemoRelaunch {
+        /// JobManager base URL.
+        url: String,
+        /// Job name (its jar is `<job>.jar`).
+        job: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GuardCommand {
+    /// Allow relaunches of a job again after the guard gave up on it.
+    Reset {
+        /// The target's name.
+        #[arg(long)]
+        target: String,
+        /// The job name (the alert's subject).
+        #[arg(long)]
+        subject: String,
+        /// Read this state directory instead of the configuration's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    warden::config::units::parse_duration(s)
+}
+
+fn init_tracing(filter: Option<&str>, default: &str) {
+    let filter = EnvFilter::try_new(filter.unwrap_or(default)).unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("warden: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { dry_run } => {
+            init_tracing(cli.log.as_deref(), "info");
+            let (plan, engine) = match plan::load(&cli.config, None) {
+                Ok(p) => p,
+                Err(diags) => {
+                    eprintln!("{diags}");
+                    eprintln!("warden: {} problem(s) in the configuration; not starting", diags.len());
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let opts = RunOptions { dry_run, ..Default::default() };
+            runtime::run(plan, engine, opts, shutdown_signal()).await.context("warden could not start")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { format } => {
+            init_tracing(cli.log.as_deref(), "warn");
+            let result = plan::load(&cli.config, None);
+            match (format, result) {
+                (Format::Text, Ok((p, _))) => {
+                    println!(
+                        "{}: ok ({} targets, {} packs, {} rules, {} probe jobs)",
+                        cli.config.display(),
+                        p.loaded.config.targets.len(),
+                        p.packs.len(),
+                        p.rules.len(),
+                        p.jobs.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                (Format::Text, Err(d)) => {
+                    println!("{d}");
+                    eprintln!("{} problem(s)", d.len());
+                    Ok(ExitCode::from(1))
+                }
+                (Format::Json, r) => {
+                    let (ok, problems) = match &r {
+                        Ok(_) => (true, vec![]),
+                        Err(d) => (false, d.0.clone()),
+                    };
+                    println!("{}", serde_json::json!({"ok": ok, "problems": problems}));
+                    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                }
+            }
+        }
+        Command::History { format, limit, state_dir } => {
+            init_tracing(cli.log.as_deref(), "warn");
+            let dir = state_dir_of(&cli.config, state_dir)?;
+            if !dir.join("warden.db").is_file() {
+                anyhow::bail!("no journal in `{}` yet (has `warden run` been started?)", dir.display());
+            }
+            let store = Store::open(&dir)?;
+            for e in store.entries(limit)? {
+                match format {
+                    Format::Json => println!("{}", serde_json::to_string(&e)?),
+                    Format::Text => {
+                        let what = if e.detail.is_empty() || e.detail == e.action {
+                            e.action.clone()
+                        } else {
+                            format!("{} {}", e.action, e.detail)
+                        };
+                        println!(
+                            "{}  {:<18} {:<28} {:<14} {:<14} {:<24} {}",
+                            e.time, what, e.rule, e.target, e.subject, e.outcome, e.summary
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { timeout } => {
+            init_tracing(cli.log.as_deref(), "error");
+            let ok = warden::demo::run(timeout, &mut std::io::stdout()).await?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Guard { command: GuardCommand::Reset { target, subject, state_dir } } => {
+            init_tracing(cli.log.as_deref(), "warn");
+            let dir = state_dir_of(&cli.config, state_dir)?;
+            let store = Store::open(&dir)?;
+            store.reset_guard(&target, &subject, chrono::Utc::now())?;
+            println!("storm guard reset for `{subject}` on `{target}`: relaunches are allowed again");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DemoRelaunch { url, job } => {
+            let jid = warden::demo::relaunch_over_rest(&url, &job).await?;
+            println!("submitted {job}.jar: new job id {jid}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The state directory: given explicitly, or from the configuration (which must then be valid YAML).
+fn state_dir_of(config: &Path, given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = given {
+        return Ok(d);
+    }
+    match warden::config::load(config) {
+        Ok(l) => Ok(l.config.state_dir),
+        Err(d) => anyhow::bail!("{d}\ncannot find the state directory: fix the configuration or pass --state-dir"),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,80 @@
+//! What one poll of one target saw: the unit that flows from probes to rules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// The result of one probe request against one target. Either `body` holds the parsed JSON, or `error` says why
+/// there is none (rules see both, so they can alert on "JobManager unreachable").
+#[derive(Debug, Clone, Serialize)]
+pub struct Observation {
+    /// The probe's name.
+    pub probe: String,
+    /// The target's name.
+    pub target: String,
+    /// When the request was sent.
+    pub time: DateTime<Utc>,
+    /// HTTP status, if an answer arrived.
+    pub status: Option<u16>,
+    /// Time from sending the request to having the whole body.
+    #[serde(serialize_with = "ser_ms")]
+    pub latency: Duration,
+    /// The JSON body (also present for error statuses when the body was JSON, e.g. Flink's `{"errors": [...]}`).
+    pub body: Option<Arc<serde_json::Value>>,
+    /// Why the poll did not give a usable answer.
+    pub error: Option<FetchError>,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Why a poll failed, in a form rules can branch on (`kind`) and people can read (`message`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct FetchError {
+    /// The class of failure.
+    pub kind: FetchErrorKind,
+    /// A one-line explanation naming the target and path; never contains credentials.
+    pub message: String,
+}
+
+/// Classes of poll failure. Rules see them as lowercase strings (`obs.error.kind == "timeout"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchErrorKind {
+    /// No answer within the target's timeout.
+    Timeout,
+    /// Connection refused, DNS failure, TLS failure.
+    Connect,
+    /// An answer with a non-2xx status.
+    HttpStatus,
+    /// Flink's 503 "ongoing leader election": a JobManager fail-over is in progress.
+    LeaderElection,
+    /// A 2xx answer whose body is not JSON (an HTML login page, a proxy error page).
+    NotJson,
+    /// The body exceeded the probe's `max_body`.
+    TooLarge,
+}
+
+impl FetchErrorKind {
+    /// The lowercase name rules see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FetchErrorKind::Timeout => "timeout",
+            FetchErrorKind::Connect => "connect",
+            FetchErrorKind::HttpStatus => "http_status",
+            FetchErrorKind::LeaderElection => "leader_election",
+            FetchErrorKind::NotJson => "not_json",
+            FetchErrorKind::TooLarge => "too_large",
+        }
+    }
+}
+
+impl std::fmt::Display for FetchErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,127 @@
+//! What a rule asks for. Rules *return* requests; the dispatcher decides whether and when an action follows.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Needs a look.
+    #[default]
+    Warning,
+    /// Needs someone now.
+    Critical,
+}
+
+impl Severity {
+    /// Parses `info`, `warning`, `critical`.
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// How long a condition must hold before the dispatcher acts on it (Prometheus' `for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pending {
+    /// For at least this long since it was first requested.
+    Duration(#[serde(with = "crate::request::ms")] Duration),
+    /// In at least this many evaluations in a row.
+    Evaluations(u32),
+}
+
+/// The kind of action requested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RequestKind {
+    /// A condition that is true now. It fires (after `pending`), may repeat after `cooldown`, and is *resolved*
+    /// when an evaluation of the same rule and target no longer asks for it.
+    Alert,
+    /// Run the named command from `warden.yaml` with these placeholder values.
+    Run {
+        /// The command's name under `commands:`.
+        command: String,
+        /// Placeholder values (`job`, `jid`, ...), each substituted into single arguments.
+        vars: BTreeMap<String, String>,
+    },
+    /// Append a line to the alert log now (no dedup: rules that log should remember what they logged in `state`).
+    Log,
+}
+
+/// One request from one rule evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRequest {
+    /// What to do.
+    pub kind: RequestKind,
+    /// What it is about, usually the job name; part of the dedup key.
+    pub subject: String,
+    /// How urgent.
+    pub severity: Severity,
+    /// One line for people.
+    pub summary: String,
+    /// Structured details (root cause, job id, counts).
+    pub details: serde_json::Value,
+    /// Hold before acting.
+    pub pending: Option<Pending>,
+    /// Minimum time between repeats while it keeps being requested.
+    #[serde(with = "crate::request::opt_ms")]
+    pub cooldown: Option<Duration>,
+}
+
+impl ActionRequest {
+    /// The part of the dedup key that the request itself decides (the rule and target complete it).
+    pub fn key(&self) -> String {
+        match &self.kind {
+            RequestKind::Alert => format!("alert:{}", self.subject),
+            RequestKind::Run { command, .. } => format!("run:{command}:{}", self.subject),
+            RequestKind::Log => format!("log:{}", self.subject),
+        }
+    }
+}
+
+/// Durations as milliseconds in JSON.
+pub mod ms {
+    use super::*;
+    /// Serializes as integer milliseconds.
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    /// Deserializes integer milliseconds.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// Optional durations as milliseconds in JSON.
+pub mod opt_ms {
+    use super::*;
+    /// Serializes as integer milliseconds or null.
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+    /// Deserializes integer milliseconds or null.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}

@@ -1,0 +1,255 @@
+//! The functions a rule can call. They only *record* what the rule asks for; none of them acts.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rhai::{Dynamic, Engine, EvalAltResult, Map};
+
+use super::convert::{to_dynamic, to_json};
+use super::CTX;
+use crate::request::{ActionRequest, Pending, RequestKind, Severity};
+
+/// Every function Warden registers with the engine, as `name/arity`. The rule author's guide must document each
+/// (a test checks it).
+pub const REGISTERED_FUNCTIONS: &[&str] =
+    &["alert/1", "run/2", "log/1", "skip/1", "http_get/1", "now/0", "duration_ms/1", "to_json/1", "root_cause/1"];
+
+/// Answers a rule's follow-up GET. The daemon's implementation sends a real request to the rule's target;
+/// tests supply canned answers.
+pub trait FollowUp: Send {
+    /// Fetches `path` (starting with `/`) from the rule's target.
+    fn get(&mut self, path: &str) -> FollowUpAnswer;
+}
+
+/// The answer to a follow-up GET.
+#[derive(Debug, Clone, Default)]
+pub struct FollowUpAnswer {
+    /// HTTP status, if an answer arrived.
+    pub status: Option<u16>,
+    /// JSON body, if any.
+    pub body: Option<serde_json::Value>,
+    /// `(kind, message)` when the answer is not usable.
+    pub error: Option<(String, String)>,
+}
+
+pub(super) struct EvalCtx {
+    pub rule: String,
+    pub deadline: Instant,
+    pub now: DateTime<Utc>,
+    pub requests: Vec<ActionRequest>,
+    pub skipped: Option<String>,
+    pub follow_up: Option<Box<dyn FollowUp>>,
+    pub follow_ups_left: u32,
+}
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+fn with_ctx<T>(f: impl FnOnce(&mut EvalCtx) -> R<T>) -> R<T> {
+    CTX.with(|c| match c.borrow_mut().as_mut() {
+        Some(ctx) => f(ctx),
+        None => Err("this function can only be called while a rule is evaluated".into()),
+    })
+}
+
+fn get_str(m: &Map, key: &str) -> R<Option<String>> {
+    match m.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) if v.is_string() => Ok(Some(v.clone().into_string().unwrap_or_default())),
+        Some(v) => Ok(Some(v.to_string())),
+    }
+}
+
+fn pending_of(m: &Map) -> R<Option<Pending>> {
+    let v = m.get("for").or_else(|| m.get("pending_for"));
+    match v {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) => {
+            if let Ok(n) = v.as_int() {
+                if n < 1 {
+                    return Err(format!("`for` as a count of evaluations must be at least 1, not {n}").into());
+                }
+                return Ok(Some(Pending::Evaluations(n as u32)));
+            }
+            let s = v.to_string();
+            crate::config::units::parse_duration(&s).map(|d| Some(Pending::Duration(d))).map_err(|e| e.into())
+        }
+    }
+}
+
+fn cooldown_of(m: &Map) -> R<Option<Duration>> {
+    match get_str(m, "cooldown")? {
+        None => Ok(None),
+        Some(s) => crate::config::units::parse_duration(&s).map(Some).map_err(|e| e.into()),
+    }
+}
+
+fn severity_of(m: &Map, default: Severity) -> R<Severity> {
+    match get_str(m, "severity")? {
+        None => Ok(default),
+        Some(s) => Severity::parse(&s)
+            .ok_or_else(|| format!("severity must be \"info\", \"warning\" or \"critical\", not {s:?}").into()),
+    }
+}
+
+fn details_of(m: &Map) -> serde_json::Value {
+    m.get("details").map(to_json).unwrap_or(serde_json::Value::Null)
+}
+
+/// `alert(#{subject, summary, severity, details, for, cooldown})`
+fn alert(m: Map) -> R<()> {
+    let summary = get_str(&m, "summary")?.ok_or("alert() needs a `summary`")?;
+    let req = ActionRequest {
+        kind: RequestKind::Alert,
+        subject: get_str(&m, "subject")?.unwrap_or_default(),
+        severity: severity_of(&m, Severity::Warning)?,
+        summary,
+        details: details_of(&m),
+        pending: pending_of(&m)?,
+        cooldown: cooldown_of(&m)?,
+    };
+    with_ctx(|c| {
+        c.requests.push(req);
+        Ok(())
+    })
+}
+
+/// `run("command", #{job, jid, ..., subject, summary, for, cooldown})`
+fn run(command: &str, m: Map) -> R<()> {
+    if command.is_empty() {
+        return Err("run() needs a command name".into());
+    }
+    const POLICY: &[&str] = &["subject", "summary", "for", "pending_for", "cooldown", "severity", "details"];
+    let mut vars = BTreeMap::new();
+    for (k, v) in m.iter() {
+        if POLICY.contains(&k.as_str()) {
+            continue;
+        }
+        let s = if v.is_string() { v.clone().into_string().unwrap_or_default() } else { v.to_string() };
+        vars.insert(k.to_string(), s);
+    }
+    let subject = get_str(&m, "subject")?.or_else(|| vars.get("job").cloned()).unwrap_or_default();
+    let summary = get_str(&m, "summary")?.unwrap_or_else(|| format!("run `{command}` for `{subject}`"));
+    let req = ActionRequest {
+        kind: RequestKind::Run { command: command.to_string(), vars },
+        subject,
+        severity: severity_of(&m, Severity::Warning)?,
+        summary,
+        details: details_of(&m),
+        pending: pending_of(&m)?,
+        cooldown: cooldown_of(&m)?,
+    };
+    with_ctx(|c| {
+        c.requests.push(req);
+        Ok(())
+    })
+}
+
+/// `log("message")` or `log(#{subject, summary, severity, details})`
+fn log_map(m: Map) -> R<()> {
+    let summary = get_str(&m, "summary")?.ok_or("log() needs a `summary`")?;
+    let req = ActionRequest {
+        kind: RequestKind::Log,
+        subject: get_str(&m, "subject")?.unwrap_or_default(),
+        severity: severity_of(&m, Severity::Info)?,
+        summary,
+        details: details_of(&m),
+        pending: None,
+        cooldown: None,
+    };
+    with_ctx(|c| {
+        c.requests.push(req);
+        Ok(())
+    })
+}
+
+fn log_str(s: &str) -> R<()> {
+    let mut m = Map::new();
+    m.insert("summary".into(), s.into());
+    log_map(m)
+}
+
+/// `skip("reason")`: this evaluation is inconclusive; every alert keeps its state.
+fn skip(reason: &str) -> R<()> {
+    with_ctx(|c| {
+        c.skipped = Some(reason.to_string());
+        Ok(())
+    })
+}
+
+/// `http_get("/jobs/<jid>/exceptions")` → `#{ok, status, body, error}`.
+fn http_get(path: &str) -> R<Map> {
+    if !path.starts_with('/') || path.starts_with("//") || path.contains("://") {
+        return Err(format!("http_get() takes a path on the rule's target starting with `/`, not {path:?}").into());
+    }
+    if path.split(['/', '?']).any(|seg| seg == "..") {
+        return Err(format!("http_get() path {path:?} may not contain `..`").into());
+    }
+    let answer = with_ctx(|c| {
+        if c.follow_ups_left == 0 {
+            return Ok(FollowUpAnswer {
+                error: Some((
+                    "limit".into(),
+                    "this evaluation used up its follow-up requests (scripts.max_follow_ups)".into(),
+                )),
+                ..Default::default()
+            });
+        }
+        c.follow_ups_left -= 1;
+        Ok(match c.follow_up.as_mut() {
+            Some(f) => f.get(path),
+            None => FollowUpAnswer {
+                error: Some(("unavailable".into(), "follow-up requests are not available here".into())),
+                ..Default::default()
+            },
+        })
+    })?;
+    let mut m = Map::new();
+    m.insert("ok".into(), Dynamic::from_bool(answer.error.is_none()));
+    m.insert("status".into(), answer.status.map(|s| Dynamic::from_int(s.into())).unwrap_or(Dynamic::UNIT));
+    m.insert("body".into(), answer.body.as_ref().map(to_dynamic).unwrap_or(Dynamic::UNIT));
+    let err = match answer.error {
+        None => Dynamic::UNIT,
+        Some((kind, message)) => {
+            let mut e = Map::new();
+            e.insert("kind".into(), kind.into());
+            e.insert("message".into(), message.into());
+            Dynamic::from_map(e)
+        }
+    };
+    m.insert("error".into(), err);
+    Ok(m)
+}
+
+/// `now()` → milliseconds since the epoch, from Warden's clock (simulated in tests).
+fn now() -> R<i64> {
+    with_ctx(|c| Ok(c.now.timestamp_millis()))
+}
+
+/// `duration_ms("5m")` → 300000.
+fn duration_ms(s: &str) -> R<i64> {
+    crate::config::units::parse_duration(s).map(|d| d.as_millis() as i64).map_err(|e| e.into())
+}
+
+/// `root_cause(exceptions_body)`: the most telling line of a Flink `/jobs/:jid/exceptions` answer, for 1.x
+/// (`root-exception`) and 2.x (`exceptionHistory`) alike: the innermost `Caused by:` of the newest failure, else its
+/// first line. `()` when there is no exception.
+fn root_cause(body: Dynamic) -> R<Dynamic> {
+    let v = to_json(&body);
+    Ok(crate::flink::root_cause(&v).map(|c| Dynamic::from(c.to_string())).unwrap_or(Dynamic::UNIT))
+}
+
+pub(super) fn register(engine: &mut Engine) {
+    engine.register_fn("alert", alert);
+    engine.register_fn("run", run);
+    engine.register_fn("log", log_map);
+    engine.register_fn("log", log_str);
+    engine.register_fn("skip", skip);
+    engine.register_fn("http_get", http_get);
+    engine.register_fn("now", now);
+    engine.register_fn("duration_ms", duration_ms);
+    engine.register_fn("to_json", |d: Dynamic| to_json(&d).to_string());
+    engine.register_fn("root_cause", root_cause);
+}

@@ -1,0 +1,320 @@
+//! Rules in Rhai: one engine built once with limits, every rule compiled once, each evaluation run synchronously
+//! (callers put it on a blocking thread) under an operation budget and a wall-clock deadline.
+//!
+//! A rule is a script file. It sees these variables:
+//! - `obs`: the observation — `ok`, `status`, `latency_ms`, `time` (ms), `body` (the JSON answer, or `()`),
+//!   `error` (`()` or `#{kind, message}`), `probe`, `target`;
+//! - `target`: `#{name, url, labels}`;
+//! - `params`: the pack's parameters (defaults merged with `warden.yaml`);
+//! - `state`: a map of its own (per rule and target) that persists across evaluations and restarts.
+//!
+//! It asks for actions with `alert(#{...})`, `run("command", #{...})`, `log(...)`, declares an evaluation
+//! inconclusive with `skip("why")`, may read more with `http_get("/path")` (bounded), and reads the clock with
+//! `now()`. See `docs/rules.md` for the full reference.
+
+mod api;
+pub mod convert;
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rhai::{Dynamic, Engine, EvalAltResult, Map, Position, Scope, AST};
+
+use crate::config::ScriptLimits;
+use crate::observation::Observation;
+use crate::request::ActionRequest;
+
+pub use api::{FollowUp, FollowUpAnswer, REGISTERED_FUNCTIONS};
+
+/// A rule that failed to compile or to run, with where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{col}: rule `{rule}`: {message}", file.display())]
+pub struct ScriptError {
+    /// The rule's file.
+    pub file: PathBuf,
+    /// The rule's namespaced name.
+    pub rule: String,
+    /// 1-based line (0 if unknown).
+    pub line: usize,
+    /// 1-based column (0 if unknown).
+    pub col: usize,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    /// Namespaced name, e.g. `flink/job-not-running`.
+    pub name: String,
+    /// The pack it belongs to.
+    pub pack: String,
+    /// Where its source is.
+    pub file: PathBuf,
+    /// A hash of its source, to tell whether a reload changed it.
+    pub source_hash: u64,
+    ast: Arc<AST>,
+}
+
+/// The target as a rule sees it.
+#[derive(Debug, Clone, Default)]
+pub struct TargetInfo {
+    /// Name.
+    pub name: String,
+    /// Base URL.
+    pub url: String,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// What one evaluation decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The conditions and actions the rule asks for now (empty: all is well).
+    Requests(Vec<ActionRequest>),
+    /// The rule could not judge (e.g. the JobManager did not answer): keep every alert as it is.
+    Skipped(String),
+}
+
+/// The result of one evaluation.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// What the rule decided.
+    pub verdict: Verdict,
+    /// The rule's state after the run.
+    pub state: serde_json::Value,
+}
+
+/// Everything one evaluation reads.
+pub struct EvalInput<'a> {
+    /// The observation, converted once per poll with [`obs_to_dynamic`] and shared by the probe's rules.
+    pub obs: &'a Dynamic,
+    /// The target.
+    pub target: &'a Dynamic,
+    /// The pack's parameters.
+    pub params: &'a Dynamic,
+    /// The rule's state before the run.
+    pub state: &'a serde_json::Value,
+    /// The clock's reading.
+    pub now: DateTime<Utc>,
+    /// Follow-up GETs, if this evaluation may make them.
+    pub follow_up: Option<Box<dyn FollowUp>>,
+}
+
+thread_local! {
+    static CTX: RefCell<Option<api::EvalCtx>> = const { RefCell::new(None) };
+}
+
+/// The Rhai engine with Warden's limits and API, built once.
+pub struct ScriptEngine {
+    engine: Engine,
+    limits: ScriptLimits,
+}
+
+impl std::fmt::Debug for ScriptEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptEngine").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl ScriptEngine {
+    /// Builds the engine with these limits.
+    pub fn new(limits: &ScriptLimits) -> Self {
+        let mut engine = Engine::new();
+        // No file access: `import` resolves nothing until packs supply modules.
+        engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+        engine.disable_symbol("eval");
+        engine.set_max_operations(limits.max_operations);
+        engine.set_max_call_levels(48);
+        engine.set_max_expr_depths(96, 64);
+        engine.set_max_string_size(limits.max_string.as_usize());
+        engine.set_max_array_size(limits.max_array);
+        engine.set_max_map_size(limits.max_map);
+        engine.set_max_variables(10_000);
+        engine.set_max_functions(1_000);
+        engine.on_progress(|ops| {
+            if ops % 512 != 0 {
+                return None;
+            }
+            let late = CTX.with(|c| c.borrow().as_ref().is_some_and(|ctx| Instant::now() > ctx.deadline));
+            late.then(|| Dynamic::from("wall-clock limit"))
+        });
+        engine.on_print(|s| {
+            let rule = CTX.with(|c| c.borrow().as_ref().map(|c| c.rule.clone()).unwrap_or_default());
+            tracing::info!(rule = %rule, "{s}");
+        });
+        engine.on_debug(|s, _src, pos| {
+            let rule = CTX.with(|c| c.borrow().as_ref().map(|c| c.rule.clone()).unwrap_or_default());
+            tracing::debug!(rule = %rule, line = pos.line().unwrap_or(0), "{s}");
+        });
+        api::register(&mut engine);
+        Self { engine, limits: limits.clone() }
+    }
+
+    /// The limits this engine enforces.
+    pub fn limits(&self) -> &ScriptLimits {
+        &self.limits
+    }
+
+    /// Compiles a rule's source.
+    pub fn compile(&self, name: &str, pack: &str, file: PathBuf, source: &str) -> Result<CompiledRule, ScriptError> {
+        let scope = Self::declared_scope();
+        match self.engine.compile_with_scope(&scope, source) {
+            Ok(ast) => Ok(CompiledRule {
+                name: name.to_string(),
+                pack: pack.to_string(),
+                file,
+                source_hash: hash(source),
+                ast: Arc::new(ast),
+            }),
+            Err(e) => {
+                let (line, col) = pos(e.1);
+                Err(ScriptError { file, rule: name.into(), line, col, message: format!("syntax error: {}", e.0) })
+            }
+        }
+    }
+
+    fn declared_scope() -> Scope<'static> {
+        let mut scope = Scope::new();
+        for v in ["obs", "target", "params"] {
+            scope.push_constant(v, Dynamic::UNIT);
+        }
+        scope.push("state", Dynamic::UNIT);
+        scope
+    }
+
+    /// Runs `rule` once. Synchronous and CPU-bound: call it from a blocking thread.
+    pub fn evaluate(&self, rule: &CompiledRule, input: EvalInput<'_>) -> Result<Evaluation, ScriptError> {
+        let ctx = api::EvalCtx {
+            rule: rule.name.clone(),
+            deadline: Instant::now() + self.limits.max_time,
+            now: input.now,
+            requests: Vec::new(),
+            skipped: None,
+            follow_up: input.follow_up,
+            follow_ups_left: self.limits.max_follow_ups,
+        };
+        CTX.with(|c| *c.borrow_mut() = Some(ctx));
+        let mut scope = Scope::new();
+        scope.push_constant_dynamic("obs", input.obs.clone());
+        scope.push_constant_dynamic("target", input.target.clone());
+        scope.push_constant_dynamic("params", input.params.clone());
+        let state = match input.state {
+            serde_json::Value::Object(_) => convert::to_dynamic(input.state),
+            _ => Dynamic::from_map(Map::new()),
+        };
+        scope.push_dynamic("state", state);
+        let started = Instant::now();
+        let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
+        let ctx = CTX.with(|c| c.borrow_mut().take()).expect("evaluation context");
+        if let Err(e) = result {
+            return Err(self.runtime_error(rule, *e, started.elapsed()));
+        }
+        let state = scope.get("state").map(convert::to_json).unwrap_or(serde_json::Value::Null);
+        let verdict = match ctx.skipped {
+            Some(why) => Verdict::Skipped(why),
+            None => Verdict::Requests(ctx.requests),
+        };
+        Ok(Evaluation { verdict, state })
+    }
+
+    fn runtime_error(&self, rule: &CompiledRule, e: EvalAltResult, took: Duration) -> ScriptError {
+        // Report the innermost position: where in the rule the problem actually is.
+        let mut err = &e;
+        let mut via = Vec::new();
+        while let EvalAltResult::ErrorInFunctionCall(name, _, inner, _) = err {
+            via.push(name.clone());
+            err = inner;
+        }
+        let (line, col) = pos(err.position());
+        let (line, col) = if line == 0 { pos(e.position()) } else { (line, col) };
+        let message = match err {
+            EvalAltResult::ErrorTerminated(..) => format!(
+                "stopped after {} ms: the rule exceeded the wall-clock limit of {} ms",
+                took.as_millis(),
+                self.limits.max_time.as_millis()
+            ),
+            EvalAltResult::ErrorTooManyOperations(..) => {
+                format!(
+                    "stopped: the rule exceeded its budget of {} operations (endless loop?)",
+                    self.limits.max_operations
+                )
+            }
+            EvalAltResult::ErrorDataTooLarge(what, ..) => format!("stopped: {what} exceeds the limit"),
+            EvalAltResult::ErrorRuntime(v, ..) => format!("rule threw: {v}"),
+            other => strip_pos(&other.to_string()),
+        };
+        let message = if via.is_empty() { message } else { format!("{message} (in function {})", via.join(" → ")) };
+        ScriptError { file: rule.file.clone(), rule: rule.name.clone(), line, col, message }
+    }
+}
+
+fn strip_pos(s: &str) -> String {
+    match s.rfind(" (line ") {
+        Some(i) => s[..i].to_string(),
+        None => s.to_string(),
+    }
+}
+
+fn pos(p: Position) -> (usize, usize) {
+    (p.line().unwrap_or(0), p.position().unwrap_or(0))
+}
+
+fn hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// Converts an observation into the `obs` value rules see. Done once per poll; the result is shared by every rule
+/// of the probe (cloning a shared value is cheap).
+pub fn obs_to_dynamic(o: &Observation) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("probe".into(), o.probe.as_str().into());
+    m.insert("target".into(), o.target.as_str().into());
+    m.insert("time".into(), Dynamic::from_int(o.time.timestamp_millis()));
+    m.insert("ok".into(), Dynamic::from_bool(o.error.is_none()));
+    m.insert("status".into(), o.status.map(|s| Dynamic::from_int(s.into())).unwrap_or(Dynamic::UNIT));
+    m.insert("latency_ms".into(), Dynamic::from_int(o.latency.as_millis() as i64));
+    m.insert("body".into(), o.body.as_deref().map(convert::to_dynamic).unwrap_or(Dynamic::UNIT));
+    let err = match &o.error {
+        None => Dynamic::UNIT,
+        Some(e) => {
+            let mut em = Map::new();
+            em.insert("kind".into(), e.kind.as_str().into());
+            em.insert("message".into(), e.message.as_str().into());
+            Dynamic::from_map(em)
+        }
+    };
+    m.insert("error".into(), err);
+    Dynamic::from_map(m).into_shared()
+}
+
+/// Converts a target into the `target` value rules see.
+pub fn target_to_dynamic(t: &TargetInfo) -> Dynamic {
+    let mut m = Map::new();
+    m.insert("name".into(), t.name.as_str().into());
+    m.insert("url".into(), t.url.as_str().into());
+    let mut labels = Map::new();
+    for (k, v) in &t.labels {
+        labels.insert(k.as_str().into(), v.as_str().into());
+    }
+    m.insert("labels".into(), Dynamic::from_map(labels));
+    Dynamic::from_map(m)
+}
+
+/// Converts parameters into the `params` value rules see.
+pub fn params_to_dynamic(p: &std::collections::BTreeMap<String, serde_json::Value>) -> Dynamic {
+    let mut m = Map::new();
+    for (k, v) in p {
+        m.insert(k.as_str().into(), convert::to_dynamic(v));
+    }
+    Dynamic::from_map(m)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,366 @@
+//! The state store: one SQLite file (`<state_dir>/warden.db`) with the action journal, rule state, dispatcher
+//! state and storm-guard resets. Nothing in it is lost across restarts; a CLI process (`warden history`,
+//! `warden guard reset`) can use it while the daemon runs (WAL mode, busy timeout).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+/// A store failure, naming the database file.
+#[derive(Debug, thiserror::Error)]
+#[error("state store `{}`: {source}", path.display())]
+pub struct StoreError {
+    /// The database file.
+    pub path: PathBuf,
+    /// What SQLite or the file system said.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Result type of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The journal's text form of a time: RFC 3339, UTC, milliseconds (sorts as text).
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// One journal entry: a requested action and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JournalEntry {
+    /// Row id.
+    pub id: i64,
+    /// When the action was requested.
+    pub time: String,
+    /// The rule that asked (namespaced), or `warden` for Warden's own entries.
+    pub rule: String,
+    /// The target.
+    pub target: String,
+    /// The probe whose observation led to it.
+    pub probe: String,
+    /// What it is about (job name).
+    pub subject: String,
+    /// `alert`, `resolved`, `run`, `log` or `guard`.
+    pub action: String,
+    /// For `run`: the command's name; for alerts: `firing` or `reminder`.
+    pub detail: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// One line for people.
+    pub summary: String,
+    /// Structured details as JSON.
+    pub details: serde_json::Value,
+    /// `started`, `ok`, `failed: …`, `timeout`, `dry-run`, `suppressed: …`, `interrupted: …`, `sent`.
+    pub outcome: String,
+    /// Captured output of a command (bounded).
+    pub output: String,
+    /// When the action finished, if it has.
+    pub finished: Option<String>,
+}
+
+/// A new journal entry (the store assigns id and outcome fields).
+#[derive(Debug, Clone, Default)]
+pub struct NewEntry {
+    /// When.
+    pub time: Option<DateTime<Utc>>,
+    /// Rule.
+    pub rule: String,
+    /// Target.
+    pub target: String,
+    /// Probe.
+    pub probe: String,
+    /// Subject.
+    pub subject: String,
+    /// Action kind.
+    pub action: String,
+    /// Detail.
+    pub detail: String,
+    /// Severity.
+    pub severity: String,
+    /// Summary.
+    pub summary: String,
+    /// Details.
+    pub details: serde_json::Value,
+    /// Initial outcome.
+    pub outcome: String,
+}
+
+/// The SQLite store.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS journal (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  time TEXT NOT NULL, rule TEXT NOT NULL, target TEXT NOT NULL, probe TEXT NOT NULL,
+  subject TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, severity TEXT NOT NULL,
+  summary TEXT NOT NULL, details TEXT NOT NULL, outcome TEXT NOT NULL,
+  output TEXT NOT NULL DEFAULT '', finished TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_runs ON journal(action, target, subject, time);
+CREATE TABLE IF NOT EXISTS rule_state (rule TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL,
+  PRIMARY KEY (rule, target));
+CREATE TABLE IF NOT EXISTS dispatch_state (rule TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL,
+  PRIMARY KEY (rule, target));
+CREATE TABLE IF NOT EXISTS guard_reset (target TEXT NOT NULL, subject TEXT NOT NULL, time TEXT NOT NULL,
+  PRIMARY KEY (target, subject));
+";
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/warden.db`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let path = dir.join("warden.db");
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError { path: path.clone(), source: e };
+        std::fs::create_dir_all(dir).map_err(|e| err(Box::new(e)))?;
+        let conn = Connection::open(&path).map_err(|e| err(Box::new(e)))?;
+        Self::init(conn, path.clone())
+    }
+
+    /// An in-memory store, for tests and benchmarks.
+    pub fn in_memory() -> Store {
+        Self::init(Connection::open_in_memory().expect("sqlite in memory"), PathBuf::from(":memory:")).expect("schema")
+    }
+
+    fn init(conn: Connection, path: PathBuf) -> Result<Store> {
+        let s = Store { conn: Mutex::new(conn), path };
+        s.with(|c| {
+            c.busy_timeout(std::time::Duration::from_secs(5))?;
+            c.pragma_update(None, "journal_mode", "WAL").ok();
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            c.execute_batch(SCHEMA)
+        })?;
+        Ok(s)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&c).map_err(|e| StoreError { path: self.path.clone(), source: Box::new(e) })
+    }
+
+    /// Journals a requested action; returns its id.
+    pub fn journal(&self, e: &NewEntry) -> Result<i64> {
+        let time = ts(e.time.unwrap_or_else(Utc::now));
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO journal (time, rule, target, probe, subject, action, detail, severity, summary, details, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    time,
+                    e.rule,
+                    e.target,
+                    e.probe,
+                    e.subject,
+                    e.action,
+                    e.detail,
+                    e.severity,
+                    e.summary,
+                    e.details.to_string(),
+                    e.outcome
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Records how a journalled action ended.
+    pub fn finish(&self, id: i64, outcome: &str, output: &str, at: DateTime<Utc>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE journal SET outcome = ?2, output = ?3, finished = ?4 WHERE id = ?1",
+                params![id, outcome, output, ts(at)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Journal entries, oldest first; the newest `limit` when given.
+    pub fn entries(&self, limit: Option<usize>) -> Result<Vec<JournalEntry>> {
+        let limit = limit.map(|l| l as i64).unwrap_or(-1);
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, time, rule, target, probe, subject, action, detail, severity, summary, details, outcome,
+                        output, finished
+                 FROM (SELECT * FROM journal ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            )?;
+            let rows = st.query_map([limit], |r| {
+                let details: String = r.get(10)?;
+                Ok(JournalEntry {
+                    id: r.get(0)?,
+                    time: r.get(1)?,
+                    rule: r.get(2)?,
+                    target: r.get(3)?,
+                    probe: r.get(4)?,
+                    subject: r.get(5)?,
+                    action: r.get(6)?,
+                    detail: r.get(7)?,
+                    severity: r.get(8)?,
+                    summary: r.get(9)?,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                    outcome: r.get(11)?,
+                    output: r.get(12)?,
+                    finished: r.get(13)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Marks actions that were still running when Warden stopped (crash, kill -9) as interrupted. Called at
+    /// start-up; returns how many there were.
+    pub fn mark_interrupted(&self, at: DateTime<Utc>) -> Result<usize> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE journal SET outcome = 'interrupted: warden stopped while it ran', finished = ?1
+                 WHERE outcome = 'started'",
+                [ts(at)],
+            )
+        })
+    }
+
+    /// Commands run for `subject` on `target` since `since` (for the storm guard; dry runs and suppressed ones
+    /// do not count).
+    pub fn runs_since(&self, target: &str, subject: &str, since: DateTime<Utc>) -> Result<u32> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM journal WHERE action = 'run' AND target = ?1 AND subject = ?2 AND time >= ?3
+                 AND outcome <> 'dry-run' AND outcome NOT LIKE 'suppressed%'",
+                params![target, subject, ts(since)],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Whether a "giving up" alert was journalled for `subject` on `target` since `since`.
+    pub fn gave_up_since(&self, target: &str, subject: &str, since: DateTime<Utc>) -> Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM journal WHERE action = 'guard' AND target = ?1 AND subject = ?2 AND time >= ?3",
+                params![target, subject, ts(since)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Resets the storm guard for `subject` on `target` (`warden guard reset`).
+    pub fn reset_guard(&self, target: &str, subject: &str, at: DateTime<Utc>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO guard_reset (target, subject, time) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (target, subject) DO UPDATE SET time = excluded.time",
+                params![target, subject, ts(at)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// When the storm guard for `subject` on `target` was last reset.
+    pub fn guard_reset_at(&self, target: &str, subject: &str) -> Result<Option<DateTime<Utc>>> {
+        let t: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT time FROM guard_reset WHERE target = ?1 AND subject = ?2",
+                params![target, subject],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)))
+    }
+
+    /// Every rule's saved state, by (rule, target).
+    pub fn rule_states(&self) -> Result<HashMap<(String, String), serde_json::Value>> {
+        self.load_kv("rule_state")
+    }
+
+    /// Saves a rule's state.
+    pub fn save_rule_state(&self, rule: &str, target: &str, state: &serde_json::Value) -> Result<()> {
+        self.save_kv("rule_state", rule, target, state)
+    }
+
+    /// Every (rule, target)'s dispatcher state.
+    pub fn dispatch_states(&self) -> Result<HashMap<(String, String), serde_json::Value>> {
+        self.load_kv("dispatch_state")
+    }
+
+    /// Saves a (rule, target)'s dispatcher state.
+    pub fn save_dispatch_state(&self, rule: &str, target: &str, state: &serde_json::Value) -> Result<()> {
+        self.save_kv("dispatch_state", rule, target, state)
+    }
+
+    fn load_kv(&self, table: &str) -> Result<HashMap<(String, String), serde_json::Value>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT rule, target, state FROM {table}"))?;
+            let rows = st.query_map([], |r| {
+                let s: String = r.get(2)?;
+                Ok(((r.get(0)?, r.get(1)?), serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)))
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn save_kv(&self, table: &str, rule: &str, target: &str, state: &serde_json::Value) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                &format!(
+                    "INSERT INTO {table} (rule, target, state) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (rule, target) DO UPDATE SET state = excluded.state"
+                ),
+                params![rule, target, state.to_string()],
+            )
+            .map(|_| ())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_survives_reopen_and_interrupted_runs_are_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Utc::now();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let id = s
+                .journal(&NewEntry {
+                    time: Some(t0),
+                    rule: "flink/job-not-running".into(),
+                    target: "jm".into(),
+                    subject: "clicks".into(),
+                    action: "run".into(),
+                    detail: "relaunch".into(),
+                    outcome: "started".into(),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(id, 1);
+            s.save_rule_state("r", "jm", &serde_json::json!({"n": 1})).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.mark_interrupted(Utc::now()).unwrap(), 1);
+        let e = s.entries(None).unwrap();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].outcome.starts_with("interrupted"));
+        assert_eq!(s.rule_states().unwrap()[&("r".into(), "jm".into())], serde_json::json!({"n": 1}));
+        assert_eq!(s.runs_since("jm", "clicks", t0 - chrono::Duration::seconds(1)).unwrap(), 1);
+        assert_eq!(s.runs_since("jm", "clicks", t0 + chrono::Duration::seconds(1)).unwrap(), 0);
+    }
+}
