@@ -10,11 +10,6 @@ use super::convert::{to_dynamic, to_json};
 use super::CTX;
 use crate::request::{ActionRequest, Pending, RequestKind, Severity};
 
-/// Every function Warden registers with the engine, as `name/arity`. The rule author's guide must document each
-/// (a test checks it).
-pub const REGISTERED_FUNCTIONS: &[&str] =
-    &["alert/1", "run/2", "log/1", "skip/1", "http_get/1", "now/0", "duration_ms/1", "to_json/1", "root_cause/1"];
-
 /// Answers a rule's follow-up GET. The daemon's implementation sends a real request to the rule's target;
 /// tests supply canned answers.
 pub trait FollowUp: Send {

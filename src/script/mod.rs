@@ -27,7 +27,7 @@ use crate::config::ScriptLimits;
 use crate::observation::Observation;
 use crate::request::ActionRequest;
 
-pub use api::{FollowUp, FollowUpAnswer, REGISTERED_FUNCTIONS};
+pub use api::{FollowUp, FollowUpAnswer};
 
 /// A rule that failed to compile or to run, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,6 +152,14 @@ impl ScriptEngine {
         });
         api::register(&mut engine);
         Self { engine, limits: limits.clone() }
+    }
+
+    /// The signatures of every function Warden registers for rules (Rhai's own standard library excluded),
+    /// e.g. `alert(m: Map)`.
+    pub fn registered_functions(&self) -> Vec<String> {
+        let mut v = self.engine.gen_fn_signatures(false);
+        v.sort();
+        v
     }
 
     /// The limits this engine enforces.
