@@ -33,6 +33,7 @@
 _FLINK_CLUSTER_SH_LOADED=1
 
 FLINK_VERSION="${FLINK_VERSION:-2.3.0}"
+# shellcheck disable=SC2034  # for callers: 1 or 2
 FLINK_MAJOR="${FLINK_VERSION%%.*}"
 WARDEN_E2E_CACHE="${WARDEN_E2E_CACHE:-$HOME/.cache/warden-e2e}"
 JAVA="${JAVA:-java}"
@@ -40,8 +41,8 @@ FLINK_E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 FLINK_JOB_SRC="${FLINK_JOB_SRC:-$FLINK_E2E_DIR/clicks-job}"
 FLINK_JOB_CLASS="${FLINK_JOB_CLASS:-demo.Clicks}"
 
-FLINK_HOME="${FLINK_HOME:-}"
-FLINK_WORK="${FLINK_WORK:-}"
+FLINK_HOME=""
+FLINK_WORK=""
 FLINK_CONF_DIR=""
 FLINK_LOG_DIR=""
 FLINK_REST_PORT=""
@@ -313,6 +314,9 @@ execution.checkpointing.externalized-checkpoint-retention: RETAIN_ON_CANCELLATIO
 execution.checkpointing.num-retained: 3
 jobstore.expiration-time: 3600
 heartbeat.timeout: 20000
+web.refresh-interval: 500
+rest.cache.execution-graph.timeout: 500
+rest.cache.checkpoint-statistics.timeout: 500
 cluster.registration.error-delay: 1000
 cluster.registration.refused-registration-delay: 1000
 cluster.registration.max-timeout: 5000
@@ -381,7 +385,7 @@ _flink_start_process() {
   read -r -a extra_args <<<"$(_flink_extra_jvm_opts)"
   log="$FLINK_LOG_DIR/$role.log"
   (
-    cd "$FLINK_WORK"
+    cd "$FLINK_WORK" || exit 1
     export FLINK_HOME FLINK_CONF_DIR FLINK_LOG_DIR
     export FLINK_BIN_DIR="$FLINK_HOME/bin" FLINK_LIB_DIR="$FLINK_HOME/lib" \
       FLINK_OPT_DIR="$FLINK_HOME/opt" FLINK_PLUGINS_DIR="$FLINK_HOME/plugins"
@@ -476,6 +480,7 @@ flink_build_job() {
   "$jar_bin" --create --file "$out" --main-class "$FLINK_JOB_CLASS" -C "$classes" . >&2 ||
     { flink_die "jar failed"; return 1; }
   rm -rf "$classes"
+  # shellcheck disable=SC2034
   FLINK_JOB_JAR=$out
 }
 
@@ -668,7 +673,7 @@ for j in sorted(json.load(sys.stdin).get("jobs", []), key=lambda j: -j.get("star
 # flink_jobs_by_name NAME [STATE]: job ids with that name (newest first)
 flink_jobs_by_name() {
   local name=$1 state=${2:-}
-  flink_jobs $state | awk -v n="$name" '{ jid=$1; $1=""; $2=""; sub(/^  /, ""); if ($0 == n) print jid }'
+  flink_jobs ${state:+"$state"} | awk -v n="$name" '{ jid=$1; $1=""; $2=""; sub(/^  /, ""); if ($0 == n) print jid }'
 }
 
 # flink_cancel_all: cancel every non-terminal job (between scenarios)
