@@ -20,6 +20,7 @@
 //! | [`request`] | what a rule returns: alert / run / log requests |
 //! | [`dispatch`] | dedup keys, `for`, cooldown, resolution, restart-storm guard, dry run |
 //! | [`action`] | built-in actions (alert log, commands) and the executor |
+//! | [`notify`] | notification channels (e-mail, Slack, file, plugins), routing, grouping, silences, outbox |
 //! | [`store`] | SQLite: journal, rule state, dispatcher state, guard resets |
 //! | [`runtime`] | the daemon: one task per probe × target, the dispatcher task, graceful shutdown |
 //! | [`flink`] | Flink REST knowledge (root cause across 1.x/2.x) |
@@ -37,6 +38,7 @@ pub mod event;
 pub mod fake_flink;
 pub mod fetch;
 pub mod flink;
+pub mod notify;
 pub mod observation;
 pub mod pack;
 pub mod plan;

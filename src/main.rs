@@ -63,6 +63,16 @@ enum Command {
         #[command(subcommand)]
         command: GuardCommand,
     },
+    /// Silences: stop notifications that match, for a while (they are still journalled).
+    Silence {
+        #[command(subcommand)]
+        command: warden::notify::cli::SilenceCommand,
+    },
+    /// Notification channels.
+    Notify {
+        #[command(subcommand)]
+        command: warden::notify::cli::NotifyCommand,
+    },
     /// Used by the demo's relaunch command: resubmit a job's jar on a (fake) JobManager over REST.
     #[command(hide = true)]
     DemoRelaunch {
@@ -199,6 +209,14 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             store.reset_guard(&target, &subject, chrono::Utc::now())?;
             println!("storm guard reset for `{subject}` on `{target}`: relaunches are allowed again");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Silence { command } => {
+            init_tracing(cli.log.as_deref(), "warn");
+            Ok(ExitCode::from(warden::notify::cli::silence(command, &cli.config).await?))
+        }
+        Command::Notify { command } => {
+            init_tracing(cli.log.as_deref(), "warn");
+            Ok(ExitCode::from(warden::notify::cli::notify(command, &cli.config).await?))
         }
         Command::DemoRelaunch { url, job } => {
             let jid = warden::demo::relaunch_over_rest(&url, &job).await?;

@@ -34,6 +34,9 @@ pub enum RuntimeError {
     /// A target's HTTP client could not be built.
     #[error(transparent)]
     Client(#[from] crate::fetch::ClientError),
+    /// The notification subsystem could not start.
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// How to run.
@@ -112,6 +115,14 @@ pub async fn run(
         tx,
     });
     let alert_log = cfg.alert_log.clone().unwrap_or_else(|| cfg.state_dir.join("alerts.jsonl"));
+    let notifier = Arc::new(crate::notify::Notifier::new(
+        cfg.notify.clone(),
+        store.clone(),
+        opts.clock.clone(),
+        opts.events.clone(),
+    )?);
+    let notify_stop = CancellationToken::new();
+    let notify_task = tokio::spawn(notifier.clone().run(notify_stop.clone()));
     let executor = Arc::new(Executor {
         commands: cfg.commands.clone(),
         alert_log: AlertLog::new(alert_log),
@@ -119,6 +130,7 @@ pub async fn run(
         store: store.clone(),
         clock: opts.clock.clone(),
         events: opts.events.clone(),
+        notifier: Some(notifier),
     });
     let dispatcher = Dispatcher::new(cfg.dispatch.clone(), opts.dry_run, &store)?;
 
@@ -163,6 +175,8 @@ pub async fn run(
         kill.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), actions.wait()).await;
     }
+    notify_stop.cancel();
+    let _ = notify_task.await;
     tracing::info!(
         polls = stats.polls.load(Ordering::Relaxed),
         poll_errors = stats.poll_errors.load(Ordering::Relaxed),

@@ -149,6 +149,12 @@ impl Store {
         &self.path
     }
 
+    /// Runs `f` on the database connection (for subsystems that keep their own tables, such as the outbox).
+    /// Create tables with `CREATE TABLE IF NOT EXISTS`.
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.with(f)
+    }
+
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&c).map_err(|e| StoreError { path: self.path.clone(), source: Box::new(e) })

@@ -30,6 +30,8 @@ pub struct Executor {
     pub clock: Clock,
     /// Where progress is announced.
     pub events: Events,
+    /// Routes alerts to notification channels (none in tests that do not need it).
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl Executor {
@@ -46,6 +48,11 @@ impl Executor {
                     }
                 };
                 self.finish(journal_id, &outcome, "");
+                if let Some(n) = &self.notifier {
+                    if let Err(e) = n.submit(&record) {
+                        tracing::error!(rule = %record.rule, subject = %record.subject, "cannot queue notification: {e}");
+                    }
+                }
                 self.events.send(Event::Alert(record));
             }
             Planned::Run { journal_id, command, vars, origin, subject } => {

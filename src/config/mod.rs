@@ -39,6 +39,7 @@ const TOP_KEYS: &[&str] = &[
     "packs",
     "dispatch",
     "scripts",
+    "notify",
     "alert_log",
     "shutdown_grace",
 ];
@@ -242,6 +243,7 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut 
             }
         }
     }
+    config.notify.check(doc, base, diags);
     if config.dispatch.storm_guard.max_runs == 0 {
         diags.push(doc.diag("dispatch.storm_guard.max_runs", "max_runs must be at least 1"));
     }

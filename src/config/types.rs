@@ -39,6 +39,9 @@ pub struct Config {
     /// Limits for rule scripts.
     #[serde(default)]
     pub scripts: ScriptLimits,
+    /// Notification channels, routes, grouping, silences and maintenance windows.
+    #[serde(default)]
+    pub notify: crate::notify::NotifyConfig,
     /// The JSON-lines file that every alert, resolution and rule log line is appended to.
     /// Default: `<state_dir>/alerts.jsonl`.
     #[serde(default)]
