@@ -89,6 +89,19 @@ pub enum Planned {
         /// The alert.
         record: AlertRecord,
     },
+    /// Restart a job from its state.
+    Restart {
+        /// Journal row.
+        journal_id: i64,
+        /// The job's name.
+        job: String,
+        /// The run being replaced.
+        jid: String,
+        /// `savepoint`, `last-checkpoint` or `stateless`.
+        strategy: String,
+        /// Rule and target.
+        origin: Origin,
+    },
     /// Run a named command.
     Run {
         /// Journal row.
@@ -203,13 +216,15 @@ impl Dispatcher {
             if !due {
                 continue;
             }
-            let cooldown = r.cooldown.or(match r.kind {
-                RequestKind::Run { .. } => Some(self.policy.run_cooldown),
-                _ => self.policy.alert_repeat,
-            });
+            let acts = matches!(r.kind, RequestKind::Run { .. } | RequestKind::Restart { .. });
+            let cooldown = r.cooldown.or(if acts { Some(self.policy.run_cooldown) } else { self.policy.alert_repeat });
             let repeat = match (st.last_action, cooldown) {
                 (None, _) => true,
-                (Some(last), Some(cd)) => now - last >= chrono_d(cd),
+                (Some(last), Some(cd)) => {
+                    // Exponential backoff between attempts: the cooldown doubles with each run in the guard's window.
+                    let cd = if acts { self.backoff(cd, o, &r.subject, store)? } else { cd };
+                    now - last >= chrono_d(cd)
+                }
                 (Some(_), None) => false,
             };
             if !repeat {
@@ -217,7 +232,7 @@ impl Dispatcher {
             }
             let first = st.fired_at.is_none();
             st.fired_at.get_or_insert(now);
-            st.last_action = Some(now);
+            let previous_action = st.last_action.replace(now);
             match &r.kind {
                 RequestKind::Alert => {
                     let ev = if first { AlertEvent::Firing } else { AlertEvent::Reminder };
@@ -229,8 +244,18 @@ impl Dispatcher {
                     }
                     planned.extend(self.notify(o, rec, ev.as_str(), store)?);
                 }
-                RequestKind::Run { command, vars } => {
-                    planned.extend(self.run(o, r, command, vars, store)?);
+                RequestKind::Run { .. } | RequestKind::Restart { .. } => {
+                    let (command, vars) = match &r.kind {
+                        RequestKind::Run { command, vars } => (command.as_str(), vars.clone()),
+                        _ => ("", BTreeMap::new()),
+                    };
+                    let acts = self.run(o, r, command, &vars, store)?;
+                    // Held back by the storm guard: not an action, so the backoff clock keeps its last real run.
+                    if !acts.iter().any(|p| matches!(p, Planned::Run { .. } | Planned::Restart { .. })) && !self.dry_run
+                    {
+                        st.last_action = previous_action;
+                    }
+                    planned.extend(acts);
                 }
                 RequestKind::Log => unreachable!(),
             }
@@ -289,6 +314,14 @@ impl Dispatcher {
         Ok((!self.dry_run).then_some(Planned::Notify { journal_id: id, record: rec }))
     }
 
+    /// `cooldown` × 2^(runs in the storm guard's window − 1), at most the window.
+    fn backoff(&self, cooldown: Duration, o: &Origin, subject: &str, store: &Store) -> Result<Duration, StoreError> {
+        let g = &self.policy.storm_guard;
+        let runs = store.runs_since(&o.target, subject, o.time - chrono_d(g.window))?;
+        let factor = 2u32.saturating_pow(runs.saturating_sub(1).min(16));
+        Ok(cooldown.saturating_mul(factor).min(g.window.max(cooldown)))
+    }
+
     fn run(
         &self,
         o: &Origin,
@@ -324,10 +357,35 @@ impl Dispatcher {
                     o.target,
                     r.subject
                 ),
-                details: serde_json::json!({"command": command, "runs": runs, "window_s": g.window.as_secs(),
+                details: serde_json::json!({"action": r.key(), "runs": runs, "window_s": g.window.as_secs(),
                     "resumes_at": until, "last_request": r.summary}),
             };
             return Ok(self.notify(o, rec, "giving_up", store)?.into_iter().collect());
+        }
+        if let RequestKind::Restart { job, jid, strategy } = &r.kind {
+            let id = store.journal(&NewEntry {
+                time: Some(now),
+                rule: o.rule.clone(),
+                target: o.target.clone(),
+                probe: o.probe.clone(),
+                subject: r.subject.clone(),
+                action: "restart".into(),
+                detail: strategy.clone(),
+                severity: r.severity.as_str().into(),
+                summary: r.summary.clone(),
+                details: with_field(r.details.clone(), "old_jid", serde_json::json!(jid)),
+                outcome: if self.dry_run { "dry-run".into() } else { "started".into() },
+            })?;
+            if self.dry_run {
+                return Ok(vec![]);
+            }
+            return Ok(vec![Planned::Restart {
+                journal_id: id,
+                job: job.clone(),
+                jid: jid.clone(),
+                strategy: strategy.clone(),
+                origin: o.clone(),
+            }]);
         }
         let mut all = vars.clone();
         all.insert("target".into(), o.target.clone());

@@ -23,6 +23,15 @@ pub enum Event {
     },
     /// An alert was written (firing, reminder, resolved, giving up, log).
     Alert(AlertRecord),
+    /// A restart moved to a new step.
+    RestartProgress {
+        /// Job name.
+        job: String,
+        /// The step reached.
+        step: String,
+        /// What happened.
+        message: String,
+    },
     /// A command started.
     RunStarted {
         /// Command name.

@@ -155,6 +155,43 @@ impl TargetClient {
         }
     }
 
+    /// Uploads the file at `path` as multipart part `part` to `path_on_target`; returns the JSON answer, or the
+    /// status (if any) and a message.
+    pub async fn upload(
+        &self,
+        file: &std::path::Path,
+        path_on_target: &str,
+        part: &str,
+    ) -> Result<serde_json::Value, (Option<u16>, String)> {
+        let bytes =
+            tokio::fs::read(file).await.map_err(|e| (None, format!("cannot read `{}`: {e}", file.display())))?;
+        let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "job.jar".into());
+        let file_part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(name)
+            .mime_str("application/x-java-archive")
+            .map_err(|e| (None, e.to_string()))?;
+        let form = reqwest::multipart::Form::new().part(part.to_string(), file_part);
+        let url = format!("{}{}", self.base, path_on_target);
+        let resp = self
+            .client
+            .post(&url)
+            .headers(self.headers.clone())
+            .timeout(self.timeout.max(Duration::from_secs(60)))
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|e| (None, describe(&e)))?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| (Some(status), describe(&e)))?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        if (200..300).contains(&status) {
+            Ok(v)
+        } else {
+            let first = v.pointer("/errors/0").and_then(|e| e.as_str()).and_then(|s| s.lines().next()).unwrap_or("");
+            Err((Some(status), format!("HTTP {status}: {first}")))
+        }
+    }
+
     /// Sends `req`; returns the status, the JSON body if any, and the error if the answer is not usable.
     pub async fn send(&self, req: &HttpRequest) -> (Option<u16>, Option<serde_json::Value>, Option<FetchError>) {
         let where_ = format!("target `{}` {} {}", self.name, req.method, req.path);

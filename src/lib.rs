@@ -43,6 +43,7 @@ pub mod observation;
 pub mod pack;
 pub mod plan;
 pub mod request;
+pub mod restart_cli;
 pub mod runtime;
 pub mod schedule;
 pub mod script;

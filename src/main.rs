@@ -51,6 +51,31 @@ enum Command {
         /// Read this state directory instead of the configuration's.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Show restarts (step by step) instead of the action journal.
+        #[arg(long, conflicts_with = "savepoints")]
+        restarts: bool,
+        /// Show the savepoint and checkpoint history per job instead of the action journal.
+        #[arg(long)]
+        savepoints: bool,
+        /// With --savepoints: only this job.
+        #[arg(long)]
+        job: Option<String>,
+    },
+    /// Restart a job now from its state (a savepoint of the running job, its last retained checkpoint, or none),
+    /// exactly once and verified, like the `restart_job` action. Exit 0 when the new job runs and restored.
+    Restart {
+        /// The target's name.
+        #[arg(long)]
+        target: String,
+        /// The job's name (a key under `jobs:`).
+        #[arg(long)]
+        job: String,
+        /// `savepoint` (job must be running), `last-checkpoint`, or `stateless`.
+        #[arg(long, default_value = "savepoint")]
+        strategy: String,
+        /// The run to replace. Default: the newest live run of the job (savepoint), or its newest run (otherwise).
+        #[arg(long)]
+        jid: Option<String>,
     },
     /// Run the embedded demo: a fake JobManager, a job that fails, Warden detecting, explaining and relaunching it.
     Demo {
@@ -172,13 +197,51 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::History { format, limit, state_dir } => {
+        Command::History { format, limit, state_dir, restarts, savepoints, job } => {
             init_tracing(cli.log.as_deref(), "warn");
             let dir = state_dir_of(&cli.config, state_dir)?;
             if !dir.join("warden.db").is_file() {
                 anyhow::bail!("no journal in `{}` yet (has `warden run` been started?)", dir.display());
             }
             let store = Store::open(&dir)?;
+            if restarts {
+                for r in store.restarts(limit)? {
+                    match format {
+                        Format::Json => println!("{}", serde_json::to_string(&r)?),
+                        Format::Text => println!(
+                            "{}  #{:<4} {:<14} {:<16} {:<15} step={:<20} from={} new={} {}",
+                            r.started,
+                            r.id,
+                            r.target,
+                            r.job,
+                            r.strategy,
+                            r.step,
+                            r.location.as_deref().unwrap_or("-"),
+                            r.new_jid.as_deref().unwrap_or("-"),
+                            r.outcome.as_deref().unwrap_or("in progress")
+                        ),
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if savepoints {
+                for s in store.savepoints(None, job.as_deref())? {
+                    match format {
+                        Format::Json => println!("{}", serde_json::to_string(&s)?),
+                        Format::Text => println!(
+                            "{}  {:<14} {:<16} {:<10} {}  (run {}{})",
+                            s.time,
+                            s.target,
+                            s.job,
+                            s.kind,
+                            s.location,
+                            s.jid,
+                            s.used_by.map(|r| format!(", used by restart #{r}")).unwrap_or_default()
+                        ),
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             for e in store.entries(limit)? {
                 match format {
                     Format::Json => println!("{}", serde_json::to_string(&e)?),
@@ -196,6 +259,18 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Restart { target, job, strategy, jid } => {
+            init_tracing(cli.log.as_deref(), "info");
+            let loaded = match warden::config::load(&cli.config) {
+                Ok(l) => l,
+                Err(d) => {
+                    eprintln!("{d}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let ok = warden::restart_cli::run(&loaded, &target, &job, &strategy, jid.as_deref()).await?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Demo { timeout } => {
             init_tracing(cli.log.as_deref(), "error");

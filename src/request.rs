@@ -62,6 +62,15 @@ pub enum RequestKind {
         /// Placeholder values (`job`, `jid`, ...), each substituted into single arguments.
         vars: BTreeMap<String, String>,
     },
+    /// Restart a job from its state (see `jobs:` in `warden.yaml`), exactly once, and verify it came back.
+    Restart {
+        /// The job's name (a key under `jobs:`).
+        job: String,
+        /// The run being replaced (may be empty).
+        jid: String,
+        /// `savepoint`, `last-checkpoint` or `stateless`.
+        strategy: String,
+    },
     /// Append a line to the alert log now (no dedup: rules that log should remember what they logged in `state`).
     Log,
 }
@@ -92,6 +101,7 @@ impl ActionRequest {
         match &self.kind {
             RequestKind::Alert => format!("alert:{}", self.subject),
             RequestKind::Run { command, .. } => format!("run:{command}:{}", self.subject),
+            RequestKind::Restart { .. } => format!("restart:{}", self.subject),
             RequestKind::Log => format!("log:{}", self.subject),
         }
     }

@@ -131,6 +131,9 @@ pub async fn run(
         clock: opts.clock.clone(),
         events: opts.events.clone(),
         notifier: Some(notifier),
+        clients: clients.clone(),
+        jobs: cfg.jobs.clone(),
+        restart_poll: Duration::from_secs(1),
     });
     let dispatcher = Dispatcher::new(cfg.dispatch.clone(), opts.dry_run, &store)?;
 
@@ -154,6 +157,12 @@ pub async fn run(
     drop(shared);
     probes.close();
 
+    {
+        // Restarts that were in progress when Warden stopped continue from their last saved step.
+        let ex = executor.clone();
+        let k = kill.clone();
+        actions.spawn(async move { ex.resume_restarts(k).await });
+    }
     let disp = tokio::spawn(dispatch_loop(
         rx,
         dispatcher,

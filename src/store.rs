@@ -114,6 +114,16 @@ CREATE TABLE IF NOT EXISTS rule_state (rule TEXT NOT NULL, target TEXT NOT NULL,
   PRIMARY KEY (rule, target));
 CREATE TABLE IF NOT EXISTS dispatch_state (rule TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL,
   PRIMARY KEY (rule, target));
+CREATE TABLE IF NOT EXISTS restarts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, journal_id INTEGER NOT NULL, target TEXT NOT NULL, job TEXT NOT NULL,
+  strategy TEXT NOT NULL, old_jid TEXT NOT NULL, step TEXT NOT NULL, trigger_id TEXT, location TEXT,
+  new_jid TEXT, outcome TEXT, started TEXT NOT NULL, updated TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS restarts_one_per_job ON restarts(target, job) WHERE outcome IS NULL;
+CREATE TABLE IF NOT EXISTS savepoints (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, job TEXT NOT NULL, location TEXT NOT NULL,
+  kind TEXT NOT NULL, jid TEXT NOT NULL, time TEXT NOT NULL, used_by INTEGER
+);
 CREATE TABLE IF NOT EXISTS guard_reset (target TEXT NOT NULL, subject TEXT NOT NULL, time TEXT NOT NULL,
   PRIMARY KEY (target, subject));
 ";
@@ -240,12 +250,13 @@ impl Store {
         })
     }
 
-    /// Commands run for `subject` on `target` since `since` (for the storm guard; dry runs and suppressed ones
-    /// do not count).
+    /// Commands and restarts run for `subject` on `target` since `since` (for the storm guard; dry runs and
+    /// suppressed ones do not count).
     pub fn runs_since(&self, target: &str, subject: &str, since: DateTime<Utc>) -> Result<u32> {
         self.with(|c| {
             c.query_row(
-                "SELECT COUNT(*) FROM journal WHERE action = 'run' AND target = ?1 AND subject = ?2 AND time >= ?3
+                "SELECT COUNT(*) FROM journal WHERE action IN ('run', 'restart') AND target = ?1 AND subject = ?2
+                 AND time >= ?3
                  AND outcome <> 'dry-run' AND outcome NOT LIKE 'suppressed%'",
                 params![target, subject, ts(since)],
                 |r| r.get(0),
@@ -331,6 +342,230 @@ impl Store {
                 params![rule, target, state.to_string()],
             )
             .map(|_| ())
+        })
+    }
+}
+
+/// A restart in progress or done: the restart's own journal, step by step. While `outcome` is `None` it is the
+/// per-job lock (at most one restart per target and job).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestartRecord {
+    /// Row id.
+    pub id: i64,
+    /// The journal entry of the `restart` action.
+    pub journal_id: i64,
+    /// Target.
+    pub target: String,
+    /// Job name.
+    pub job: String,
+    /// `savepoint`, `last-checkpoint` or `stateless`.
+    pub strategy: String,
+    /// The run being replaced (may be empty).
+    pub old_jid: String,
+    /// The last step reached: `started`, `savepoint-triggered`, `state-chosen`, `submitting`, `submitted`, `done`.
+    pub step: String,
+    /// The savepoint trigger id, once triggered.
+    pub trigger_id: Option<String>,
+    /// The savepoint or checkpoint location the job restarts from (`None`: stateless or not chosen yet).
+    pub location: Option<String>,
+    /// The new job's id, once submitted.
+    pub new_jid: Option<String>,
+    /// `None` while in progress; then `ok` or `failed at <step>: …`.
+    pub outcome: Option<String>,
+    /// When it started.
+    pub started: String,
+    /// When it last moved.
+    pub updated: String,
+}
+
+/// A savepoint or checkpoint location Warden took or used for a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SavepointRecord {
+    /// Target.
+    pub target: String,
+    /// Job name.
+    pub job: String,
+    /// Location.
+    pub location: String,
+    /// `savepoint` or `checkpoint`.
+    pub kind: String,
+    /// The job run it belongs to.
+    pub jid: String,
+    /// When Warden recorded it.
+    pub time: String,
+    /// The restart that used it, if any.
+    pub used_by: Option<i64>,
+}
+
+const RESTART_COLS: &str =
+    "id, journal_id, target, job, strategy, old_jid, step, trigger_id, location, new_jid, outcome, started, updated";
+
+fn restart_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestartRecord> {
+    Ok(RestartRecord {
+        id: r.get(0)?,
+        journal_id: r.get(1)?,
+        target: r.get(2)?,
+        job: r.get(3)?,
+        strategy: r.get(4)?,
+        old_jid: r.get(5)?,
+        step: r.get(6)?,
+        trigger_id: r.get(7)?,
+        location: r.get(8)?,
+        new_jid: r.get(9)?,
+        outcome: r.get(10)?,
+        started: r.get(11)?,
+        updated: r.get(12)?,
+    })
+}
+
+impl Store {
+    /// Starts a restart record, which locks the job: `Ok(None)` if a restart of the same job on the same target is
+    /// already in progress (its record is returned by [`Store::restart_in_progress`]).
+    pub fn begin_restart(
+        &self,
+        journal_id: i64,
+        target: &str,
+        job: &str,
+        strategy: &str,
+        old_jid: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<RestartRecord>> {
+        let now = ts(at);
+        let inserted = self.with(|c| {
+            match c.execute(
+                "INSERT INTO restarts (journal_id, target, job, strategy, old_jid, step, started, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?6)",
+                params![journal_id, target, job, strategy, old_jid, now],
+            ) {
+                Ok(_) => Ok(Some(c.last_insert_rowid())),
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        })?;
+        match inserted {
+            Some(id) => self.restart(id),
+            None => Ok(None),
+        }
+    }
+
+    /// One restart record.
+    pub fn restart(&self, id: i64) -> Result<Option<RestartRecord>> {
+        self.with(|c| {
+            c.query_row(&format!("SELECT {RESTART_COLS} FROM restarts WHERE id = ?1"), [id], restart_row).optional()
+        })
+    }
+
+    /// The restart of `job` on `target` that is in progress, if any.
+    pub fn restart_in_progress(&self, target: &str, job: &str) -> Result<Option<RestartRecord>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {RESTART_COLS} FROM restarts WHERE target = ?1 AND job = ?2 AND outcome IS NULL"),
+                params![target, job],
+                restart_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Every restart still in progress (to resume at start-up).
+    pub fn unfinished_restarts(&self) -> Result<Vec<RestartRecord>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare(&format!("SELECT {RESTART_COLS} FROM restarts WHERE outcome IS NULL ORDER BY id"))?;
+            let rows = st.query_map([], restart_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Restarts, newest last (the newest `limit` when given).
+    pub fn restarts(&self, limit: Option<usize>) -> Result<Vec<RestartRecord>> {
+        let limit = limit.map(|l| l as i64).unwrap_or(-1);
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {RESTART_COLS} FROM (SELECT * FROM restarts ORDER BY id DESC LIMIT ?1) ORDER BY id"
+            ))?;
+            let rows = st.query_map([limit], restart_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Saves a restart's progress (before and after each step).
+    pub fn update_restart(&self, r: &RestartRecord, at: DateTime<Utc>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE restarts SET step = ?2, trigger_id = ?3, location = ?4, new_jid = ?5, outcome = ?6, updated = ?7
+                 WHERE id = ?1",
+                params![r.id, r.step, r.trigger_id, r.location, r.new_jid, r.outcome, ts(at)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records a savepoint or checkpoint location of a job (newest kept: `keep` per target and job).
+    #[allow(clippy::too_many_arguments)] // one row's columns, named at every call site
+    pub fn record_savepoint(
+        &self,
+        target: &str,
+        job: &str,
+        location: &str,
+        kind: &str,
+        jid: &str,
+        used_by: Option<i64>,
+        at: DateTime<Utc>,
+        keep: usize,
+    ) -> Result<()> {
+        self.with(|c| {
+            let existing: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM savepoints WHERE target = ?1 AND job = ?2 AND location = ?3",
+                    params![target, job, location],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match existing {
+                Some(id) => {
+                    if used_by.is_some() {
+                        c.execute("UPDATE savepoints SET used_by = ?2 WHERE id = ?1", params![id, used_by])?;
+                    }
+                }
+                None => {
+                    c.execute(
+                        "INSERT INTO savepoints (target, job, location, kind, jid, time, used_by)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![target, job, location, kind, jid, ts(at), used_by],
+                    )?;
+                }
+            }
+            c.execute(
+                "DELETE FROM savepoints WHERE target = ?1 AND job = ?2 AND id NOT IN
+                   (SELECT id FROM savepoints WHERE target = ?1 AND job = ?2 ORDER BY id DESC LIMIT ?3)",
+                params![target, job, keep as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The savepoint and checkpoint history of `job` on `target` (all jobs when `job` is `None`), newest first.
+    pub fn savepoints(&self, target: Option<&str>, job: Option<&str>) -> Result<Vec<SavepointRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT target, job, location, kind, jid, time, used_by FROM savepoints
+                 WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR job = ?2) ORDER BY id DESC",
+            )?;
+            let rows = st.query_map(params![target, job], |r| {
+                Ok(SavepointRecord {
+                    target: r.get(0)?,
+                    job: r.get(1)?,
+                    location: r.get(2)?,
+                    kind: r.get(3)?,
+                    jid: r.get(4)?,
+                    time: r.get(5)?,
+                    used_by: r.get(6)?,
+                })
+            })?;
+            rows.collect()
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod log;
+pub mod restart;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::CommandConfig;
-use crate::dispatch::Planned;
+use crate::dispatch::{AlertRecord, Planned};
 use crate::event::{Event, Events};
+use crate::store::RestartRecord;
 use crate::store::Store;
+use restart::{RestartContext, RestartOutcome};
 
 /// Carries out planned actions.
 pub struct Executor {
@@ -32,6 +35,12 @@ pub struct Executor {
     pub events: Events,
     /// Routes alerts to notification channels (none in tests that do not need it).
     pub notifier: Option<Arc<crate::notify::Notifier>>,
+    /// Targets' clients, by name (for restarts).
+    pub clients: std::collections::HashMap<String, Arc<crate::fetch::TargetClient>>,
+    /// How to restart each job, by name.
+    pub jobs: BTreeMap<String, crate::config::JobConfig>,
+    /// How often restarts poll Flink while they wait.
+    pub restart_poll: std::time::Duration,
 }
 
 impl Executor {
@@ -40,20 +49,11 @@ impl Executor {
     pub async fn execute(&self, p: Planned, cancel: CancellationToken) {
         match p {
             Planned::Notify { journal_id, record } => {
-                let outcome = match self.alert_log.append(&record) {
-                    Ok(()) => "ok".to_string(),
-                    Err(e) => {
-                        tracing::error!(file = %self.alert_log.path().display(), "cannot write the alert log: {e}");
-                        format!("failed: cannot write `{}`: {e}", self.alert_log.path().display())
-                    }
-                };
+                let outcome = self.announce(record);
                 self.finish(journal_id, &outcome, "");
-                if let Some(n) = &self.notifier {
-                    if let Err(e) = n.submit(&record) {
-                        tracing::error!(rule = %record.rule, subject = %record.subject, "cannot queue notification: {e}");
-                    }
-                }
-                self.events.send(Event::Alert(record));
+            }
+            Planned::Restart { journal_id, job, jid, strategy, origin } => {
+                self.restart(journal_id, &origin.rule, &origin.target, &job, &jid, &strategy, cancel).await;
             }
             Planned::Run { journal_id, command, vars, origin, subject } => {
                 let Some(cmd) = self.commands.get(&command) else {
@@ -78,6 +78,185 @@ impl Executor {
                 self.finish(journal_id, &outcome, &r.output);
                 self.events.send(Event::RunFinished { command, subject, outcome, output: r.output });
             }
+        }
+    }
+
+    /// Writes an alert to the alert log, hands it to the notifier, and tells listeners. Returns the journal outcome.
+    pub fn announce(&self, record: AlertRecord) -> String {
+        let outcome = match self.alert_log.append(&record) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                tracing::error!(file = %self.alert_log.path().display(), "cannot write the alert log: {e}");
+                format!("failed: cannot write `{}`: {e}", self.alert_log.path().display())
+            }
+        };
+        if let Some(n) = &self.notifier {
+            if let Err(e) = n.submit(&record) {
+                tracing::error!(rule = %record.rule, subject = %record.subject, "cannot queue notification: {e}");
+            }
+        }
+        self.events.send(Event::Alert(record));
+        outcome
+    }
+
+    fn restart_context<'a>(
+        &'a self,
+        target: &str,
+        job: &str,
+        cancel: CancellationToken,
+        progress: &'a (dyn Fn(&RestartRecord, &str) + Send + Sync),
+    ) -> Result<RestartContext<'a>, String> {
+        let client = self.clients.get(target).ok_or_else(|| format!("no target named `{target}`"))?;
+        let job_cfg = self
+            .jobs
+            .get(job)
+            .ok_or_else(|| format!("no `jobs.{job}` entry in warden.yaml says how to restart job `{job}`"))?;
+        Ok(RestartContext {
+            store: &self.store,
+            client,
+            job: job_cfg,
+            commands: &self.commands,
+            workdir: &self.workdir,
+            clock: &self.clock,
+            cancel,
+            poll: self.restart_poll,
+            progress,
+        })
+    }
+
+    /// Runs a `restart_job` request and journals and announces how it ended.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn restart(
+        &self,
+        journal_id: i64,
+        rule: &str,
+        target: &str,
+        job: &str,
+        jid: &str,
+        strategy: &str,
+        cancel: CancellationToken,
+    ) -> RestartOutcome {
+        let events = self.events.clone();
+        let progress = move |r: &RestartRecord, msg: &str| {
+            tracing::info!(target_name = %r.target, job = %r.job, restart = r.id, step = %r.step, "{msg}");
+            events.send(Event::RestartProgress { job: r.job.clone(), step: r.step.clone(), message: msg.to_string() });
+        };
+        let outcome = match self.restart_context(target, job, cancel, &progress) {
+            Ok(ctx) => restart::begin(&ctx, journal_id, target, job, jid, strategy).await,
+            Err(e) => RestartOutcome::Failed {
+                record: RestartRecord {
+                    id: 0,
+                    journal_id,
+                    target: target.into(),
+                    job: job.into(),
+                    strategy: strategy.into(),
+                    old_jid: jid.into(),
+                    step: "started".into(),
+                    trigger_id: None,
+                    location: None,
+                    new_jid: None,
+                    outcome: None,
+                    started: String::new(),
+                    updated: String::new(),
+                },
+                step: "start".into(),
+                message: e,
+            },
+        };
+        self.conclude(rule, &outcome);
+        outcome
+    }
+
+    /// Resumes restarts that were in progress when Warden last stopped. Returns how many.
+    pub async fn resume_restarts(&self, cancel: CancellationToken) -> usize {
+        let records = match self.store.unfinished_restarts() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cannot read unfinished restarts: {e}");
+                return 0;
+            }
+        };
+        let n = records.len();
+        for rec in records {
+            tracing::warn!(target_name = %rec.target, job = %rec.job, restart = rec.id, step = %rec.step, "resuming a restart that was in progress when Warden stopped");
+            let events = self.events.clone();
+            let progress = move |r: &RestartRecord, msg: &str| {
+                tracing::info!(target_name = %r.target, job = %r.job, restart = r.id, step = %r.step, "{msg}");
+                events.send(Event::RestartProgress {
+                    job: r.job.clone(),
+                    step: r.step.clone(),
+                    message: msg.to_string(),
+                });
+            };
+            let outcome = match self.restart_context(&rec.target, &rec.job, cancel.clone(), &progress) {
+                Ok(ctx) => restart::drive(&ctx, rec.clone()).await,
+                Err(e) => RestartOutcome::Failed { record: rec.clone(), step: "resume".into(), message: e },
+            };
+            self.conclude("warden/resume", &outcome);
+        }
+        n
+    }
+
+    /// Journals and announces how a restart ended.
+    fn conclude(&self, rule: &str, outcome: &RestartOutcome) {
+        let now = self.clock.now();
+        let (rec, journal, record) = match outcome {
+            RestartOutcome::Done(r) => {
+                let from = r.location.as_deref().map(|l| format!("from {l}")).unwrap_or_else(|| "without state".into());
+                let summary = format!(
+                    "{} restarted {from}: new job {} is RUNNING{}",
+                    r.job,
+                    r.new_jid.as_deref().unwrap_or("?"),
+                    if r.location.is_some() { " and restored from it" } else { "" }
+                );
+                (r, "ok".to_string(), Some(("restarted", crate::request::Severity::Info, summary)))
+            }
+            RestartOutcome::Failed { record, step, message } => {
+                let summary = format!("restart of {} failed at step `{step}`: {message}", record.job);
+                (
+                    record,
+                    format!("failed at {step}: {message}"),
+                    Some(("restart_failed", crate::request::Severity::Critical, summary)),
+                )
+            }
+            RestartOutcome::Busy(r) => (
+                r,
+                format!("suppressed: restart #{} of {} is already in progress (step {})", r.id, r.job, r.step),
+                None,
+            ),
+            RestartOutcome::Interrupted(r) => {
+                (r, format!("interrupted: warden shut down at step {}; resumes on the next start", r.step), None)
+            }
+            RestartOutcome::StoreFailed(e) => {
+                tracing::error!("restart: state store failed: {e}");
+                return;
+            }
+        };
+        let output = format!(
+            "restart #{} strategy={} old_jid={} location={} new_jid={}",
+            rec.id,
+            rec.strategy,
+            rec.old_jid,
+            rec.location.as_deref().unwrap_or("-"),
+            rec.new_jid.as_deref().unwrap_or("-")
+        );
+        if let Err(e) = self.store.finish(rec.journal_id, &journal, &output, now) {
+            tracing::error!("cannot journal the outcome of restart #{}: {e}", rec.id);
+        }
+        if let Some((event, severity, summary)) = record {
+            self.announce(AlertRecord {
+                time: now,
+                event: event.into(),
+                rule: rule.into(),
+                target: rec.target.clone(),
+                subject: rec.job.clone(),
+                severity,
+                summary,
+                details: serde_json::json!({
+                    "job": rec.job, "jid": rec.new_jid, "old_jid": rec.old_jid, "strategy": rec.strategy,
+                    "location": rec.location, "restart": rec.id, "step": rec.step, "outcome": rec.outcome,
+                }),
+            });
         }
     }
 

@@ -37,6 +37,7 @@ const TOP_KEYS: &[&str] = &[
     "probes",
     "commands",
     "packs",
+    "jobs",
     "dispatch",
     "scripts",
     "notify",
@@ -75,6 +76,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, Diagnostics> {
             "probes" => check_seq::<ProbeConfig>(&doc, v, key, &mut diags),
             "commands" => check_map::<CommandConfig>(&doc, v, key, &mut diags),
             "packs" => check_map::<PackSettings>(&doc, v, key, &mut diags),
+            "jobs" => check_map::<JobConfig>(&doc, v, key, &mut diags),
             k if TOP_KEYS.contains(&k) => {}
             other => {
                 let hint = closest(other, TOP_KEYS.iter().copied())
@@ -86,7 +88,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, Diagnostics> {
     }
     // The remaining scalar sections, with the item lists blanked out (they were checked above).
     let mut rest = root.clone();
-    for k in ["targets", "probes", "commands", "packs"] {
+    for k in ["targets", "probes", "commands", "packs", "jobs"] {
         rest.remove(k);
     }
     for k in rest.keys().cloned().collect::<Vec<_>>() {
@@ -241,6 +243,51 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut 
             if let Err(e) = v.resolve(base) {
                 diags.push(doc.diag(&join_key(&join_key(&path, "env"), k), format!("command `{name}`: {e}")));
             }
+        }
+    }
+    let command_names: Vec<String> = config.commands.keys().cloned().collect();
+    for (name, j) in config.jobs.iter_mut() {
+        let path = join_key("jobs", name);
+        match (&mut j.jar, &j.command) {
+            (Some(_), Some(_)) | (None, None) => {
+                diags.push(doc.diag(&path, format!("job `{name}`: give exactly one of `jar` or `command`")))
+            }
+            (None, Some(c)) if !command_names.contains(c) => {
+                let hint = closest(c, command_names.iter().map(String::as_str))
+                    .map(|x| format!(", did you mean `{x}`?"))
+                    .unwrap_or_default();
+                diags
+                    .push(doc.diag(&join_key(&path, "command"), format!("job `{name}`: no command named `{c}`{hint}")));
+            }
+            (Some(jar), None) => {
+                if jar.name.is_none() && jar.upload.is_none() {
+                    diags.push(
+                        doc.diag(
+                            &join_key(&path, "jar"),
+                            format!("job `{name}`: `jar` needs `name`, `upload`, or both"),
+                        ),
+                    );
+                }
+                if let Some(u) = &jar.upload {
+                    let p = base.join(u);
+                    if !p.is_file() {
+                        diags.push(doc.diag(
+                            &join_key(&path, "jar.upload"),
+                            format!("job `{name}`: jar file `{}` does not exist", p.display()),
+                        ));
+                    }
+                    jar.upload = Some(p);
+                }
+                if let Some(m) = &jar.claim_mode {
+                    if !["CLAIM", "NO_CLAIM", "LEGACY"].contains(&m.as_str()) {
+                        diags.push(doc.diag(
+                            &join_key(&path, "jar.claim_mode"),
+                            format!("job `{name}`: claim_mode `{m}` is not CLAIM, NO_CLAIM or LEGACY"),
+                        ));
+                    }
+                }
+            }
+            _ => {}
         }
     }
     config.notify.check(doc, base, diags);

@@ -30,6 +30,9 @@ pub struct Config {
     /// Named commands that rules may ask to `run`, by name.
     #[serde(default)]
     pub commands: BTreeMap<String, CommandConfig>,
+    /// How to bring each job back with `restart_job`, keyed by job name.
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobConfig>,
     /// Per-pack settings, keyed by pack name (`flink`): which targets its probes poll and its parameters.
     #[serde(default)]
     pub packs: BTreeMap<String, PackSettings>,
@@ -353,4 +356,93 @@ fn default_collection() -> usize {
 }
 fn default_follow_ups() -> u32 {
     5
+}
+
+/// How Warden restarts one job (`restart_job`): where its state goes and how it is resubmitted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Resubmit over REST from a jar (`POST /jars/:jarid/run`). Give `jar` or `command`.
+    #[serde(default)]
+    pub jar: Option<JarConfig>,
+    /// Or resubmit with this named command (under `commands:`); its arguments may use `{savepoint}` (empty for a
+    /// stateless start), `{job}`, `{jid}` (the run that ended), `{target}`, `{target_url}`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Where savepoints are written (`targetDirectory`). Default: the cluster's configured savepoint directory.
+    #[serde(default)]
+    pub savepoint_dir: Option<String>,
+    /// How a running job is stopped for a `savepoint` restart: `stop` (stop-with-savepoint, the default) or
+    /// `cancel` (trigger a savepoint, then cancel the job).
+    #[serde(default)]
+    pub savepoint_mode: SavepointMode,
+    /// What a `last-checkpoint` restart does when neither Flink nor Warden's history has a retained checkpoint or
+    /// savepoint: `fail` (alert and do not start the job; the default) or `stateless` (start it without state).
+    #[serde(default)]
+    pub fallback: Fallback,
+    /// A savepoint still in progress after this long is a failure (the job keeps running). Default `5m`.
+    #[serde(default = "default_savepoint_timeout", with = "units::duration")]
+    pub savepoint_timeout: Duration,
+    /// The new job must be RUNNING (and report the restored path) within this long. Default `3m`.
+    #[serde(default = "default_verify_timeout", with = "units::duration")]
+    pub verify_timeout: Duration,
+}
+
+fn default_savepoint_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_verify_timeout() -> Duration {
+    Duration::from_secs(180)
+}
+
+/// How a running job is stopped for a savepoint restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SavepointMode {
+    /// `POST /jobs/:jid/stop` with `drain: false`.
+    #[default]
+    Stop,
+    /// `POST /jobs/:jid/savepoints`, then `PATCH /jobs/:jid?mode=cancel`.
+    Cancel,
+}
+
+/// What to do when there is no state to restore from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Do not start the job; alert.
+    #[default]
+    Fail,
+    /// Start the job without state.
+    Stateless,
+}
+
+/// A job's jar, for resubmission over REST.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JarConfig {
+    /// The jar's file name as listed by `GET /jars` (the newest upload of that name is used).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A local jar file to upload when no jar of that name is on the cluster.
+    #[serde(default)]
+    pub upload: Option<PathBuf>,
+    /// The entry class, if the jar's manifest does not name it.
+    #[serde(default)]
+    pub entry_class: Option<String>,
+    /// Program arguments (sent as `programArgsList`, one element per argument).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Parallelism.
+    #[serde(default)]
+    pub parallelism: Option<u32>,
+    /// Allow savepoint state that maps to no operator of the new job.
+    #[serde(default)]
+    pub allow_non_restored_state: bool,
+    /// Claim mode for the restored state: `NO_CLAIM` (Flink's default), `CLAIM` or `LEGACY`.
+    #[serde(default)]
+    pub claim_mode: Option<String>,
+    /// Extra Flink configuration for the job (`flinkConfiguration`, Flink 1.19+).
+    #[serde(default)]
+    pub flink_config: BTreeMap<String, String>,
 }

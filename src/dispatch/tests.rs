@@ -52,6 +52,7 @@ fn kinds(p: &[Planned]) -> Vec<String> {
         .map(|p| match p {
             Planned::Notify { record, .. } => format!("{}:{}", record.event, record.subject),
             Planned::Run { command, subject, .. } => format!("run:{command}:{subject}"),
+            Planned::Restart { job, strategy, .. } => format!("restart:{strategy}:{job}"),
         })
         .collect()
 }
@@ -129,28 +130,33 @@ fn storm_guard_gives_up_once_then_resumes_after_reset_or_window() {
     assert_eq!(step(&mut d, &s, 0, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
     assert!(step(&mut d, &s, 30, vec![relaunch("clicks")]).is_empty(), "cooldown");
     assert_eq!(step(&mut d, &s, 60, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
-    assert_eq!(step(&mut d, &s, 120, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
-    // The fourth within 30 minutes: one "giving up" alert, and no run.
-    assert_eq!(step(&mut d, &s, 180, vec![relaunch("clicks")]), ["giving_up:clicks"]);
-    assert!(step(&mut d, &s, 240, vec![relaunch("clicks")]).is_empty());
-    assert!(step(&mut d, &s, 600, vec![relaunch("clicks")]).is_empty());
+    // Exponential backoff: after two runs in the window the cooldown is 2 × 60 s.
+    assert!(step(&mut d, &s, 120, vec![relaunch("clicks")]).is_empty(), "backoff");
+    assert_eq!(step(&mut d, &s, 180, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
+    // Then 4 × 60 s; the fourth attempt within 30 minutes: one "giving up" alert, and no run.
+    assert!(step(&mut d, &s, 400, vec![relaunch("clicks")]).is_empty(), "backoff");
+    assert_eq!(step(&mut d, &s, 420, vec![relaunch("clicks")]), ["giving_up:clicks"]);
+    assert!(step(&mut d, &s, 700, vec![relaunch("clicks")]).is_empty());
+    assert!(step(&mut d, &s, 1000, vec![relaunch("clicks")]).is_empty());
     let guard = s.entries(None).unwrap().into_iter().find(|e| e.action == "guard").unwrap();
     assert!(guard.summary.starts_with("giving up on clicks: 3 relaunches within 30m"), "{}", guard.summary);
     assert!(guard.summary.contains("warden guard reset --target jm --subject clicks"));
     // Another job is not affected.
-    assert_eq!(step(&mut d, &s, 600, vec![relaunch("orders")]), ["run:relaunch:orders"]);
+    assert_eq!(step(&mut d, &s, 1000, vec![relaunch("orders")]), ["run:relaunch:orders"]);
     // An operator resets the guard: relaunches resume.
-    s.reset_guard("jm", "clicks", t(650)).unwrap();
-    assert_eq!(step(&mut d, &s, 660, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
+    s.reset_guard("jm", "clicks", t(1050)).unwrap();
+    assert_eq!(step(&mut d, &s, 1260, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
 
     // Without a reset, the window passing also lets it resume.
     let s = Store::in_memory();
     let mut d = Dispatcher::new(d.policy.clone(), false, &s).unwrap();
-    for at in [0, 60, 120] {
+    for at in [0, 60, 180] {
         assert_eq!(step(&mut d, &s, at, vec![relaunch("clicks")]).len(), 1);
     }
-    assert_eq!(step(&mut d, &s, 180, vec![relaunch("clicks")]), ["giving_up:clicks"]);
+    assert_eq!(step(&mut d, &s, 420, vec![relaunch("clicks")]), ["giving_up:clicks"]);
     assert!(step(&mut d, &s, 1700, vec![relaunch("clicks")]).is_empty());
+    // 30 minutes after the first run only two runs remain in the window, and the backoff (2 × 60 s since the
+    // last run) has passed: a run is allowed again.
     assert_eq!(step(&mut d, &s, 1801, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
 }
 

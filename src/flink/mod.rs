@@ -1,4 +1,7 @@
-//! Flink REST knowledge the rest of Warden needs: reading exceptions across 1.x and 2.x shapes.
+//! Flink REST knowledge the rest of Warden needs: reading exceptions across 1.x and 2.x shapes, and the typed
+//! REST calls of restarts ([`client`]).
+
+pub mod client;
 
 use serde_json::Value;
 

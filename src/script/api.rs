@@ -142,6 +142,34 @@ fn run(command: &str, m: Map) -> R<()> {
     })
 }
 
+/// Restart strategies `restart_job` accepts.
+pub const STRATEGIES: &[&str] = &["savepoint", "last-checkpoint", "stateless"];
+
+/// `restart_job(#{job, jid, strategy, subject, summary, for, cooldown})`
+fn restart_job(m: Map) -> R<()> {
+    let job = get_str(&m, "job")?.filter(|j| !j.is_empty()).ok_or("restart_job() needs a `job` name")?;
+    let strategy = get_str(&m, "strategy")?.unwrap_or_else(|| "last-checkpoint".into());
+    if !STRATEGIES.contains(&strategy.as_str()) {
+        return Err(format!("restart_job(): strategy must be one of {STRATEGIES:?}, not {strategy:?}").into());
+    }
+    let jid = get_str(&m, "jid")?.unwrap_or_default();
+    let subject = get_str(&m, "subject")?.unwrap_or_else(|| job.clone());
+    let summary = get_str(&m, "summary")?.unwrap_or_else(|| format!("restart {job} ({strategy})"));
+    let req = ActionRequest {
+        kind: RequestKind::Restart { job, jid, strategy },
+        subject,
+        severity: severity_of(&m, Severity::Warning)?,
+        summary,
+        details: details_of(&m),
+        pending: pending_of(&m)?,
+        cooldown: cooldown_of(&m)?,
+    };
+    with_ctx(|c| {
+        c.requests.push(req);
+        Ok(())
+    })
+}
+
 /// `log("message")` or `log(#{subject, summary, severity, details})`
 fn log_map(m: Map) -> R<()> {
     let summary = get_str(&m, "summary")?.ok_or("log() needs a `summary`")?;
@@ -239,6 +267,7 @@ fn root_cause(body: Dynamic) -> R<Dynamic> {
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("alert", alert);
     engine.register_fn("run", run);
+    engine.register_fn("restart_job", restart_job);
     engine.register_fn("log", log_map);
     engine.register_fn("log", log_str);
     engine.register_fn("skip", skip);

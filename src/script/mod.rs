@@ -27,7 +27,7 @@ use crate::config::ScriptLimits;
 use crate::observation::Observation;
 use crate::request::ActionRequest;
 
-pub use api::{FollowUp, FollowUpAnswer};
+pub use api::{FollowUp, FollowUpAnswer, STRATEGIES};
 
 /// A rule that failed to compile or to run, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,12 +185,13 @@ impl ScriptEngine {
         }
     }
 
+    /// The variables a rule may use, declared for the compiler. They are plain variables here, not constants: the
+    /// optimizer would otherwise fold these placeholder values into the compiled rule.
     fn declared_scope() -> Scope<'static> {
         let mut scope = Scope::new();
-        for v in ["obs", "target", "params"] {
-            scope.push_constant(v, Dynamic::UNIT);
+        for v in ["obs", "target", "params", "state"] {
+            scope.push(v, Dynamic::UNIT);
         }
-        scope.push("state", Dynamic::UNIT);
         scope
     }
 

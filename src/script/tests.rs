@@ -43,7 +43,8 @@ fn eval_with(
 ) -> Result<Evaluation, ScriptError> {
     let rule = compile(e, src);
     let obs = obs_to_dynamic(o);
-    let target = target_to_dynamic(&TargetInfo { name: "jm".into(), url: "http://jm:8081".into(), ..Default::default() });
+    let target =
+        target_to_dynamic(&TargetInfo { name: "jm".into(), url: "http://jm:8081".into(), ..Default::default() });
     let params = params_to_dynamic(&[("limit".to_string(), serde_json::json!(3))].into_iter().collect());
     let now = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 5).unwrap();
     e.evaluate(&rule, EvalInput { obs: &obs, target: &target, params: &params, state: &state, now, follow_up: follow })
@@ -144,7 +145,8 @@ fn syntax_errors_name_file_line_and_column() {
 fn endless_loops_are_stopped_by_the_operation_budget() {
     let limits = ScriptLimits { max_operations: 100_000, max_time: Duration::from_secs(60), ..Default::default() };
     let e = ScriptEngine::new(&limits);
-    let err = eval_with(&e, "let i = 0;\nloop { i += 1; }", &obs(None, None), serde_json::Value::Null, None).unwrap_err();
+    let err =
+        eval_with(&e, "let i = 0;\nloop { i += 1; }", &obs(None, None), serde_json::Value::Null, None).unwrap_err();
     assert!(err.message.contains("exceeded its budget of 100000 operations"), "{err}");
     assert_eq!(err.line, 2);
 }
@@ -230,4 +232,14 @@ fn every_registered_function_is_in_the_rule_authors_guide() {
         let name = sig.split('(').next().unwrap().trim_start_matches("fn ").trim();
         assert!(guide.contains(&format!("### `{name}(")), "docs/rules.md does not document `{name}` ({sig})");
     }
+}
+
+#[test]
+fn functions_can_take_the_rule_variables_as_arguments() {
+    let src = r#"
+        fn pick(params, obs) { params.limit + obs.body.jobs.len() }
+        alert(#{ summary: pick(params, obs).to_string() });
+    "#;
+    let Verdict::Requests(r) = eval(src).unwrap().verdict else { panic!() };
+    assert_eq!(r[0].summary, "3");
 }

@@ -1,0 +1,520 @@
+//! The `restart_job` action: bring a job back from its state, exactly once, and prove it came back.
+//!
+//! Steps, each saved in the store before and after it runs (the restart record is also the per-job lock):
+//!
+//! 1. `started` → choose the state: for `savepoint`, stop the running job with a savepoint (or trigger one and
+//!    cancel) → `savepoint-triggered` → poll until COMPLETED with a location (COMPLETED with a `failure-cause`,
+//!    or still IN_PROGRESS after `savepoint_timeout`, is a failure and the job keeps running); for
+//!    `last-checkpoint`, the newest retained checkpoint from `/jobs/:jid/checkpoints`, else the newest location
+//!    Warden recorded for the job, else the job's `fallback`; for `stateless`, nothing.
+//! 2. `state-chosen` → wait until no instance of the job is live (never start a second one) → `submitting`.
+//! 3. `submitting` → if an instance started after the restart began is already live (Warden died right after
+//!    submitting), adopt it; otherwise submit (REST jar run with `savepointPath`, or a command with `{savepoint}`)
+//!    → `submitted` with the new job id.
+//! 4. `submitted` → the new job is RUNNING within `verify_timeout` and its `latest.restored.external_path` equals
+//!    the location used → `done`.
+//!
+//! A Warden killed at any point resumes from the last saved step on its next start.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{CommandConfig, Fallback, JobConfig, SavepointMode};
+use crate::fetch::TargetClient;
+use crate::flink::client::{major, normalize_location, FlinkClient, JarRun, SavepointStatus};
+use crate::store::{RestartRecord, Store};
+
+/// How many savepoint/checkpoint locations are kept per job.
+pub const HISTORY_KEEP: usize = 20;
+
+/// Everything a restart needs.
+pub struct RestartContext<'a> {
+    /// The store (restart records, savepoint history).
+    pub store: &'a Store,
+    /// The target's client.
+    pub client: &'a TargetClient,
+    /// The job's configuration.
+    pub job: &'a JobConfig,
+    /// Named commands (for command-based resubmission).
+    pub commands: &'a BTreeMap<String, CommandConfig>,
+    /// Working directory for commands.
+    pub workdir: &'a Path,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// Fires when Warden shuts down: the restart stops where it is and resumes on the next start.
+    pub cancel: CancellationToken,
+    /// How often Flink is polled while waiting.
+    pub poll: Duration,
+    /// Called with each step's news (for logs, events, the CLI).
+    pub progress: &'a (dyn Fn(&RestartRecord, &str) + Send + Sync),
+}
+
+/// How a restart ended (for now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartOutcome {
+    /// The new job runs and restored from the chosen state.
+    Done(RestartRecord),
+    /// A step failed; the record says which and why.
+    Failed {
+        /// The record (its `outcome` is `failed at <step>: …`).
+        record: RestartRecord,
+        /// The step.
+        step: String,
+        /// Why.
+        message: String,
+    },
+    /// Another restart of the same job is in progress.
+    Busy(RestartRecord),
+    /// Warden is shutting down; the restart resumes on the next start.
+    Interrupted(RestartRecord),
+    /// The store failed.
+    StoreFailed(String),
+}
+
+enum Step {
+    Next,
+    Fail(&'static str, String),
+    Stop,
+}
+
+/// Starts a restart of `job` on the context's target and drives it to its end.
+pub async fn begin(
+    ctx: &RestartContext<'_>,
+    journal_id: i64,
+    target: &str,
+    job: &str,
+    old_jid: &str,
+    strategy: &str,
+) -> RestartOutcome {
+    match ctx.store.begin_restart(journal_id, target, job, strategy, old_jid, ctx.clock.now()) {
+        Ok(Some(rec)) => {
+            (ctx.progress)(&rec, &format!("restart #{} of {job} ({strategy}) begins", rec.id));
+            drive(ctx, rec).await
+        }
+        Ok(None) => match ctx.store.restart_in_progress(target, job) {
+            Ok(Some(r)) => RestartOutcome::Busy(r),
+            Ok(None) => RestartOutcome::StoreFailed("the restart lock was taken and released at once; retry".into()),
+            Err(e) => RestartOutcome::StoreFailed(e.to_string()),
+        },
+        Err(e) => RestartOutcome::StoreFailed(e.to_string()),
+    }
+}
+
+/// Drives a restart from its last saved step (also used to resume after a Warden restart).
+pub async fn drive(ctx: &RestartContext<'_>, mut rec: RestartRecord) -> RestartOutcome {
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return RestartOutcome::Interrupted(rec);
+        }
+        let step = match rec.step.as_str() {
+            "started" => choose_state(ctx, &mut rec).await,
+            "savepoint-triggered" => await_savepoint(ctx, &mut rec).await,
+            "state-chosen" => ensure_not_live(ctx, &mut rec).await,
+            "submitting" => submit(ctx, &mut rec).await,
+            "submitted" => verify(ctx, &mut rec).await,
+            "done" => return RestartOutcome::Done(rec),
+            other => Step::Fail("resume", format!("unknown step `{other}` in restart record #{}", rec.id)),
+        };
+        match step {
+            Step::Next => {
+                if let Err(e) = ctx.store.update_restart(&rec, ctx.clock.now()) {
+                    return RestartOutcome::StoreFailed(e.to_string());
+                }
+                if rec.step == "done" {
+                    (ctx.progress)(&rec, "done");
+                    return RestartOutcome::Done(rec);
+                }
+            }
+            Step::Stop => return RestartOutcome::Interrupted(rec),
+            Step::Fail(step, message) => {
+                rec.outcome = Some(format!("failed at {step}: {message}"));
+                (ctx.progress)(&rec, rec.outcome.as_deref().unwrap_or(""));
+                if let Err(e) = ctx.store.update_restart(&rec, ctx.clock.now()) {
+                    return RestartOutcome::StoreFailed(e.to_string());
+                }
+                return RestartOutcome::Failed { record: rec, step: step.to_string(), message };
+            }
+        }
+    }
+}
+
+fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_else(|_| Utc::now())
+}
+
+/// Sleeps for the poll interval; false when Warden is shutting down.
+async fn pause(ctx: &RestartContext<'_>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(ctx.poll) => true,
+        _ = ctx.cancel.cancelled() => false,
+    }
+}
+
+async fn choose_state(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
+    let fc = FlinkClient::new(ctx.client);
+    match rec.strategy.as_str() {
+        "savepoint" => {
+            if rec.old_jid.is_empty() {
+                return Step::Fail("savepoint", format!("no running job id of {} was given", rec.job));
+            }
+            match fc.job_state(&rec.old_jid).await {
+                Ok(s) if s == "RUNNING" => {}
+                Ok(s) => {
+                    return Step::Fail(
+                        "savepoint",
+                        format!(
+                            "job {} ({}) is {s}, not RUNNING: a savepoint needs a running job",
+                            rec.job, rec.old_jid
+                        ),
+                    )
+                }
+                Err(e) => return Step::Fail("savepoint", e.to_string()),
+            }
+            let dir = ctx.job.savepoint_dir.as_deref();
+            let trigger = match ctx.job.savepoint_mode {
+                SavepointMode::Stop => fc.stop_with_savepoint(&rec.old_jid, dir).await,
+                SavepointMode::Cancel => fc.trigger_savepoint(&rec.old_jid, dir, false).await,
+            };
+            match trigger {
+                Ok(t) => {
+                    (ctx.progress)(rec, &format!("savepoint of {} triggered ({t})", rec.old_jid));
+                    rec.trigger_id = Some(t);
+                    rec.step = "savepoint-triggered".into();
+                    Step::Next
+                }
+                Err(e) => Step::Fail("savepoint", e.to_string()),
+            }
+        }
+        "last-checkpoint" => {
+            let mut loc = None;
+            let mut why = vec![];
+            if !rec.old_jid.is_empty() {
+                match fc.checkpoints(&rec.old_jid).await {
+                    Ok(info) => loc = info.latest_completed.or(info.latest_savepoint),
+                    Err(e) => why.push(e.to_string()),
+                }
+                if loc.is_none() && why.is_empty() {
+                    why.push(format!("/jobs/{}/checkpoints names no retained checkpoint", rec.old_jid));
+                }
+            }
+            if loc.is_none() {
+                match ctx.store.savepoints(Some(&rec.target), Some(&rec.job)) {
+                    Ok(h) => loc = h.first().map(|s| s.location.clone()),
+                    Err(e) => return Step::Fail("choose-state", e.to_string()),
+                }
+                if loc.is_some() {
+                    (ctx.progress)(rec, "Flink has no retained checkpoint; using the newest location Warden recorded");
+                } else {
+                    why.push("Warden recorded none".into());
+                }
+            }
+            match (loc, ctx.job.fallback) {
+                (Some(l), _) => {
+                    if let Err(e) = ctx.store.record_savepoint(
+                        &rec.target,
+                        &rec.job,
+                        &l,
+                        "checkpoint",
+                        &rec.old_jid,
+                        None,
+                        ctx.clock.now(),
+                        HISTORY_KEEP,
+                    ) {
+                        return Step::Fail("choose-state", e.to_string());
+                    }
+                    (ctx.progress)(rec, &format!("restoring from {l}"));
+                    rec.location = Some(l);
+                }
+                (None, Fallback::Stateless) => {
+                    (ctx.progress)(rec, &format!("no state to restore ({}); starting without state", why.join("; ")))
+                }
+                (None, Fallback::Fail) => {
+                    return Step::Fail(
+                        "choose-state",
+                        format!(
+                            "no retained checkpoint or savepoint for {} ({}); not starting it without state \
+                             (set `fallback: stateless` under `jobs.{}` to allow that)",
+                            rec.job,
+                            why.join("; "),
+                            rec.job
+                        ),
+                    )
+                }
+            }
+            rec.step = "state-chosen".into();
+            Step::Next
+        }
+        "stateless" => {
+            rec.step = "state-chosen".into();
+            Step::Next
+        }
+        other => Step::Fail("start", format!("unknown strategy `{other}`")),
+    }
+}
+
+async fn await_savepoint(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
+    let fc = FlinkClient::new(ctx.client);
+    let trigger = rec.trigger_id.clone().unwrap_or_default();
+    let deadline = parse_ts(&rec.updated) + chrono::Duration::from_std(ctx.job.savepoint_timeout).unwrap_or_default();
+    loop {
+        match fc.savepoint_status(&rec.old_jid, &trigger).await {
+            Ok(SavepointStatus::Completed(loc)) => return savepoint_taken(ctx, rec, loc).await,
+            Ok(SavepointStatus::Failed(cause)) => {
+                return Step::Fail(
+                    "savepoint",
+                    format!("Flink reports the savepoint failed: {cause}; the job keeps running"),
+                )
+            }
+            Ok(SavepointStatus::Unknown) => {
+                // The trigger's result expired or a JobManager fail-over forgot it: the savepoint may have completed.
+                return match fc.checkpoints(&rec.old_jid).await {
+                    Ok(info) if info.latest_savepoint.is_some() => {
+                        let loc = info.latest_savepoint.unwrap_or_default();
+                        (ctx.progress)(
+                            rec,
+                            &format!("trigger {trigger} is forgotten; the job's latest savepoint is {loc}"),
+                        );
+                        savepoint_taken(ctx, rec, loc).await
+                    }
+                    _ => Step::Fail(
+                        "savepoint",
+                        format!(
+                            "Flink no longer knows savepoint trigger {trigger} and shows no savepoint of {}",
+                            rec.old_jid
+                        ),
+                    ),
+                };
+            }
+            Ok(SavepointStatus::InProgress) | Err(_) => {}
+        }
+        if ctx.clock.now() >= deadline {
+            return Step::Fail(
+                "savepoint",
+                format!(
+                    "the savepoint was still in progress after {}; the job keeps running (savepoints are slow under \
+                     backpressure)",
+                    humantime::format_duration(ctx.job.savepoint_timeout)
+                ),
+            );
+        }
+        if !pause(ctx).await {
+            return Step::Stop;
+        }
+    }
+}
+
+async fn savepoint_taken(ctx: &RestartContext<'_>, rec: &mut RestartRecord, loc: String) -> Step {
+    let now = ctx.clock.now();
+    if let Err(e) =
+        ctx.store.record_savepoint(&rec.target, &rec.job, &loc, "savepoint", &rec.old_jid, None, now, HISTORY_KEEP)
+    {
+        return Step::Fail("savepoint", e.to_string());
+    }
+    (ctx.progress)(rec, &format!("savepoint completed at {loc}"));
+    rec.location = Some(loc);
+    if ctx.job.savepoint_mode == SavepointMode::Cancel {
+        if let Err(e) = FlinkClient::new(ctx.client).cancel(&rec.old_jid).await {
+            rec.step = "state-chosen".into();
+            return Step::Fail(
+                "cancel",
+                format!(
+                    "savepoint taken at {}, but cancelling the job failed: {e}",
+                    rec.location.as_deref().unwrap_or("")
+                ),
+            );
+        }
+    }
+    rec.step = "state-chosen".into();
+    Step::Next
+}
+
+async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
+    let fc = FlinkClient::new(ctx.client);
+    // A stopped job takes a moment to leave RUNNING; wait for that, but never submit next to a live instance.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60).max(ctx.poll * 5);
+    loop {
+        match fc.jobs().await {
+            Ok(jobs) => {
+                let live: Vec<_> = jobs.iter().filter(|j| j.name == rec.job && j.is_live()).collect();
+                if live.is_empty() {
+                    rec.step = "submitting".into();
+                    return Step::Next;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Step::Fail(
+                        "submit",
+                        format!(
+                            "job {} is already live as {} ({}); not starting a second instance",
+                            rec.job, live[0].jid, live[0].state
+                        ),
+                    );
+                }
+            }
+            Err(e) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Step::Fail("submit", e.to_string());
+                }
+            }
+        }
+        if !pause(ctx).await {
+            return Step::Stop;
+        }
+    }
+}
+
+/// A live instance of the job that started after the restart began: a submission that already happened.
+async fn adoptable(ctx: &RestartContext<'_>, rec: &RestartRecord) -> Option<String> {
+    let since = parse_ts(&rec.started).timestamp_millis() - 1000;
+    let jobs = FlinkClient::new(ctx.client).jobs().await.ok()?;
+    jobs.into_iter().find(|j| j.name == rec.job && j.is_live() && j.start_time >= since).map(|j| j.jid)
+}
+
+async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
+    if let Some(jid) = adoptable(ctx, rec).await {
+        (ctx.progress)(rec, &format!("found {jid} already submitted for this restart; not submitting again"));
+        rec.new_jid = Some(jid);
+        rec.step = "submitted".into();
+        return Step::Next;
+    }
+    let fc = FlinkClient::new(ctx.client);
+    let new_jid = if let Some(jar) = &ctx.job.jar {
+        let version = fc.version().await.unwrap_or_default();
+        let mut jar_id = None;
+        if let Some(name) = &jar.name {
+            match fc.find_jar(name).await {
+                Ok(id) => jar_id = id,
+                Err(e) => return Step::Fail("submit", e.to_string()),
+            }
+        }
+        if jar_id.is_none() {
+            match &jar.upload {
+                Some(path) => match fc.upload_jar(path).await {
+                    Ok(id) => jar_id = Some(id),
+                    Err(e) => return Step::Fail("submit", e.to_string()),
+                },
+                None => {
+                    return Step::Fail(
+                        "submit",
+                        format!(
+                            "no jar named `{}` on the cluster and no `upload` file",
+                            jar.name.as_deref().unwrap_or("")
+                        ),
+                    )
+                }
+            }
+        }
+        let run = JarRun {
+            entry_class: jar.entry_class.clone(),
+            args: jar.args.clone(),
+            parallelism: jar.parallelism,
+            savepoint: rec.location.clone(),
+            allow_non_restored_state: jar.allow_non_restored_state,
+            claim_mode: jar.claim_mode.clone(),
+            flink_config: jar.flink_config.clone(),
+        };
+        match fc.run_jar(jar_id.as_deref().unwrap_or(""), &run, major(&version)).await {
+            Ok(j) => j,
+            Err(e) => return Step::Fail("submit", e.to_string()),
+        }
+    } else {
+        let name = ctx.job.command.clone().unwrap_or_default();
+        let Some(cmd) = ctx.commands.get(&name) else {
+            return Step::Fail("submit", format!("no command named `{name}`"));
+        };
+        let mut vars = BTreeMap::new();
+        vars.insert("job".to_string(), rec.job.clone());
+        vars.insert("jid".to_string(), rec.old_jid.clone());
+        vars.insert("savepoint".to_string(), rec.location.clone().unwrap_or_default());
+        vars.insert("target".to_string(), rec.target.clone());
+        vars.insert("target_url".to_string(), ctx.client.base.clone());
+        vars.insert("subject".to_string(), rec.job.clone());
+        let r = super::command::run(cmd, &vars, ctx.workdir, ctx.cancel.clone()).await;
+        let outcome = r.outcome(cmd.timeout);
+        if outcome != "ok" {
+            let tail: String =
+                r.output.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+            return Step::Fail("submit", format!("command `{name}` {outcome}: {tail}"));
+        }
+        // The command submitted the job; find it.
+        let deadline = tokio::time::Instant::now() + ctx.job.verify_timeout;
+        loop {
+            if let Some(j) = adoptable(ctx, rec).await {
+                break j;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Step::Fail(
+                    "submit",
+                    format!(
+                        "command `{name}` succeeded but no new instance of {} appeared within {}",
+                        rec.job,
+                        humantime::format_duration(ctx.job.verify_timeout)
+                    ),
+                );
+            }
+            if !pause(ctx).await {
+                return Step::Stop;
+            }
+        }
+    };
+    (ctx.progress)(rec, &format!("submitted as {new_jid}"));
+    rec.new_jid = Some(new_jid);
+    rec.step = "submitted".into();
+    Step::Next
+}
+
+async fn verify(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
+    let fc = FlinkClient::new(ctx.client);
+    let new = rec.new_jid.clone().unwrap_or_default();
+    let started = tokio::time::Instant::now();
+    let wait = tokio::select! {
+        r = fc.wait_running(&new, ctx.job.verify_timeout, ctx.poll) => r,
+        _ = ctx.cancel.cancelled() => return Step::Stop,
+    };
+    if let Err(e) = wait {
+        return Step::Fail("verify", e);
+    }
+    if let Some(loc) = rec.location.clone() {
+        let want = normalize_location(&loc);
+        let deadline = started + ctx.job.verify_timeout;
+        loop {
+            let got = fc.checkpoints(&new).await.ok().and_then(|i| i.restored);
+            match got {
+                Some(g) if normalize_location(&g) == want => break,
+                Some(g) => return Step::Fail("verify", format!("the new job {new} restored from {g}, not from {loc}")),
+                None if tokio::time::Instant::now() >= deadline => {
+                    return Step::Fail(
+                        "verify",
+                        format!("the new job {new} runs but reports no restored checkpoint (expected {loc})"),
+                    )
+                }
+                None => {}
+            }
+            if !pause(ctx).await {
+                return Step::Stop;
+            }
+        }
+        if let Err(e) = ctx.store.record_savepoint(
+            &rec.target,
+            &rec.job,
+            &loc,
+            "checkpoint",
+            &rec.old_jid,
+            Some(rec.id),
+            ctx.clock.now(),
+            HISTORY_KEEP,
+        ) {
+            return Step::Fail("verify", e.to_string());
+        }
+    }
+    rec.step = "done".into();
+    rec.outcome = Some("ok".into());
+    Step::Next
+}
+
+#[cfg(test)]
+mod tests;

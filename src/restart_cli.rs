@@ -1,0 +1,124 @@
+//! `warden restart`: an operator-initiated restart through the same locked, journalled, resumable machinery as the
+//! `restart_job` action.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::action::log::AlertLog;
+use crate::action::restart::RestartOutcome;
+use crate::action::Executor;
+use crate::clock::Clock;
+use crate::config::LoadedConfig;
+use crate::event::{Event, Events};
+use crate::fetch::{ClientPool, TargetClient};
+use crate::flink::client::FlinkClient;
+use crate::store::{NewEntry, Store};
+
+/// Why `warden restart` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RestartCliError {
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The target's client.
+    #[error(transparent)]
+    Client(#[from] crate::fetch::ClientError),
+    /// Flink could not be asked.
+    #[error(transparent)]
+    Flink(#[from] crate::flink::client::FlinkError),
+}
+
+/// Restarts `job` on `target` with `strategy`, printing progress. `Ok(true)` when the new job runs (and restored).
+pub async fn run(
+    loaded: &LoadedConfig,
+    target: &str,
+    job: &str,
+    strategy: &str,
+    jid: Option<&str>,
+) -> Result<bool, RestartCliError> {
+    let cfg = &loaded.config;
+    if !crate::script::STRATEGIES.contains(&strategy) {
+        return Err(RestartCliError::Usage(format!("--strategy must be one of {:?}", crate::script::STRATEGIES)));
+    }
+    let tcfg = cfg.targets.iter().find(|t| t.name == target).ok_or_else(|| {
+        RestartCliError::Usage(format!(
+            "no target named `{target}` (known: {})",
+            cfg.targets.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    if !cfg.jobs.contains_key(job) {
+        return Err(RestartCliError::Usage(format!(
+            "no `jobs.{job}` entry in the configuration says how to restart `{job}`"
+        )));
+    }
+    let client = Arc::new(TargetClient::new(tcfg, &mut ClientPool::default())?);
+    let jid = match jid {
+        Some(j) => j.to_string(),
+        None => {
+            let jobs = FlinkClient::new(&client).jobs().await?;
+            let pick = if strategy == "savepoint" {
+                jobs.iter().find(|j| j.name == job && j.state == "RUNNING")
+            } else {
+                jobs.iter().find(|j| j.name == job)
+            };
+            match pick {
+                Some(j) => j.jid.clone(),
+                None if strategy == "savepoint" => {
+                    return Err(RestartCliError::Usage(format!("job `{job}` has no RUNNING instance on `{target}`")))
+                }
+                None => String::new(),
+            }
+        }
+    };
+    let store = Arc::new(Store::open(&cfg.state_dir)?);
+    let events = Events::default();
+    let mut rx = events.subscribe();
+    let printer = tokio::spawn(async move {
+        while let Ok(ev) = rx.recv().await {
+            match ev {
+                Event::RestartProgress { step, message, .. } => println!("[{step}] {message}"),
+                Event::Alert(a) => println!("{}: {}", a.event, a.summary),
+                _ => {}
+            }
+        }
+    });
+    let executor = Executor {
+        commands: cfg.commands.clone(),
+        alert_log: AlertLog::new(cfg.alert_log.clone().unwrap_or_else(|| cfg.state_dir.join("alerts.jsonl"))),
+        workdir: loaded.base_dir.clone(),
+        store: store.clone(),
+        clock: Clock::System,
+        events: events.clone(),
+        notifier: None,
+        clients: HashMap::from([(target.to_string(), client)]),
+        jobs: cfg.jobs.clone(),
+        restart_poll: std::time::Duration::from_secs(1),
+    };
+    let journal_id = store.journal(&NewEntry {
+        time: None,
+        rule: "cli".into(),
+        target: target.into(),
+        probe: String::new(),
+        subject: job.into(),
+        action: "restart".into(),
+        detail: strategy.into(),
+        severity: "info".into(),
+        summary: format!("operator restart of {job} ({strategy})"),
+        details: serde_json::json!({"old_jid": jid}),
+        outcome: "started".into(),
+    })?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        c2.cancel();
+    });
+    let outcome = executor.restart(journal_id, "cli", target, job, &jid, strategy, cancel).await;
+    drop(executor);
+    drop(events);
+    let _ = printer.await;
+    Ok(matches!(outcome, RestartOutcome::Done(_)))
+}
