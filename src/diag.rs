@@ -26,6 +26,39 @@ impl Diagnostic {
         Self { file: file.into(), line, col, message: message.into() }
     }
 
+    /// The diagnostic followed by the offending source line and a caret under the column, when the file can be
+    /// read:
+    ///
+    /// ```text
+    /// rules/x.rhai:3:9: rule `p/x`: syntax error: …
+    ///    3 | let a = (1 + ;
+    ///      |         ^
+    /// ```
+    pub fn render(&self) -> String {
+        let mut out = self.to_string();
+        if self.line == 0 {
+            return out;
+        }
+        if let Ok(text) = std::fs::read_to_string(&self.file) {
+            let lines: Vec<&str> = text.lines().collect();
+            // An error at the very end (an unfinished script) points past the last line: show that line instead.
+            let (line, col) = match lines.get(self.line - 1) {
+                Some(l) if !l.trim().is_empty() || self.line == lines.len() => (self.line, self.col.max(1)),
+                _ => match lines.iter().rposition(|l| !l.trim().is_empty()) {
+                    Some(i) => (i + 1, lines[i].chars().count() + 1),
+                    None => return out,
+                },
+            };
+            if let Some(src) = lines.get(line - 1) {
+                let n = line.to_string();
+                let pad = " ".repeat(n.len());
+                let lead: String = src.chars().take(col - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+                out.push_str(&format!("\n {n} | {src}\n {pad} | {lead}^"));
+            }
+        }
+        out
+    }
+
     /// A problem with a whole file (unreadable, missing).
     pub fn file(file: impl AsRef<Path>, message: impl Into<String>) -> Self {
         Self::new(file.as_ref(), 0, 0, message)
@@ -99,6 +132,20 @@ mod tests {
         let d = Diagnostic::new("warden.yaml", 3, 7, "unknown field `shedule`");
         assert_eq!(d.to_string(), "warden.yaml:3:7: unknown field `shedule`");
         assert_eq!(Diagnostic::file("x.yaml", "cannot read").to_string(), "x.yaml: cannot read");
+    }
+
+    #[test]
+    fn render_shows_the_line_and_a_caret() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.rhai");
+        std::fs::write(&f, "let a = 1;\nlet b = (2 + ;\n").unwrap();
+        let d = Diagnostic::new(&f, 2, 14, "syntax error");
+        let r = d.render();
+        assert!(r.ends_with("\n 2 | let b = (2 + ;\n   |              ^"), "{r}");
+        // Past the end: the last line, caret after it.
+        std::fs::write(&f, "let a = 1;\nlet b = (2 +\n").unwrap();
+        let r = Diagnostic::new(&f, 3, 1, "syntax error: Script is incomplete").render();
+        assert!(r.ends_with("\n 2 | let b = (2 +\n   |             ^"), "{r}");
     }
 
     #[test]

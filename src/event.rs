@@ -32,6 +32,15 @@ pub enum Event {
         /// What happened.
         message: String,
     },
+    /// A reload was tried.
+    Reloaded {
+        /// Whether it was applied.
+        ok: bool,
+        /// Why not (each with file:line:col, source line and caret).
+        errors: Vec<String>,
+        /// How long loading and swapping took.
+        took: std::time::Duration,
+    },
     /// A command started.
     RunStarted {
         /// Command name.

@@ -12,7 +12,8 @@
 //! |---|---|
 //! | [`config`] | `warden.yaml`: serde structs (field docs are the user reference), loading with every error at once as `file:line:col`, secrets |
 //! | [`config::yaml`] | the one place that parses YAML (values + positions) |
-//! | [`pack`] | rule packs: `pack.yaml`, parameters, probes, `.rhai` rules; the shipped Flink pack is embedded |
+//! | [`pack`] | rule packs: `pack.yaml` (semver, Warden range, dependencies), parameters, probes, `.rhai` rules, Rhai modules; the shipped Flink pack is embedded |
+//! | [`pack_cli`] | `warden pack list/new/package/add`: skeletons, `.tar.gz` packages with checksums, safe installs |
 //! | [`plan`] | load → validate → compile: turns config + packs into the immutable set of probe jobs and compiled rules |
 //! | [`schedule`] | `every:` and cron schedules; skipped-run accounting |
 //! | [`fetch`] | one HTTP client per TLS setting, auth, timeouts, body cap → [`observation::Observation`] |
@@ -42,8 +43,10 @@ pub mod notify;
 pub mod observation;
 pub mod pack;
 pub mod plan;
+pub mod reload;
 pub mod request;
 pub mod restart_cli;
+pub mod ruletest;
 pub mod runtime;
 pub mod schedule;
 pub mod script;

@@ -32,6 +32,33 @@ enum Command {
         /// Journal what would happen, act never.
         #[arg(long)]
         dry_run: bool,
+        /// Append every observation to this file (JSON lines), for `warden replay`.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+    },
+    /// Run rule tests: each pack's `tests/*.yaml` (or the files and pack directories given). Exit 0: all passed.
+    Test {
+        /// Test files, pack directories, or directories of packs. Default: the configuration's packs, else
+        /// `rules` and `plugins`.
+        paths: Vec<PathBuf>,
+    },
+    /// Run one rule once on a saved answer and print what it would request.
+    Eval {
+        /// The rule, e.g. `flink/job-not-running`.
+        #[arg(long)]
+        rule: String,
+        /// A file with the JSON answer (e.g. a saved `/jobs/overview`).
+        #[arg(long)]
+        input: PathBuf,
+        /// Parameter overrides, `name=<JSON>` (e.g. `expected_jobs=["clicks"]`); repeatable.
+        #[arg(long = "param", value_name = "NAME=JSON")]
+        params: Vec<String>,
+    },
+    /// Feed a recording (`warden run --record`) through the current rules on simulated time and print the actions
+    /// they would have taken.
+    Replay {
+        /// The recording.
+        file: PathBuf,
     },
     /// Check the configuration, packs and rules. Exit 0: valid; 1: invalid (every problem printed as
     /// `path:line:col: message`); 2: usage error.
@@ -153,7 +180,7 @@ async fn main() -> ExitCode {
 
 async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { dry_run } => {
+        Command::Run { dry_run, record } => {
             init_tracing(cli.log.as_deref(), "info");
             let (plan, engine) = match plan::load(&cli.config, None) {
                 Ok(p) => p,
@@ -163,7 +190,12 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             };
-            let opts = RunOptions { dry_run, ..Default::default() };
+            let opts = RunOptions {
+                dry_run,
+                record,
+                reload: Some(runtime::ReloadSource { config: cli.config.clone() }),
+                ..Default::default()
+            };
             runtime::run(plan, engine, opts, shutdown_signal()).await.context("warden could not start")?;
             Ok(ExitCode::SUCCESS)
         }
@@ -271,6 +303,101 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let ok = warden::restart_cli::run(&loaded, &target, &job, &strategy, jid.as_deref()).await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Test { paths } => {
+            init_tracing(cli.log.as_deref(), "warn");
+            let paths = if paths.is_empty() {
+                match warden::config::load(&cli.config) {
+                    Ok(l) => warden::reload::pack_dirs(&l.config.pack_paths, &l.base_dir),
+                    Err(_) => vec![PathBuf::from("rules"), PathBuf::from("plugins")],
+                }
+            } else {
+                paths
+            };
+            let files = warden::ruletest::discover(&paths);
+            if files.is_empty() {
+                eprintln!("no rule tests found under {paths:?}");
+                return Ok(ExitCode::from(1));
+            }
+            let (mut passed, mut failed) = (0, 0);
+            for f in files {
+                let r = warden::ruletest::run_file(&f);
+                if r.failures.is_empty() {
+                    passed += 1;
+                    println!("ok   {} ({})", r.name, f.display());
+                } else {
+                    failed += 1;
+                    println!("FAIL {} ({})", r.name, f.display());
+                    for x in &r.failures {
+                        println!("  {x}");
+                    }
+                }
+            }
+            println!("{passed} passed, {failed} failed");
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Eval { rule, input, params } => {
+            init_tracing(cli.log.as_deref(), "warn");
+            let (plan, engine) = match plan::load(&cli.config, None) {
+                Ok(p) => p,
+                Err(d) => {
+                    eprintln!("{d}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let Some(r) = plan.rules.get(&rule) else {
+                let known: Vec<&str> = plan.rules.keys().map(String::as_str).collect();
+                anyhow::bail!("no rule `{rule}` (known: {})", known.join(", "));
+            };
+            let mut p = r.params.clone();
+            for kv in params {
+                let (k, v) = kv.split_once('=').context("--param takes NAME=JSON")?;
+                let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+                p.insert(k.to_string(), v);
+            }
+            let body: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&input).with_context(|| format!("cannot read `{}`", input.display()))?,
+            )
+            .with_context(|| format!("`{}` is not JSON", input.display()))?;
+            let target =
+                warden::script::TargetInfo { name: "eval".into(), url: String::new(), labels: Default::default() };
+            match warden::ruletest::eval_once(&r.compiled, &p, &target, body, &engine) {
+                Ok(ev) => {
+                    match ev.verdict {
+                        warden::script::Verdict::Skipped(why) => println!("skipped: {why}"),
+                        warden::script::Verdict::Requests(reqs) if reqs.is_empty() => {
+                            println!("no requests: all is well")
+                        }
+                        warden::script::Verdict::Requests(reqs) => {
+                            for q in reqs {
+                                println!("{}", serde_json::to_string(&q)?);
+                            }
+                        }
+                    }
+                    println!("state: {}", ev.state);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Replay { file } => {
+            init_tracing(cli.log.as_deref(), "warn");
+            let (plan, _) = match plan::load(&cli.config, None) {
+                Ok(p) => p,
+                Err(d) => {
+                    eprintln!("{d}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let actions = warden::ruletest::replay(&plan, &file)?;
+            for (t, a) in &actions {
+                println!("{}  {a}", t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            }
+            println!("{} action(s) (follow-up requests are not recorded: rules saw them fail)", actions.len());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo { timeout } => {
             init_tracing(cli.log.as_deref(), "error");

@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The result of one probe request against one target. Either `body` holds the parsed JSON, or `error` says why
 /// there is none (rules see both, so they can alert on "JobManager unreachable").
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Observation {
     /// The probe's name.
     pub probe: String,
@@ -19,7 +19,7 @@ pub struct Observation {
     /// HTTP status, if an answer arrived.
     pub status: Option<u16>,
     /// Time from sending the request to having the whole body.
-    #[serde(serialize_with = "ser_ms")]
+    #[serde(serialize_with = "ser_ms", deserialize_with = "de_ms", rename = "latency_ms")]
     pub latency: Duration,
     /// The JSON body (also present for error statuses when the body was JSON, e.g. Flink's `{"errors": [...]}`).
     pub body: Option<Arc<serde_json::Value>>,
@@ -31,8 +31,12 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
 
+fn de_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    Ok(Duration::from_millis(u64::deserialize(d)?))
+}
+
 /// Why a poll failed, in a form rules can branch on (`kind`) and people can read (`message`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct FetchError {
     /// The class of failure.
@@ -42,7 +46,7 @@ pub struct FetchError {
 }
 
 /// Classes of poll failure. Rules see them as lowercase strings (`obs.error.kind == "timeout"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FetchErrorKind {
     /// No answer within the target's timeout.

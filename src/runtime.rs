@@ -34,6 +34,9 @@ pub enum RuntimeError {
     /// A target's HTTP client could not be built.
     #[error(transparent)]
     Client(#[from] crate::fetch::ClientError),
+    /// The recording file could not be opened.
+    #[error("cannot open the recording file `{0}`: {1}")]
+    Record(String, String),
     /// The notification subsystem could not start.
     #[error(transparent)]
     Notify(#[from] crate::notify::NotifyError),
@@ -48,11 +51,15 @@ pub struct RunOptions {
     pub clock: Clock,
     /// Where progress is announced.
     pub events: Events,
+    /// Reload from this configuration on file changes and SIGHUP (`None`: never reload).
+    pub reload: Option<ReloadSource>,
+    /// Append every observation to this file (JSON lines) for `warden replay`.
+    pub record: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { dry_run: false, clock: Clock::System, events: Events::default() }
+        Self { dry_run: false, clock: Clock::System, events: Events::default(), reload: None, record: None }
     }
 }
 
@@ -71,18 +78,106 @@ pub struct Stats {
     pub rule_errors: AtomicU64,
     /// Actions carried out.
     pub actions: AtomicU64,
+    /// Reloads applied.
+    pub reloads: AtomicU64,
+    /// Reloads rejected (the running set stayed).
+    pub failed_reloads: AtomicU64,
 }
 
 type RuleStates = Arc<Mutex<HashMap<(String, String), serde_json::Value>>>;
 
+/// One consistent set of everything loaded: what a reload swaps atomically.
+pub struct Generation {
+    /// The plan.
+    pub plan: Plan,
+    /// The engine its rules were compiled with.
+    pub engine: Arc<ScriptEngine>,
+    rules: HashMap<(String, String), Vec<Arc<PlannedRule>>>,
+    clients: HashMap<String, Arc<TargetClient>>,
+}
+
+impl Generation {
+    fn new(plan: Plan, engine: ScriptEngine, old: Option<&Generation>) -> Result<Self, crate::fetch::ClientError> {
+        let mut pool = ClientPool::default();
+        let mut clients = HashMap::new();
+        for t in &plan.loaded.config.targets {
+            let sig = target_signature(t);
+            let reuse = old.and_then(|g| {
+                let ot = g.plan.loaded.config.targets.iter().find(|o| o.name == t.name)?;
+                (target_signature(ot) == sig).then(|| g.clients.get(&t.name).cloned()).flatten()
+            });
+            let c = match reuse {
+                Some(c) => c,
+                None => Arc::new(TargetClient::new(t, &mut pool)?),
+            };
+            clients.insert(t.name.clone(), c);
+        }
+        let rules = plan
+            .jobs
+            .iter()
+            .map(|j| {
+                let rs = j.rules.iter().filter_map(|r| plan.rules.get(r).cloned()).collect();
+                ((j.probe.clone(), j.target.clone()), rs)
+            })
+            .collect();
+        Ok(Self { plan, engine: Arc::new(engine), rules, clients })
+    }
+}
+
+/// A fingerprint of a target's settings (secrets included, never shown): a change means a new client.
+fn target_signature(t: &crate::config::TargetConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.url.hash(&mut h);
+    t.labels.hash(&mut h);
+    for (k, v) in &t.headers {
+        (k, v.expose()).hash(&mut h);
+    }
+    if let Some(a) = &t.auth {
+        a.bearer.as_ref().map(|s| s.expose()).hash(&mut h);
+        a.basic.as_ref().map(|b| (&b.username, b.password.expose())).hash(&mut h);
+    }
+    t.ca_file.hash(&mut h);
+    t.insecure_skip_verify.hash(&mut h);
+    t.timeout.hash(&mut h);
+    h.finish()
+}
+
+/// A fingerprint of what a probe task does; tasks whose fingerprint is unchanged keep running across a reload.
+fn job_signature(j: &ProbeJob, g: &Generation) -> String {
+    let sched = match &j.schedule {
+        crate::schedule::Schedule::Every(d) => format!("every {d:?}"),
+        crate::schedule::Schedule::Cron(c) => format!("cron {}", c.source()),
+    };
+    let target = g.plan.loaded.config.targets.iter().find(|t| t.name == j.target).map(target_signature).unwrap_or(0);
+    format!(
+        "{sched}|{:?}|{}|{:?}|{:?}|{}|{target}",
+        j.request.method, j.request.path, j.request.headers, j.request.body, j.request.max_body
+    )
+}
+
 struct Shared {
-    engine: Arc<ScriptEngine>,
+    current: Arc<std::sync::RwLock<Arc<Generation>>>,
     store: Arc<Store>,
     states: RuleStates,
     stats: Arc<Stats>,
     clock: Clock,
     events: Events,
     tx: mpsc::Sender<(Origin, Verdict)>,
+    record: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+impl Shared {
+    fn generation(&self) -> Arc<Generation> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Where a reload reads from, and how changes are noticed.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    /// `warden.yaml`.
+    pub config: std::path::PathBuf,
 }
 
 /// Runs the daemon until `shutdown` completes. Returns the counters.
@@ -92,27 +187,34 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Arc<Stats>, RuntimeError> {
-    let cfg = &plan.loaded.config;
+    let cfg = plan.loaded.config.clone();
     let store = Arc::new(Store::open(&cfg.state_dir)?);
     let interrupted = store.mark_interrupted(opts.clock.now())?;
     if interrupted > 0 {
         tracing::warn!("{interrupted} action(s) were running when Warden last stopped; journalled as interrupted");
     }
-    let mut pool = ClientPool::default();
-    let mut clients = HashMap::new();
-    for t in &cfg.targets {
-        clients.insert(t.name.clone(), Arc::new(TargetClient::new(t, &mut pool)?));
-    }
+    let generation = Arc::new(Generation::new(plan, engine, None)?);
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel(1024);
+    let record = match &opts.record {
+        Some(p) => Some(Arc::new(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| RuntimeError::Record(p.display().to_string(), e.to_string()))?,
+        ))),
+        None => None,
+    };
     let shared = Arc::new(Shared {
-        engine: Arc::new(engine),
+        current: Arc::new(std::sync::RwLock::new(generation.clone())),
         store: store.clone(),
         states: Arc::new(Mutex::new(store.rule_states()?)),
         stats: stats.clone(),
         clock: opts.clock.clone(),
         events: opts.events.clone(),
         tx,
+        record,
     });
     let alert_log = cfg.alert_log.clone().unwrap_or_else(|| cfg.state_dir.join("alerts.jsonl"));
     let notifier = Arc::new(crate::notify::Notifier::new(
@@ -123,43 +225,43 @@ pub async fn run(
     )?);
     let notify_stop = CancellationToken::new();
     let notify_task = tokio::spawn(notifier.clone().run(notify_stop.clone()));
-    let executor = Arc::new(Executor {
-        commands: cfg.commands.clone(),
-        alert_log: AlertLog::new(alert_log),
-        workdir: plan.loaded.base_dir.clone(),
-        store: store.clone(),
-        clock: opts.clock.clone(),
-        events: opts.events.clone(),
-        notifier: Some(notifier),
-        clients: clients.clone(),
-        jobs: cfg.jobs.clone(),
-        restart_poll: Duration::from_secs(1),
-    });
+    let make_executor = |g: &Generation| {
+        let c = &g.plan.loaded.config;
+        Arc::new(Executor {
+            commands: c.commands.clone(),
+            alert_log: AlertLog::new(c.alert_log.clone().unwrap_or_else(|| c.state_dir.join("alerts.jsonl"))),
+            workdir: g.plan.loaded.base_dir.clone(),
+            store: store.clone(),
+            clock: opts.clock.clone(),
+            events: opts.events.clone(),
+            notifier: Some(notifier.clone()),
+            clients: g.clients.clone(),
+            jobs: c.jobs.clone(),
+            restart_poll: Duration::from_secs(1),
+        })
+    };
+    let _ = alert_log;
+    let executor = Arc::new(std::sync::RwLock::new(make_executor(&generation)));
     let dispatcher = Dispatcher::new(cfg.dispatch.clone(), opts.dry_run, &store)?;
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.dispatch.clone());
 
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
     let probes = TaskTracker::new();
     let actions = TaskTracker::new();
     tracing::info!(
-        jobs = plan.jobs.len(),
-        rules = plan.rules.len(),
+        jobs = generation.plan.jobs.len(),
+        rules = generation.plan.rules.len(),
         targets = cfg.targets.len(),
         dry_run = opts.dry_run,
         state = %store.path().display(),
         "warden is watching"
     );
-    for job in &plan.jobs {
-        let client = clients[&job.target].clone();
-        let rules: Vec<Arc<PlannedRule>> = job.rules.iter().filter_map(|r| plan.rules.get(r).cloned()).collect();
-        probes.spawn(probe_loop(job.clone(), client, rules, shared.clone(), stop.clone()));
-    }
-    drop(shared);
-    probes.close();
-
+    let mut tasks: HashMap<(String, String), (String, CancellationToken)> = HashMap::new();
+    spawn_jobs(&generation, None, &mut tasks, &probes, &shared, &stop);
     {
         // Restarts that were in progress when Warden stopped continue from their last saved step.
-        let ex = executor.clone();
+        let ex = executor.read().unwrap_or_else(|p| p.into_inner()).clone();
         let k = kill.clone();
         actions.spawn(async move { ex.resume_restarts(k).await });
     }
@@ -167,16 +269,87 @@ pub async fn run(
         rx,
         dispatcher,
         store.clone(),
-        executor,
+        executor.clone(),
+        policy_rx,
         actions.clone(),
         kill.clone(),
         stats.clone(),
     ));
 
-    shutdown.await;
+    // Reload triggers: file changes (if watching) and SIGHUP.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<crate::reload::Trigger>(8);
+    let mut _watch = None;
+    if let Some(src) = &opts.reload {
+        crate::reload::on_sighup(reload_tx.clone());
+        if cfg.reload.watch {
+            let base = generation.plan.loaded.base_dir.clone();
+            let w = crate::reload::Watched {
+                config: src.config.canonicalize().unwrap_or(src.config.clone()),
+                dirs: crate::reload::pack_dirs(&cfg.pack_paths, &base),
+            };
+            match crate::reload::watch(w, &cfg.reload, reload_tx.clone()) {
+                Ok(h) => _watch = Some(h),
+                Err(e) => tracing::warn!("hot reload by file watching is off: {e}; SIGHUP still reloads"),
+            }
+        }
+    }
+    drop(reload_tx);
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(trigger) = reload_rx.recv() => {
+                let Some(src) = &opts.reload else { continue };
+                let started = std::time::Instant::now();
+                let path = src.config.clone();
+                let loaded = tokio::task::spawn_blocking(move || crate::plan::load(&path, None)).await;
+                let outcome = match loaded {
+                    Ok(Ok((plan, engine))) => {
+                        let old = shared.generation();
+                        match Generation::new(plan, engine, Some(&old)) {
+                            Ok(g) => {
+                                let g = Arc::new(g);
+                                forget_changed_rule_states(&old, &g, &shared);
+                                *shared.current.write().unwrap_or_else(|p| p.into_inner()) = g.clone();
+                                spawn_jobs(&g, Some(&old), &mut tasks, &probes, &shared, &stop);
+                                *executor.write().unwrap_or_else(|p| p.into_inner()) = make_executor(&g);
+                                let _ = policy_tx.send(g.plan.loaded.config.dispatch.clone());
+                                if format!("{:?}", g.plan.loaded.config.notify) != format!("{:?}", old.plan.loaded.config.notify) {
+                                    tracing::warn!("the `notify` section changed: it takes effect when Warden restarts");
+                                }
+                                Ok(g.plan.jobs.len())
+                            }
+                            Err(e) => Err(vec![e.to_string()]),
+                        }
+                    }
+                    Ok(Err(diags)) => Err(diags.0.iter().map(|d| d.render()).collect()),
+                    Err(e) => Err(vec![format!("reload crashed: {e}")]),
+                };
+                let took = started.elapsed();
+                match &outcome {
+                    Ok(jobs) => {
+                        stats.reloads.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(trigger = ?trigger, jobs, took_ms = took.as_millis() as u64, "reloaded");
+                    }
+                    Err(errors) => {
+                        stats.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                        for e in errors {
+                            tracing::error!("{e}");
+                        }
+                        tracing::error!(trigger = ?trigger, problems = errors.len(), "reload rejected: Warden keeps running with what it had");
+                    }
+                }
+                opts.events.send(Event::Reloaded { ok: outcome.is_ok(), errors: outcome.err().unwrap_or_default(), took });
+            }
+        }
+    }
+
     tracing::info!("shutting down: polling stops; running actions get {:?} to finish", cfg.shutdown_grace);
     stop.cancel();
+    probes.close();
     probes.wait().await;
+    drop(shared);
     let _ = disp.await; // the channel closed: every verdict was dispatched
     actions.close();
     if tokio::time::timeout(cfg.shutdown_grace, actions.wait()).await.is_err() {
@@ -192,28 +365,85 @@ pub async fn run(
         skipped_runs = stats.skipped_runs.load(Ordering::Relaxed),
         rule_errors = stats.rule_errors.load(Ordering::Relaxed),
         actions = stats.actions.load(Ordering::Relaxed),
+        reloads = stats.reloads.load(Ordering::Relaxed),
         "warden stopped"
     );
     Ok(stats)
 }
 
+/// Starts, keeps or stops probe tasks so that exactly the generation's jobs run. Unchanged jobs keep their task
+/// (and their schedule): a reload never makes them miss a poll.
+fn spawn_jobs(
+    g: &Arc<Generation>,
+    old: Option<&Generation>,
+    tasks: &mut HashMap<(String, String), (String, CancellationToken)>,
+    probes: &TaskTracker,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) {
+    let _ = old;
+    let mut keep = std::collections::HashSet::new();
+    for job in &g.plan.jobs {
+        let key = (job.probe.clone(), job.target.clone());
+        let sig = job_signature(job, g);
+        keep.insert(key.clone());
+        if let Some((old_sig, _)) = tasks.get(&key) {
+            if *old_sig == sig {
+                continue;
+            }
+        }
+        if let Some((_, token)) = tasks.remove(&key) {
+            token.cancel();
+        }
+        let token = stop.child_token();
+        let client = g.clients[&job.target].clone();
+        probes.spawn(probe_loop(job.clone(), client, shared.clone(), token.clone()));
+        tasks.insert(key, (sig, token));
+    }
+    tasks.retain(|k, (_, token)| {
+        let kept = keep.contains(k);
+        if !kept {
+            token.cancel();
+        }
+        kept
+    });
+}
+
+/// Rules whose source changed start with a fresh state; the others keep theirs.
+fn forget_changed_rule_states(old: &Generation, new: &Generation, shared: &Shared) {
+    for (name, r) in &new.plan.rules {
+        let changed = old.plan.rules.get(name).is_some_and(|o| o.compiled.source_hash != r.compiled.source_hash);
+        if changed {
+            shared.states.lock().expect("states").retain(|(rule, _), _| rule != name);
+            if let Err(e) = shared.store.clear_rule_state(name) {
+                tracing::error!(rule = %name, "cannot clear the state of a changed rule: {e}");
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn dispatch_loop(
     mut rx: mpsc::Receiver<(Origin, Verdict)>,
     mut dispatcher: Dispatcher,
     store: Arc<Store>,
-    executor: Arc<Executor>,
+    executor: Arc<std::sync::RwLock<Arc<Executor>>>,
+    mut policy: tokio::sync::watch::Receiver<crate::config::DispatchConfig>,
     actions: TaskTracker,
     kill: CancellationToken,
     stats: Arc<Stats>,
 ) {
     while let Some((origin, verdict)) = rx.recv().await {
+        if policy.has_changed().unwrap_or(false) {
+            dispatcher.set_policy(policy.borrow_and_update().clone());
+        }
         match dispatcher.process(&origin, &verdict, &store) {
             Ok(planned) if planned.is_empty() => {}
             Ok(planned) => {
                 // One evaluation's actions run in order (the alert goes out before the relaunch); different
-                // evaluations' actions run side by side.
+                // evaluations' actions run side by side. Actions keep the executor they started with.
                 stats.actions.fetch_add(planned.len() as u64, Ordering::Relaxed);
-                let ex = executor.clone();
+                let ex = executor.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let k = kill.clone();
                 actions.spawn(async move {
                     for p in planned {
@@ -226,15 +456,10 @@ async fn dispatch_loop(
     }
 }
 
-async fn probe_loop(
-    job: ProbeJob,
-    client: Arc<TargetClient>,
-    rules: Vec<Arc<PlannedRule>>,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-) {
+async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared: Arc<Shared>, stop: CancellationToken) {
     let target_info = TargetInfo { name: client.name.clone(), url: client.base.clone(), labels: client.labels.clone() };
     let target_dyn = script::target_to_dynamic(&target_info);
+    let key = (job.probe.clone(), job.target.clone());
     let mut due = match &job.schedule {
         crate::schedule::Schedule::Every(_) => chrono::Utc::now(),
         s => match s.next_after(chrono::Utc::now()) {
@@ -254,6 +479,13 @@ async fn probe_loop(
             _ = stop.cancelled() => return,
         };
         shared.stats.polls.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = &shared.record {
+            if let Ok(line) = serde_json::to_string(&obs) {
+                use std::io::Write;
+                let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = writeln!(f, "{line}");
+            }
+        }
         let err = obs.error.as_ref().map(|e| e.to_string());
         if err.is_some() {
             shared.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
@@ -267,16 +499,18 @@ async fn probe_loop(
         }
         shared.events.send(Event::Observed { probe: job.probe.clone(), target: job.target.clone(), error: err });
 
+        // The rules of the current generation: a reload that changed only rules takes effect at the next poll.
+        let generation = shared.generation();
+        let rules = generation.rules.get(&key).cloned().unwrap_or_default();
         let obs_dyn = script::obs_to_dynamic(&obs);
         let sh = shared.clone();
-        let rules2 = rules.clone();
         let client2 = client.clone();
         let probe = job.probe.clone();
         let target_dyn2 = target_dyn.clone();
         let max_body = job.request.max_body;
         let handle = tokio::runtime::Handle::current();
         let verdicts = tokio::task::spawn_blocking(move || {
-            evaluate_all(&sh, &rules2, &obs_dyn, &target_dyn2, &probe, &client2, handle, max_body)
+            evaluate_all(&sh, &generation.engine, &rules, &obs_dyn, &target_dyn2, &probe, &client2, handle, max_body)
         })
         .await
         .unwrap_or_default();
@@ -314,6 +548,7 @@ impl FollowUp for HttpFollowUp {
 #[allow(clippy::too_many_arguments)]
 fn evaluate_all(
     sh: &Shared,
+    engine: &ScriptEngine,
     rules: &[Arc<PlannedRule>],
     obs: &rhai::Dynamic,
     target: &rhai::Dynamic,
@@ -331,7 +566,7 @@ fn evaluate_all(
         let follow = HttpFollowUp { client: client.clone(), handle: handle.clone(), max_body };
         sh.stats.evaluations.fetch_add(1, Ordering::Relaxed);
         let input = EvalInput { obs, target, params: &params, state: &before, now, follow_up: Some(Box::new(follow)) };
-        match sh.engine.evaluate(&r.compiled, input) {
+        match engine.evaluate(&r.compiled, input) {
             Ok(ev) => {
                 if ev.state != before {
                     if let Err(e) = sh.store.save_rule_state(&key.0, &key.1, &ev.state) {
@@ -357,3 +592,6 @@ fn evaluate_all(
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -311,6 +311,11 @@ impl Store {
         self.save_kv("rule_state", rule, target, state)
     }
 
+    /// Forgets a rule's saved state on every target (its source changed).
+    pub fn clear_rule_state(&self, rule: &str) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM rule_state WHERE rule = ?1", [rule]).map(|_| ()))
+    }
+
     /// Every (rule, target)'s dispatcher state.
     pub fn dispatch_states(&self) -> Result<HashMap<(String, String), serde_json::Value>> {
         self.load_kv("dispatch_state")

@@ -40,6 +40,7 @@ const TOP_KEYS: &[&str] = &[
     "jobs",
     "dispatch",
     "scripts",
+    "reload",
     "notify",
     "alert_log",
     "shutdown_grace",
@@ -86,17 +87,16 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, Diagnostics> {
             }
         }
     }
-    // The remaining scalar sections, with the item lists blanked out (they were checked above).
-    let mut rest = root.clone();
-    for k in ["targets", "probes", "commands", "packs", "jobs"] {
-        rest.remove(k);
-    }
-    for k in rest.keys().cloned().collect::<Vec<_>>() {
-        if !k.as_str().is_some_and(|s| TOP_KEYS.contains(&s)) {
-            rest.remove(&k);
+    // The remaining settings sections, each on its own so that a typo in one does not hide a typo in another.
+    for (k, v) in &root {
+        let Some(key) = k.as_str() else { continue };
+        if ["targets", "probes", "commands", "packs", "jobs"].contains(&key) || !TOP_KEYS.contains(&key) {
+            continue;
         }
+        let mut one = serde_yaml::Mapping::new();
+        one.insert(k.clone(), v.clone());
+        let _ = doc.typed::<Config>(&Value::Mapping(one), "", &mut diags);
     }
-    let _ = doc.typed::<Config>(&Value::Mapping(rest), "", &mut diags);
     if !diags.is_empty() {
         let mut d = Diagnostics(diags);
         d.sort();

@@ -42,6 +42,9 @@ pub struct Config {
     /// Limits for rule scripts.
     #[serde(default)]
     pub scripts: ScriptLimits,
+    /// Hot reload of this file and the packs.
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Notification channels, routes, grouping, silences and maintenance windows.
     #[serde(default)]
     pub notify: crate::notify::NotifyConfig,
@@ -241,12 +244,37 @@ pub struct PackSettings {
     /// Poll interval for all of the pack's probes, replacing the schedules in its `pack.yaml`.
     #[serde(default, with = "units::opt_duration")]
     pub every: Option<Duration>,
+    /// Per-target tuning, applied in order on top of `params` and `disabled_rules` (a later entry wins), e.g.
+    /// `[{targets: {labels: {env: staging}}, params: {not_running_for: 5m}, disabled_rules: [restart-loop]}]`.
+    #[serde(default)]
+    pub overrides: Vec<PackOverride>,
 }
 
 impl Default for PackSettings {
     fn default() -> Self {
-        Self { enabled: true, targets: None, params: BTreeMap::new(), disabled_rules: vec![], every: None }
+        Self {
+            enabled: true,
+            targets: None,
+            params: BTreeMap::new(),
+            disabled_rules: vec![],
+            every: None,
+            overrides: vec![],
+        }
     }
+}
+
+/// Settings of a pack for some of its targets only, under `packs.<name>.overrides`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackOverride {
+    /// The targets this entry applies to: a list of names, or `{labels: {key: value}}`.
+    pub targets: TargetSelector,
+    /// Parameter values for these targets, replacing the pack-wide ones.
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Rules of the pack not to run on these targets (short names), besides the pack-wide `disabled_rules`.
+    #[serde(default)]
+    pub disabled_rules: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -324,7 +352,7 @@ pub struct ScriptLimits {
     /// Largest map a rule may build (entries). Default `100000`.
     #[serde(default = "default_collection")]
     pub max_map: usize,
-    /// Follow-up GET requests one evaluation may make (`http_get`). Default `5`.
+    /// Follow-up GET requests one evaluation may make (`http_get`). Default `20`.
     #[serde(default = "default_follow_ups")]
     pub max_follow_ups: u32,
 }
@@ -355,7 +383,7 @@ fn default_collection() -> usize {
     100_000
 }
 fn default_follow_ups() -> u32 {
-    5
+    20
 }
 
 /// How Warden restarts one job (`restart_job`): where its state goes and how it is resubmitted.
@@ -445,4 +473,36 @@ pub struct JarConfig {
     /// Extra Flink configuration for the job (`flinkConfiguration`, Flink 1.19+).
     #[serde(default)]
     pub flink_config: BTreeMap<String, String>,
+}
+
+/// Hot reload: Warden watches `warden.yaml` and the pack directories and reloads when they change (also on
+/// SIGHUP). A reload parses, validates and compiles everything first and swaps only if all of it is good.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the files. Default `true` (SIGHUP always works).
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// Poll the files for changes instead of using file-system events (for network file systems). Default `false`.
+    #[serde(default)]
+    pub poll: bool,
+    /// How often to poll when `poll` is on. Default `2s`.
+    #[serde(default = "default_poll_interval", with = "units::duration")]
+    pub poll_interval: Duration,
+    /// Quiet time after the last change before reloading (editors write files in several steps). Default `100ms`.
+    #[serde(default = "default_debounce", with = "units::duration")]
+    pub debounce: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { watch: true, poll: false, poll_interval: default_poll_interval(), debounce: default_debounce() }
+    }
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_debounce() -> Duration {
+    Duration::from_millis(100)
 }

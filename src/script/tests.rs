@@ -196,7 +196,7 @@ fn follow_ups_are_bounded_and_stay_on_the_target() {
     let src = r#"
         let a = http_get("/jobs/1/exceptions");
         let answers = [a.body.path];
-        for i in 0..10 { let r = http_get("/x"); if !r.ok { answers.push(r.error.kind); break; } }
+        for i in 0..30 { let r = http_get("/x"); if !r.ok { answers.push(r.error.kind); break; } }
         alert(#{ summary: answers.len().to_string(), details: answers });
     "#;
     let Verdict::Requests(r) =

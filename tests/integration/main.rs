@@ -1,1 +1,9 @@
-mod placeholder {}
+//! Warden's integration tests: the shipped rules against the fake JobManager with the real daemon, bad input,
+//! the daemon's state and guard, and the command line.
+
+mod support;
+
+mod bad_input;
+mod cli;
+mod daemon;
+mod rules;

@@ -1,0 +1,714 @@
+//! Rules on simulated time: `warden test` (rule tests in each pack's `tests/`), `warden eval` (one rule, one saved
+//! answer) and `warden replay` (a recording from `warden run --record` through the current rules).
+//!
+//! All three run the real rule engine and the real dispatcher (`for`, cooldowns, the storm guard, resolution) on
+//! a hand-driven clock with an in-memory store; nothing is sent and no command runs.
+//!
+//! A test file (`<pack>/tests/*.yaml`):
+//!
+//! ```yaml
+//! name: a failed job is relaunched
+//! rule: job-not-running              # short name in the pack, or pack/rule; or `rules: [a, b]`
+//! params: {expected_jobs: [clicks], relaunch_command: relaunch}
+//! steps:
+//!   - at: 0s
+//!     responses:
+//!       /jobs/overview: {file: fixtures/jobs-overview-failed.json}   # or {json: …}, {status: 503, json: …}, {error: timeout}
+//!       /jobs/0494e314c586ea2a04408b827c542e40/exceptions: {file: fixtures/job-failed-exceptions.json}
+//!     expect:
+//!       - {action: alert, event: firing, subject: clicks, summary_contains: "poison pill"}
+//!       - {action: run, command: relaunch, subject: clicks}
+//!     expect_not:
+//!       - {action: restart}
+//! ```
+//!
+//! The probe's own path (from the pack probe that runs the rule, or `probe:`) is the observation; the other paths
+//! answer the rule's `http_get`. `at` is the time since the test's `start`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Deserialize;
+
+use crate::config::DispatchConfig;
+use crate::dispatch::{Dispatcher, Origin, Planned};
+use crate::observation::{FetchError, FetchErrorKind, Observation};
+use crate::script::{self, CompiledRule, EvalInput, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
+use crate::store::Store;
+
+/// A problem with a test file or a recording (not a failed expectation).
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    /// A file could not be read or parsed.
+    #[error("{0}")]
+    Input(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Status, body and error of a simulated answer.
+type Answer = (Option<u16>, Option<serde_json::Value>, Option<FetchError>);
+
+/// A canned answer for one path.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    /// A JSON file (relative to the test file).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Inline JSON.
+    #[serde(default)]
+    pub json: Option<serde_json::Value>,
+    /// The HTTP status (default 200). Non-2xx becomes an observation error (503 with "leader election" in
+    /// `errors[0]` becomes `leader_election`).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// No answer at all: `timeout`, `connect`, `not_json` or `too_large`.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Response {
+    fn answer(&self, base: &Path, path: &str) -> Result<Answer, String> {
+        if let Some(kind) = &self.error {
+            let k = match kind.as_str() {
+                "timeout" => FetchErrorKind::Timeout,
+                "connect" => FetchErrorKind::Connect,
+                "not_json" => FetchErrorKind::NotJson,
+                "too_large" => FetchErrorKind::TooLarge,
+                other => {
+                    return Err(format!("unknown simulated error `{other}` (timeout, connect, not_json, too_large)"))
+                }
+            };
+            let message = format!("simulated {kind} for {path}");
+            return Ok((None, None, Some(FetchError { kind: k, message })));
+        }
+        let body = match (&self.file, &self.json) {
+            (Some(f), _) => {
+                let p = base.join(f);
+                let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+                Some(serde_json::from_str(&text).map_err(|e| format!("`{}` is not JSON: {e}", p.display()))?)
+            }
+            (None, Some(j)) => Some(j.clone()),
+            (None, None) => None,
+        };
+        let status = self.status.unwrap_or(200);
+        if (200..300).contains(&status) {
+            return Ok((Some(status), body, None));
+        }
+        let first =
+            body.as_ref().and_then(|b| b.pointer("/errors/0")).and_then(|e| e.as_str()).unwrap_or("").to_string();
+        let leader = status == 503 && first.contains("leader election");
+        let kind = if leader { FetchErrorKind::LeaderElection } else { FetchErrorKind::HttpStatus };
+        Ok((Some(status), body, Some(FetchError { kind, message: format!("HTTP {status}: {first}") })))
+    }
+}
+
+struct Canned {
+    base: PathBuf,
+    responses: BTreeMap<String, Response>,
+}
+
+impl FollowUp for Canned {
+    fn get(&mut self, path: &str) -> FollowUpAnswer {
+        let without_query = path.split('?').next().unwrap_or(path);
+        let r = self.responses.get(path).or_else(|| self.responses.get(without_query));
+        match r.map(|r| r.answer(&self.base, path)) {
+            Some(Ok((status, body, error))) => {
+                FollowUpAnswer { status, body, error: error.map(|e| (e.kind.as_str().into(), e.message)) }
+            }
+            Some(Err(e)) => FollowUpAnswer { error: Some(("test".into(), e)), ..Default::default() },
+            None => FollowUpAnswer {
+                status: Some(404),
+                body: Some(serde_json::json!({"errors": [format!("Not found: {path}")]})),
+                error: Some(("http_status".into(), format!("HTTP 404: the test gives no response for {path}"))),
+            },
+        }
+    }
+}
+
+/// What the dispatcher decided in one step, in a form tests match against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actual {
+    /// `alert`, `log`, `run` or `restart`.
+    pub action: String,
+    /// For alerts: `firing`, `reminder`, `resolved`, `giving_up`.
+    pub event: String,
+    /// The subject.
+    pub subject: String,
+    /// For runs: the command; for restarts: the strategy.
+    pub command: String,
+    /// Severity.
+    pub severity: String,
+    /// One line.
+    pub summary: String,
+    /// The rule.
+    pub rule: String,
+}
+
+impl std::fmt::Display for Actual {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.action.as_str() {
+            "run" | "restart" => {
+                write!(f, "{} {} {} ({}): {:?}", self.action, self.command, self.subject, self.rule, self.summary)
+            }
+            _ => write!(
+                f,
+                "{} {} {} [{}] ({}): {:?}",
+                self.action, self.event, self.subject, self.severity, self.rule, self.summary
+            ),
+        }
+    }
+}
+
+fn actuals(planned: Vec<Planned>) -> Vec<Actual> {
+    planned
+        .into_iter()
+        .map(|p| match p {
+            Planned::Notify { record, .. } => Actual {
+                action: if record.event == "log" { "log".into() } else { "alert".into() },
+                event: record.event,
+                subject: record.subject,
+                command: String::new(),
+                severity: record.severity.as_str().into(),
+                summary: record.summary,
+                rule: record.rule,
+            },
+            Planned::Run { command, subject, origin, .. } => Actual {
+                action: "run".into(),
+                event: String::new(),
+                subject,
+                command,
+                severity: String::new(),
+                summary: String::new(),
+                rule: origin.rule,
+            },
+            Planned::Restart { job, strategy, origin, .. } => Actual {
+                action: "restart".into(),
+                event: String::new(),
+                subject: job,
+                command: strategy,
+                severity: String::new(),
+                summary: String::new(),
+                rule: origin.rule,
+            },
+        })
+        .collect()
+}
+
+/// Rules, the dispatcher and a clock, stepped by hand.
+pub struct Sim {
+    engine: ScriptEngine,
+    store: Store,
+    dispatcher: Dispatcher,
+    now: DateTime<Utc>,
+    states: HashMap<(String, String), serde_json::Value>,
+}
+
+impl Sim {
+    /// A simulation with this dispatch policy, starting at `start`.
+    pub fn new(policy: DispatchConfig, limits: &crate::config::ScriptLimits, start: DateTime<Utc>) -> Self {
+        let store = Store::in_memory();
+        let dispatcher = Dispatcher::new(policy, false, &store).expect("fresh store");
+        Self { engine: ScriptEngine::new(limits), store, dispatcher, now: start, states: HashMap::new() }
+    }
+
+    /// The engine (to compile rules with).
+    pub fn engine(&self) -> &ScriptEngine {
+        &self.engine
+    }
+
+    /// Evaluates `rules` on `obs` at `at` and dispatches; returns what the dispatcher decided. A rule error is
+    /// returned as text (with file:line:col) in the error list and does not stop the others.
+    pub fn step(
+        &mut self,
+        at: DateTime<Utc>,
+        rules: &[(CompiledRule, BTreeMap<String, serde_json::Value>)],
+        target: &TargetInfo,
+        obs: &Observation,
+        follow: &mut dyn FnMut() -> Box<dyn FollowUp>,
+    ) -> Result<(Vec<Actual>, Vec<String>), TestError> {
+        self.now = at;
+        let obs_dyn = script::obs_to_dynamic(obs);
+        let target_dyn = script::target_to_dynamic(target);
+        let mut out = vec![];
+        let mut errors = vec![];
+        for (rule, params) in rules {
+            let key = (rule.name.clone(), target.name.clone());
+            let state = self.states.get(&key).cloned().unwrap_or(serde_json::Value::Null);
+            let params = script::params_to_dynamic(params);
+            let input = EvalInput {
+                obs: &obs_dyn,
+                target: &target_dyn,
+                params: &params,
+                state: &state,
+                now: at,
+                follow_up: Some(follow()),
+            };
+            match self.engine.evaluate(rule, input) {
+                Ok(ev) => {
+                    self.states.insert(key, ev.state);
+                    let origin = Origin {
+                        rule: rule.name.clone(),
+                        target: target.name.clone(),
+                        target_url: target.url.clone(),
+                        probe: obs.probe.clone(),
+                        time: at,
+                    };
+                    out.extend(actuals(self.dispatcher.process(&origin, &ev.verdict, &self.store)?));
+                    if let Verdict::Skipped(why) = ev.verdict {
+                        tracing::debug!(rule = %rule.name, "skipped: {why}");
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        Ok((out, errors))
+    }
+}
+
+/// One expected (or forbidden) action. Unset fields match anything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// `alert`, `log`, `run` or `restart`.
+    pub action: String,
+    /// `firing`, `reminder`, `resolved`, `giving_up`.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// The subject (job name).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The command (`run`) or strategy (`restart`).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// `info`, `warning`, `critical`.
+    #[serde(default)]
+    pub severity: Option<String>,
+    /// Text the summary contains.
+    #[serde(default)]
+    pub summary_contains: Option<String>,
+}
+
+impl Expect {
+    fn matches(&self, a: &Actual) -> bool {
+        a.action == self.action
+            && self.event.as_ref().is_none_or(|e| *e == a.event)
+            && self.subject.as_ref().is_none_or(|s| *s == a.subject)
+            && self.command.as_ref().is_none_or(|c| *c == a.command)
+            && self.severity.as_ref().is_none_or(|s| *s == a.severity)
+            && self.summary_contains.as_ref().is_none_or(|s| a.summary.contains(s.as_str()))
+    }
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.action)?;
+        for (k, v) in [
+            ("event", &self.event),
+            ("subject", &self.subject),
+            ("command", &self.command),
+            ("severity", &self.severity),
+            ("summary contains", &self.summary_contains),
+        ] {
+            if let Some(v) = v {
+                write!(f, " {k}={v:?}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One step of a test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Time since the test's start, e.g. `0s`, `30s`, `5m`.
+    pub at: String,
+    /// Answers by request path.
+    #[serde(default)]
+    pub responses: BTreeMap<String, Response>,
+    /// Actions that must happen in this step.
+    #[serde(default)]
+    pub expect: Vec<Expect>,
+    /// Actions that must not happen in this step.
+    #[serde(default)]
+    pub expect_not: Vec<Expect>,
+    /// When true, no action other than those in `expect` may happen.
+    #[serde(default)]
+    pub exactly: bool,
+}
+
+/// A rule test file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestFile {
+    /// What the test shows.
+    pub name: String,
+    /// The rule under test (short name in the pack, or `pack/rule`).
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Several rules evaluated on the same observations, in order.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Parameters (over the pack's defaults).
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// The probe path that is the observation. Default: the path of the pack probe that runs the rule.
+    #[serde(default)]
+    pub probe: Option<String>,
+    /// The simulated target. Default `{name: jobmanager, url: http://jobmanager:8081}`.
+    #[serde(default)]
+    pub target: Option<TestTarget>,
+    /// When step `at: 0s` happens. Default `2026-01-01T00:00:00Z`.
+    #[serde(default)]
+    pub start: Option<DateTime<Utc>>,
+    /// Dispatcher policy (cooldowns, storm guard), as under `dispatch:` in `warden.yaml`.
+    #[serde(default)]
+    pub dispatch: Option<DispatchConfig>,
+    /// The steps.
+    pub steps: Vec<Step>,
+}
+
+/// A simulated target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestTarget {
+    /// Name.
+    pub name: String,
+    /// URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The result of one test file.
+#[derive(Debug, Clone)]
+pub struct TestReport {
+    /// The file.
+    pub file: PathBuf,
+    /// The test's name (or the file name when it could not be read).
+    pub name: String,
+    /// Readable explanations of every failed expectation (empty: passed).
+    pub failures: Vec<String>,
+}
+
+fn default_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+/// Runs one test file. The pack is the directory above the file's `tests/` directory.
+pub fn run_file(file: &Path) -> TestReport {
+    let mut report = TestReport { file: file.to_path_buf(), name: file.display().to_string(), failures: vec![] };
+    if let Err(e) = run_file_inner(file, &mut report) {
+        report.failures.push(e);
+    }
+    report
+}
+
+fn run_file_inner(file: &Path, report: &mut TestReport) -> Result<(), String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+    let doc = crate::config::yaml::YamlDoc::parse(file, &text).map_err(|d| d.to_string())?;
+    let mut diags = vec![];
+    let test: TestFile = doc.typed(&doc.value, "", &mut diags).ok_or_else(|| diags[0].to_string())?;
+    report.name = test.name.clone();
+    let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let pack_dir = base.parent().ok_or_else(|| format!("{}: a test file lives in <pack>/tests/", file.display()))?;
+    let files = crate::pack::read_dir(pack_dir).map_err(|d| d.to_string())?;
+    let mut pdiags = vec![];
+    let pack = crate::pack::load(files, &mut pdiags)
+        .ok_or_else(|| pdiags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))?;
+    let mut names: Vec<String> = test.rule.iter().cloned().collect();
+    names.extend(test.rules.iter().cloned());
+    if names.is_empty() {
+        return Err(doc.diag("", "the test names no `rule` (or `rules`)").to_string());
+    }
+    let mut params: BTreeMap<String, serde_json::Value> =
+        pack.manifest.parameters.iter().filter_map(|(k, p)| p.default.clone().map(|d| (k.clone(), d))).collect();
+    for (k, v) in &test.params {
+        match pack.manifest.parameters.get(k) {
+            None => {
+                return Err(doc
+                    .key_diag(&format!("params.{k}"), format!("pack `{}` has no parameter `{k}`", pack.name()))
+                    .to_string())
+            }
+            Some(spec) => spec
+                .kind
+                .check(v)
+                .map_err(|e| doc.diag(&format!("params.{k}"), format!("parameter `{k}`: {e}")).to_string())?,
+        }
+        params.insert(k.clone(), v.clone());
+    }
+    let policy = test.dispatch.clone().unwrap_or_default();
+    let mut sim = Sim::new(policy, &Default::default(), test.start.unwrap_or_else(default_start));
+    let mut rules = vec![];
+    let mut probe_path = test.probe.clone();
+    for (i, n) in names.iter().enumerate() {
+        let short = n.strip_prefix(&format!("{}/", pack.name())).unwrap_or(n);
+        let at = if test.rule.is_some() && i == 0 {
+            "rule".to_string()
+        } else {
+            format!("rules[{}]", i - usize::from(test.rule.is_some()))
+        };
+        let Some(src) = pack.rules.get(short) else {
+            let known: Vec<&str> = pack.rules.keys().map(String::as_str).collect();
+            let hint = crate::diag::closest(short, known.iter().copied())
+                .map(|c| format!(", did you mean `{c}`?"))
+                .unwrap_or_default();
+            return Err(doc.diag(&at, format!("pack `{}` has no rule `{n}`{hint}", pack.name())).to_string());
+        };
+        let compiled =
+            sim.engine().compile(&src.name, pack.name(), src.file.clone(), &src.source).map_err(|e| e.to_string())?;
+        if probe_path.is_none() {
+            probe_path = pack
+                .manifest
+                .probes
+                .iter()
+                .find(|p| p.rules.iter().any(|r| r == short))
+                .map(|p| p.request.path.clone());
+        }
+        rules.push((compiled, params.clone()));
+    }
+    let probe_path = probe_path
+        .ok_or_else(|| doc.diag("", "no pack probe runs this rule: set `probe: /path` in the test").to_string())?;
+    let tt = test.target.clone();
+    let target = TargetInfo {
+        name: tt.as_ref().map(|t| t.name.clone()).unwrap_or_else(|| "jobmanager".into()),
+        url: tt.as_ref().and_then(|t| t.url.clone()).unwrap_or_else(|| "http://jobmanager:8081".into()),
+        labels: tt.map(|t| t.labels).unwrap_or_default(),
+    };
+    let start = test.start.unwrap_or_else(default_start);
+    for (i, step) in test.steps.iter().enumerate() {
+        let at_d = crate::config::units::parse_duration(&step.at)
+            .map_err(|e| doc.diag(&format!("steps[{i}].at"), e).to_string())?;
+        let at = start + chrono::Duration::from_std(at_d).unwrap_or_default();
+        let resp = step
+            .responses
+            .get(&probe_path)
+            .cloned()
+            .unwrap_or(Response { error: Some("connect".into()), ..Default::default() });
+        let (status, body, error) =
+            resp.answer(&base, &probe_path).map_err(|e| doc.diag(&format!("steps[{i}].responses"), e).to_string())?;
+        let obs = Observation {
+            probe: format!("{}/test", pack.name()),
+            target: target.name.clone(),
+            time: at,
+            status,
+            latency: Duration::from_millis(5),
+            body: body.map(Arc::new),
+            error,
+        };
+        let responses = step.responses.clone();
+        let b = base.clone();
+        let mut follow =
+            move || -> Box<dyn FollowUp> { Box::new(Canned { base: b.clone(), responses: responses.clone() }) };
+        let (got, errors) = sim.step(at, &rules, &target, &obs, &mut follow).map_err(|e| e.to_string())?;
+        let mut problems = vec![];
+        for e in &errors {
+            problems.push(format!("rule error: {e}"));
+        }
+        for e in &step.expect {
+            if !got.iter().any(|a| e.matches(a)) {
+                problems.push(format!("expected: {e}"));
+            }
+        }
+        for e in &step.expect_not {
+            if let Some(a) = got.iter().find(|a| e.matches(a)) {
+                problems.push(format!("not expected: {e}\n        but got: {a}"));
+            }
+        }
+        if step.exactly {
+            for a in &got {
+                if !step.expect.iter().any(|e| e.matches(a)) {
+                    problems.push(format!("unexpected: {a}"));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            let pos = doc.pos(&format!("steps[{i}]"));
+            let mut msg = format!("{}:{}:{}: step {} (at {}):", file.display(), pos.line, pos.col, i + 1, step.at);
+            for p in problems {
+                msg.push_str(&format!("\n    {p}"));
+            }
+            msg.push_str("\n    actual actions in this step:");
+            if got.is_empty() {
+                msg.push_str(" none");
+            }
+            for a in &got {
+                msg.push_str(&format!("\n      - {a}"));
+            }
+            report.failures.push(msg);
+        }
+    }
+    Ok(())
+}
+
+/// The test files under `paths`: files as given; a pack directory's `tests/*.yaml`; a directory of packs, each
+/// pack's tests.
+pub fn discover(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let tests_of = |pack: &Path, out: &mut Vec<PathBuf>| {
+        if let Ok(rd) = std::fs::read_dir(pack.join("tests")) {
+            let mut v: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            v.sort();
+            out.extend(v);
+        }
+    };
+    for p in paths {
+        if p.is_file() {
+            out.push(p.clone());
+        } else if p.join("pack.yaml").is_file() {
+            tests_of(p, &mut out);
+        } else if let Ok(rd) = std::fs::read_dir(p) {
+            let mut dirs: Vec<PathBuf> =
+                rd.flatten().map(|e| e.path()).filter(|d| d.join("pack.yaml").is_file()).collect();
+            dirs.sort();
+            for d in dirs {
+                tests_of(&d, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Runs one rule once on a saved answer (`warden eval`). Returns the verdict and the rule's state, or the error.
+pub fn eval_once(
+    rule: &CompiledRule,
+    params: &BTreeMap<String, serde_json::Value>,
+    target: &TargetInfo,
+    body: serde_json::Value,
+    engine: &ScriptEngine,
+) -> Result<script::Evaluation, script::ScriptError> {
+    let obs = Observation {
+        probe: "eval".into(),
+        target: target.name.clone(),
+        time: Utc::now(),
+        status: Some(200),
+        latency: Duration::from_millis(1),
+        body: Some(Arc::new(body)),
+        error: None,
+    };
+    let o = script::obs_to_dynamic(&obs);
+    let t = script::target_to_dynamic(target);
+    let p = script::params_to_dynamic(params);
+    let none = Canned { base: PathBuf::new(), responses: BTreeMap::new() };
+    engine.evaluate(
+        rule,
+        EvalInput {
+            obs: &o,
+            target: &t,
+            params: &p,
+            state: &serde_json::Value::Null,
+            now: obs.time,
+            follow_up: Some(Box::new(none)),
+        },
+    )
+}
+
+/// Feeds recorded observations (JSON lines from `warden run --record`) through the plan's rules on simulated time
+/// (`warden replay`). Returns `(time, action)` in order. Follow-up requests are not recorded: rules see them fail.
+pub fn replay(plan: &crate::plan::Plan, recording: &Path) -> Result<Vec<(DateTime<Utc>, Actual)>, TestError> {
+    let text = std::fs::read_to_string(recording)
+        .map_err(|e| TestError::Input(format!("cannot read `{}`: {e}", recording.display())))?;
+    let mut obs: Vec<Observation> = vec![];
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        obs.push(
+            serde_json::from_str(line)
+                .map_err(|e| TestError::Input(format!("{}:{}: {e}", recording.display(), i + 1)))?,
+        );
+    }
+    obs.sort_by_key(|o| o.time);
+    let cfg = &plan.loaded.config;
+    let start = obs.first().map(|o| o.time).unwrap_or_else(Utc::now);
+    let mut sim = Sim::new(cfg.dispatch.clone(), &cfg.scripts, start);
+    let mut out = vec![];
+    for o in &obs {
+        let Some(job) = plan.jobs.iter().find(|j| j.probe == o.probe && j.target == o.target) else { continue };
+        let rules: Vec<(CompiledRule, BTreeMap<String, serde_json::Value>)> = job
+            .rules
+            .iter()
+            .filter_map(|r| plan.rules.get(r))
+            .map(|r| (r.compiled.clone(), r.params.clone()))
+            .collect();
+        let t = cfg.targets.iter().find(|t| t.name == o.target);
+        let target = TargetInfo {
+            name: o.target.clone(),
+            url: t.map(|t| t.url.clone()).unwrap_or_default(),
+            labels: t.map(|t| t.labels.clone()).unwrap_or_default(),
+        };
+        let mut follow =
+            || -> Box<dyn FollowUp> { Box::new(Canned { base: PathBuf::new(), responses: BTreeMap::new() }) };
+        let (got, errors) = sim.step(o.time, &rules, &target, o, &mut follow)?;
+        for e in errors {
+            tracing::warn!("{e}");
+        }
+        out.extend(got.into_iter().map(|a| (o.time, a)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_flink_pack_passes_its_own_tests() {
+        let files = discover(&[PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))]);
+        assert!(files.len() >= 4, "{files:?}");
+        let mut failures = vec![];
+        for f in files {
+            let r = run_file(&f);
+            failures.extend(r.failures);
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn a_failing_expectation_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = dir.path().join("p");
+        std::fs::create_dir_all(pack.join("tests")).unwrap();
+        std::fs::write(
+            pack.join("pack.yaml"),
+            "name: p\nversion: 1.0.0\nprobes:\n  - name: x\n    every: 5s\n    request: {path: /x}\n    rules: [r]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            pack.join("r.rhai"),
+            "if obs.body.n > 1 { alert(#{subject: \"s\", summary: `n is ${obs.body.n}`}); }",
+        )
+        .unwrap();
+        let t = pack.join("tests/t.yaml");
+        std::fs::write(
+            &t,
+            "name: n\nrule: r\nsteps:\n  - at: 0s\n    responses:\n      /x: {json: {n: 5}}\n    expect:\n      - {action: alert, summary_contains: \"n is 6\"}\n  - at: 10s\n    responses:\n      /x: {json: {n: 0}}\n    expect:\n      - {action: alert, event: resolved, subject: s}\n",
+        )
+        .unwrap();
+        let r = run_file(&t);
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        let f = &r.failures[0];
+        assert!(f.contains("t.yaml:4:5: step 1 (at 0s):"), "{f}");
+        assert!(f.contains("expected: alert summary contains=\"n is 6\""), "{f}");
+        assert!(f.contains("- alert firing s [warning] (p/r): \"n is 5\""), "{f}");
+
+        // A test naming a rule that does not exist says so, with a suggestion.
+        std::fs::write(pack.join("check.rhai"), "1").unwrap();
+        std::fs::write(&t, "name: n\nrule: chek\nsteps: []\n").unwrap();
+        let r = run_file(&t);
+        assert!(
+            r.failures[0].contains("t.yaml:2:7: pack `p` has no rule `chek`, did you mean `check`?"),
+            "{:?}",
+            r.failures
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The daemon end to end against the fake JobManager: hot reload.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::event::Event;
+use crate::fake_flink::{FakeJobManager, FlinkApiVersion};
+
+fn write(path: &std::path::Path, text: &str) {
+    // Editors replace files: write a temp file and rename it over the old one.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn wait_for<T>(
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    what: &str,
+    mut f: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(ev)) => {
+                if let Some(t) = f(&ev) {
+                    return t;
+                }
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            _ => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+fn alert_of(ev: &Event, event: &str, subject: &str) -> bool {
+    matches!(ev, Event::Alert(a) if a.event == event && a.subject == subject)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_edited_on_disk_takes_effect_a_broken_one_is_refused_and_the_old_one_keeps_running() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    fake.submit("clicks");
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let pack = dir.join("plugins/t");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::write(
+        pack.join("pack.yaml"),
+        "name: t\nversion: 1.0.0\nprobes:\n  - name: overview\n    every: 200ms\n    request: {path: /jobs/overview}\n    rules: [r]\n",
+    )
+    .unwrap();
+    let rule = pack.join("r.rhai");
+    let rule_text = |subject: &str| {
+        format!("state.n = (state.n ?? 0) + 1;\nalert(#{{ subject: \"{subject}\", summary: `seen ${{obs.body.jobs.len()}} job(s)` }});\n")
+    };
+    write(&rule, &rule_text("one"));
+    let config = dir.join("warden.yaml");
+    std::fs::write(
+        &config,
+        format!("state_dir: state\npack_paths: [\"plugins/*\"]\ntargets:\n  - name: jm\n    url: {}\n", fake.url()),
+    )
+    .unwrap();
+
+    let (plan, engine) = crate::plan::load(&config, None).unwrap();
+    let events = Events::default();
+    let mut rx = events.subscribe();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = RunOptions {
+        events: events.clone(),
+        reload: Some(ReloadSource { config: config.clone() }),
+        ..Default::default()
+    };
+    let daemon = tokio::spawn(run(plan, engine, opts, async {
+        let _ = stop_rx.await;
+    }));
+
+    wait_for(&mut rx, "`one` firing", |e| alert_of(e, "firing", "one").then_some(())).await;
+
+    // Edit the rule: the new one decides the next evaluations; the old alert resolves.
+    let saved = Instant::now();
+    write(&rule, &rule_text("two"));
+    wait_for(&mut rx, "a reload", |e| matches!(e, Event::Reloaded { ok: true, .. }).then_some(())).await;
+    let swapped = saved.elapsed();
+    wait_for(&mut rx, "`two` firing", |e| alert_of(e, "firing", "two").then_some(())).await;
+    let decided = saved.elapsed();
+    eprintln!("save → reloaded {swapped:?}, save → new rule decided {decided:?}");
+
+    // Break it half-way through a save: refused, with file:line:col and the source line; the old rule keeps going.
+    write(&rule, "alert(#{ subject: \"three\", summary: \n");
+    let errors = wait_for(&mut rx, "a refused reload", |e| match e {
+        Event::Reloaded { ok: false, errors, .. } => Some(errors.clone()),
+        _ => None,
+    })
+    .await;
+    let all = errors.join("\n");
+    assert!(all.contains(&format!("{}:", rule.display())), "{all}");
+    assert!(all.contains("syntax error"), "{all}");
+    assert!(all.contains(" | alert(#{ subject: \"three\", summary: "), "the source line is shown: {all}");
+    // Polls go on with the old rule: no resolution of `two`, and evaluations keep coming.
+    let mut polls = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+    while let Ok(Ok(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
+        assert!(!alert_of(&ev, "resolved", "two"), "the broken rule replaced the working one");
+        assert!(!matches!(ev, Event::RuleFailed { .. }), "the broken rule was run");
+        if matches!(ev, Event::Observed { .. }) {
+            polls += 1;
+        }
+    }
+    assert!(polls >= 3, "polling stopped during the failed reload ({polls} polls)");
+
+    // Fix it.
+    write(&rule, &rule_text("four"));
+    wait_for(&mut rx, "`four` firing", |e| alert_of(e, "firing", "four").then_some(())).await;
+
+    // A rule whose source changed starts with a fresh state; the counter restarted.
+    let store = Store::open(&dir.join("state")).unwrap();
+    let n = store.rule_states().unwrap()[&("t/r".to_string(), "jm".to_string())]["n"].as_i64().unwrap();
+    assert!(n <= 10, "state was not reset for the changed rule (n = {n})");
+
+    let _ = stop_tx.send(());
+    let stats = daemon.await.unwrap().unwrap();
+    assert_eq!(stats.failed_reloads.load(Ordering::Relaxed), 1);
+    assert!(stats.reloads.load(Ordering::Relaxed) >= 2);
+}

@@ -1,0 +1,455 @@
+//! Bad input: broken configuration and rules are reported with where they are; broken rules and misbehaving
+//! JobManagers at run time are reported while Warden keeps watching; hostile job names stay data; SIGTERM lets a
+//! running relaunch finish within the grace period.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use warden::event::Event;
+use warden::fake_flink::{FakeJobManager, FlinkApiVersion};
+
+use crate::support::*;
+
+/// Every diagnostic of loading `text` as `<dir>/warden.yaml`, as printed (`path:line:col: message`).
+fn problems(dir: &Path, text: &str) -> Vec<String> {
+    let path = dir.join("warden.yaml");
+    std::fs::write(&path, text).unwrap();
+    match warden::plan::load(&path, None) {
+        Ok(_) => vec![],
+        Err(d) => d.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn at(dir: &Path, line: usize, col: usize, message: &str) -> String {
+    format!("{}:{line}:{col}: {message}", dir.join("warden.yaml").display())
+}
+
+#[test]
+fn malformed_yaml_is_reported_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = problems(dir.path(), "targets:\n  - name: jm\n    url: [unclosed\nstate_dir: x\n");
+    assert_eq!(p.len(), 1, "{p:#?}");
+    let prefix = format!("{}:", dir.path().join("warden.yaml").display());
+    assert!(p[0].starts_with(&prefix), "{p:?}");
+    let line: usize = p[0][prefix.len()..].split(':').next().unwrap().parse().expect("a line number");
+    assert!((3..=4).contains(&line), "points at the unclosed list: {p:?}");
+    assert!(p[0].contains("invalid YAML"), "{p:?}");
+}
+
+#[test]
+fn unknown_keys_are_named_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = problems(
+        dir.path(),
+        "targets:\n  - name: jm\n    url: http://127.0.0.1:1\n    timout: 2s\nshutdown_grase: 5s\n",
+    );
+    assert_eq!(
+        p,
+        [
+            at(dir.path(), 4, 5, "unknown field `timout`, did you mean `timeout`?"),
+            at(dir.path(), 5, 1, "unknown key `shutdown_grase`, did you mean `shutdown_grace`?"),
+        ]
+    );
+    // A pack parameter with a typo.
+    let text = format!(
+        "pack_paths: [\"{RULES_DIR}\"]\ntargets:\n  - name: jm\n    url: http://127.0.0.1:1\npacks:\n  flink:\n    params:\n      unreachable_pols: 2\n"
+    );
+    let p = problems(dir.path(), &text);
+    assert_eq!(
+        p,
+        [at(dir.path(), 8, 7, "pack `flink` has no parameter `unreachable_pols`, did you mean `unreachable_polls`?")]
+    );
+}
+
+#[test]
+fn typos_in_several_settings_sections_are_all_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = problems(dir.path(), "dispatch:\n  storm_guard:\n    max_run: 2\nscripts:\n  max_opertions: 5\n");
+    assert_eq!(
+        p,
+        [
+            at(dir.path(), 3, 5, "unknown field `max_run`, did you mean `max_runs`?"),
+            at(dir.path(), 5, 3, "unknown field `max_opertions`, did you mean `max_operations`?"),
+        ]
+    );
+}
+
+#[test]
+fn a_probe_naming_a_missing_target_or_rule_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = |targets: &str, rule: &str| {
+        format!(
+            "pack_paths: [\"{RULES_DIR}\"]\ntargets:\n  - name: jm\n    url: http://127.0.0.1:1\nprobes:\n  - name: mine\n    targets: [{targets}]\n    every: 10s\n    request: {{path: /jobs/overview}}\n    rules: [{rule}]\n"
+        )
+    };
+    let p = problems(dir.path(), &probe("jm, jn", "flink/job-not-running"));
+    assert_eq!(p, [at(dir.path(), 7, 19, "unknown target `jn`, did you mean `jm`?")]);
+    let p = problems(dir.path(), &probe("jm", "flink/job-not-runing"));
+    assert_eq!(
+        p,
+        [at(
+            dir.path(),
+            10,
+            13,
+            "probe `mine` names unknown rule `flink/job-not-runing`, did you mean `flink/job-not-running`?"
+        )]
+    );
+    assert_eq!(problems(dir.path(), &probe("jm", "flink/job-not-running")), Vec::<String>::new());
+}
+
+#[test]
+fn a_cron_expression_that_does_not_parse_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "pack_paths: [\"{RULES_DIR}\"]\ntargets:\n  - name: jm\n    url: http://127.0.0.1:1\nprobes:\n  - name: mine\n    cron: \"every tuesday\"\n    request: {{path: /jobs/overview}}\n    rules: [flink/job-not-running]\n"
+    );
+    let p = problems(dir.path(), &text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].starts_with(&at(dir.path(), 7, 11, "probe `mine`: invalid cron")), "{p:?}");
+}
+
+#[test]
+fn a_rhai_syntax_error_names_the_rule_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = write_pack(
+        dir.path(),
+        "mypack",
+        &[("fine", "if !obs.ok { return; }\n"), ("broken", "// a comment\nlet jobs = obs.body.jobs;\nlet x = ;\n")],
+    );
+    let text = "targets:\n  - name: jm\n    url: http://127.0.0.1:1\n";
+    let p = problems(dir.path(), text);
+    assert_eq!(p.len(), 1, "only the broken rule is reported: {p:#?}");
+    let want = format!("{}:3:9: rule `mypack/broken`: syntax error:", pdir.join("broken.rhai").display());
+    assert!(p[0].starts_with(&want), "{:?} does not start with {want:?}", p[0]);
+}
+
+#[test]
+fn warden_run_refuses_an_invalid_configuration_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.yaml");
+    std::fs::write(&path, "targets:\n  - name: jm\n    url: http://127.0.0.1:1\n    timout: 2s\n").unwrap();
+    let out = Command::new(WARDEN).args(["run", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&at(dir.path(), 4, 5, "unknown field `timout`, did you mean `timeout`?")), "{err}");
+    assert!(err.contains("1 problem(s) in the configuration; not starting"), "{err}");
+    assert!(!dir.path().join("warden-state").exists(), "nothing was started");
+}
+
+/// A config with only the packs under `<dir>/plugins/`, watching `url` as target `jm`.
+fn plugin_config(url: &str, over: serde_json::Value) -> serde_json::Value {
+    let mut c = json!({
+        "state_dir": "state",
+        "pack_paths": ["plugins/*"],
+        "targets": [{"name": "jm", "url": url, "timeout": "2s"}],
+        "shutdown_grace": "5s",
+    });
+    merge(&mut c, over);
+    c
+}
+
+const CANARY: &str = "alert(#{subject: \"canary\", summary: \"the other rules still judge\"});\n";
+
+fn rule_failed<'a>(e: &'a Event, file: &str) -> Option<&'a str> {
+    match e {
+        Event::RuleFailed { error } if error.contains(&format!("/{file}:")) => Some(error.as_str()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_that_loop_explode_or_throw_are_stopped_and_reported_while_others_alert() {
+    let (fake, _) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = write_pack(
+        dir.path(),
+        "mypack",
+        &[
+            ("endless", "let n = 0;\nloop { n += 1; }\n"),
+            ("huge", "let s = \"x\";\nloop { s += s; }\n"),
+            ("throws", "let a = 1;\nthrow \"boom from the rule\";\n"),
+            ("canary", CANARY),
+        ],
+    );
+    let cfg = plugin_config(&fake.url(), json!({"scripts": {"max_operations": 50000, "max_time": "10s"}}));
+    let mut d = Daemon::start_in(dir, cfg).await;
+    let e = d.wait_for("endless reported", |e| rule_failed(e, "endless.rhai").is_some()).await;
+    let msg = rule_failed(&e, "endless.rhai").unwrap();
+    assert!(msg.starts_with(&format!("{}:2:", pdir.join("endless.rhai").display())), "{msg}");
+    assert!(msg.contains("rule `mypack/endless`: stopped: the rule exceeded its budget of 50000 operations"), "{msg}");
+    let e = d.seen_or_wait_for("huge reported", |e| rule_failed(e, "huge.rhai").is_some()).await;
+    let msg = rule_failed(&e, "huge.rhai").unwrap();
+    assert!(msg.contains("rule `mypack/huge`: stopped:") && msg.contains("string"), "{msg}");
+    let e = d.seen_or_wait_for("throws reported", |e| rule_failed(e, "throws.rhai").is_some()).await;
+    let msg = rule_failed(&e, "throws.rhai").unwrap();
+    assert!(msg.starts_with(&format!("{}:2:1: ", pdir.join("throws.rhai").display())), "{msg}");
+    assert!(msg.contains("rule `mypack/throws`: rule threw: boom from the rule"), "{msg}");
+    let fired = record(d.seen_or_wait_for("canary alert", |e| is_alert(e, "firing", "mypack/canary", "canary")).await);
+    assert_eq!(fired.summary, "the other rules still judge");
+    // Warden keeps polling and judging: each poll reports the broken rules again, and the canary stays firing.
+    let mark = d.seen.len();
+    d.polls(3).await;
+    d.wait_for("endless reported again", |e| rule_failed(e, "endless.rhai").is_some()).await;
+    assert!(!d.seen[mark..].iter().any(|e| is_alert(e, "resolved", "mypack/canary", "canary")));
+    let stats = d.stop().await;
+    assert!(stats.rule_errors.load(std::sync::atomic::Ordering::Relaxed) >= 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_rule_is_stopped_by_the_wall_clock_limit() {
+    let (fake, _) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_pack(dir.path(), "mypack", &[("endless", "loop { }\n"), ("canary", CANARY)]);
+    let cfg =
+        plugin_config(&fake.url(), json!({"scripts": {"max_operations": 1_000_000_000_000u64, "max_time": "300ms"}}));
+    let mut d = Daemon::start_in(dir, cfg).await;
+    let started = Instant::now();
+    let e = d.wait_for("endless reported", |e| rule_failed(e, "endless.rhai").is_some()).await;
+    let msg = rule_failed(&e, "endless.rhai").unwrap().to_string();
+    assert!(msg.contains("exceeded the wall-clock limit of 300 ms"), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped in time");
+    d.seen_or_wait_for("canary alert", |e| is_alert(e, "firing", "mypack/canary", "canary")).await;
+    d.wait_for("endless reported again", |e| rule_failed(e, "endless.rhai").is_some()).await;
+    d.stop().await;
+}
+
+/// What is wrong with the JobManager in an error-kind test.
+#[derive(Clone, Copy, Debug)]
+enum Trouble {
+    Down,
+    Slow,
+    Status500,
+    LeaderElection,
+    Html,
+    Huge,
+}
+
+const KINDS: &str = "if !obs.ok {\n  alert(#{subject: \"jm\", summary: `kind=${obs.error.kind}`, details: #{message: obs.error.message}});\n}\n";
+
+/// A custom rule sees `expected` as `obs.error.kind` while `trouble` lasts, the shipped jobmanager-unreachable rule
+/// says `phrase`, job-not-running relaunches nothing meanwhile, and the alerts resolve once the JobManager answers
+/// properly again: Warden kept polling throughout.
+async fn error_kind(trouble: Trouble, expected: &str, phrase: &str) {
+    let (fake, _) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let addr = fake.addr();
+    let dir = tempfile::tempdir().unwrap();
+    write_pack(dir.path(), "kinds", &[("kind", KINDS)]);
+    let rec = dir.path().join("relaunches");
+    let cfg = plugin_config(
+        &fake.url(),
+        json!({
+            "pack_paths": [RULES_DIR, "plugins/*"],
+            "targets": [{"name": "jm", "url": fake.url(), "timeout": "500ms"}],
+            "commands": {"relaunch": recording_relaunch(&rec)},
+            "packs": {"flink": {"every": "200ms", "params": {
+                "expected_jobs": ["clicks"], "relaunch_command": "relaunch",
+                "not_running_for": "200ms", "unreachable_polls": 2,
+            }}},
+        }),
+    );
+    let mut d = Daemon::start_in(dir, cfg).await;
+    d.polls(2).await;
+    assert!(d.alert_log().is_empty());
+    match trouble {
+        Trouble::Down => tokio::time::timeout(WAIT, fake.shutdown_and_wait()).await.expect("fake stops"),
+        Trouble::Slow => fake.set_delay(Duration::from_millis(1500)),
+        Trouble::Status500 => fake.set_override(
+            "/jobs/overview",
+            500,
+            "application/json",
+            br#"{"errors":["Internal server error.","<Exception on server side: boom>"]}"#.to_vec(),
+        ),
+        Trouble::LeaderElection => fake.set_leader_election(true),
+        Trouble::Html => fake.set_override(
+            "/jobs/overview",
+            200,
+            "text/html",
+            b"<!DOCTYPE html><html><body>Please log in</body></html>".to_vec(),
+        ),
+        Trouble::Huge => {
+            let mut body = b"{\"jobs\": [], \"pad\": \"".to_vec();
+            body.resize(body.len() + 50 * 1024 * 1024, b'a');
+            body.extend_from_slice(b"\"}");
+            fake.set_override("/jobs/overview", 200, "application/json", body);
+        }
+    }
+    let fired = record(d.wait_for("the kind alert", |e| is_alert(e, "firing", "kinds/kind", "jm")).await);
+    assert_eq!(fired.summary, format!("kind={expected}"), "{trouble:?}: {:?}", fired.details);
+    assert!(fired.details["message"].as_str().unwrap_or("").contains("target `jm` GET /jobs/overview"));
+    let shipped = record(
+        d.seen_or_wait_for("jobmanager-unreachable firing", |e| {
+            is_alert(e, "firing", "flink/jobmanager-unreachable", "jm")
+        })
+        .await,
+    );
+    assert!(shipped.summary.starts_with(&format!("JobManager jm {phrase}: ")), "{trouble:?}: {}", shipped.summary);
+    assert_eq!(shipped.details["kind"], expected);
+    d.polls(4).await;
+    assert!(invocations(&rec).is_empty(), "{trouble:?}: relaunched a job it could not see");
+    let _back = match trouble {
+        Trouble::Down => {
+            let back = FakeJobManager::start_on(addr, FlinkApiVersion::V2).await.expect("restarts on the same port");
+            back.submit("clicks");
+            Some(back)
+        }
+        Trouble::Slow => {
+            fake.set_delay(Duration::ZERO);
+            None
+        }
+        Trouble::LeaderElection => {
+            fake.set_leader_election(false);
+            None
+        }
+        Trouble::Status500 | Trouble::Html | Trouble::Huge => {
+            fake.clear_overrides();
+            None
+        }
+    };
+    d.wait_for("the kind alert resolved", |e| is_alert(e, "resolved", "kinds/kind", "jm")).await;
+    d.seen_or_wait_for("unreachable resolved", |e| is_alert(e, "resolved", "flink/jobmanager-unreachable", "jm")).await;
+    d.wait_for("a good poll", |e| matches!(e, Event::Observed { error: None, .. })).await;
+    d.polls(2).await;
+    assert!(runs(&d.journal(), "clicks").is_empty(), "{trouble:?}: {:#?}", d.journal());
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobmanager_down_is_error_kind_connect() {
+    error_kind(Trouble::Down, "connect", "cannot be reached").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobmanager_slower_than_the_timeout_is_error_kind_timeout() {
+    error_kind(Trouble::Slow, "timeout", "does not answer in time").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobmanager_answering_500_is_error_kind_http_status() {
+    error_kind(Trouble::Status500, "http_status", "answers with an error").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobmanager_in_leader_election_is_error_kind_leader_election() {
+    error_kind(Trouble::LeaderElection, "leader_election", "is in a leader election (HA fail-over in progress)").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobmanager_answering_html_is_error_kind_not_json() {
+    error_kind(Trouble::Html, "not_json", "answers with something that is not JSON (a proxy or login page?)").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobmanager_answering_50mb_is_error_kind_too_large() {
+    error_kind(Trouble::Huge, "too_large", "answers with an error").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_job_name_reaches_the_command_as_one_literal_argument() {
+    let evil = "clicks'; rm -rf ~; echo \"pwned\" $(touch pwned) `touch pwned2` && true";
+    let (fake, jid) = fake_with_job(FlinkApiVersion::V2, evil).await;
+    let dir = tempfile::tempdir().unwrap();
+    // If the name ever reached a shell as code, `~` would be this sandbox, not the real home.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("keep"), "still here").unwrap();
+    let rec = dir.path().join("argv");
+    let cfg = flink_config(
+        &fake.url(),
+        json!({
+            "commands": {"record": {
+                "argv": ["sh", "-c", "printf '%s\\n' \"$@\" '<end>' >> \"$0\"", rec, "{job}", "{jid}"],
+                "env": {"HOME": home},
+            }},
+            "packs": {"flink": {"params": {"expected_jobs": [evil], "relaunch_command": "record"}}},
+        }),
+    );
+    let workdir = dir.path().to_path_buf();
+    let mut d = Daemon::start_in(dir, cfg).await;
+    d.polls(2).await;
+    fake.fail(&jid, "java.lang.RuntimeException", "bad name");
+    let done = d.wait_for("the command ran", |e| matches!(e, Event::RunFinished { .. })).await;
+    let Event::RunFinished { outcome, subject, .. } = done else { unreachable!() };
+    assert_eq!(outcome, "ok");
+    assert_eq!(subject, evil);
+    assert_eq!(invocations(&rec), vec![vec![evil.to_string(), jid]], "one argument for the name, one for the jid");
+    assert!(home.join("keep").exists(), "nothing was deleted");
+    assert!(!workdir.join("pwned").exists() && !workdir.join("pwned2").exists(), "no command substitution ran");
+    assert_eq!(runs(&d.journal(), evil).len(), 1);
+    d.stop().await;
+}
+
+/// Runs `warden run` on a config whose relaunch command (for the missing job `slow`) writes `<dir>/marker.started`,
+/// sleeps `sleep_s` seconds, then writes `<dir>/marker`; sends SIGTERM while it sleeps. Returns the exit status,
+/// how long Warden took to exit after SIGTERM, the journal and the temp dir.
+async fn sigterm_during_relaunch(
+    sleep_s: u32,
+    grace: &str,
+) -> (std::process::ExitStatus, Duration, Vec<warden::store::JournalEntry>, tempfile::TempDir, Instant) {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let script = format!("touch \"$0.started\"; sleep {sleep_s}; echo done > \"$0\"");
+    let cfg = flink_config(
+        &fake.url(),
+        json!({
+            "commands": {"slow": {"argv": ["sh", "-c", script, marker], "timeout": "60s"}},
+            "packs": {"flink": {"params": {"expected_jobs": ["slow"], "relaunch_command": "slow"}}},
+            "shutdown_grace": grace,
+        }),
+    );
+    let path = write_config(dir.path(), &cfg);
+    let log = std::fs::File::create(dir.path().join("warden.log")).unwrap();
+    let mut child = Command::new(WARDEN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("WARDEN_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = dir.path().join("marker.started");
+    eventually("the relaunch command to start", || started.exists()).await;
+    let command_started = Instant::now();
+    // SAFETY: signalling the child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let sent = Instant::now();
+    let mut status = None;
+    eventually("warden to exit", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
+    let took = sent.elapsed();
+    let journal = warden::store::Store::open(&dir.path().join("state")).unwrap().entries(None).unwrap();
+    (status.unwrap(), took, journal, dir, command_started)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_relaunch_finish_within_the_grace_period() {
+    let (status, _, journal, dir, _) = sigterm_during_relaunch(2, "20s").await;
+    let log = std::fs::read_to_string(dir.path().join("warden.log")).unwrap_or_default();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("marker")).unwrap_or_default(), "done\n", "{log}");
+    let r = runs(&journal, "slow");
+    assert_eq!(r.len(), 1, "{journal:#?}");
+    assert_eq!(r[0].outcome, "ok", "{journal:#?}\n{log}");
+    assert!(r[0].finished.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_kills_a_relaunch_that_outlasts_the_grace_period() {
+    let (status, took, journal, dir, command_started) = sigterm_during_relaunch(3, "500ms").await;
+    let log = std::fs::read_to_string(dir.path().join("warden.log")).unwrap_or_default();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(took < Duration::from_millis(2500), "exited {took:?} after SIGTERM, the command sleeps 3s\n{log}");
+    let r = runs(&journal, "slow");
+    assert_eq!(r.len(), 1, "{journal:#?}");
+    assert!(r[0].outcome.starts_with("interrupted: "), "{journal:#?}\n{log}");
+    // The whole process group was killed: the command never gets to write its marker.
+    let until = command_started + Duration::from_millis(3800);
+    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+    assert!(!dir.path().join("marker").exists(), "the command outlived Warden");
+}

@@ -1,0 +1,154 @@
+//! Daemon behaviour users rely on beyond single rules: state across restarts, dry runs, `warden guard reset`.
+
+use serde_json::json;
+use warden::event::Event;
+use warden::fake_flink::FlinkApiVersion;
+
+use crate::support::*;
+
+const JNR: &str = "flink/job-not-running";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_neither_resends_a_firing_alert_nor_forgets_the_run_cooldown() {
+    let (fake, jid) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let cfg = flink_config(
+        &fake.url(),
+        json!({
+            "commands": {"noop": {"argv": ["true"]}},
+            "packs": {"flink": {"params": {"expected_jobs": ["clicks"], "relaunch_command": "noop"}}},
+        }),
+    );
+    let mut d = Daemon::start(cfg).await;
+    d.polls(2).await;
+    fake.fail(&jid, "java.lang.IllegalStateException", "no leader");
+    d.wait_for("firing", |e| is_alert(e, "firing", JNR, "clicks")).await;
+    d.wait_for("the relaunch ran", |e| matches!(e, Event::RunFinished { .. })).await;
+
+    let mut d = d.restart().await;
+    d.polls(6).await; // the job is still FAILED; the default run cooldown (2m) has not passed
+    assert!(!d.seen.iter().any(|e| matches!(e, Event::Alert(_) | Event::RunStarted { .. })), "{:#?}", d.seen);
+    let firing = d.alert_log().iter().filter(|l| l["event"] == "firing").count();
+    assert_eq!(firing, 1, "the firing alert is not sent again after a restart");
+    assert_eq!(runs(&d.journal(), "clicks").len(), 1);
+
+    fake.recover(&jid);
+    d.wait_for("resolved after the restart", |e| is_alert(e, "resolved", JNR, "clicks")).await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_journals_what_would_happen_and_does_nothing() {
+    let (fake, jid) = fake_with_job(FlinkApiVersion::V1, "clicks").await;
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("relaunches");
+    let cfg = flink_config(
+        &fake.url(),
+        json!({
+            "commands": {"relaunch": recording_relaunch(&rec)},
+            "packs": {"flink": {"params": {"expected_jobs": ["clicks"], "relaunch_command": "relaunch"}}},
+        }),
+    );
+    write_config(dir.path(), &cfg);
+    let mut d = Daemon::launch(dir, true);
+    d.polls(2).await;
+    fake.fail(&jid, "java.lang.IllegalStateException", "no leader");
+    let dry = |d: &Daemon| {
+        let j = d.journal();
+        let alert = j.iter().any(|e| e.action == "alert" && e.subject == "clicks" && e.outcome == "dry-run");
+        let run = runs(&j, "clicks").iter().any(|e| e.outcome == "dry-run" && e.detail == "relaunch");
+        alert && run
+    };
+    eventually("dry-run alert and run in the journal", || dry(&d)).await;
+    d.polls(5).await;
+    assert_eq!(runs(&d.journal(), "clicks").len(), 1, "{:#?}", d.journal());
+    assert!(invocations(&rec).is_empty(), "no command ran");
+    assert!(fake.jar_runs().is_empty());
+    assert!(d.alert_log().is_empty(), "no alert was sent");
+    assert!(!d.seen.iter().any(|e| matches!(e, Event::Alert(_) | Event::RunStarted { .. })));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_reset_lets_relaunches_resume() {
+    let (fake, jid) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let cfg = flink_config(
+        &fake.url(),
+        json!({
+            "commands": {"noop": {"argv": ["true"]}},
+            "packs": {"flink": {"params": {"expected_jobs": ["clicks"], "relaunch_command": "noop"}}},
+            "dispatch": {"run_cooldown": "300ms", "storm_guard": {"max_runs": 2}},
+        }),
+    );
+    let mut d = Daemon::start(cfg).await;
+    d.polls(2).await;
+    fake.fail(&jid, "java.lang.IllegalStateException", "no leader");
+    d.wait_for("giving up", |e| is_alert(e, "giving_up", JNR, "clicks")).await;
+    d.polls(4).await;
+    assert_eq!(runs(&d.journal(), "clicks").len(), 2);
+
+    let out = assert_cmd::Command::new(WARDEN)
+        .args(["guard", "reset", "--target", "jm", "--subject", "clicks", "-c"])
+        .arg(d.config_path())
+        .assert()
+        .code(0);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(stdout.contains("storm guard reset for `clicks` on `jm`"), "{stdout}");
+    d.wait_for("a relaunch after the reset", |e| matches!(e, Event::RunStarted { .. })).await;
+    d.wait_for("giving up again", |e| is_alert(e, "giving_up", JNR, "clicks")).await;
+    d.polls(4).await;
+    let journal = d.journal();
+    assert_eq!(runs(&journal, "clicks").len(), 4, "{journal:#?}");
+    assert_eq!(journal.iter().filter(|e| e.action == "guard").count(), 2);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_repeat_sends_reminders_while_an_alert_fires() {
+    let (fake, jid) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let cfg = flink_config(
+        &fake.url(),
+        json!({
+            "packs": {"flink": {"params": {"tasks_failing_for": "200ms"}}},
+            "dispatch": {"alert_repeat": "600ms"},
+        }),
+    );
+    let mut d = Daemon::start(cfg).await;
+    d.polls(2).await;
+    fake.tasks_failing(&jid, 1);
+    let fired = record(d.wait_for("firing", |e| is_alert(e, "firing", "flink/tasks-failing", "clicks")).await);
+    let reminder = record(d.wait_for("reminder", |e| is_alert(e, "reminder", "flink/tasks-failing", "clicks")).await);
+    assert!(reminder.time - fired.time >= chrono::Duration::milliseconds(600), "reminded before alert_repeat");
+    assert_eq!(reminder.details["firing_since"], json!(fired.time), "{:?}", reminder.details);
+    fake.recover(&jid);
+    d.wait_for("resolved", |e| is_alert(e, "resolved", "flink/tasks-failing", "clicks")).await;
+    let events: Vec<String> = d.alert_log().iter().map(|l| l["event"].as_str().unwrap().to_string()).collect();
+    assert_eq!(events.first().map(String::as_str), Some("firing"));
+    assert_eq!(events.last().map(String::as_str), Some("resolved"));
+    assert!(events[1..events.len() - 1].iter().all(|e| e == "reminder") && events.len() >= 3, "{events:?}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_rule_stays_silent_while_the_others_judge() {
+    let (fake, jid) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let other = fake.submit("views");
+    let cfg = flink_config(
+        &fake.url(),
+        json!({
+            "commands": {"noop": {"argv": ["true"]}},
+            "packs": {"flink": {
+                "disabled_rules": ["job-not-running"],
+                "params": {"expected_jobs": ["clicks"], "relaunch_command": "noop", "tasks_failing_for": "200ms"},
+            }},
+        }),
+    );
+    let mut d = Daemon::start(cfg).await;
+    d.polls(2).await;
+    fake.fail(&jid, "java.lang.IllegalStateException", "no leader");
+    fake.tasks_failing(&other, 1);
+    d.wait_for("tasks-failing firing", |e| is_alert(e, "firing", "flink/tasks-failing", "views")).await;
+    d.polls(5).await;
+    assert!(!d.seen.iter().any(|e| matches!(e, Event::Alert(a) if a.rule == JNR)), "{:#?}", d.seen);
+    assert!(runs(&d.journal(), "clicks").is_empty());
+    d.stop().await;
+}
