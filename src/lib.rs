@@ -42,6 +42,7 @@ pub mod flink;
 pub mod notify;
 pub mod observation;
 pub mod pack;
+pub mod pack_cli;
 pub mod plan;
 pub mod reload;
 pub mod request;

@@ -125,6 +125,11 @@ enum Command {
         #[command(subcommand)]
         command: warden::notify::cli::NotifyCommand,
     },
+    /// Rule packs: list, create, package and install them.
+    Pack {
+        #[command(subcommand)]
+        command: warden::pack_cli::PackCommand,
+    },
     /// Used by the demo's relaunch command: resubmit a job's jar on a (fake) JobManager over REST.
     #[command(hide = true)]
     DemoRelaunch {
@@ -419,6 +424,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Notify { command } => {
             init_tracing(cli.log.as_deref(), "warn");
             Ok(ExitCode::from(warden::notify::cli::notify(command, &cli.config).await?))
+        }
+        Command::Pack { command } => {
+            init_tracing(cli.log.as_deref(), "warn");
+            Ok(ExitCode::from(warden::pack_cli::run(command, &cli.config).await?))
         }
         Command::DemoRelaunch { url, job } => {
             let jid = warden::demo::relaunch_over_rest(&url, &job).await?;

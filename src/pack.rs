@@ -1,16 +1,30 @@
-//! Rule packs: a directory with `pack.yaml` (name, version, parameters, probes) and `.rhai` rule files.
+//! Rule packs: a directory with `pack.yaml` (name, version, Warden range, dependencies, parameters, probes), `.rhai`
+//! rule files, Rhai modules under `modules/` that its rules can `import`, and rule tests under `tests/`.
 //!
 //! Rules are namespaced by pack (`flink/job-not-running`). The shipped Flink pack (`rules/`) is also embedded in
-//! the binary, so `warden demo` works from anywhere.
+//! the binary, so `warden demo` works from anywhere. Optional packs live under `plugins/`.
+//!
+//! ```text
+//! plugins/mypack/
+//!   pack.yaml            name, version, warden: ">=0.1, <0.2", dependencies: {flink: ">=0.1"}, parameters, probes
+//!   my-rule.rhai         the rule `mypack/my-rule`
+//!   modules/util.rhai    `import "util" as u;` in the pack's rules (`import "mypack/util"` from dependents)
+//!   tests/*.yaml         rule tests (`warden test`)
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::config::yaml::{join_index, join_key, YamlDoc};
 use crate::config::ProbeConfig;
 use crate::diag::Diagnostic;
+use crate::script::{ModuleSet, ModuleSource};
+
+/// This Warden's version, which packs' `warden` ranges are checked against.
+pub const WARDEN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `pack.yaml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,9 +38,14 @@ pub struct Manifest {
     /// What the pack watches for, in a sentence or two.
     #[serde(default)]
     pub description: String,
-    /// The Warden versions the pack works with, e.g. `>=0.1, <0.2` (informational until pack installation checks it).
-    #[serde(default)]
+    /// The Warden versions the pack works with, as a semver range such as `>=0.1, <0.2`. A pack whose range
+    /// excludes the running Warden is not loaded. Default: any version.
+    #[serde(default, deserialize_with = "opt_scalar_string")]
     pub warden: Option<String>,
+    /// Other packs this one needs, as pack name → semver range (`flink: ">=0.1"`). Its rules may import their
+    /// modules as `import "<pack>/<module>"`.
+    #[serde(default)]
+    pub dependencies: BTreeMap<String, String>,
     /// Parameters operators can set under `packs.<name>.params` in `warden.yaml`.
     #[serde(default)]
     pub parameters: BTreeMap<String, ParamSpec>,
@@ -129,18 +148,37 @@ pub struct RuleSource {
 pub struct Pack {
     /// The manifest.
     pub manifest: Manifest,
+    /// The parsed `version`.
+    pub version: semver::Version,
     /// Its directory.
     pub dir: PathBuf,
     /// The parsed `pack.yaml`, for positions.
     pub doc: YamlDoc,
     /// Its rules, by short name.
     pub rules: BTreeMap<String, RuleSource>,
+    /// Its Rhai modules (`modules/*.rhai`), by name (file stem).
+    pub modules: BTreeMap<String, ModuleSource>,
 }
 
 impl Pack {
     /// The pack's name.
     pub fn name(&self) -> &str {
         &self.manifest.name
+    }
+
+    /// The rule test files of the pack (`tests/*.yaml` and `tests/*.yml`), sorted. Empty for the embedded pack.
+    pub fn test_files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("tests"))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                    .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
     }
 }
 
@@ -153,6 +191,8 @@ pub struct PackFiles {
     pub manifest: String,
     /// Rule files: (file name, text).
     pub rules: Vec<(String, String)>,
+    /// Module files under `modules/`: (file name, text).
+    pub modules: Vec<(String, String)>,
 }
 
 /// The shipped Flink pack, embedded in the binary.
@@ -166,26 +206,36 @@ pub fn embedded_flink_pack() -> PackFiles {
             ("restart-loop.rhai".into(), include_str!("../rules/restart-loop.rhai").into()),
             ("jobmanager-unreachable.rhai".into(), include_str!("../rules/jobmanager-unreachable.rhai").into()),
         ],
+        // The shipped pack has no modules yet; a `rules/modules/x.rhai` would be listed here with `include_str!`.
+        modules: vec![],
     }
 }
 
-/// Reads a pack directory.
+/// Reads a pack directory: `pack.yaml`, its `*.rhai` rules and its `modules/*.rhai`.
 pub fn read_dir(dir: &Path) -> Result<PackFiles, Diagnostic> {
     let mpath = dir.join("pack.yaml");
     let manifest =
         std::fs::read_to_string(&mpath).map_err(|e| Diagnostic::file(&mpath, format!("cannot read: {e}")))?;
-    let mut rules = vec![];
+    let rules = read_rhai_files(dir)?;
+    let mdir = dir.join("modules");
+    let modules = if mdir.is_dir() { read_rhai_files(&mdir)? } else { vec![] };
+    Ok(PackFiles { dir: dir.to_path_buf(), manifest, rules, modules })
+}
+
+/// The `*.rhai` files directly in `dir` (hidden ones skipped), sorted by name.
+fn read_rhai_files(dir: &Path) -> Result<Vec<(String, String)>, Diagnostic> {
+    let mut out = vec![];
     let entries = std::fs::read_dir(dir).map_err(|e| Diagnostic::file(dir, format!("cannot list: {e}")))?;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if name.ends_with(".rhai") && !name.starts_with('.') {
             let text = std::fs::read_to_string(e.path())
                 .map_err(|err| Diagnostic::file(e.path(), format!("cannot read: {err}")))?;
-            rules.push((name, text));
+            out.push((name, text));
         }
     }
-    rules.sort();
-    Ok(PackFiles { dir: dir.to_path_buf(), manifest, rules })
+    out.sort();
+    Ok(out)
 }
 
 /// Reads a scalar as text (YAML reads `version: 1.0` as a number).
@@ -197,7 +247,13 @@ fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
     }
 }
 
-fn valid_name(s: &str) -> bool {
+/// [`scalar_string`] for an optional field.
+fn opt_scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    scalar_string(d).map(Some)
+}
+
+/// True for a valid pack, rule or module name: letters, digits, `-` and `_`.
+pub fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
@@ -212,13 +268,37 @@ pub fn load(files: PackFiles, diags: &mut Vec<Diagnostic>) -> Option<Pack> {
         }
     };
     let n = diags.len();
+    if !matches!(doc.value, serde_yaml::Value::Mapping(_)) {
+        diags.push(doc.diag("", "`pack.yaml` must be a mapping with at least `name` and `version`"));
+        return None;
+    }
     let manifest: Manifest = doc.typed(&doc.value, "", diags)?;
     if !valid_name(&manifest.name) {
         diags
             .push(doc.diag("name", format!("pack name `{}` may only use letters, digits, `-` and `_`", manifest.name)));
     }
-    if !is_semver(&manifest.version) {
-        diags.push(doc.diag("version", format!("version `{}` is not MAJOR.MINOR.PATCH", manifest.version)));
+    let version = match semver::Version::parse(&manifest.version) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            diags.push(doc.diag("version", format!("version `{}` is not MAJOR.MINOR.PATCH", manifest.version)));
+            None
+        }
+    };
+    if let Some(range) = &manifest.warden {
+        if let Err(e) = check_warden_range(range, WARDEN_VERSION) {
+            diags.push(doc.diag("warden", format!("pack `{}` {e}", manifest.name)));
+        }
+    }
+    for (dep, range) in &manifest.dependencies {
+        let at = join_key("dependencies", dep);
+        if dep == &manifest.name {
+            diags.push(doc.key_diag(&at, format!("pack `{dep}` cannot depend on itself")));
+        } else if !valid_name(dep) {
+            diags.push(doc.key_diag(&at, format!("`{dep}` is not a pack name")));
+        }
+        if let Err(e) = semver::VersionReq::parse(range) {
+            diags.push(doc.diag(&at, format!("dependency `{dep}`: `{range}` is not a version range: {e}")));
+        }
     }
     for (k, p) in &manifest.parameters {
         if let Some(d) = &p.default {
@@ -239,6 +319,19 @@ pub fn load(files: PackFiles, diags: &mut Vec<Diagnostic>) -> Option<Pack> {
         }
         let name = format!("{}/{short}", manifest.name);
         rules.insert(short.clone(), RuleSource { short, name, file: files.dir.join(&file), source });
+    }
+    let mut modules = BTreeMap::new();
+    for (file, source) in files.modules {
+        let path = files.dir.join("modules").join(&file);
+        let short = file.trim_end_matches(".rhai").to_string();
+        if !valid_name(&short) {
+            diags.push(Diagnostic::file(
+                path,
+                "module file names may only use letters, digits, `-` and `_` before `.rhai`",
+            ));
+            continue;
+        }
+        modules.insert(short.clone(), ModuleSource { name: short, file: path, source });
     }
     let mut seen = std::collections::HashSet::new();
     for (i, p) in manifest.probes.iter().enumerate() {
@@ -262,17 +355,86 @@ pub fn load(files: PackFiles, diags: &mut Vec<Diagnostic>) -> Option<Pack> {
             }
         }
     }
-    (diags.len() == n).then_some(Pack { manifest, dir: files.dir, doc, rules })
+    match version {
+        Some(version) if diags.len() == n => Some(Pack { manifest, version, dir: files.dir, doc, rules, modules }),
+        _ => None,
+    }
 }
 
-fn is_semver(v: &str) -> bool {
-    let core = v.split(['-', '+']).next().unwrap_or("");
-    let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+/// Checks a pack's `warden` range against a Warden version: `Err` says why it does not fit.
+pub fn check_warden_range(range: &str, warden: &str) -> Result<(), String> {
+    let req = semver::VersionReq::parse(range)
+        .map_err(|e| format!("has `warden: {range}`, which is not a version range such as \">=0.1, <0.2\": {e}"))?;
+    let v = semver::Version::parse(warden).map_err(|e| format!("cannot check: Warden's version `{warden}`: {e}"))?;
+    if req.matches(&v) {
+        Ok(())
+    } else {
+        Err(format!("needs Warden `{range}`, but this is Warden {warden}"))
+    }
 }
 
-/// Finds and loads the packs named by `pack_paths` (relative to `base`). Paths that are the defaults and do not
-/// exist are skipped quietly; any other missing path is an error.
+/// Adds `pack` to `packs` unless its name is taken, in which case the clash is reported naming both directories.
+pub fn push_unique(packs: &mut Vec<Pack>, pack: Pack, diags: &mut Vec<Diagnostic>) {
+    if let Some(other) = packs.iter().find(|o| o.name() == pack.name()) {
+        diags.push(pack.doc.diag(
+            "name",
+            format!(
+                "two packs are named `{}`: `{}` and `{}`; pack names must be unique",
+                pack.name(),
+                other.dir.display(),
+                pack.dir.display()
+            ),
+        ));
+    } else {
+        packs.push(pack);
+    }
+}
+
+/// Checks every pack's `dependencies` against the loaded packs: a missing pack or one whose version is outside
+/// the range is reported at the dependency in the dependent pack's `pack.yaml`, naming both packs.
+pub fn check_dependencies(packs: &[Pack], diags: &mut Vec<Diagnostic>) {
+    for p in packs {
+        for (dep, range) in &p.manifest.dependencies {
+            let at = join_key("dependencies", dep);
+            let Ok(req) = semver::VersionReq::parse(range) else { continue }; // reported by `load`
+            match packs.iter().find(|o| o.name() == dep) {
+                None => {
+                    let hint = crate::diag::closest(dep, packs.iter().map(Pack::name))
+                        .map(|c| format!(", did you mean `{c}`?"))
+                        .unwrap_or_default();
+                    diags.push(p.doc.diag(
+                        &at,
+                        format!("pack `{}` depends on pack `{dep}` (`{range}`), which is not loaded{hint}", p.name()),
+                    ));
+                }
+                Some(o) if !req.matches(&o.version) => diags.push(p.doc.diag(
+                    &at,
+                    format!(
+                        "pack `{}` needs pack `{dep}` `{range}`, but `{dep}` is version {} (`{}`)",
+                        p.name(),
+                        o.version,
+                        o.dir.display()
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// The modules of `packs`, each pack allowed to import its own modules and its dependencies', for
+/// [`crate::script::ScriptEngine::compile_with_modules`].
+pub fn module_set(packs: &[Pack]) -> Arc<ModuleSet> {
+    let mut set = ModuleSet::default();
+    for p in packs {
+        set.add_pack(p.name(), p.manifest.dependencies.keys().cloned(), p.modules.values().cloned());
+    }
+    Arc::new(set)
+}
+
+/// Finds and loads the packs named by `pack_paths` (relative to `base`): `dir` is one pack, `dir/*` every
+/// non-hidden subdirectory with a `pack.yaml`. Paths that are the defaults and do not exist are skipped quietly;
+/// any other missing path is an error. Two packs with the same name are an error naming both directories.
 pub fn discover(pack_paths: &[String], base: &Path, diags: &mut Vec<Diagnostic>, config_file: &Path) -> Vec<Pack> {
     let defaults = ["rules", "plugins/*"];
     let mut packs: Vec<Pack> = vec![];
@@ -292,7 +454,14 @@ pub fn discover(pack_paths: &[String], base: &Path, diags: &mut Vec<Diagnostic>,
         }
         let dirs: Vec<PathBuf> = if many {
             let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map(|r| r.flatten().map(|e| e.path()).filter(|p| p.join("pack.yaml").is_file()).collect())
+                .map(|r| {
+                    r.flatten()
+                        .map(|e| e.path())
+                        // Hidden directories are skipped: `warden pack add` stages installs in one.
+                        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                        .filter(|p| p.join("pack.yaml").is_file())
+                        .collect()
+                })
                 .unwrap_or_default();
             v.sort();
             v
@@ -303,14 +472,7 @@ pub fn discover(pack_paths: &[String], base: &Path, diags: &mut Vec<Diagnostic>,
             match read_dir(&d) {
                 Ok(files) => {
                     if let Some(pack) = load(files, diags) {
-                        if let Some(other) = packs.iter().find(|o| o.name() == pack.name()) {
-                            diags.push(pack.doc.diag(
-                                "name",
-                                format!("pack name `{}` is also used by `{}`", pack.name(), other.dir.display()),
-                            ));
-                        } else {
-                            packs.push(pack);
-                        }
+                        push_unique(&mut packs, pack, diags);
                     }
                 }
                 Err(d) => diags.push(d),
@@ -338,6 +500,7 @@ mod tests {
             dir: PathBuf::from("p"),
             manifest: "name: x\nversion: 1.0\nparameters:\n  n: {type: int, default: \"3\"}\nprobes:\n  - name: a\n    every: 5s\n    request: {path: /x}\n    rules: [nope]\n".into(),
             rules: vec![("yes.rhai".into(), "1".into())],
+            modules: vec![],
         };
         let mut diags = vec![];
         assert!(load(files, &mut diags).is_none());
@@ -345,5 +508,121 @@ mod tests {
         assert!(msgs.contains(&"p/pack.yaml:2:10: version `1.0` is not MAJOR.MINOR.PATCH".to_string()), "{msgs:#?}");
         assert!(msgs.iter().any(|m| m.starts_with("p/pack.yaml:4:") && m.contains("expected an integer")), "{msgs:#?}");
         assert!(msgs.iter().any(|m| m.starts_with("p/pack.yaml:9:13: probe `a` names rule `nope`")), "{msgs:#?}");
+    }
+
+    fn files(dir: &str, manifest: &str) -> PackFiles {
+        PackFiles { dir: PathBuf::from(dir), manifest: manifest.into(), rules: vec![], modules: vec![] }
+    }
+
+    fn load_ok(f: PackFiles) -> Pack {
+        let mut diags = vec![];
+        load(f, &mut diags).unwrap_or_else(|| panic!("{diags:?}"))
+    }
+
+    fn load_err(f: PackFiles) -> Vec<String> {
+        let mut diags = vec![];
+        assert!(load(f, &mut diags).is_none(), "the pack loaded");
+        diags.iter().map(|d| d.to_string()).collect()
+    }
+
+    #[test]
+    fn an_invalid_pack_yaml_is_reported() {
+        assert_eq!(load_err(files("p", "name: [x\n")).len(), 1);
+        assert!(load_err(files("p", "name: [x\n"))[0].starts_with("p/pack.yaml:"));
+        assert_eq!(
+            load_err(files("p", "- a\n")),
+            vec!["p/pack.yaml:1:1: `pack.yaml` must be a mapping with at least `name` and `version`"]
+        );
+        let msgs = load_err(files("p", "name: x\nversion: 1.0.0\nwardn: \">=0.1\"\n"));
+        assert_eq!(msgs, vec!["p/pack.yaml:3:1: unknown field `wardn`, did you mean `warden`?"]);
+        let msgs = load_err(files("p", "name: x\nversion: 1.0.0\ndependencies: {flink: \"not a range\"}\n"));
+        assert!(msgs[0].starts_with("p/pack.yaml:3:23: dependency `flink`: `not a range` is not a version range"));
+    }
+
+    #[test]
+    fn a_pack_for_another_warden_is_refused() {
+        let msgs = load_err(files("p", "name: x\nversion: 1.0.0\nwarden: \">=99.0\"\n"));
+        assert_eq!(
+            msgs,
+            vec![format!("p/pack.yaml:3:9: pack `x` needs Warden `>=99.0`, but this is Warden {WARDEN_VERSION}")]
+        );
+        let msgs = load_err(files("p", "name: x\nversion: 1.0.0\nwarden: \"soon\"\n"));
+        assert!(msgs[0].starts_with("p/pack.yaml:3:9: pack `x` has `warden: soon`, which is not a version range"));
+        let this = semver::Version::parse(WARDEN_VERSION).unwrap();
+        let range = format!(">={}.{}, <{}", this.major, this.minor, this.major + 1);
+        assert_eq!(load_ok(files("p", &format!("name: x\nversion: 1.0.0\nwarden: \"{range}\"\n"))).name(), "x");
+        assert!(check_warden_range(">=0.1, <0.2", "0.1.7").is_ok());
+        assert!(check_warden_range(">=0.1, <0.2", "0.2.0").is_err());
+    }
+
+    #[test]
+    fn dependencies_must_be_loaded_in_a_matching_version() {
+        let base = load_ok(files("base", "name: base\nversion: 1.2.0\n"));
+        let ok = load_ok(files("a", "name: a\nversion: 0.1.0\ndependencies:\n  base: \">=1.0, <2\"\n"));
+        let old = load_ok(files("b", "name: b\nversion: 0.1.0\ndependencies:\n  base: \">=1.5\"\n"));
+        let lost = load_ok(files("c", "name: c\nversion: 0.1.0\ndependencies:\n  bsae: \"1\"\n"));
+        let mut diags = vec![];
+        check_dependencies(&[base, ok, old, lost], &mut diags);
+        let msgs: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "b/pack.yaml:4:9: pack `b` needs pack `base` `>=1.5`, but `base` is version 1.2.0 (`base`)".to_string(),
+                "c/pack.yaml:4:9: pack `c` depends on pack `bsae` (`1`), which is not loaded, did you mean `base`?"
+                    .to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn two_packs_with_the_same_name_are_an_error_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["one", "two"] {
+            std::fs::create_dir_all(dir.path().join("plugins").join(d)).unwrap();
+            std::fs::write(dir.path().join("plugins").join(d).join("pack.yaml"), "name: same\nversion: 1.0.0\n")
+                .unwrap();
+        }
+        // A hidden directory (an install in progress) is not a pack.
+        std::fs::create_dir_all(dir.path().join("plugins/.staging")).unwrap();
+        std::fs::write(dir.path().join("plugins/.staging/pack.yaml"), "name: same\nversion: 2.0.0\n").unwrap();
+        let mut diags = vec![];
+        let packs = discover(&["plugins/*".into()], dir.path(), &mut diags, Path::new("warden.yaml"));
+        assert_eq!(packs.len(), 1);
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        let one = dir.path().join("plugins/one");
+        let two = dir.path().join("plugins/two");
+        assert_eq!(
+            diags[0].to_string(),
+            format!(
+                "{}:1:7: two packs are named `same`: `{}` and `{}`; pack names must be unique",
+                two.join("pack.yaml").display(),
+                one.display(),
+                two.display()
+            )
+        );
+    }
+
+    #[test]
+    fn modules_and_tests_are_read_from_the_pack_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("modules")).unwrap();
+        std::fs::create_dir_all(p.join("tests")).unwrap();
+        std::fs::write(p.join("pack.yaml"), "name: m\nversion: 1.0.0\n").unwrap();
+        std::fs::write(p.join("r.rhai"), "import \"util\" as u;").unwrap();
+        std::fs::write(p.join("modules/util.rhai"), "fn f() { 1 }").unwrap();
+        std::fs::write(p.join("modules/bad name.rhai"), "fn f() { 1 }").unwrap();
+        std::fs::write(p.join("tests/b.yaml"), "").unwrap();
+        std::fs::write(p.join("tests/a.yml"), "").unwrap();
+        std::fs::write(p.join("tests/notes.txt"), "").unwrap();
+        let msgs = load_err(read_dir(p).unwrap());
+        assert!(msgs[0].ends_with(
+            "modules/bad name.rhai: module file names may only use letters, digits, `-` and `_` before `.rhai`"
+        ));
+        std::fs::remove_file(p.join("modules/bad name.rhai")).unwrap();
+        let pack = load_ok(read_dir(p).unwrap());
+        assert_eq!(pack.modules.keys().collect::<Vec<_>>(), vec!["util"]);
+        assert_eq!(pack.modules["util"].file, p.join("modules/util.rhai"));
+        assert_eq!(pack.test_files(), vec![p.join("tests/a.yml"), p.join("tests/b.yaml")]);
     }
 }

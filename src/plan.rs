@@ -1,18 +1,21 @@
 //! Load → validate → compile. Turns a checked configuration and its packs into an immutable [`Plan`]: compiled
-//! rules, their parameters, and one job per probe × target. Every problem in any file is reported at once; a plan
-//! is only built when there are none.
+//! rules, their parameters (per target, after `packs.<name>.overrides`), and one job per probe × target. Every
+//! problem in any file is reported at once; a plan is only built when there are none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::yaml::{join_index, join_key};
-use crate::config::{LoadedConfig, ProbeConfig, TargetConfig, TargetSelector};
+use crate::config::yaml::{join_index, join_key, YamlDoc};
+use crate::config::{Config, LoadedConfig, ProbeConfig, TargetConfig, TargetSelector};
 use crate::diag::{closest, Diagnostic, Diagnostics};
 use crate::fetch::HttpRequest;
 use crate::pack::{Pack, PackFiles, ParamType};
 use crate::schedule::Schedule;
 use crate::script::{CompiledRule, ScriptEngine};
+
+/// Parameter values by name.
+pub type Params = BTreeMap<String, serde_json::Value>;
 
 /// One probe polling one target.
 #[derive(Debug, Clone)]
@@ -34,8 +37,18 @@ pub struct ProbeJob {
 pub struct PlannedRule {
     /// The compiled rule.
     pub compiled: CompiledRule,
-    /// Its pack's parameters (defaults merged with `warden.yaml`).
-    pub params: BTreeMap<String, serde_json::Value>,
+    /// Its pack's parameters (defaults merged with `packs.<pack>.params` in `warden.yaml`).
+    pub params: Params,
+    /// The parameters of the targets that `packs.<pack>.overrides` tunes, by target name; other targets use
+    /// `params`.
+    pub target_params: BTreeMap<String, Params>,
+}
+
+impl PlannedRule {
+    /// The parameters the rule sees when it judges `target`.
+    pub fn params_for(&self, target: &str) -> &Params {
+        self.target_params.get(target).unwrap_or(&self.params)
+    }
 }
 
 /// Everything the daemon runs, built from one consistent set of files.
@@ -49,6 +62,13 @@ pub struct Plan {
     pub jobs: Vec<ProbeJob>,
     /// Loaded packs as `(name, version, directory)`.
     pub packs: Vec<(String, String, String)>,
+}
+
+impl Plan {
+    /// The parameters `rule` (namespaced) sees when it judges `target`, or `None` for an unknown rule.
+    pub fn params_for(&self, rule: &str, target: &str) -> Option<&Params> {
+        self.rules.get(rule).map(|r| r.params_for(target))
+    }
 }
 
 /// Where packs come from.
@@ -66,8 +86,18 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
     let doc = &loaded.doc;
     let packs: Vec<Pack> = match source {
         PackSource::FromConfig => crate::pack::discover(&cfg.pack_paths, &loaded.base_dir, &mut diags, &doc.file),
-        PackSource::Files(files) => files.into_iter().filter_map(|f| crate::pack::load(f, &mut diags)).collect(),
+        PackSource::Files(files) => {
+            let mut packs = vec![];
+            for f in files {
+                if let Some(p) = crate::pack::load(f, &mut diags) {
+                    crate::pack::push_unique(&mut packs, p, &mut diags);
+                }
+            }
+            packs
+        }
     };
+    crate::pack::check_dependencies(&packs, &mut diags);
+    let modules = crate::pack::module_set(&packs);
 
     // Settings for packs that do not exist.
     let pack_names: Vec<&str> = packs.iter().map(Pack::name).collect();
@@ -78,6 +108,7 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
             diags.push(doc.key_diag(&join_key("packs", name), format!("no pack named `{name}` was loaded{hint}")));
         }
     }
+    let target_names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
 
     let mut rules: BTreeMap<String, Arc<PlannedRule>> = BTreeMap::new();
     let mut jobs = vec![];
@@ -85,37 +116,8 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
         let settings = cfg.packs.get(pack.name()).cloned().unwrap_or_default();
         let spath = join_key("packs", pack.name());
         // Parameters: unknown names, types, required ones.
-        let mut params = BTreeMap::new();
-        for (k, v) in &settings.params {
-            match pack.manifest.parameters.get(k) {
-                None => {
-                    let hint = closest(k, pack.manifest.parameters.keys().map(String::as_str))
-                        .map(|c| format!(", did you mean `{c}`?"))
-                        .unwrap_or_default();
-                    diags.push(doc.key_diag(
-                        &join_key(&join_key(&spath, "params"), k),
-                        format!("pack `{}` has no parameter `{k}`{hint}", pack.name()),
-                    ));
-                }
-                Some(spec) => {
-                    let at = join_key(&join_key(&spath, "params"), k);
-                    if let Err(e) = spec.kind.check(v) {
-                        diags.push(doc.diag(&at, format!("parameter `{k}` of pack `{}`: {e}", pack.name())));
-                    } else if spec.kind == ParamType::Command {
-                        let c = v.as_str().unwrap_or("");
-                        if !c.is_empty() && !cfg.commands.contains_key(c) {
-                            let hint = closest(c, cfg.commands.keys().map(String::as_str))
-                                .map(|x| format!(", did you mean `{x}`?"))
-                                .unwrap_or_default();
-                            diags.push(doc.diag(
-                                &at,
-                                format!("parameter `{k}` names command `{c}`, which is not under `commands:`{hint}"),
-                            ));
-                        }
-                    }
-                }
-            }
-        }
+        check_params(doc, cfg, pack, &join_key(&spath, "params"), &settings.params, &mut diags);
+        let mut params = Params::new();
         for (k, spec) in &pack.manifest.parameters {
             match settings.params.get(k).or(spec.default.as_ref()) {
                 Some(v) => {
@@ -132,19 +134,41 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
                 )),
             }
         }
-        for (j, d) in settings.disabled_rules.iter().enumerate() {
-            if !pack.rules.contains_key(d) {
-                diags.push(doc.diag(
-                    &join_index(&join_key(&spath, "disabled_rules"), j),
-                    format!("pack `{}` has no rule `{d}`", pack.name()),
-                ));
+        check_rule_names(doc, pack, &join_key(&spath, "disabled_rules"), &settings.disabled_rules, &mut diags);
+        // Per-target overrides.
+        for (i, ov) in settings.overrides.iter().enumerate() {
+            let opath = join_index(&join_key(&spath, "overrides"), i);
+            crate::config::check_selector(
+                doc,
+                &join_key(&opath, "targets"),
+                Some(&ov.targets),
+                &target_names,
+                &mut diags,
+            );
+            check_params(doc, cfg, pack, &join_key(&opath, "params"), &ov.params, &mut diags);
+            check_rule_names(doc, pack, &join_key(&opath, "disabled_rules"), &ov.disabled_rules, &mut diags);
+        }
+        let mut target_params = BTreeMap::new();
+        let mut disabled: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for t in &cfg.targets {
+            let mut p = params.clone();
+            let off = disabled.entry(t.name.as_str()).or_default();
+            off.extend(settings.disabled_rules.iter().map(String::as_str));
+            for ov in settings.overrides.iter().filter(|o| o.targets.matches(t)) {
+                p.extend(ov.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+                off.extend(ov.disabled_rules.iter().map(String::as_str));
+            }
+            if p != params {
+                target_params.insert(t.name.clone(), p);
             }
         }
-        // Compile every rule, reporting all syntax errors.
+        // Compile every rule, reporting all syntax and import errors.
         for r in pack.rules.values() {
-            match engine.compile(&r.name, pack.name(), r.file.clone(), &r.source) {
+            match engine.compile_with_modules(&r.name, pack.name(), r.file.clone(), &r.source, &modules) {
                 Ok(c) => {
-                    rules.insert(r.name.clone(), Arc::new(PlannedRule { compiled: c, params: params.clone() }));
+                    let planned =
+                        PlannedRule { compiled: c, params: params.clone(), target_params: target_params.clone() };
+                    rules.insert(r.name.clone(), Arc::new(planned));
                 }
                 Err(e) => {
                     diags.push(Diagnostic::new(&e.file, e.line, e.col, format!("rule `{}`: {}", e.rule, e.message)))
@@ -155,24 +179,30 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
             continue;
         }
         for p in &pack.manifest.probes {
-            let names: Vec<String> = p
-                .rules
-                .iter()
-                .filter(|r| !settings.disabled_rules.contains(r))
-                .map(|r| format!("{}/{r}", pack.name()))
-                .collect();
-            if names.is_empty() {
-                continue;
-            }
             let mut probe = p.clone();
             probe.name = format!("{}/{}", pack.name(), p.name);
-            probe.rules = names;
             if let Some(every) = settings.every {
                 probe.every = Some(every);
                 probe.cron = None;
             }
-            expand(&probe, settings.targets.as_ref(), &cfg.targets, &mut jobs);
+            let Some(schedule) = schedule_of(&probe) else { continue };
+            for t in cfg.targets.iter().filter(|t| settings.targets.as_ref().is_none_or(|s| s.matches(t))) {
+                let off = disabled.get(t.name.as_str());
+                let names: Vec<String> = p
+                    .rules
+                    .iter()
+                    .filter(|r| !off.is_some_and(|o| o.contains(r.as_str())))
+                    .map(|r| format!("{}/{r}", pack.name()))
+                    .collect();
+                if !names.is_empty() {
+                    jobs.push(job(&probe, t, &schedule, names));
+                }
+            }
         }
+    }
+    // Modules that no rule imports are checked too.
+    for e in engine.check_modules(&modules) {
+        diags.push(Diagnostic::new(&e.file, e.line, e.col, e.message));
     }
 
     for (i, p) in cfg.probes.iter().enumerate() {
@@ -201,31 +231,81 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
     Ok(Plan { loaded, rules, jobs, packs })
 }
 
-fn expand(p: &ProbeConfig, sel: Option<&TargetSelector>, targets: &[TargetConfig], jobs: &mut Vec<ProbeJob>) {
-    let schedule = match (p.every, &p.cron) {
-        (Some(d), _) => Schedule::Every(d),
-        (None, Some(c)) => match Schedule::cron(c) {
-            Ok(s) => s,
-            Err(_) => return, // reported by the config check
-        },
-        (None, None) => return,
-    };
+/// Checks parameter values set at `path` (`packs.<name>.params` or an override's `params`) against the pack.
+fn check_params(doc: &YamlDoc, cfg: &Config, pack: &Pack, path: &str, set: &Params, diags: &mut Vec<Diagnostic>) {
+    for (k, v) in set {
+        let at = join_key(path, k);
+        match pack.manifest.parameters.get(k) {
+            None => {
+                let hint = closest(k, pack.manifest.parameters.keys().map(String::as_str))
+                    .map(|c| format!(", did you mean `{c}`?"))
+                    .unwrap_or_default();
+                diags.push(doc.key_diag(&at, format!("pack `{}` has no parameter `{k}`{hint}", pack.name())));
+            }
+            Some(spec) => {
+                if let Err(e) = spec.kind.check(v) {
+                    diags.push(doc.diag(&at, format!("parameter `{k}` of pack `{}`: {e}", pack.name())));
+                } else if spec.kind == ParamType::Command {
+                    let c = v.as_str().unwrap_or("");
+                    if !c.is_empty() && !cfg.commands.contains_key(c) {
+                        let hint = closest(c, cfg.commands.keys().map(String::as_str))
+                            .map(|x| format!(", did you mean `{x}`?"))
+                            .unwrap_or_default();
+                        diags.push(doc.diag(
+                            &at,
+                            format!("parameter `{k}` names command `{c}`, which is not under `commands:`{hint}"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks that every short rule name listed at `path` is a rule of `pack`.
+fn check_rule_names(doc: &YamlDoc, pack: &Pack, path: &str, names: &[String], diags: &mut Vec<Diagnostic>) {
+    for (j, d) in names.iter().enumerate() {
+        if !pack.rules.contains_key(d) {
+            let hint = closest(d, pack.rules.keys().map(String::as_str))
+                .map(|c| format!(", did you mean `{c}`?"))
+                .unwrap_or_default();
+            diags.push(doc.diag(&join_index(path, j), format!("pack `{}` has no rule `{d}`{hint}", pack.name())));
+        }
+    }
+}
+
+/// The probe's schedule, or `None` when it has none that parses (the config check reports that).
+fn schedule_of(p: &ProbeConfig) -> Option<Schedule> {
+    match (p.every, &p.cron) {
+        (Some(d), _) => Some(Schedule::Every(d)),
+        (None, Some(c)) => Schedule::cron(c).ok(),
+        (None, None) => None,
+    }
+}
+
+/// The job of probe `p` on target `t`, judged by `rules`.
+fn job(p: &ProbeConfig, t: &TargetConfig, schedule: &Schedule, rules: Vec<String>) -> ProbeJob {
     let method =
         reqwest::Method::from_bytes(p.request.method.to_ascii_uppercase().as_bytes()).unwrap_or(reqwest::Method::GET);
+    ProbeJob {
+        probe: p.name.clone(),
+        target: t.name.clone(),
+        schedule: schedule.clone(),
+        request: HttpRequest {
+            method,
+            path: p.request.path.clone(),
+            headers: p.request.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            body: p.request.body.clone(),
+            max_body: p.max_body.as_usize(),
+        },
+        rules,
+    }
+}
+
+fn expand(p: &ProbeConfig, sel: Option<&TargetSelector>, targets: &[TargetConfig], jobs: &mut Vec<ProbeJob>) {
+    let Some(schedule) = schedule_of(p) else { return };
     for t in targets.iter().filter(|t| sel.is_none_or(|s| s.matches(t))) {
-        jobs.push(ProbeJob {
-            probe: p.name.clone(),
-            target: t.name.clone(),
-            schedule: schedule.clone(),
-            request: HttpRequest {
-                method: method.clone(),
-                path: p.request.path.clone(),
-                headers: p.request.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                body: p.request.body.clone(),
-                max_body: p.max_body.as_usize(),
-            },
-            rules: p.rules.clone(),
-        });
+        jobs.push(job(p, t, &schedule, p.rules.clone()));
     }
 }
 
@@ -238,4 +318,84 @@ pub fn load(
     let engine = ScriptEngine::new(engine_limits.unwrap_or(&loaded.config.scripts));
     let plan = build(loaded, PackSource::FromConfig, &engine)?;
     Ok((plan, engine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ScriptLimits;
+    use std::path::PathBuf;
+
+    const PACK: &str = "name: t\nversion: 1.0.0\nparameters:\n  limit: {type: int, default: 3}\n  mode: {type: string, default: calm}\nprobes:\n  - name: p\n    every: 10s\n    request: {path: /x}\n    rules: [a, b]\n";
+
+    fn pack_files() -> PackFiles {
+        PackFiles {
+            dir: PathBuf::from("packs/t"),
+            manifest: PACK.into(),
+            rules: vec![("a.rhai".into(), "import \"util\" as u;\nu::f();".into()), ("b.rhai".into(), "1;".into())],
+            modules: vec![("util.rhai".into(), "fn f() { 1 }".into())],
+        }
+    }
+
+    fn build_with(cfg: &str, packs: Vec<PackFiles>) -> Result<Plan, Diagnostics> {
+        let loaded = crate::config::load_str(Path::new("w.yaml"), cfg).unwrap_or_else(|d| panic!("{d}"));
+        build(loaded, PackSource::Files(packs), &ScriptEngine::new(&ScriptLimits::default()))
+    }
+
+    const TARGETS: &str = "targets:\n  - {name: prod, url: \"http://a:1\", labels: {env: prod}}\n  - {name: stage, url: \"http://b:1\", labels: {env: staging}}\n  - {name: dev, url: \"http://c:1\", labels: {env: staging}}\n";
+
+    #[test]
+    fn overrides_tune_parameters_and_rules_per_target() {
+        let cfg = format!(
+            "{TARGETS}packs:\n  t:\n    params: {{limit: 5}}\n    overrides:\n      - targets: {{labels: {{env: staging}}}}\n        params: {{limit: 50}}\n        disabled_rules: [b]\n      - targets: [dev]\n        params: {{mode: loud}}\n"
+        );
+        let plan = build_with(&cfg, vec![pack_files()]).unwrap_or_else(|d| panic!("{d}"));
+        let p = |t: &str| plan.params_for("t/a", t).unwrap().clone();
+        assert_eq!(p("prod")["limit"], 5);
+        assert_eq!(p("prod")["mode"], "calm");
+        assert_eq!(p("stage")["limit"], 50);
+        assert_eq!(p("dev")["limit"], 50);
+        assert_eq!(p("dev")["mode"], "loud");
+        assert_eq!(p("unknown-target")["limit"], 5);
+        assert!(plan.params_for("t/nope", "prod").is_none());
+        let rules_of = |t: &str| plan.jobs.iter().find(|j| j.target == t).map(|j| j.rules.clone()).unwrap();
+        assert_eq!(rules_of("prod"), vec!["t/a", "t/b"]);
+        assert_eq!(rules_of("stage"), vec!["t/a"]);
+        assert_eq!(rules_of("dev"), vec!["t/a"]);
+    }
+
+    #[test]
+    fn bad_overrides_are_reported_with_positions() {
+        let cfg = format!(
+            "{TARGETS}packs:\n  t:\n    overrides:\n      - targets: [prdo]\n        params: {{limt: 1, mode: 7}}\n        disabled_rules: [c]\n"
+        );
+        let err = build_with(&cfg, vec![pack_files()]).unwrap_err().to_string();
+        let want = [
+            "w.yaml:8:19: unknown target `prdo`, did you mean `prod`?",
+            "w.yaml:9:18: pack `t` has no parameter `limt`, did you mean `limit`?",
+            "w.yaml:9:33: parameter `mode` of pack `t`: expected a string, found 7",
+            "w.yaml:10:26: pack `t` has no rule `c`",
+        ];
+        assert_eq!(err, want.join("\n"));
+    }
+
+    #[test]
+    fn packs_with_the_same_name_and_broken_imports_are_reported() {
+        let mut broken = pack_files();
+        broken.rules[0].1 = "let x = 1;\nimport \"utli\" as u;".into();
+        let err = build_with(TARGETS, vec![broken, pack_files()]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "packs/t/a.rhai:2:8: rule `t/a`: cannot import `utli`: pack `t` has no module `utli` (`modules/utli.rhai`), did you mean `util`?\npacks/t/pack.yaml:1:7: two packs are named `t`: `packs/t` and `packs/t`; pack names must be unique"
+        );
+    }
+
+    #[test]
+    fn the_embedded_flink_pack_still_builds() {
+        let cfg = format!("{TARGETS}packs:\n  flink:\n    overrides:\n      - targets: [prod]\n        params: {{unreachable_polls: 9}}\n");
+        let plan = build_with(&cfg, vec![crate::pack::embedded_flink_pack()]).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(plan.rules.len(), 4);
+        assert_eq!(plan.params_for("flink/jobmanager-unreachable", "prod").unwrap()["unreachable_polls"], 9);
+        assert_eq!(plan.params_for("flink/jobmanager-unreachable", "stage").unwrap()["unreachable_polls"], 3);
+    }
 }

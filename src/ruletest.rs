@@ -447,6 +447,17 @@ fn run_file_inner(file: &Path, report: &mut TestReport) -> Result<(), String> {
     }
     let policy = test.dispatch.clone().unwrap_or_default();
     let mut sim = Sim::new(policy, &Default::default(), test.start.unwrap_or_else(default_start));
+    // The pack's own modules (and those of the packs beside it, for its dependencies).
+    let mut packs = vec![pack.clone()];
+    if let Some(parent) = pack_dir.parent() {
+        let mut ignore = vec![];
+        for p in crate::pack::discover(&["*".to_string()], parent, &mut ignore, file) {
+            if p.name() != pack.name() {
+                packs.push(p);
+            }
+        }
+    }
+    let modules = crate::pack::module_set(&packs);
     let mut rules = vec![];
     let mut probe_path = test.probe.clone();
     for (i, n) in names.iter().enumerate() {
@@ -463,8 +474,10 @@ fn run_file_inner(file: &Path, report: &mut TestReport) -> Result<(), String> {
                 .unwrap_or_default();
             return Err(doc.diag(&at, format!("pack `{}` has no rule `{n}`{hint}", pack.name())).to_string());
         };
-        let compiled =
-            sim.engine().compile(&src.name, pack.name(), src.file.clone(), &src.source).map_err(|e| e.to_string())?;
+        let compiled = sim
+            .engine()
+            .compile_with_modules(&src.name, pack.name(), src.file.clone(), &src.source, &modules)
+            .map_err(|e| e.to_string())?;
         if probe_path.is_none() {
             probe_path = pack
                 .manifest

@@ -561,7 +561,7 @@ fn evaluate_all(
     for r in rules {
         let key = (r.compiled.name.clone(), client.name.clone());
         let before = sh.states.lock().expect("states").get(&key).cloned().unwrap_or(serde_json::Value::Null);
-        let params = script::params_to_dynamic(&r.params);
+        let params = script::params_to_dynamic(r.params_for(&client.name));
         let now = sh.clock.now();
         let follow = HttpFollowUp { client: client.clone(), handle: handle.clone(), max_body };
         sh.stats.evaluations.fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,7 @@
 
 mod api;
 pub mod convert;
+pub mod modules;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use crate::observation::Observation;
 use crate::request::ActionRequest;
 
 pub use api::{FollowUp, FollowUpAnswer, STRATEGIES};
+pub use modules::{ModuleSet, ModuleSource};
 
 /// A rule that failed to compile or to run, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,8 +126,8 @@ impl ScriptEngine {
     /// Builds the engine with these limits.
     pub fn new(limits: &ScriptLimits) -> Self {
         let mut engine = Engine::new();
-        // No file access: `import` resolves nothing until packs supply modules.
-        engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+        // No file access: `import` is served from the packs' modules, in memory, while a rule compiles.
+        engine.set_module_resolver(modules::PackResolver);
         engine.disable_symbol("eval");
         engine.set_max_operations(limits.max_operations);
         engine.set_max_call_levels(48);
@@ -167,22 +169,10 @@ impl ScriptEngine {
         &self.limits
     }
 
-    /// Compiles a rule's source.
+    /// Compiles a rule's source (a rule without modules: any `import` is an error; see
+    /// [`ScriptEngine::compile_with_modules`]).
     pub fn compile(&self, name: &str, pack: &str, file: PathBuf, source: &str) -> Result<CompiledRule, ScriptError> {
-        let scope = Self::declared_scope();
-        match self.engine.compile_with_scope(&scope, source) {
-            Ok(ast) => Ok(CompiledRule {
-                name: name.to_string(),
-                pack: pack.to_string(),
-                file,
-                source_hash: hash(source),
-                ast: Arc::new(ast),
-            }),
-            Err(e) => {
-                let (line, col) = pos(e.1);
-                Err(ScriptError { file, rule: name.into(), line, col, message: format!("syntax error: {}", e.0) })
-            }
-        }
+        self.compile_with_modules(name, pack, file, source, &Arc::new(ModuleSet::default()))
     }
 
     /// The variables a rule may use, declared for the compiler. They are plain variables here, not constants: the
