@@ -17,14 +17,17 @@
 //! | [`plan`] | load → validate → compile: turns config + packs into the immutable set of probe jobs and compiled rules |
 //! | [`schedule`] | `every:` and cron schedules; skipped-run accounting |
 //! | [`fetch`] | one HTTP client per TLS setting, auth, timeouts, body cap → [`observation::Observation`] |
-//! | [`script`] | the Rhai engine (limits, wall clock), the API rules see, JSON ↔ Rhai |
-//! | [`request`] | what a rule returns: alert / run / log requests |
-//! | [`dispatch`] | dedup keys, `for`, cooldown, resolution, restart-storm guard, dry run |
-//! | [`action`] | built-in actions (alert log, commands) and the executor |
+//! | [`script`] | the Rhai engine (limits, wall clock), the API rules see, JSON ↔ Rhai, pack modules for `import` |
+//! | [`request`] | what a rule returns: alert / run / restart_job / log requests |
+//! | [`dispatch`] | dedup keys, `for`, cooldown with exponential backoff, resolution, restart-storm guard, dry run |
+//! | [`action`] | built-in actions and the executor: alert log, commands ([`action::command`]), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, resumable, exactly once) |
 //! | [`notify`] | notification channels (e-mail, Slack, file, plugins), routing, grouping, silences, outbox |
-//! | [`store`] | SQLite: journal, rule state, dispatcher state, guard resets |
-//! | [`runtime`] | the daemon: one task per probe × target, the dispatcher task, graceful shutdown |
-//! | [`flink`] | Flink REST knowledge (root cause across 1.x/2.x) |
+//! | [`store`] | SQLite: journal, rule state, dispatcher state, guard resets, restart records (the per-job lock), savepoint history |
+//! | [`runtime`] | the daemon: one task per probe × target, the dispatcher task, hot reload (an immutable generation swapped atomically), graceful shutdown |
+//! | [`reload`] | watching `warden.yaml` and pack directories (debounced, polling mode), SIGHUP |
+//! | [`ruletest`] | rules on simulated time: `warden test`, `warden eval`, `warden replay` |
+//! | [`restart_cli`] | `warden restart`: an operator's restart through the same machinery |
+//! | [`flink`] | Flink REST knowledge: root cause across 1.x/2.x, the typed REST calls of restarts ([`flink::client`]) |
 //! | [`fake_flink`] | an in-process fake JobManager for tests and `warden demo` |
 //! | [`demo`] | `warden demo`: the embedded end-to-end story |
 //! | [`clock`], [`event`], [`diag`] | the one clock, progress events, diagnostics |

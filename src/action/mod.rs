@@ -200,6 +200,7 @@ impl Executor {
     /// Journals and announces how a restart ended.
     fn conclude(&self, rule: &str, outcome: &RestartOutcome) {
         let now = self.clock.now();
+        let mut failed_step = None;
         let (rec, journal, record) = match outcome {
             RestartOutcome::Done(r) => {
                 let from = r.location.as_deref().map(|l| format!("from {l}")).unwrap_or_else(|| "without state".into());
@@ -213,6 +214,7 @@ impl Executor {
             }
             RestartOutcome::Failed { record, step, message } => {
                 let summary = format!("restart of {} failed at step `{step}`: {message}", record.job);
+                failed_step = Some(step.clone());
                 (
                     record,
                     format!("failed at {step}: {message}"),
@@ -254,7 +256,8 @@ impl Executor {
                 summary,
                 details: serde_json::json!({
                     "job": rec.job, "jid": rec.new_jid, "old_jid": rec.old_jid, "strategy": rec.strategy,
-                    "location": rec.location, "restart": rec.id, "step": rec.step, "outcome": rec.outcome,
+                    "location": rec.location, "restart": rec.id, "outcome": rec.outcome,
+                    "step": failed_step.clone().unwrap_or_else(|| rec.step.clone()),
                 }),
             });
         }

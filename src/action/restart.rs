@@ -293,14 +293,19 @@ async fn await_savepoint(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
             Ok(SavepointStatus::InProgress) | Err(_) => {}
         }
         if ctx.clock.now() >= deadline {
-            return Step::Fail(
-                "savepoint",
-                format!(
-                    "the savepoint was still in progress after {}; the job keeps running (savepoints are slow under \
-                     backpressure)",
-                    humantime::format_duration(ctx.job.savepoint_timeout)
+            let t = humantime::format_duration(ctx.job.savepoint_timeout);
+            let message = match ctx.job.savepoint_mode {
+                SavepointMode::Cancel => format!(
+                    "the savepoint was still in progress after {t}; the job keeps running (savepoints are slow under \
+                     backpressure)"
                 ),
-            );
+                SavepointMode::Stop => format!(
+                    "the stop-with-savepoint was still in progress after {t}; the job keeps running for now, but Flink \
+                     cannot abort a pending stop: if the savepoint completes later, the job stops (use \
+                     `savepoint_mode: cancel` to avoid that)"
+                ),
+            };
+            return Step::Fail("savepoint", message);
         }
         if !pause(ctx).await {
             return Step::Stop;

@@ -400,8 +400,9 @@ pub struct JobConfig {
     /// Where savepoints are written (`targetDirectory`). Default: the cluster's configured savepoint directory.
     #[serde(default)]
     pub savepoint_dir: Option<String>,
-    /// How a running job is stopped for a `savepoint` restart: `stop` (stop-with-savepoint, the default) or
-    /// `cancel` (trigger a savepoint, then cancel the job).
+    /// How a running job is stopped for a `savepoint` restart: `cancel` (trigger a savepoint, cancel the job once it
+    /// completed; the default) or `stop` (stop-with-savepoint). With `stop`, a savepoint that times out cannot be
+    /// aborted through Flink's REST API: if it completes later, the job stops.
     #[serde(default)]
     pub savepoint_mode: SavepointMode,
     /// What a `last-checkpoint` restart does when neither Flink nor Warden's history has a retained checkpoint or
@@ -428,9 +429,9 @@ fn default_verify_timeout() -> Duration {
 #[serde(rename_all = "snake_case")]
 pub enum SavepointMode {
     /// `POST /jobs/:jid/stop` with `drain: false`.
-    #[default]
     Stop,
-    /// `POST /jobs/:jid/savepoints`, then `PATCH /jobs/:jid?mode=cancel`.
+    /// `POST /jobs/:jid/savepoints`, then `PATCH /jobs/:jid?mode=cancel` once it completed.
+    #[default]
     Cancel,
 }
 

@@ -233,6 +233,10 @@ async fn a_savepoint_that_never_completes_times_out_and_the_job_keeps_running() 
     let (step, msg) = failed(r.restart(&jid, "savepoint").await);
     assert_eq!(step, "savepoint");
     assert!(msg.contains("still in progress after 600ms"), "{msg}");
+    assert!(
+        msg.contains("Flink cannot abort a pending stop"),
+        "stop mode must warn that a late savepoint stops the job: {msg}"
+    );
     assert_eq!(r.fake.job_state(&jid).as_deref(), Some("RUNNING"));
     assert!(r.fake.jar_runs().is_empty());
 }
