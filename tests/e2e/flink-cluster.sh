@@ -278,12 +278,14 @@ PY
 
 # flink_write_config [KEY: VALUE ...]: write $FLINK_CONF_DIR/config.yaml (read
 # by 2.x and, in preference to flink-conf.yaml, by 1.19+) and log4j.properties.
-# Extra "key: value" arguments are appended verbatim (flat keys, later wins).
+# Extra "key: value" arguments (flat keys) replace the defaults of the same key
+# (Flink 2.x rejects duplicate keys) or are appended.
 flink_write_config() {
   [[ -n "$FLINK_WORK" ]] || { flink_die "flink_write_config: call flink_init first"; return 1; }
   [[ -n "$FLINK_REST_PORT" ]] || FLINK_REST_PORT=$(flink_free_port)
-  local rpc_port extra
+  local rpc_port extra keys=""
   rpc_port=$(flink_free_port)
+  for extra in "$@"; do keys+="${extra%%:*}"$'\n'; done
   FLINK_REST_URL="http://127.0.0.1:$FLINK_REST_PORT"
   mkdir -p "$FLINK_WORK"/{checkpoints,savepoints,tmp,web-upload,blobs}
   {
@@ -321,8 +323,9 @@ cluster.registration.error-delay: 1000
 cluster.registration.refused-registration-delay: 1000
 cluster.registration.max-timeout: 5000
 EOF
-    for extra in "$@"; do echo "$extra"; done
-  } >"$FLINK_CONF_DIR/config.yaml"
+  } | awk -v keys="$keys" 'BEGIN { n = split(keys, k, "\n"); for (i = 1; i <= n; i++) if (k[i] != "") drop[k[i]] = 1 }
+      { key = $0; sub(/:.*/, "", key); if (!(key in drop)) print }' >"$FLINK_CONF_DIR/config.yaml"
+  for extra in "$@"; do echo "$extra"; done >>"$FLINK_CONF_DIR/config.yaml"
   cat >"$FLINK_CONF_DIR/log4j.properties" <<'EOF'
 monitorInterval = 30
 rootLogger.level = INFO
@@ -594,6 +597,26 @@ flink_wait_state() {
   done
   flink_log_tail 40
   flink_die "timeout after ${timeout}s waiting for job $jid to be $want (last state: ${st:-unknown})"
+}
+
+# flink_wait_overview_state JID STATE[,STATE...] [TIMEOUT=60]: like
+# flink_wait_state, but reads GET /jobs/overview only.  /jobs/:jid shares
+# Flink's execution-graph cache (rest.cache.execution-graph.timeout) with
+# /jobs/:jid/exceptions: polling it around a failure makes the next
+# exceptions answer of another client stale.  Prints the state.
+flink_wait_overview_state() {
+  local jid=$1 want=$2 timeout=${3:-60} deadline st=""
+  deadline=$((SECONDS + timeout))
+  while ((SECONDS < deadline)); do
+    st=$(curl -sf --max-time 10 "$FLINK_REST_URL/jobs/overview" 2>/dev/null |
+      _flink_json "next((j['state'] for j in d['jobs'] if j['jid'] == '$jid'), None)" || true)
+    if [[ -n "$st" && ",$want," == *",$st,"* ]]; then printf '%s\n' "$st"; return 0; fi
+    case $st in
+      FAILED | CANCELED | FINISHED) flink_die "job $jid reached $st instead of $want"; return 1 ;;
+    esac
+    sleep 0.2
+  done
+  flink_die "timeout after ${timeout}s waiting for job $jid to be $want in /jobs/overview (last: ${st:-unknown})"
 }
 
 # flink_checkpoints JID: raw JSON of GET /jobs/:jid/checkpoints

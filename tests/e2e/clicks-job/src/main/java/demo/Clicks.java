@@ -30,6 +30,7 @@ import org.apache.flink.util.Collector;
  * </pre>
  *
  * Arguments: --name NAME (default clicks), --marker PATH, --slow MS (default 0),
+ * --slow-while PATH (sleep --slow MS per record only while PATH exists; default: always),
  * --rate RECORDS_PER_SECOND (default 100), --checkpoint-interval MS (default 1000).
  */
 public class Clicks {
@@ -37,6 +38,7 @@ public class Clicks {
     public static void main(String[] args) throws Exception {
         String name = "clicks";
         String marker = "";
+        String slowWhile = "";
         long slowMs = 0;
         double rate = 100;
         long interval = 1000;
@@ -47,6 +49,7 @@ public class Clicks {
                 case "--name": name = need(a, v); i++; break;
                 case "--marker": marker = need(a, v); i++; break;
                 case "--slow": slowMs = Long.parseLong(need(a, v)); i++; break;
+                case "--slow-while": slowWhile = need(a, v); i++; break;
                 case "--rate": rate = Double.parseDouble(need(a, v)); i++; break;
                 case "--checkpoint-interval": interval = Long.parseLong(need(a, v)); i++; break;
                 default: throw new IllegalArgumentException("unknown argument: " + a);
@@ -63,7 +66,7 @@ public class Clicks {
         env.fromSource(source, WatermarkStrategy.noWatermarks(), "clicks-source")
                 .uid("clicks-source")
                 .keyBy(new ModKey(), Types.LONG)
-                .process(new Counter(marker, slowMs))
+                .process(new Counter(marker, slowMs, slowWhile))
                 .returns(Types.LONG)
                 .uid("clicks-counter")
                 .name("clicks-counter")
@@ -97,16 +100,22 @@ public class Clicks {
         }
     }
 
-    /** Counts records per key in keyed state; fails while the marker file exists. */
+    /**
+     * Counts records per key in keyed state; fails while the marker file exists; sleeps per record (while the
+     * slow-while file exists, if one is given).
+     */
     public static class Counter extends KeyedProcessFunction<Long, Long, Long> {
         private final String marker;
         private final long slowMs;
+        private final String slowWhile;
         private transient ValueState<Long> count;
         private transient Path markerPath;
+        private transient Path slowPath;
 
-        Counter(String marker, long slowMs) {
+        Counter(String marker, long slowMs, String slowWhile) {
             this.marker = marker;
             this.slowMs = slowMs;
+            this.slowWhile = slowWhile;
         }
 
         @Override
@@ -114,11 +123,12 @@ public class Clicks {
             if (count == null) {
                 count = getRuntimeContext().getState(new ValueStateDescriptor<>("count", Long.class));
                 markerPath = marker.isEmpty() ? null : Paths.get(marker);
+                slowPath = slowWhile.isEmpty() ? null : Paths.get(slowWhile);
             }
             if (markerPath != null && Files.exists(markerPath)) {
                 throw new RuntimeException("marker file present: " + marker);
             }
-            if (slowMs > 0) {
+            if (slowMs > 0 && (slowPath == null || Files.exists(slowPath))) {
                 Thread.sleep(slowMs);
             }
             Long c = count.value();
