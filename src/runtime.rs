@@ -219,6 +219,7 @@ pub async fn run(
     let alert_log = cfg.alert_log.clone().unwrap_or_else(|| cfg.state_dir.join("alerts.jsonl"));
     let notifier = Arc::new(crate::notify::Notifier::new(
         cfg.notify.clone(),
+        &cfg.targets,
         store.clone(),
         opts.clock.clone(),
         opts.events.clone(),

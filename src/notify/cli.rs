@@ -1,14 +1,67 @@
 //! `warden silence …` and `warden notify test …`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use clap::Subcommand;
+use chrono::Utc;
+use clap::{Subcommand, ValueEnum};
+
+use super::matcher::Matcher;
+use super::silence;
+use crate::store::Store;
 
 /// `warden silence` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum SilenceCommand {
-    /// List silences.
-    List,
+    /// Silence the alerts that match, for a while: they are journalled, not sent. Takes effect at once, also in a
+    /// running daemon. When it ends, alerts that still fire are sent.
+    Add {
+        /// What to silence, as KEY=VALUE (repeat for more; all must match; the same key twice means either value).
+        /// Keys: job, target, rule, pack, severity, event, labels.NAME. Values may use `*`.
+        #[arg(long = "match", value_name = "KEY=VALUE", required = true)]
+        matchers: Vec<String>,
+        /// How long, e.g. `2h`, `30m`.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Duration,
+        /// Why (shown in `warden silence list` and the journal).
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Who (default: `$USER`).
+        #[arg(long, env = "USER", default_value = "unknown")]
+        author: String,
+        /// Use this state directory instead of the configuration's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// List silences that are active or pending (with `--all`, also those that ended).
+    List {
+        /// Include silences that ended or were removed.
+        #[arg(long)]
+        all: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Use this state directory instead of the configuration's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// End a silence now.
+    Rm {
+        /// The silence's id (from `warden silence list`).
+        id: i64,
+        /// Use this state directory instead of the configuration's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+/// Output format of `warden silence list`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A table for people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `warden notify` subcommands.
@@ -26,12 +79,117 @@ pub enum NotifyCommand {
 #[error("{0}")]
 pub struct CliError(pub String);
 
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::config::units::parse_duration(s)
+}
+
+/// The state directory: given, or `state_dir` of the configuration (read without resolving secrets, so that an
+/// operator's shell needs none of the daemon's environment variables).
+fn state_dir(config: &Path, given: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    if let Some(d) = given {
+        return Ok(d);
+    }
+    let text = std::fs::read_to_string(config).map_err(|e| {
+        CliError(format!("cannot read the configuration `{}`: {e} (or pass --state-dir)", config.display()))
+    })?;
+    let doc = crate::config::yaml::YamlDoc::parse(config, &text).map_err(|d| CliError(d.to_string()))?;
+    let dir = match doc.value.get("state_dir") {
+        None | Some(serde_yaml::Value::Null) => PathBuf::from("warden-state"),
+        Some(serde_yaml::Value::String(s)) => PathBuf::from(s),
+        Some(_) => return Err(CliError(doc.diag("state_dir", "`state_dir` must be a path").to_string())),
+    };
+    let base = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok(base.join(dir))
+}
+
+fn open(dir: &Path) -> Result<Store, CliError> {
+    Store::open(dir).map_err(|e| CliError(e.to_string()))
+}
+
 /// Runs a `warden silence` subcommand with the configuration at `config`. Returns the process exit code.
-pub async fn silence(_cmd: SilenceCommand, _config: &Path) -> Result<u8, CliError> {
-    Err(CliError("silences are not implemented yet".into()))
+pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError> {
+    let now = Utc::now();
+    match cmd {
+        SilenceCommand::Add { matchers, duration, comment, author, state_dir: dir } => {
+            let m = Matcher::from_pairs(&matchers).map_err(|e| CliError(format!("--match: {e}")))?;
+            if duration.is_zero() {
+                return Err(CliError("--for: the duration must be longer than 0s".into()));
+            }
+            let store = open(&state_dir(config, dir)?)?;
+            let ends = now + chrono::Duration::from_std(duration).map_err(|e| CliError(format!("--for: {e}")))?;
+            let id =
+                silence::add(&store, &matchers, now, ends, &comment, &author).map_err(|e| CliError(e.to_string()))?;
+            println!(
+                "silence {id} added: {m} until {} ({})",
+                super::template::human_time(ends),
+                humantime::format_duration(duration)
+            );
+            Ok(0)
+        }
+        SilenceCommand::List { all, format, state_dir: dir } => {
+            let store = open(&state_dir(config, dir)?)?;
+            let list = silence::list(&store, now, all).map_err(|e| CliError(e.to_string()))?;
+            match format {
+                Format::Json => {
+                    for s in &list {
+                        let mut v = serde_json::to_value(s).expect("json");
+                        v["active"] = serde_json::json!(s.active(now));
+                        println!("{v}");
+                    }
+                }
+                Format::Text if list.is_empty() => println!("no silences"),
+                Format::Text => {
+                    println!("{:<5} {:<8} {:<24} {:<32} {:<12} COMMENT", "ID", "STATE", "ENDS", "MATCH", "AUTHOR");
+                    for s in &list {
+                        let state = if s.removed.is_some() {
+                            "removed"
+                        } else if s.ends <= now {
+                            "expired"
+                        } else if s.starts > now {
+                            "pending"
+                        } else {
+                            "active"
+                        };
+                        println!(
+                            "{:<5} {:<8} {:<24} {:<32} {:<12} {}",
+                            s.id,
+                            state,
+                            super::template::human_time(s.ends),
+                            s.matchers.join(" "),
+                            s.author,
+                            s.comment
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        SilenceCommand::Rm { id, state_dir: dir } => {
+            let store = open(&state_dir(config, dir)?)?;
+            if silence::remove(&store, id, now).map_err(|e| CliError(e.to_string()))? {
+                println!("silence {id} removed: alerts it held back that still fire are sent now");
+                Ok(0)
+            } else {
+                Err(CliError(format!("no active silence with id {id} (see `warden silence list --all`)")))
+            }
+        }
+    }
 }
 
 /// Runs a `warden notify` subcommand with the configuration at `config`. Returns the process exit code.
-pub async fn notify(_cmd: NotifyCommand, _config: &Path) -> Result<u8, CliError> {
-    Err(CliError("notification channels are not implemented yet".into()))
+pub async fn notify(cmd: NotifyCommand, config: &Path) -> Result<u8, CliError> {
+    match cmd {
+        NotifyCommand::Test { channel } => {
+            let loaded = crate::config::load(config)
+                .map_err(|d| CliError(format!("{d}\n{} problem(s) in the configuration; fix them first", d.len())))?;
+            let c = &loaded.config;
+            match super::send_test(&c.notify, &c.targets, &channel).await {
+                Ok(to) => {
+                    println!("sent a test message through `{channel}` ({to})");
+                    Ok(0)
+                }
+                Err(e) => Err(CliError(format!("test message not delivered: {e}"))),
+            }
+        }
+    }
 }

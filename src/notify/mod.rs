@@ -1,36 +1,76 @@
-//! Notifications: routing alerts to channels (e-mail, Slack, the file log, plugin executables), grouping, silences
-//! and maintenance windows, templates, and a durable outbox with retries.
+//! Notifications: routing alerts to channels (e-mail, Slack, a JSON-lines file, plugin executables), grouping,
+//! reminders, *resolved* messages, silences and maintenance windows, templates, and a durable outbox with retries.
 //!
 //! The dispatcher decides *that* something is worth telling (`firing`, `reminder`, `resolved`, `giving_up`, `log`);
 //! the executor hands each such [`AlertRecord`] to [`Notifier::submit`]; the notifier decides *whom* and *how*, and
 //! delivers in the background ([`Notifier::run`]) from its outbox so that nothing is lost across outages and
 //! restarts.
+//!
+//! ```text
+//! submit ─► routes ─► silenced? ──yes──► journal "silenced", hold (sent when the silence ends)
+//!                        │no
+//!                        ▼
+//!            notify_pending (group: channel × target × event, wait group_wait)
+//!                        │ run(): group due
+//!                        ▼
+//!            render (templates, Slack blocks, plugin JSON) ─► notify_outbox + journal "queued"
+//!                        │ run(): oldest per channel × target, when due
+//!                        ▼
+//!            deliver ─► sent │ retry (backoff + jitter, Retry-After) │ failed (permanent, journalled)
+//! ```
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`config`] | the `notify:` section and its checks |
+//! | [`matcher`] | matching alerts (routes, silences, maintenance windows) |
+//! | [`template`] | what a message says: the view, the built-in templates, rendering |
+//! | [`channel`], [`email`], [`slack`], [`plugin`] | rendering per channel kind and delivery |
+//! | [`outbox`] | the notifier's SQLite tables |
+//! | [`silence`] | silences and maintenance windows |
+//! | [`cli`] | `warden silence …`, `warden notify test` |
 
+pub mod channel;
 pub mod cli;
+pub mod config;
+pub mod email;
+pub mod matcher;
+pub mod outbox;
+pub mod plugin;
+pub mod silence;
+pub mod slack;
+pub mod template;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::yaml::YamlDoc;
-use crate::diag::Diagnostic;
+use crate::config::TargetConfig;
 use crate::dispatch::AlertRecord;
 use crate::event::Events;
-use crate::store::Store;
+use crate::store::{NewEntry, Store};
 
-/// The `notify:` section of `warden.yaml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyConfig {}
+pub use config::NotifyConfig;
 
-impl NotifyConfig {
-    /// Checks what types cannot (references between routes and channels, secrets, files) and resolves secrets and
-    /// relative paths against `base`. Problems are pushed with positions under `notify.` in `doc`.
-    pub fn check(&mut self, _doc: &YamlDoc, _base: &Path, _diags: &mut Vec<Diagnostic>) {}
-}
+use channel::{DeliveryError, Message, Sender};
+use matcher::{Facts, Matcher};
+use outbox::{AlertState, Change, Queued};
+use template::TargetView;
+
+/// The longest the delivery loop sleeps before it looks again (silence ends, `warden silence rm` from another
+/// process, a manual clock in tests).
+const MAX_IDLE: Duration = Duration::from_secs(1);
+/// Deliveries in flight at once (at most one per channel × target).
+const MAX_IN_FLIGHT: usize = 16;
+/// How long a shutdown waits for deliveries in flight.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// Sent and failed messages are kept this long in the outbox (the journal keeps them for good).
+const KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A notification subsystem failure.
 #[derive(Debug, thiserror::Error)]
@@ -38,35 +78,657 @@ pub enum NotifyError {
     /// The outbox could not be read or written.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A channel could not be set up (TLS settings, CA file, HTTP client).
+    #[error("channel `{channel}`: {message}")]
+    Channel {
+        /// The channel's name.
+        channel: String,
+        /// What is wrong (secrets redacted).
+        message: String,
+    },
+    /// `warden notify test` named a channel that does not exist.
+    #[error("no channel named `{channel}` under `notify.channels`{hint}")]
+    UnknownChannel {
+        /// The name given.
+        channel: String,
+        /// A suggestion or the list of channels.
+        hint: String,
+    },
+    /// A test message could not be delivered.
+    #[error("channel `{channel}` ({kind}): {reason}")]
+    Delivery {
+        /// The channel's name.
+        channel: String,
+        /// `email`, `slack`, `file`, `plugin`.
+        kind: &'static str,
+        /// The exact error (secrets redacted).
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    matcher: Matcher,
+    channels: Vec<String>,
+    continue_matching: bool,
+    group_wait: Option<Duration>,
+    repeat_interval: Option<Duration>,
+    send_resolved: Option<bool>,
+}
+
+/// One channel an alert is routed to, with the lifecycle settings in force there.
+#[derive(Debug, Clone, PartialEq)]
+struct Hit {
+    channel: String,
+    group_wait: Duration,
+    repeat_interval: Option<Duration>,
+    send_resolved: bool,
 }
 
 /// Routes, groups, silences and delivers alerts.
 pub struct Notifier {
-    #[allow(dead_code)]
     config: NotifyConfig,
-    #[allow(dead_code)]
+    routes: Vec<Route>,
+    default: Option<Route>,
+    senders: BTreeMap<String, Arc<Sender>>,
+    windows: Vec<silence::Window>,
+    targets: HashMap<String, TargetView>,
+    env: minijinja::Environment<'static>,
     store: Arc<Store>,
-    #[allow(dead_code)]
     clock: Clock,
-    #[allow(dead_code)]
-    events: Events,
+    wake: tokio::sync::Notify,
+    /// Channels that asked us to wait (Slack `429 Retry-After`), until when.
+    blocked: Mutex<HashMap<String, DateTime<Utc>>>,
+    last_purge: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier").field("channels", &self.senders.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+fn target_views(targets: &[TargetConfig]) -> HashMap<String, TargetView> {
+    targets
+        .iter()
+        .map(|t| (t.name.clone(), TargetView { name: t.name.clone(), url: t.url.clone(), labels: t.labels.clone() }))
+        .collect()
+}
+
+fn senders(config: &NotifyConfig) -> Result<BTreeMap<String, Arc<Sender>>, NotifyError> {
+    let mut out = BTreeMap::new();
+    for (name, c) in &config.channels {
+        let s = Sender::new(name, c).map_err(|message| NotifyError::Channel { channel: name.clone(), message })?;
+        out.insert(name.clone(), Arc::new(s));
+    }
+    Ok(out)
+}
+
+fn chrono_d(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn new_message_id(now: DateTime<Utc>) -> String {
+    format!("warden.{}.{:016x}", now.format("%Y%m%dT%H%M%S%.3f"), rand::thread_rng().gen::<u64>())
 }
 
 impl Notifier {
-    /// A notifier for `config`, keeping its outbox in `store`.
-    pub fn new(config: NotifyConfig, store: Arc<Store>, clock: Clock, events: Events) -> Result<Self, NotifyError> {
-        Ok(Self { config, store, clock, events })
+    /// A notifier for `config` that knows `targets` (for labels in routes and links to the Flink web UI), keeping
+    /// its outbox in `store`. Builds every channel (TLS settings, HTTP clients); the configuration check has
+    /// already validated them.
+    pub fn new(
+        config: NotifyConfig,
+        targets: &[TargetConfig],
+        store: Arc<Store>,
+        clock: Clock,
+        events: Events,
+    ) -> Result<Self, NotifyError> {
+        let _ = events;
+        outbox::init(&store)?;
+        let compile = |m: &config::MatchConfig| Matcher::from_config(m).unwrap_or_default();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                matcher: compile(&r.matches),
+                channels: r.channels.clone(),
+                continue_matching: r.continue_matching,
+                group_wait: r.group_wait,
+                repeat_interval: r.repeat_interval,
+                send_resolved: r.send_resolved,
+            })
+            .collect();
+        let default = config.default.as_ref().map(|d| Route {
+            matcher: Matcher::default(),
+            channels: d.channels.clone(),
+            continue_matching: false,
+            group_wait: d.group_wait,
+            repeat_interval: d.repeat_interval,
+            send_resolved: d.send_resolved,
+        });
+        let windows = config.maintenance.iter().filter_map(silence::Window::new).collect();
+        Ok(Self {
+            senders: senders(&config)?,
+            routes,
+            default,
+            windows,
+            targets: target_views(targets),
+            env: template::environment(),
+            store,
+            clock,
+            config,
+            wake: tokio::sync::Notify::new(),
+            blocked: Mutex::new(HashMap::new()),
+            last_purge: Mutex::new(None),
+        })
+    }
+
+    fn hits(&self, r: &Route, out: &mut Vec<Hit>) {
+        for c in &r.channels {
+            if self.senders.contains_key(c) && !out.iter().any(|h| &h.channel == c) {
+                out.push(Hit {
+                    channel: c.clone(),
+                    group_wait: r.group_wait.unwrap_or(self.config.group_wait),
+                    repeat_interval: r.repeat_interval.or(self.config.repeat_interval),
+                    send_resolved: r.send_resolved.unwrap_or(self.config.send_resolved),
+                });
+            }
+        }
+    }
+
+    /// The channels an alert goes to: the routes in order (stopping at the first match without `continue`), else
+    /// the default route.
+    fn route(&self, f: &Facts<'_>) -> Vec<Hit> {
+        let mut out = vec![];
+        let mut matched = false;
+        for r in &self.routes {
+            if r.matcher.matches(f) {
+                matched = true;
+                self.hits(r, &mut out);
+                if !r.continue_matching {
+                    break;
+                }
+            }
+        }
+        if !matched && f.record.event != "log" {
+            if let Some(d) = &self.default {
+                self.hits(d, &mut out);
+            }
+        }
+        out
+    }
+
+    fn target(&self, name: &str) -> TargetView {
+        self.targets.get(name).cloned().unwrap_or_else(|| TargetView { name: name.to_string(), ..Default::default() })
+    }
+
+    fn silenced_by(&self, f: &Facts<'_>, now: DateTime<Utc>) -> Result<Option<String>, NotifyError> {
+        let silences = silence::list(&self.store, now, false)?;
+        Ok(silence::silenced_by(&silences, &self.windows, f, now))
     }
 
     /// Accepts one alert for routing and delivery. Must be quick and must not lose the alert: it is written to the
     /// outbox (or journalled as silenced) before this returns.
-    pub fn submit(&self, _record: &AlertRecord) -> Result<(), NotifyError> {
+    pub fn submit(&self, record: &AlertRecord) -> Result<(), NotifyError> {
+        if self.senders.is_empty() {
+            return Ok(());
+        }
+        let target = self.target(&record.target);
+        let facts = Facts { record, labels: &target.labels };
+        let hits = self.route(&facts);
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let silenced = self.silenced_by(&facts, now)?;
+        let key = outbox::alert_key(record);
+        let mut changes = vec![];
+        let mut journal_silenced = vec![];
+        for h in hits {
+            let pending = |r: &AlertRecord| Change::Pending {
+                channel: h.channel.clone(),
+                grp: outbox::group_key(&r.target, &r.event),
+                due: now + chrono_d(h.group_wait),
+                record: r.clone(),
+            };
+            match record.event.as_str() {
+                "firing" | "reminder" => {
+                    let state = outbox::alert_state(&self.store, &h.channel, &key)?;
+                    let told = matches!(state, Some(AlertState::Sent { .. }));
+                    if let Some(why) = &silenced {
+                        // Held back to be sent when the silence ends, unless the channel already heard it fire
+                        // (then this reminder is simply not sent).
+                        if !told {
+                            changes.push(Change::Hold {
+                                channel: h.channel.clone(),
+                                alert: key.clone(),
+                                record: record.clone(),
+                                silenced_by: why.clone(),
+                            });
+                        }
+                        journal_silenced.push((h.channel.clone(), why.clone()));
+                        continue;
+                    }
+                    if let (Some(AlertState::Sent { last_sent }), Some(every), "reminder") =
+                        (&state, h.repeat_interval, record.event.as_str())
+                    {
+                        if now - *last_sent < chrono_d(every) {
+                            tracing::debug!(channel = %h.channel, subject = %record.subject, "reminder within repeat_interval: not sent");
+                            continue;
+                        }
+                    }
+                    // A reminder about an alert this channel never heard fire is, for the channel, its firing.
+                    let mut r = record.clone();
+                    if r.event == "reminder" && !told {
+                        r.event = "firing".into();
+                    }
+                    changes.push(pending(&r));
+                    changes.push(Change::Sent { channel: h.channel.clone(), alert: key.clone(), at: now });
+                }
+                "resolved" => {
+                    let state = outbox::alert_state(&self.store, &h.channel, &key)?;
+                    changes.push(Change::Forget { channel: h.channel.clone(), alert: key.clone() });
+                    if let Some(why) = &silenced {
+                        journal_silenced.push((h.channel.clone(), why.clone()));
+                        continue;
+                    }
+                    // Only channels that were told it fired hear that it resolved.
+                    if h.send_resolved && matches!(state, Some(AlertState::Sent { .. })) {
+                        changes.push(pending(record));
+                    }
+                }
+                _ => {
+                    if let Some(why) = &silenced {
+                        journal_silenced.push((h.channel.clone(), why.clone()));
+                        continue;
+                    }
+                    changes.push(pending(record));
+                }
+            }
+        }
+        outbox::apply(&self.store, &changes)?;
+        for (channel, why) in journal_silenced {
+            self.journal_silenced(record, &channel, &why, now);
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Makes the delivery loop look at its timers now (after `warden silence rm`, or a manual clock moved in tests).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn journal_silenced(&self, r: &AlertRecord, channel: &str, why: &str, now: DateTime<Utc>) {
+        let outcome = format!("silenced: {why}");
+        let entry = NewEntry {
+            time: Some(now),
+            rule: r.rule.clone(),
+            target: r.target.clone(),
+            probe: String::new(),
+            subject: r.subject.clone(),
+            action: "notify".into(),
+            detail: channel.into(),
+            severity: r.severity.as_str().into(),
+            summary: r.summary.clone(),
+            details: serde_json::json!({"event": r.event, "silenced_by": why}),
+            outcome: outcome.clone(),
+        };
+        match self.store.journal(&entry) {
+            Ok(id) => {
+                let _ = self.store.finish(id, &outcome, "", now);
+            }
+            Err(e) => tracing::error!(channel, "cannot journal a silenced notification: {e}"),
+        }
+        tracing::info!(channel, rule = %r.rule, subject = %r.subject, event = %r.event, "not sent: {why}");
+    }
+
+    /// Releases held alerts whose silence ended, queues groups whose wait is over, purges old messages.
+    fn tick(&self, now: DateTime<Utc>) -> Result<(), NotifyError> {
+        self.release_held(now)?;
+        for (channel, grp) in outbox::due_groups(&self.store, now)? {
+            self.flush(&channel, &grp, now)?;
+        }
+        let mut last = self.last_purge.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| now - t > chrono::Duration::hours(1)) {
+            *last = Some(now);
+            outbox::purge(&self.store, now - chrono_d(KEEP_DONE))?;
+        }
+        Ok(())
+    }
+
+    fn release_held(&self, now: DateTime<Utc>) -> Result<(), NotifyError> {
+        let held = outbox::held(&self.store)?;
+        if held.is_empty() {
+            return Ok(());
+        }
+        let silences = silence::list(&self.store, now, false)?;
+        for (channel, key, mut rec) in held {
+            let target = self.target(&rec.target);
+            let facts = Facts { record: &rec, labels: &target.labels };
+            if silence::silenced_by(&silences, &self.windows, &facts, now).is_some() {
+                continue;
+            }
+            let Some(h) = self.route(&facts).into_iter().find(|h| h.channel == channel) else {
+                outbox::apply(&self.store, &[Change::Forget { channel, alert: key }])?;
+                continue;
+            };
+            tracing::info!(channel = %channel, rule = %rec.rule, subject = %rec.subject, "silence over and still firing: sending");
+            rec.event = "firing".into();
+            outbox::apply(
+                &self.store,
+                &[
+                    Change::Pending {
+                        channel: channel.clone(),
+                        grp: outbox::group_key(&rec.target, "firing"),
+                        due: now + chrono_d(h.group_wait),
+                        record: rec.clone(),
+                    },
+                    Change::Sent { channel, alert: key, at: now },
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn actions(&self, r: &AlertRecord) -> Vec<String> {
+        let firing_since = r
+            .details
+            .get("firing_since")
+            .and_then(|v| v.as_str())
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let since = match r.event.as_str() {
+            "reminder" | "resolved" => firing_since.unwrap_or(r.time),
+            _ => r.time,
+        };
+        let mut out = outbox::actions_since(&self.store, &r.target, &r.subject, since, 3).unwrap_or_else(|e| {
+            tracing::error!("cannot read the journal: {e}");
+            vec![]
+        });
+        if out.is_empty() && r.event == "firing" {
+            if let Some(cmd) = r.details.get("relaunch").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) {
+                out.push(format!("will relaunch with `{cmd}`"));
+            }
+        }
+        out
+    }
+
+    /// Turns a due group into one message in the outbox, after any group that holds an earlier record about one
+    /// of its alerts.
+    fn flush(&self, channel: &str, grp: &str, now: DateTime<Utc>) -> Result<(), NotifyError> {
+        for earlier in outbox::predecessors(&self.store, channel, grp)? {
+            self.flush(channel, &earlier, now)?;
+        }
+        let (ids, records) = outbox::group(&self.store, channel, grp)?;
+        let Some(sender) = self.senders.get(channel) else {
+            tracing::warn!(channel, "dropping {} waiting alert(s): the channel is no longer configured", ids.len());
+            outbox::drop_pending(&self.store, &ids)?;
+            return Ok(());
+        };
+        let Some(first) = records.first() else {
+            outbox::drop_pending(&self.store, &ids)?;
+            return Ok(());
+        };
+        let target = self.target(&first.target);
+        let event = first.event.clone();
+        let alerts = records
+            .iter()
+            .map(|r| template::alert_view(r, &target, self.actions(r), self.config.root_cause_lines, now))
+            .collect();
+        let v = template::view(&event, target.clone(), alerts, now);
+        let msg = sender.render(&self.env, new_message_id(now), v, records, now, false);
+        let row = outbox::enqueue(&self.store, &msg, &outbox::lane(channel, &target.name), &ids)?;
+        let jid = self.store.journal(&queued_entry(&msg, now))?;
+        outbox::set_journal(&self.store, row, jid)?;
+        Ok(())
+    }
+
+    /// Starts deliveries that are due; returns when the next timer (retry, group) is due.
+    fn start_due(
+        &self,
+        now: DateTime<Utc>,
+        inflight: &mut JoinSet<(Queued, Result<(), DeliveryError>)>,
+        lanes: &mut HashMap<tokio::task::Id, String>,
+    ) -> Result<Option<DateTime<Utc>>, NotifyError> {
+        let mut next = outbox::next_group_due(&self.store)?;
+        let blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let busy: HashSet<&String> = lanes.values().collect();
+        let mut start = vec![];
+        for q in outbox::heads(&self.store, |lane| busy.contains(&lane.to_string()))? {
+            let due = match blocked.get(&q.channel) {
+                Some(b) => q.next_attempt.max(*b),
+                None => q.next_attempt,
+            };
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            if lanes.len() + start.len() >= MAX_IN_FLIGHT {
+                break;
+            }
+            start.push(q);
+        }
+        for mut q in start {
+            let Some(sender) = self.senders.get(&q.channel).cloned() else {
+                let reason = format!("channel `{}` is no longer configured", q.channel);
+                self.fail(&mut q, now, &reason)?;
+                continue;
+            };
+            if q.journal_id.is_none() {
+                let id = self.store.journal(&queued_entry(&q.message, now))?;
+                outbox::set_journal(&self.store, q.id, id)?;
+                q.journal_id = Some(id);
+            }
+            let lane = q.lane.clone();
+            let h = inflight.spawn(async move {
+                let r = sender.deliver(&q.message).await;
+                (q, r)
+            });
+            lanes.insert(h.id(), lane);
+        }
+        Ok(next)
+    }
+
+    fn fail(&self, q: &mut Queued, now: DateTime<Utc>, reason: &str) -> Result<(), NotifyError> {
+        outbox::failed(&self.store, q.id, now, reason)?;
+        if let Some(j) = q.journal_id {
+            self.store.finish(j, &format!("failed: {reason}"), "", now)?;
+        }
+        tracing::error!(channel = %q.channel, message = %q.message.id, "notification not delivered: {reason}");
+        Ok(())
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let r = &self.config.retry;
+        let exp = r.initial_backoff.as_secs_f64() * 2f64.powi(attempts.saturating_sub(1).min(40) as i32);
+        let cap = exp.min(r.max_backoff.as_secs_f64());
+        Duration::from_secs_f64(cap * rand::thread_rng().gen_range(0.5..=1.0))
+    }
+
+    /// Records the outcome of one delivery.
+    fn finish(&self, mut q: Queued, r: Result<(), DeliveryError>) -> Result<(), NotifyError> {
+        let now = self.clock.now();
+        match r {
+            Ok(()) => {
+                outbox::sent(&self.store, q.id, now)?;
+                let outcome =
+                    if q.attempts == 0 { "sent".to_string() } else { format!("sent after {} retries", q.attempts) };
+                if let Some(j) = q.journal_id {
+                    self.store.finish(j, &outcome, "", now)?;
+                }
+                tracing::info!(channel = %q.channel, message = %q.message.id, "{outcome}: {}", q.message.view.headline);
+            }
+            Err(DeliveryError::Permanent { reason }) => self.fail(&mut q, now, &reason)?,
+            Err(DeliveryError::Retry { reason, after }) => {
+                let attempts = q.attempts + 1;
+                let age = now - q.message.created;
+                if age >= chrono_d(self.config.retry.give_up_after) {
+                    let reason = format!(
+                        "gave up after {} attempts over {}: {reason}",
+                        attempts,
+                        humantime::format_duration(self.config.retry.give_up_after)
+                    );
+                    return self.fail(&mut q, now, &reason);
+                }
+                let wait = after.unwrap_or_else(|| self.backoff(attempts));
+                let next = now + chrono_d(wait);
+                if after.is_some() {
+                    self.blocked.lock().unwrap_or_else(|p| p.into_inner()).insert(q.channel.clone(), next);
+                }
+                outbox::retry(&self.store, q.id, attempts, next, &reason)?;
+                let outcome = format!(
+                    "retrying: {reason} (attempt {attempts}; next in {})",
+                    humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+                );
+                if let Some(j) = q.journal_id {
+                    // Not finished yet: update the outcome only.
+                    self.store.with_conn(|c| {
+                        c.execute("UPDATE journal SET outcome = ?2 WHERE id = ?1", rusqlite::params![j, outcome])
+                    })?;
+                }
+                tracing::warn!(channel = %q.channel, message = %q.message.id, "delivery failed, will retry: {reason}");
+            }
+        }
         Ok(())
     }
 
     /// Delivers from the outbox until `stop` fires (then returns promptly; undelivered messages stay in the outbox
     /// for the next start).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        stop.cancelled().await;
+        if self.senders.is_empty() {
+            stop.cancelled().await;
+            return;
+        }
+        let (pending, _, _) = outbox::counts(&self.store).unwrap_or_default();
+        if pending > 0 {
+            tracing::info!(pending, "notifications from before the last stop are still to be delivered");
+        }
+        let mut inflight = JoinSet::new();
+        let mut lanes: HashMap<tokio::task::Id, String> = HashMap::new();
+        loop {
+            let now = self.clock.now();
+            if let Err(e) = self.tick(now) {
+                tracing::error!("notifications: {e}");
+            }
+            let next = self.start_due(now, &mut inflight, &mut lanes).unwrap_or_else(|e| {
+                tracing::error!("notifications: {e}");
+                None
+            });
+            let wait = next.map(|t| (t - now).to_std().unwrap_or(Duration::ZERO)).unwrap_or(MAX_IDLE).min(MAX_IDLE);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = self.wake.notified() => {}
+                Some(done) = inflight.join_next_with_id(), if !inflight.is_empty() => self.done(done, &mut lanes),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        while !inflight.is_empty() {
+            match tokio::time::timeout_at(deadline, inflight.join_next_with_id()).await {
+                Ok(Some(done)) => self.done(done, &mut lanes),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        "{} notification(s) still being delivered at shutdown; they stay queued",
+                        inflight.len()
+                    );
+                    inflight.abort_all();
+                    break;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn done(
+        &self,
+        done: Result<(tokio::task::Id, (Queued, Result<(), DeliveryError>)), tokio::task::JoinError>,
+        lanes: &mut HashMap<tokio::task::Id, String>,
+    ) {
+        match done {
+            Ok((id, (q, r))) => {
+                lanes.remove(&id);
+                if let Err(e) = self.finish(q, r) {
+                    tracing::error!("notifications: {e}");
+                }
+            }
+            Err(e) => {
+                lanes.remove(&e.id());
+                tracing::error!("a notification delivery task failed: {e}");
+            }
+        }
     }
 }
+
+fn queued_entry(m: &Message, now: DateTime<Utc>) -> NewEntry {
+    let v = &m.view;
+    let mut jobs: Vec<&str> = vec![];
+    for a in &v.alerts {
+        if !jobs.contains(&a.job.as_str()) {
+            jobs.push(&a.job);
+        }
+    }
+    let subject =
+        if jobs.len() > 3 { format!("{} (+{})", jobs[..3].join(", "), jobs.len() - 3) } else { jobs.join(", ") };
+    NewEntry {
+        time: Some(now),
+        rule: v.alerts.first().map(|a| a.rule.clone()).unwrap_or_else(|| "warden".into()),
+        target: v.target.name.clone(),
+        probe: String::new(),
+        subject,
+        action: "notify".into(),
+        detail: m.channel.clone(),
+        severity: v.severity.clone(),
+        summary: v.headline.clone(),
+        details: serde_json::json!({
+            "message_id": m.id,
+            "event": v.event,
+            "count": v.count,
+            "alerts": v.alerts.iter().map(|a| serde_json::json!({"rule": a.rule, "job": a.job})).collect::<Vec<_>>(),
+        }),
+        outcome: "queued".into(),
+    }
+}
+
+/// Sends a test message through channel `name` right away (not through the outbox) and reports the exact error.
+/// Returns where it went, for people.
+pub async fn send_test(config: &NotifyConfig, targets: &[TargetConfig], name: &str) -> Result<String, NotifyError> {
+    let Some(c) = config.channels.get(name) else {
+        let known: Vec<&str> = config.channels.keys().map(String::as_str).collect();
+        let hint = match crate::diag::closest(name, known.iter().copied()) {
+            Some(k) => format!(", did you mean `{k}`?"),
+            None if known.is_empty() => "; none are configured".into(),
+            None => format!("; channels: {}", known.join(", ")),
+        };
+        return Err(NotifyError::UnknownChannel { channel: name.into(), hint });
+    };
+    let sender = Sender::new(name, c).map_err(|message| NotifyError::Channel { channel: name.into(), message })?;
+    let now = Utc::now();
+    let target = targets
+        .first()
+        .map(|t| TargetView { name: t.name.clone(), url: t.url.clone(), labels: t.labels.clone() })
+        .unwrap_or_else(|| TargetView { name: "test".into(), ..Default::default() });
+    let record = AlertRecord {
+        time: now,
+        event: "test".into(),
+        rule: "warden/test".into(),
+        target: target.name.clone(),
+        subject: "test".into(),
+        severity: crate::request::Severity::Info,
+        summary: format!("test message from Warden for channel `{name}`; if you read this, it works"),
+        details: serde_json::json!({}),
+    };
+    let alert = template::alert_view(&record, &target, vec!["nothing: this is a test".into()], 0, now);
+    let v = template::view("test", target, vec![alert], now);
+    let m = sender.render(&template::environment(), new_message_id(now), v, vec![record], now, true);
+    sender.deliver(&m).await.map_err(|e| NotifyError::Delivery {
+        channel: name.into(),
+        kind: sender.kind(),
+        reason: e.reason().to_string(),
+    })?;
+    Ok(sender.describe())
+}
+
+#[cfg(test)]
+mod tests;

@@ -152,6 +152,8 @@ impl ScriptEngine {
             let rule = CTX.with(|c| c.borrow().as_ref().map(|c| c.rule.clone()).unwrap_or_default());
             tracing::debug!(rule = %rule, line = pos.line().unwrap_or(0), "{s}");
         });
+        // Job names and ids are thousands of distinct strings: Rhai's small intern cache only costs time here.
+        engine.set_max_strings_interned(0);
         api::register(&mut engine);
         Self { engine, limits: limits.clone() }
     }

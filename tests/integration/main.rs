@@ -6,4 +6,5 @@ mod support;
 mod bad_input;
 mod cli;
 mod daemon;
+mod notify;
 mod rules;

@@ -1,0 +1,484 @@
+//! The notifier's tables in the state store:
+//!
+//! - `notify_pending`: alerts waiting out their group's `group_wait`, per channel and group (target + event);
+//! - `notify_outbox`: rendered messages, one lane per channel and target, delivered oldest first per lane (so
+//!   the messages about one alert keep their order); `pending` until `sent` or `failed`;
+//! - `notify_alert`: per channel and alert, whether its firing was `sent` (and when: for `repeat_interval` and
+//!   for sending *resolved* only to channels that heard it fire) or `held` by a silence (to send it when the
+//!   silence ends).
+//!
+//! Every change is a transaction, so a crash leaves each alert either waiting, queued or sent — never lost, and
+//! a sent message is never queued again.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+
+use crate::dispatch::AlertRecord;
+use crate::store::{ts, Store, StoreError};
+
+use super::channel::Message;
+
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS notify_pending (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  channel TEXT NOT NULL, grp TEXT NOT NULL, due TEXT NOT NULL, record TEXT NOT NULL, alert TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notify_pending_due ON notify_pending(due);
+CREATE TABLE IF NOT EXISTS notify_outbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  channel TEXT NOT NULL, lane TEXT NOT NULL, created TEXT NOT NULL, next_attempt TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, last_error TEXT NOT NULL DEFAULT '',
+  message TEXT NOT NULL, journal_id INTEGER, done TEXT
+);
+CREATE INDEX IF NOT EXISTS notify_outbox_lane ON notify_outbox(status, lane, id);
+CREATE TABLE IF NOT EXISTS notify_alert (
+  channel TEXT NOT NULL, alert TEXT NOT NULL, state TEXT NOT NULL, last_sent TEXT,
+  record TEXT NOT NULL, silenced_by TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (channel, alert)
+);
+";
+
+/// Creates the tables if needed.
+pub fn init(store: &Store) -> Result<(), StoreError> {
+    store.with_conn(|c| c.execute_batch(SCHEMA))?;
+    super::silence::init(store)
+}
+
+/// The key of an alert across events: rule, target and subject.
+pub fn alert_key(r: &AlertRecord) -> String {
+    format!("{}\u{1f}{}\u{1f}{}", r.rule, r.target, r.subject)
+}
+
+/// The group an alert joins on a channel: same target, same event.
+pub fn group_key(target: &str, event: &str) -> String {
+    format!("{target}\u{1f}{event}")
+}
+
+/// The lane of a message: same channel and target are delivered in order.
+pub fn lane(channel: &str, target: &str) -> String {
+    format!("{channel}\u{1f}{target}")
+}
+
+/// What a channel knows about an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertState {
+    /// Its firing was queued at `last_sent`.
+    Sent {
+        /// When the last message about it was queued.
+        last_sent: DateTime<Utc>,
+    },
+    /// A silence holds it back.
+    Held,
+}
+
+fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+}
+
+/// One change to make for a submitted alert, applied together in one transaction.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Wait in the group `grp` of `channel` until `due` (or the group's existing due time).
+    Pending {
+        /// Channel.
+        channel: String,
+        /// Group key.
+        grp: String,
+        /// Due time if this starts the group.
+        due: DateTime<Utc>,
+        /// The alert.
+        record: AlertRecord,
+    },
+    /// Record that the channel was told the alert fires.
+    Sent {
+        /// Channel.
+        channel: String,
+        /// Alert key.
+        alert: String,
+        /// Now.
+        at: DateTime<Utc>,
+    },
+    /// Hold the alert back (silenced).
+    Hold {
+        /// Channel.
+        channel: String,
+        /// Alert key.
+        alert: String,
+        /// The latest record.
+        record: AlertRecord,
+        /// Why.
+        silenced_by: String,
+    },
+    /// Forget the alert (it resolved).
+    Forget {
+        /// Channel.
+        channel: String,
+        /// Alert key.
+        alert: String,
+    },
+}
+
+/// What `channel` knows about `alert`.
+pub fn alert_state(store: &Store, channel: &str, alert: &str) -> Result<Option<AlertState>, StoreError> {
+    store.with_conn(|c| {
+        c.query_row(
+            "SELECT state, last_sent FROM notify_alert WHERE channel = ?1 AND alert = ?2",
+            params![channel, alert],
+            |r| {
+                let state: String = r.get(0)?;
+                let last: Option<String> = r.get(1)?;
+                Ok(match state.as_str() {
+                    "held" => AlertState::Held,
+                    _ => AlertState::Sent { last_sent: last.map(|s| parse_ts(&s)).unwrap_or_default() },
+                })
+            },
+        )
+        .optional()
+    })
+}
+
+/// Applies changes in one transaction.
+pub fn apply(store: &Store, changes: &[Change]) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    store.with_conn(|c| {
+        let tx = c.unchecked_transaction()?;
+        for ch in changes {
+            match ch {
+                Change::Pending { channel, grp, due, record } => {
+                    let existing: Option<String> = tx
+                        .query_row(
+                            "SELECT MIN(due) FROM notify_pending WHERE channel = ?1 AND grp = ?2",
+                            params![channel, grp],
+                            |r| r.get(0),
+                        )
+                        .optional()?
+                        .flatten();
+                    let due = existing.unwrap_or_else(|| ts(*due));
+                    tx.execute(
+                        "INSERT INTO notify_pending (channel, grp, due, record, alert) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![channel, grp, due, serde_json::to_string(record).expect("record"), alert_key(record)],
+                    )?;
+                }
+                Change::Sent { channel, alert, at } => {
+                    tx.execute(
+                        "INSERT INTO notify_alert (channel, alert, state, last_sent, record) VALUES (?1, ?2, 'sent', ?3, '')
+                         ON CONFLICT (channel, alert) DO UPDATE SET state = 'sent', last_sent = excluded.last_sent,
+                           record = '', silenced_by = ''",
+                        params![channel, alert, ts(*at)],
+                    )?;
+                }
+                Change::Hold { channel, alert, record, silenced_by } => {
+                    tx.execute(
+                        "INSERT INTO notify_alert (channel, alert, state, record, silenced_by) VALUES (?1, ?2, 'held', ?3, ?4)
+                         ON CONFLICT (channel, alert) DO UPDATE SET state = 'held', record = excluded.record,
+                           silenced_by = excluded.silenced_by",
+                        params![channel, alert, serde_json::to_string(record).expect("record"), silenced_by],
+                    )?;
+                }
+                Change::Forget { channel, alert } => {
+                    tx.execute("DELETE FROM notify_alert WHERE channel = ?1 AND alert = ?2", params![channel, alert])?;
+                }
+            }
+        }
+        tx.commit()
+    })
+}
+
+/// Alerts held back by silences: `(channel, alert key, latest record)`.
+pub fn held(store: &Store) -> Result<Vec<(String, String, AlertRecord)>, StoreError> {
+    store.with_conn(|c| {
+        let mut st =
+            c.prepare("SELECT channel, alert, record FROM notify_alert WHERE state = 'held' ORDER BY rowid")?;
+        let rows =
+            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let mut out = vec![];
+        for row in rows {
+            let (ch, a, rec) = row?;
+            if let Ok(rec) = serde_json::from_str(&rec) {
+                out.push((ch, a, rec));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Groups whose wait is over, oldest first: `(channel, group key)`.
+pub fn due_groups(store: &Store, now: DateTime<Utc>) -> Result<Vec<(String, String)>, StoreError> {
+    store.with_conn(|c| {
+        let mut st = c.prepare(
+            "SELECT channel, grp FROM notify_pending GROUP BY channel, grp HAVING MIN(due) <= ?1 ORDER BY MIN(id)",
+        )?;
+        let rows = st.query_map([ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    })
+}
+
+/// Other groups of `channel` that hold an earlier record about an alert in group `grp` (they must be queued
+/// first, so that a *resolved* never overtakes its *firing*).
+pub fn predecessors(store: &Store, channel: &str, grp: &str) -> Result<Vec<String>, StoreError> {
+    store.with_conn(|c| {
+        let mut st = c.prepare(
+            "SELECT p.grp, MIN(p.id) FROM notify_pending p JOIN notify_pending q ON p.channel = q.channel AND p.alert = q.alert
+             WHERE q.channel = ?1 AND q.grp = ?2 AND p.grp <> ?2 AND p.id < q.id GROUP BY p.grp ORDER BY MIN(p.id)",
+        )?;
+        let rows = st.query_map(params![channel, grp], |r| r.get(0))?;
+        rows.collect()
+    })
+}
+
+/// When the next group is due, if any waits.
+pub fn next_group_due(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let t: Option<String> =
+        store.with_conn(|c| c.query_row("SELECT MIN(due) FROM notify_pending", [], |r| r.get(0)))?;
+    Ok(t.map(|s| parse_ts(&s)))
+}
+
+/// The alerts of a group, in arrival order, and the ids of its rows (unreadable rows are dropped with the rest).
+pub fn group(store: &Store, channel: &str, grp: &str) -> Result<(Vec<i64>, Vec<AlertRecord>), StoreError> {
+    store.with_conn(|c| {
+        let mut st = c.prepare("SELECT id, record FROM notify_pending WHERE channel = ?1 AND grp = ?2 ORDER BY id")?;
+        let rows = st.query_map(params![channel, grp], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let (mut ids, mut records) = (vec![], vec![]);
+        for row in rows {
+            let (id, rec) = row?;
+            ids.push(id);
+            if let Ok(rec) = serde_json::from_str(&rec) {
+                records.push(rec);
+            }
+        }
+        Ok((ids, records))
+    })
+}
+
+/// Queues a message and removes the pending rows it was made from, in one transaction. Returns its id.
+pub fn enqueue(store: &Store, m: &Message, lane: &str, pending_ids: &[i64]) -> Result<i64, StoreError> {
+    let body = serde_json::to_string(m).expect("message");
+    store.with_conn(|c| {
+        let tx = c.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO notify_outbox (channel, lane, created, next_attempt, status, message)
+             VALUES (?1, ?2, ?3, ?3, 'pending', ?4)",
+            params![m.channel, lane, ts(m.created), body],
+        )?;
+        let id = tx.last_insert_rowid();
+        for p in pending_ids {
+            tx.execute("DELETE FROM notify_pending WHERE id = ?1", [p])?;
+        }
+        tx.commit()?;
+        Ok(id)
+    })
+}
+
+/// Drops pending rows (of a channel that no longer exists).
+pub fn drop_pending(store: &Store, ids: &[i64]) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        for p in ids {
+            c.execute("DELETE FROM notify_pending WHERE id = ?1", [p])?;
+        }
+        Ok(())
+    })
+}
+
+/// A queued message.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Row id.
+    pub id: i64,
+    /// Lane.
+    pub lane: String,
+    /// Channel.
+    pub channel: String,
+    /// When to try next.
+    pub next_attempt: DateTime<Utc>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The journal entry, once written.
+    pub journal_id: Option<i64>,
+    /// The message.
+    pub message: Message,
+}
+
+/// The oldest pending message of every lane (only those can be sent: order per lane), except lanes for which
+/// `skip` is true (those with a delivery in flight): their messages are not even read.
+pub fn heads(store: &Store, skip: impl Fn(&str) -> bool) -> Result<Vec<Queued>, StoreError> {
+    store.with_conn(|c| {
+        let mut st = c.prepare(
+            "SELECT o.id, o.lane, o.channel, o.next_attempt, o.attempts, o.journal_id FROM notify_outbox o
+             JOIN (SELECT MIN(id) AS id FROM notify_outbox WHERE status = 'pending' GROUP BY lane) h ON o.id = h.id
+             ORDER BY o.id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (id, lane, channel, next, attempts, journal_id) = row?;
+            if skip(&lane) {
+                continue;
+            }
+            let msg: String = c.query_row("SELECT message FROM notify_outbox WHERE id = ?1", [id], |r| r.get(0))?;
+            match serde_json::from_str::<Message>(&msg) {
+                Ok(message) => {
+                    out.push(Queued { id, lane, channel, next_attempt: parse_ts(&next), attempts, journal_id, message })
+                }
+                Err(e) => {
+                    // Unreadable (written by another version?): set it aside rather than block its lane.
+                    c.execute(
+                        "UPDATE notify_outbox SET status = 'failed', last_error = ?2 WHERE id = ?1",
+                        params![id, format!("unreadable message: {e}")],
+                    )?;
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Records the journal entry of a queued message.
+pub fn set_journal(store: &Store, id: i64, journal_id: i64) -> Result<(), StoreError> {
+    store
+        .with_conn(|c| c.execute("UPDATE notify_outbox SET journal_id = ?2 WHERE id = ?1", params![id, journal_id]))?;
+    Ok(())
+}
+
+/// Marks a message sent.
+pub fn sent(store: &Store, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        c.execute("UPDATE notify_outbox SET status = 'sent', done = ?2 WHERE id = ?1", params![id, ts(now)])
+    })?;
+    Ok(())
+}
+
+/// Marks a message failed for good.
+pub fn failed(store: &Store, id: i64, now: DateTime<Utc>, reason: &str) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        c.execute(
+            "UPDATE notify_outbox SET status = 'failed', done = ?2, last_error = ?3, attempts = attempts + 1 WHERE id = ?1",
+            params![id, ts(now), reason],
+        )
+    })?;
+    Ok(())
+}
+
+/// Schedules another attempt.
+pub fn retry(store: &Store, id: i64, attempts: u32, next: DateTime<Utc>, reason: &str) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        c.execute(
+            "UPDATE notify_outbox SET attempts = ?2, next_attempt = ?3, last_error = ?4 WHERE id = ?1",
+            params![id, attempts, ts(next), reason],
+        )
+    })?;
+    Ok(())
+}
+
+/// Deletes sent and failed messages finished before `before`.
+pub fn purge(store: &Store, before: DateTime<Utc>) -> Result<usize, StoreError> {
+    store.with_conn(|c| c.execute("DELETE FROM notify_outbox WHERE status <> 'pending' AND done < ?1", [ts(before)]))
+}
+
+/// Messages by status: `(pending, sent, failed)`.
+pub fn counts(store: &Store) -> Result<(u64, u64, u64), StoreError> {
+    store.with_conn(|c| {
+        c.query_row(
+            "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'sent'), 0),
+                    COALESCE(SUM(status = 'failed'), 0) FROM notify_outbox",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+    })
+}
+
+/// What Warden did about `subject` on `target` since `since` (newest `limit`, oldest first), from the journal:
+/// commands run, restarts (with the savepoint or checkpoint they restored), the storm guard giving up.
+pub fn actions_since(
+    store: &Store,
+    target: &str,
+    subject: &str,
+    since: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String, String, String, String, String)> = store.with_conn(|c| {
+        let mut st = c.prepare(
+            "SELECT action, detail, outcome, summary, output FROM journal
+             WHERE target = ?1 AND subject = ?2 AND time >= ?3 AND action NOT IN ('alert', 'resolved', 'log', 'notify')
+             ORDER BY id DESC LIMIT ?4",
+        )?;
+        let rows = st.query_map(params![target, subject, ts(since), limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        rows.collect()
+    })?;
+    Ok(rows
+        .into_iter()
+        .rev()
+        .map(|(action, detail, outcome, summary, output)| describe(&action, &detail, &outcome, &summary, &output))
+        .collect())
+}
+
+/// One journal entry as "what Warden did".
+fn describe(action: &str, detail: &str, outcome: &str, summary: &str, output: &str) -> String {
+    let outcome = match outcome {
+        "started" => "running",
+        "ok" => "succeeded",
+        o => o,
+    };
+    match action {
+        "run" => format!("ran `{detail}`: {outcome}"),
+        "guard" => format!("gave up: {summary}"),
+        "restart" => {
+            // The restart action journals `... location=<savepoint or checkpoint> new_jid=...` as its output.
+            let field = |k: &str| {
+                output.split_whitespace().find_map(|w| w.strip_prefix(k)).filter(|v| !v.is_empty() && *v != "-")
+            };
+            match (outcome, field("location="), field("new_jid=")) {
+                ("succeeded", Some(loc), new) => {
+                    format!(
+                        "restarted ({detail}) from {loc}{}",
+                        new.map(|j| format!(" as job {j}")).unwrap_or_default()
+                    )
+                }
+                ("succeeded", None, _) => format!("restarted ({detail}) without state"),
+                (o, _, _) => format!("restart ({detail}): {o}"),
+            }
+        }
+        _ if summary.is_empty() => format!("{action} {detail}: {outcome}"),
+        _ => format!("{action} {detail}: {outcome} ({summary})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn journal_entries_read_as_what_warden_did() {
+        let d = super::describe;
+        assert_eq!(d("run", "relaunch", "ok", "", ""), "ran `relaunch`: succeeded");
+        assert_eq!(d("run", "relaunch", "started", "", ""), "ran `relaunch`: running");
+        assert_eq!(
+            d(
+                "restart",
+                "last-checkpoint",
+                "ok",
+                "",
+                "restart #3 strategy=last-checkpoint old_jid=a location=s3://ck/chk-42 new_jid=b"
+            ),
+            "restarted (last-checkpoint) from s3://ck/chk-42 as job b"
+        );
+        assert_eq!(
+            d("restart", "savepoint", "failed at savepoint: timed out", "", "restart #4 location=- new_jid=-"),
+            "restart (savepoint): failed at savepoint: timed out"
+        );
+        assert_eq!(
+            d("guard", "giving_up", "ok", "giving up on clicks: 3 relaunches", ""),
+            "gave up: giving up on clicks: 3 relaunches"
+        );
+    }
+}
