@@ -362,20 +362,24 @@ impl Dispatcher {
             };
             return Ok(self.notify(o, rec, "giving_up", store)?.into_iter().collect());
         }
-        if let RequestKind::Restart { job, jid, strategy } = &r.kind {
-            let id = store.journal(&NewEntry {
+        // Journalled before it runs (outcome `started`), or only journalled in dry-run mode.
+        let journal = |action: &str, detail: &str, details: serde_json::Value| {
+            store.journal(&NewEntry {
                 time: Some(now),
                 rule: o.rule.clone(),
                 target: o.target.clone(),
                 probe: o.probe.clone(),
                 subject: r.subject.clone(),
-                action: "restart".into(),
-                detail: strategy.clone(),
+                action: action.into(),
+                detail: detail.into(),
                 severity: r.severity.as_str().into(),
                 summary: r.summary.clone(),
-                details: with_field(r.details.clone(), "old_jid", serde_json::json!(jid)),
+                details,
                 outcome: if self.dry_run { "dry-run".into() } else { "started".into() },
-            })?;
+            })
+        };
+        if let RequestKind::Restart { job, jid, strategy } = &r.kind {
+            let id = journal("restart", strategy, with_field(r.details.clone(), "old_jid", serde_json::json!(jid)))?;
             if self.dry_run {
                 return Ok(vec![]);
             }
@@ -387,28 +391,16 @@ impl Dispatcher {
                 origin: o.clone(),
             }]);
         }
+        let id = journal("run", command, with_field(r.details.clone(), "vars", serde_json::json!(vars)))?;
+        if self.dry_run {
+            return Ok(vec![]);
+        }
         let mut all = vars.clone();
         all.insert("target".into(), o.target.clone());
         all.insert("target_url".into(), o.target_url.clone());
         all.insert("rule".into(), o.rule.clone());
         all.insert("probe".into(), o.probe.clone());
         all.insert("subject".into(), r.subject.clone());
-        let id = store.journal(&NewEntry {
-            time: Some(now),
-            rule: o.rule.clone(),
-            target: o.target.clone(),
-            probe: o.probe.clone(),
-            subject: r.subject.clone(),
-            action: "run".into(),
-            detail: command.into(),
-            severity: r.severity.as_str().into(),
-            summary: r.summary.clone(),
-            details: with_field(r.details.clone(), "vars", serde_json::json!(vars)),
-            outcome: if self.dry_run { "dry-run".into() } else { "started".into() },
-        })?;
-        if self.dry_run {
-            return Ok(vec![]);
-        }
         Ok(vec![Planned::Run {
             journal_id: id,
             command: command.into(),
