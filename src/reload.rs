@@ -3,7 +3,6 @@
 //! files are ignored. A polling mode serves network file systems.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use fs_notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
@@ -125,14 +124,10 @@ pub fn on_sighup(tx: mpsc::Sender<Trigger>) {
     });
 }
 
-/// How long ago something happened, for messages.
-pub fn ms(d: Duration) -> u128 {
-    d.as_millis()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn editor_noise_is_ignored() {

@@ -216,7 +216,6 @@ pub async fn run(
         tx,
         record,
     });
-    let alert_log = cfg.alert_log.clone().unwrap_or_else(|| cfg.state_dir.join("alerts.jsonl"));
     let notifier = Arc::new(crate::notify::Notifier::new(
         cfg.notify.clone(),
         &cfg.targets,
@@ -241,7 +240,6 @@ pub async fn run(
             restart_poll: Duration::from_secs(1),
         })
     };
-    let _ = alert_log;
     let executor = Arc::new(std::sync::RwLock::new(make_executor(&generation)));
     let dispatcher = Dispatcher::new(cfg.dispatch.clone(), opts.dry_run, &store)?;
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.dispatch.clone());
@@ -259,7 +257,7 @@ pub async fn run(
         "warden is watching"
     );
     let mut tasks: HashMap<(String, String), (String, CancellationToken)> = HashMap::new();
-    spawn_jobs(&generation, None, &mut tasks, &probes, &shared, &stop);
+    spawn_jobs(&generation, &mut tasks, &probes, &shared, &stop);
     {
         // Restarts that were in progress when Warden stopped continue from their last saved step.
         let ex = executor.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -313,7 +311,7 @@ pub async fn run(
                                 let g = Arc::new(g);
                                 forget_changed_rule_states(&old, &g, &shared);
                                 *shared.current.write().unwrap_or_else(|p| p.into_inner()) = g.clone();
-                                spawn_jobs(&g, Some(&old), &mut tasks, &probes, &shared, &stop);
+                                spawn_jobs(&g, &mut tasks, &probes, &shared, &stop);
                                 *executor.write().unwrap_or_else(|p| p.into_inner()) = make_executor(&g);
                                 let _ = policy_tx.send(g.plan.loaded.config.dispatch.clone());
                                 if format!("{:?}", g.plan.loaded.config.notify) != format!("{:?}", old.plan.loaded.config.notify) {
@@ -376,13 +374,11 @@ pub async fn run(
 /// (and their schedule): a reload never makes them miss a poll.
 fn spawn_jobs(
     g: &Arc<Generation>,
-    old: Option<&Generation>,
     tasks: &mut HashMap<(String, String), (String, CancellationToken)>,
     probes: &TaskTracker,
     shared: &Arc<Shared>,
     stop: &CancellationToken,
 ) {
-    let _ = old;
     let mut keep = std::collections::HashSet::new();
     for job in &g.plan.jobs {
         let key = (job.probe.clone(), job.target.clone());

@@ -93,6 +93,14 @@ fn details_of(m: &Map) -> serde_json::Value {
     m.get("details").map(to_json).unwrap_or(serde_json::Value::Null)
 }
 
+/// Records a request of the running evaluation.
+fn push(req: ActionRequest) -> R<()> {
+    with_ctx(|c| {
+        c.requests.push(req);
+        Ok(())
+    })
+}
+
 /// `alert(#{subject, summary, severity, details, for, cooldown})`
 fn alert(m: Map) -> R<()> {
     let summary = get_str(&m, "summary")?.ok_or("alert() needs a `summary`")?;
@@ -105,10 +113,7 @@ fn alert(m: Map) -> R<()> {
         pending: pending_of(&m)?,
         cooldown: cooldown_of(&m)?,
     };
-    with_ctx(|c| {
-        c.requests.push(req);
-        Ok(())
-    })
+    push(req)
 }
 
 /// `run("command", #{job, jid, ..., subject, summary, for, cooldown})`
@@ -136,10 +141,7 @@ fn run(command: &str, m: Map) -> R<()> {
         pending: pending_of(&m)?,
         cooldown: cooldown_of(&m)?,
     };
-    with_ctx(|c| {
-        c.requests.push(req);
-        Ok(())
-    })
+    push(req)
 }
 
 /// Restart strategies `restart_job` accepts.
@@ -164,10 +166,7 @@ fn restart_job(m: Map) -> R<()> {
         pending: pending_of(&m)?,
         cooldown: cooldown_of(&m)?,
     };
-    with_ctx(|c| {
-        c.requests.push(req);
-        Ok(())
-    })
+    push(req)
 }
 
 /// `log("message")` or `log(#{subject, summary, severity, details})`
@@ -182,10 +181,7 @@ fn log_map(m: Map) -> R<()> {
         pending: None,
         cooldown: None,
     };
-    with_ctx(|c| {
-        c.requests.push(req);
-        Ok(())
-    })
+    push(req)
 }
 
 fn log_str(s: &str) -> R<()> {
