@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use fake_flink::{FakeJobManager, FlinkApiVersion};
 use warden::event::{Event, Events};
-use warden::fake_flink::{FakeJobManager, FlinkApiVersion};
 use warden::runtime::{self, ReloadSource, RunOptions};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use warden::config::ScriptLimits;
-use warden::observation::Observation;
+use warden::model::Observation;
 use warden::plan::{self, PackSource, PlannedRule};
 use warden::script::{self, EvalInput, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use warden::fake_flink::{FakeJobManager, FlinkApiVersion};
+use fake_flink::{FakeJobManager, FlinkApiVersion};
 
 const TARGETS: usize = 100;
 const JOBS_PER_TARGET: usize = 100;

@@ -2,7 +2,7 @@
 
 use tokio::sync::broadcast;
 
-use crate::dispatch::AlertRecord;
+use crate::model::AlertRecord;
 
 /// Something worth telling a person about.
 #[derive(Debug, Clone)]

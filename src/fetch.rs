@@ -10,7 +10,7 @@ use chrono::Utc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 
 use crate::config::TargetConfig;
-use crate::observation::{FetchError, FetchErrorKind, Observation};
+use crate::model::{FetchError, FetchErrorKind, Observation};
 
 /// Builds and shares `reqwest` clients: targets with the same TLS settings share one connection pool.
 #[derive(Default)]

@@ -35,21 +35,19 @@
 pub mod action;
 pub mod clock;
 pub mod config;
-pub mod demo;
+
 pub mod diag;
 pub mod dispatch;
 pub mod event;
-pub mod fake_flink;
 pub mod fetch;
 pub mod flink;
+pub mod model;
 pub mod notify;
-pub mod observation;
 pub mod pack;
-pub mod pack_cli;
+
 pub mod plan;
 pub mod reload;
-pub mod request;
-pub mod restart_cli;
+
 pub mod ruletest;
 pub mod runtime;
 pub mod schedule;

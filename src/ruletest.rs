@@ -34,8 +34,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
 use crate::config::DispatchConfig;
-use crate::dispatch::{Dispatcher, Origin, Planned};
-use crate::observation::{FetchError, FetchErrorKind, Observation};
+use crate::dispatch::Dispatcher;
+use crate::model::{FetchError, FetchErrorKind, Observation};
+use crate::model::{Origin, Planned};
 use crate::script::{self, CompiledRule, EvalInput, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
 use crate::store::Store;
 

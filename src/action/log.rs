@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::dispatch::AlertRecord;
+use crate::model::AlertRecord;
 
 /// An append-only JSON-lines file.
 #[derive(Debug)]

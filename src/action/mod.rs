@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::CommandConfig;
-use crate::dispatch::{AlertRecord, Planned};
 use crate::event::{Event, Events};
+use crate::model::{AlertRecord, Planned};
 use crate::store::RestartRecord;
 use crate::store::Store;
 use restart::{RestartContext, RestartOutcome};
@@ -210,7 +210,7 @@ impl Executor {
                     r.new_jid.as_deref().unwrap_or("?"),
                     if r.location.is_some() { " and restored from it" } else { "" }
                 );
-                (r, "ok".to_string(), Some(("restarted", crate::request::Severity::Info, summary)))
+                (r, "ok".to_string(), Some(("restarted", crate::model::Severity::Info, summary)))
             }
             RestartOutcome::Failed { record, step, message } => {
                 let summary = format!("restart of {} failed at step `{step}`: {message}", record.job);
@@ -218,7 +218,7 @@ impl Executor {
                 (
                     record,
                     format!("failed at {step}: {message}"),
-                    Some(("restart_failed", crate::request::Severity::Critical, summary)),
+                    Some(("restart_failed", crate::model::Severity::Critical, summary)),
                 )
             }
             RestartOutcome::Busy(r) => (

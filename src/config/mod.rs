@@ -46,6 +46,30 @@ const TOP_KEYS: &[&str] = &[
     "shutdown_grace",
 ];
 
+/// Finds the state directory for any command: `given` (a `--state-dir` flag) when there is one, else `state_dir`
+/// of the configuration at `config`, relative to its directory (default `warden-state`). Only that one key is
+/// read: no secret is resolved and nothing else has to be valid, so an operator's shell needs none of the daemon's
+/// environment.
+pub fn state_dir(config: &Path, given: Option<PathBuf>) -> Result<PathBuf, Diagnostics> {
+    if let Some(d) = given {
+        return Ok(d);
+    }
+    let text = std::fs::read_to_string(config).map_err(|e| {
+        Diagnostics(vec![Diagnostic::file(
+            config,
+            format!("cannot read the configuration to find the state directory: {e} (or pass --state-dir)"),
+        )])
+    })?;
+    let doc = YamlDoc::parse(config, &text).map_err(|d| Diagnostics(vec![d]))?;
+    let dir = match doc.value.get("state_dir") {
+        None | Some(Value::Null) => default_state_dir(),
+        Some(Value::String(s)) => PathBuf::from(s),
+        Some(_) => return Err(Diagnostics(vec![doc.diag("state_dir", "`state_dir` must be a path")])),
+    };
+    let base = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok(base.join(dir))
+}
+
 /// Reads and checks the configuration file at `path`.
 pub fn load(path: &Path) -> Result<LoadedConfig, Diagnostics> {
     let text = std::fs::read_to_string(path)

@@ -57,7 +57,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
-fn default_state_dir() -> PathBuf {
+pub(crate) fn default_state_dir() -> PathBuf {
     PathBuf::from("warden-state")
 }
 fn default_pack_paths() -> Vec<String> {

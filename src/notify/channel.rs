@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::AlertRecord;
+use crate::model::AlertRecord;
 
 use super::config::ChannelConfig;
 use super::template::{self, View};

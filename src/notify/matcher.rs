@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::diag::closest;
-use crate::dispatch::AlertRecord;
-use crate::request::Severity;
+use crate::model::AlertRecord;
+use crate::model::Severity;
 
 use super::config::{MatchConfig, OneOrMany};
 

@@ -30,7 +30,7 @@
 //! | [`cli`] | `warden silence …`, `warden notify test` |
 
 pub mod channel;
-pub mod cli;
+
 pub mod config;
 pub mod email;
 pub mod matcher;
@@ -51,8 +51,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::TargetConfig;
-use crate::dispatch::AlertRecord;
 use crate::event::Events;
+use crate::model::AlertRecord;
 use crate::store::{NewEntry, Store};
 
 pub use config::NotifyConfig;
@@ -715,7 +715,7 @@ pub async fn send_test(config: &NotifyConfig, targets: &[TargetConfig], name: &s
         rule: "warden/test".into(),
         target: target.name.clone(),
         subject: "test".into(),
-        severity: crate::request::Severity::Info,
+        severity: crate::model::Severity::Info,
         summary: format!("test message from Warden for channel `{name}`; if you read this, it works"),
         details: serde_json::json!({}),
     };

@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
-use crate::dispatch::AlertRecord;
+use crate::model::AlertRecord;
 use crate::store::{ts, Store, StoreError};
 
 use super::channel::Message;

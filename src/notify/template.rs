@@ -19,8 +19,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use minijinja::Environment;
 use serde::{Deserialize, Serialize};
 
-use crate::dispatch::AlertRecord;
-use crate::request::Severity;
+use crate::model::AlertRecord;
+use crate::model::Severity;
 
 /// The subject of e-mails.
 pub const DEFAULT_SUBJECT: &str = "{{ headline }}";

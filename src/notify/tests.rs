@@ -10,7 +10,7 @@ use chrono::TimeZone;
 use serde_json::Value;
 
 use super::*;
-use crate::request::Severity;
+use crate::model::Severity;
 
 struct Rig {
     dir: tempfile::TempDir,

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::event::Event;
-use crate::fake_flink::{FakeJobManager, FlinkApiVersion};
+use fake_flink::{FakeJobManager, FlinkApiVersion};
 
 fn write(path: &std::path::Path, text: &str) {
     // Editors replace files: write a temp file and rename it over the old one.

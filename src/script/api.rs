@@ -8,7 +8,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map};
 
 use super::convert::{to_dynamic, to_json};
 use super::CTX;
-use crate::request::{ActionRequest, Pending, RequestKind, Severity};
+use crate::model::{ActionRequest, Pending, RequestKind, Severity};
 
 /// Answers a rule's follow-up GET. The daemon's implementation sends a real request to the rule's target;
 /// tests supply canned answers.

@@ -25,8 +25,8 @@ use chrono::{DateTime, Utc};
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Position, Scope, AST};
 
 use crate::config::ScriptLimits;
-use crate::observation::Observation;
-use crate::request::ActionRequest;
+use crate::model::ActionRequest;
+use crate::model::Observation;
 
 pub use api::{FollowUp, FollowUpAnswer, STRATEGIES};
 pub use modules::{ModuleSet, ModuleSource};

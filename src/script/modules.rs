@@ -460,7 +460,7 @@ mod tests {
     }
 
     fn run(e: &ScriptEngine, rule: &CompiledRule) -> Result<Verdict, ScriptError> {
-        let o = crate::observation::Observation {
+        let o = crate::model::Observation {
             probe: "x".into(),
             target: "jm".into(),
             time: chrono::Utc::now(),

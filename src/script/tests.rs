@@ -3,8 +3,8 @@ use std::time::Duration;
 use chrono::TimeZone;
 
 use super::*;
-use crate::observation::{FetchError, FetchErrorKind};
-use crate::request::{Pending, RequestKind, Severity};
+use crate::model::{FetchError, FetchErrorKind};
+use crate::model::{Pending, RequestKind, Severity};
 
 fn engine() -> ScriptEngine {
     ScriptEngine::new(&ScriptLimits::default())

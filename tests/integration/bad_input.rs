@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fake_flink::{FakeJobManager, FlinkApiVersion};
 use serde_json::json;
 use warden::event::Event;
-use warden::fake_flink::{FakeJobManager, FlinkApiVersion};
 
 use crate::support::*;
 

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use assert_cmd::Command;
+use fake_flink::FlinkApiVersion;
 use serde_json::{json, Value};
-use warden::fake_flink::FlinkApiVersion;
 
 use crate::support::*;
 

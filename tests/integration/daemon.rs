@@ -1,8 +1,8 @@
 //! Daemon behaviour users rely on beyond single rules: state across restarts, dry runs, `warden guard reset`.
 
+use fake_flink::FlinkApiVersion;
 use serde_json::json;
 use warden::event::Event;
-use warden::fake_flink::FlinkApiVersion;
 
 use crate::support::*;
 

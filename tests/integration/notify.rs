@@ -17,15 +17,15 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use fake_flink::{FakeJobManager, FlinkApiVersion};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use warden::clock::Clock;
-use warden::dispatch::AlertRecord;
 use warden::event::Events;
-use warden::fake_flink::{FakeJobManager, FlinkApiVersion};
+use warden::model::AlertRecord;
+use warden::model::Severity;
 use warden::notify::{outbox, Notifier};
-use warden::request::Severity;
 use warden::store::{JournalEntry, Store};
 
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use fake_flink::{FakeJobManager, FlinkApiVersion};
 use serde_json::json;
 use warden::event::Event;
-use warden::fake_flink::{FakeJobManager, FlinkApiVersion};
 
 use crate::support::*;
 

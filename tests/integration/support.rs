@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fake_flink::{FakeJobManager, FlinkApiVersion};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, oneshot};
-use warden::dispatch::AlertRecord;
 use warden::event::{Event, Events};
-use warden::fake_flink::{FakeJobManager, FlinkApiVersion};
+use warden::model::AlertRecord;
 use warden::runtime::{self, RunOptions, RuntimeError, Stats};
 use warden::store::{JournalEntry, Store};
 
@@ -28,11 +28,11 @@ macro_rules! both_versions {
     ($($(#[$m:meta])* $name:ident),* $(,)?) => {
         mod v1 {
             $( $(#[$m])* #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(warden::fake_flink::FlinkApiVersion::V1).await } )*
+               async fn $name() { super::$name(fake_flink::FlinkApiVersion::V1).await } )*
         }
         mod v2 {
             $( $(#[$m])* #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(warden::fake_flink::FlinkApiVersion::V2).await } )*
+               async fn $name() { super::$name(fake_flink::FlinkApiVersion::V2).await } )*
         }
     };
 }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{JarConfig, TargetConfig};
-use crate::fake_flink::{FakeJobManager, FlinkApiVersion, SavepointBehaviour};
 use crate::fetch::ClientPool;
 use crate::store::NewEntry;
+use fake_flink::{FakeJobManager, FlinkApiVersion, SavepointBehaviour};
 
 struct Rig {
     fake: FakeJobManager,

@@ -10,7 +10,7 @@ use super::{FakeJobManager, FlinkApiVersion, SavepointBehaviour};
 
 macro_rules! fixture {
     ($name:literal) => {{
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flink-2.3.0/", $name);
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/flink-2.3.0/", $name);
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
     }};
@@ -250,7 +250,7 @@ async fn fake_stays_honest() {
 #[test]
 fn samples_are_all_covered() {
     // Every sample must be used by `fake_stays_honest` (or listed here with a reason).
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flink-2.3.0");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/flink-2.3.0");
     let this_file = include_str!("tests.rs");
     let mut missing = Vec::new();
     for entry in std::fs::read_dir(dir).expect("fixtures dir") {

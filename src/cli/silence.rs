@@ -6,9 +6,9 @@ use std::time::Duration;
 use chrono::Utc;
 use clap::{Subcommand, ValueEnum};
 
-use super::matcher::Matcher;
-use super::silence;
-use crate::store::Store;
+use warden::notify::matcher::Matcher;
+use warden::notify::silence as silences;
+use warden::store::Store;
 
 /// `warden silence` subcommands.
 #[derive(Subcommand, Debug)]
@@ -80,26 +80,11 @@ pub enum NotifyCommand {
 pub struct CliError(pub String);
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::config::units::parse_duration(s)
+    warden::config::units::parse_duration(s)
 }
 
-/// The state directory: given, or `state_dir` of the configuration (read without resolving secrets, so that an
-/// operator's shell needs none of the daemon's environment variables).
 fn state_dir(config: &Path, given: Option<PathBuf>) -> Result<PathBuf, CliError> {
-    if let Some(d) = given {
-        return Ok(d);
-    }
-    let text = std::fs::read_to_string(config).map_err(|e| {
-        CliError(format!("cannot read the configuration `{}`: {e} (or pass --state-dir)", config.display()))
-    })?;
-    let doc = crate::config::yaml::YamlDoc::parse(config, &text).map_err(|d| CliError(d.to_string()))?;
-    let dir = match doc.value.get("state_dir") {
-        None | Some(serde_yaml::Value::Null) => PathBuf::from("warden-state"),
-        Some(serde_yaml::Value::String(s)) => PathBuf::from(s),
-        Some(_) => return Err(CliError(doc.diag("state_dir", "`state_dir` must be a path").to_string())),
-    };
-    let base = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Ok(base.join(dir))
+    warden::config::state_dir(config, given).map_err(|d| CliError(d.to_string()))
 }
 
 fn open(dir: &Path) -> Result<Store, CliError> {
@@ -118,17 +103,17 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
             let store = open(&state_dir(config, dir)?)?;
             let ends = now + chrono::Duration::from_std(duration).map_err(|e| CliError(format!("--for: {e}")))?;
             let id =
-                silence::add(&store, &matchers, now, ends, &comment, &author).map_err(|e| CliError(e.to_string()))?;
+                silences::add(&store, &matchers, now, ends, &comment, &author).map_err(|e| CliError(e.to_string()))?;
             println!(
                 "silence {id} added: {m} until {} ({})",
-                super::template::human_time(ends),
+                warden::notify::template::human_time(ends),
                 humantime::format_duration(duration)
             );
             Ok(0)
         }
         SilenceCommand::List { all, format, state_dir: dir } => {
             let store = open(&state_dir(config, dir)?)?;
-            let list = silence::list(&store, now, all).map_err(|e| CliError(e.to_string()))?;
+            let list = silences::list(&store, now, all).map_err(|e| CliError(e.to_string()))?;
             match format {
                 Format::Json => {
                     for s in &list {
@@ -154,7 +139,7 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
                             "{:<5} {:<8} {:<24} {:<32} {:<12} {}",
                             s.id,
                             state,
-                            super::template::human_time(s.ends),
+                            warden::notify::template::human_time(s.ends),
                             s.matchers.join(" "),
                             s.author,
                             s.comment
@@ -166,7 +151,7 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
         }
         SilenceCommand::Rm { id, state_dir: dir } => {
             let store = open(&state_dir(config, dir)?)?;
-            if silence::remove(&store, id, now).map_err(|e| CliError(e.to_string()))? {
+            if silences::remove(&store, id, now).map_err(|e| CliError(e.to_string()))? {
                 println!("silence {id} removed: alerts it held back that still fire are sent now");
                 Ok(0)
             } else {
@@ -180,10 +165,10 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
 pub async fn notify(cmd: NotifyCommand, config: &Path) -> Result<u8, CliError> {
     match cmd {
         NotifyCommand::Test { channel } => {
-            let loaded = crate::config::load(config)
+            let loaded = warden::config::load(config)
                 .map_err(|d| CliError(format!("{d}\n{} problem(s) in the configuration; fix them first", d.len())))?;
             let c = &loaded.config;
-            match super::send_test(&c.notify, &c.targets, &channel).await {
+            match warden::notify::send_test(&c.notify, &c.targets, &channel).await {
                 Ok(to) => {
                     println!("sent a test message through `{channel}` ({to})");
                     Ok(0)

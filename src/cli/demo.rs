@@ -6,12 +6,12 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::event::{Event, Events};
-use crate::fake_flink::{FakeJobManager, FlinkApiVersion};
-use crate::plan::{self, PackSource};
-use crate::runtime::{self, RunOptions};
-use crate::script::ScriptEngine;
-use crate::store::Store;
+use fake_flink::{FakeJobManager, FlinkApiVersion};
+use warden::event::{Event, Events};
+use warden::plan::{self, PackSource};
+use warden::runtime::{self, RunOptions};
+use warden::script::ScriptEngine;
+use warden::store::Store;
 
 /// Why the demo could not run at all.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub enum DemoError {
     Runtime(#[from] runtime::RuntimeError),
     /// The journal could not be read.
     #[error("demo: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] warden::store::StoreError),
     /// A REST call of the relaunch helper failed.
     #[error("relaunch: {0}")]
     Rest(String),
@@ -75,9 +75,9 @@ shutdown_grace: 5s
     );
     let config_path = dir.join("warden.yaml");
     std::fs::write(&config_path, &config)?;
-    let loaded = crate::config::load(&config_path).map_err(|d| DemoError::Config(d.to_string()))?;
+    let loaded = warden::config::load(&config_path).map_err(|d| DemoError::Config(d.to_string()))?;
     let engine = ScriptEngine::new(&loaded.config.scripts);
-    let plan = plan::build(loaded, PackSource::Files(vec![crate::pack::embedded_flink_pack()]), &engine)
+    let plan = plan::build(loaded, PackSource::Files(vec![warden::pack::embedded_flink_pack()]), &engine)
         .map_err(|d| DemoError::Config(d.to_string()))?;
     let state_dir = plan.loaded.config.state_dir.clone();
 

@@ -43,7 +43,7 @@ impl Severity {
 #[serde(rename_all = "snake_case")]
 pub enum Pending {
     /// For at least this long since it was first requested.
-    Duration(#[serde(with = "crate::request::ms")] Duration),
+    Duration(#[serde(with = "crate::model::ms")] Duration),
     /// In at least this many evaluations in a row.
     Evaluations(u32),
 }
@@ -91,7 +91,7 @@ pub struct ActionRequest {
     /// Hold before acting.
     pub pending: Option<Pending>,
     /// Minimum time between repeats while it keeps being requested.
-    #[serde(with = "crate::request::opt_ms")]
+    #[serde(with = "crate::model::opt_ms")]
     pub cooldown: Option<Duration>,
 }
 

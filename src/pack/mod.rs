@@ -12,6 +12,8 @@
 //!   tests/*.yaml         rule tests (`warden test`)
 //! ```
 
+pub mod package;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -199,12 +201,12 @@ pub struct PackFiles {
 pub fn embedded_flink_pack() -> PackFiles {
     PackFiles {
         dir: PathBuf::from("<embedded>/rules"),
-        manifest: include_str!("../rules/pack.yaml").into(),
+        manifest: include_str!("../../rules/pack.yaml").into(),
         rules: vec![
-            ("job-not-running.rhai".into(), include_str!("../rules/job-not-running.rhai").into()),
-            ("tasks-failing.rhai".into(), include_str!("../rules/tasks-failing.rhai").into()),
-            ("restart-loop.rhai".into(), include_str!("../rules/restart-loop.rhai").into()),
-            ("jobmanager-unreachable.rhai".into(), include_str!("../rules/jobmanager-unreachable.rhai").into()),
+            ("job-not-running.rhai".into(), include_str!("../../rules/job-not-running.rhai").into()),
+            ("tasks-failing.rhai".into(), include_str!("../../rules/tasks-failing.rhai").into()),
+            ("restart-loop.rhai".into(), include_str!("../../rules/restart-loop.rhai").into()),
+            ("jobmanager-unreachable.rhai".into(), include_str!("../../rules/jobmanager-unreachable.rhai").into()),
         ],
         // The shipped pack has no modules yet; a `rules/modules/x.rhai` would be listed here with `include_str!`.
         modules: vec![],

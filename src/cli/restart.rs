@@ -4,15 +4,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::action::log::AlertLog;
-use crate::action::restart::RestartOutcome;
-use crate::action::Executor;
-use crate::clock::Clock;
-use crate::config::LoadedConfig;
-use crate::event::{Event, Events};
-use crate::fetch::{ClientPool, TargetClient};
-use crate::flink::client::FlinkClient;
-use crate::store::{NewEntry, Store};
+use warden::action::log::AlertLog;
+use warden::action::restart::RestartOutcome;
+use warden::action::Executor;
+use warden::clock::Clock;
+use warden::config::LoadedConfig;
+use warden::event::{Event, Events};
+use warden::fetch::{ClientPool, TargetClient};
+use warden::flink::client::FlinkClient;
+use warden::store::{NewEntry, Store};
 
 /// Why `warden restart` could not run.
 #[derive(Debug, thiserror::Error)]
@@ -22,17 +22,36 @@ pub enum RestartCliError {
     Usage(String),
     /// The store.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] warden::store::StoreError),
     /// The target's client.
     #[error(transparent)]
-    Client(#[from] crate::fetch::ClientError),
+    Client(#[from] warden::fetch::ClientError),
     /// Flink could not be asked.
     #[error(transparent)]
-    Flink(#[from] crate::flink::client::FlinkError),
+    Flink(#[from] warden::flink::client::FlinkError),
 }
 
-/// Restarts `job` on `target` with `strategy`, printing progress. `Ok(true)` when the new job runs (and restored).
+/// `warden restart`: restarts `job` on `target` with `strategy`, printing progress. Exit 0 when the new job runs
+/// (and restored).
 pub async fn run(
+    config: &std::path::Path,
+    target: &str,
+    job: &str,
+    strategy: &str,
+    jid: Option<&str>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let loaded = match warden::config::load(config) {
+        Ok(l) => l,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(std::process::ExitCode::from(1));
+        }
+    };
+    let ok = restart(&loaded, target, job, strategy, jid).await?;
+    Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
+async fn restart(
     loaded: &LoadedConfig,
     target: &str,
     job: &str,
@@ -40,8 +59,8 @@ pub async fn run(
     jid: Option<&str>,
 ) -> Result<bool, RestartCliError> {
     let cfg = &loaded.config;
-    if !crate::script::STRATEGIES.contains(&strategy) {
-        return Err(RestartCliError::Usage(format!("--strategy must be one of {:?}", crate::script::STRATEGIES)));
+    if !warden::script::STRATEGIES.contains(&strategy) {
+        return Err(RestartCliError::Usage(format!("--strategy must be one of {:?}", warden::script::STRATEGIES)));
     }
     let tcfg = cfg.targets.iter().find(|t| t.name == target).ok_or_else(|| {
         RestartCliError::Usage(format!(

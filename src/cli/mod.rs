@@ -1,0 +1,248 @@
+//! The `warden` command line: argument parsing and one module per command. The library holds the pipeline; this
+//! is the only place that prints for people and turns outcomes into exit codes.
+
+mod check;
+mod demo;
+mod eval;
+mod guard;
+mod history;
+mod pack;
+mod replay;
+mod restart;
+mod run;
+mod silence;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Warden keeps Apache Flink jobs alive: YAML probes, Rhai rules, built-in actions.
+#[derive(Parser, Debug)]
+#[command(name = "warden", version, about, long_about = None)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, default_value = "warden.yaml", env = "WARDEN_CONFIG")]
+    pub config: PathBuf,
+    /// Log level or filter for messages on stderr (`info`, `debug`, `warden=debug`). Also `WARDEN_LOG`.
+    #[arg(long, global = true, env = "WARDEN_LOG")]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Watch the targets and act (until SIGINT or SIGTERM).
+    Run {
+        /// Journal what would happen, act never.
+        #[arg(long)]
+        dry_run: bool,
+        /// Append every observation to this file (JSON lines), for `warden replay`.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+    },
+    /// Run rule tests: each pack's `tests/*.yaml` (or the files and pack directories given). Exit 0: all passed.
+    Test {
+        /// Test files, pack directories, or directories of packs. Default: the configuration's packs, else
+        /// `rules` and `plugins`.
+        paths: Vec<PathBuf>,
+    },
+    /// Run one rule once on a saved answer and print what it would request.
+    Eval {
+        /// The rule, e.g. `flink/job-not-running`.
+        #[arg(long)]
+        rule: String,
+        /// A file with the JSON answer (e.g. a saved `/jobs/overview`).
+        #[arg(long)]
+        input: PathBuf,
+        /// Parameter overrides, `name=<JSON>` (e.g. `expected_jobs=["clicks"]`); repeatable.
+        #[arg(long = "param", value_name = "NAME=JSON")]
+        params: Vec<String>,
+    },
+    /// Feed a recording (`warden run --record`) through the current rules on simulated time and print the actions
+    /// they would have taken.
+    Replay {
+        /// The recording.
+        file: PathBuf,
+    },
+    /// Check the configuration, packs and rules. Exit 0: valid; 1: invalid (every problem printed as
+    /// `path:line:col: message`); 2: usage error.
+    Check {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print the action journal, oldest first.
+    History {
+        /// Output format: text for people, json for one JSON object per line.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Only the newest N entries.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Read this state directory instead of the configuration's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Show restarts (step by step) instead of the action journal.
+        #[arg(long, conflicts_with = "savepoints")]
+        restarts: bool,
+        /// Show the savepoint and checkpoint history per job instead of the action journal.
+        #[arg(long)]
+        savepoints: bool,
+        /// With --savepoints: only this job.
+        #[arg(long)]
+        job: Option<String>,
+    },
+    /// Restart a job now from its state (a savepoint of the running job, its last retained checkpoint, or none),
+    /// exactly once and verified, like the `restart_job` action. Exit 0 when the new job runs and restored.
+    Restart {
+        /// The target's name.
+        #[arg(long)]
+        target: String,
+        /// The job's name (a key under `jobs:`).
+        #[arg(long)]
+        job: String,
+        /// `savepoint` (job must be running), `last-checkpoint`, or `stateless`.
+        #[arg(long, default_value = "savepoint")]
+        strategy: String,
+        /// The run to replace. Default: the newest live run of the job (savepoint), or its newest run (otherwise).
+        #[arg(long)]
+        jid: Option<String>,
+    },
+    /// Run the embedded demo: a fake JobManager, a job that fails, Warden detecting, explaining and relaunching it.
+    Demo {
+        /// Give up (exit 1) if the loop has not closed by then.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// The restart-storm guard.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
+    /// Silences: stop notifications that match, for a while (they are still journalled).
+    Silence {
+        #[command(subcommand)]
+        command: silence::SilenceCommand,
+    },
+    /// Notification channels.
+    Notify {
+        #[command(subcommand)]
+        command: silence::NotifyCommand,
+    },
+    /// Rule packs: list, create, package and install them.
+    Pack {
+        #[command(subcommand)]
+        command: pack::PackCommand,
+    },
+    /// Used by the demo's relaunch command: resubmit a job's jar on a (fake) JobManager over REST.
+    #[command(hide = true)]
+    DemoRelaunch {
+        /// JobManager base URL.
+        url: String,
+        /// Job name (its jar is `<job>.jar`).
+        job: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GuardCommand {
+    /// Allow relaunches of a job again after the guard gave up on it.
+    Reset {
+        /// The target's name.
+        #[arg(long)]
+        target: String,
+        /// The job name (the alert's subject).
+        #[arg(long)]
+        subject: String,
+        /// Read this state directory instead of the configuration's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    warden::config::units::parse_duration(s)
+}
+
+fn init_tracing(filter: Option<&str>, default: &str) {
+    let filter = EnvFilter::try_new(filter.unwrap_or(default)).unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Runs the parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let log = cli.log.as_deref();
+    match cli.command {
+        Command::Run { dry_run, record } => {
+            init_tracing(log, "info");
+            run::run(&cli.config, dry_run, record).await
+        }
+        Command::Check { format } => {
+            init_tracing(log, "warn");
+            Ok(check::run(&cli.config, format))
+        }
+        Command::History { format, limit, state_dir, restarts, savepoints, job } => {
+            init_tracing(log, "warn");
+            history::run(&cli.config, history::Args { format, limit, state_dir, restarts, savepoints, job })
+        }
+        Command::Restart { target, job, strategy, jid } => {
+            init_tracing(log, "info");
+            restart::run(&cli.config, &target, &job, &strategy, jid.as_deref()).await
+        }
+        Command::Test { paths } => {
+            init_tracing(log, "warn");
+            Ok(test::run(&cli.config, paths))
+        }
+        Command::Eval { rule, input, params } => {
+            init_tracing(log, "warn");
+            eval::run(&cli.config, &rule, &input, &params)
+        }
+        Command::Replay { file } => {
+            init_tracing(log, "warn");
+            replay::run(&cli.config, &file)
+        }
+        Command::Demo { timeout } => {
+            init_tracing(log, "error");
+            let ok = demo::run(timeout, &mut std::io::stdout()).await?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Guard { command: GuardCommand::Reset { target, subject, state_dir } } => {
+            init_tracing(log, "warn");
+            guard::reset(&cli.config, &target, &subject, state_dir)
+        }
+        Command::Silence { command } => {
+            init_tracing(log, "warn");
+            Ok(ExitCode::from(silence::silence(command, &cli.config).await?))
+        }
+        Command::Notify { command } => {
+            init_tracing(log, "warn");
+            Ok(ExitCode::from(silence::notify(command, &cli.config).await?))
+        }
+        Command::Pack { command } => {
+            init_tracing(log, "warn");
+            Ok(ExitCode::from(pack::run(command, &cli.config).await?))
+        }
+        Command::DemoRelaunch { url, job } => {
+            let jid = demo::relaunch_over_rest(&url, &job).await?;
+            println!("submitted {job}.jar: new job id {jid}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The state directory of a command: `--state-dir`, else the configuration's (see [`warden::config::state_dir`]).
+fn state_dir(config: &std::path::Path, given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    warden::config::state_dir(config, given).map_err(|d| anyhow::anyhow!("{d}"))
+}

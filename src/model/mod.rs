@@ -1,0 +1,11 @@
+//! The values that travel along the pipe: observations (probe → rules), requests (rule → dispatcher), alert
+//! records and planned actions (dispatcher → actions → notifier), and the domain enums the store keeps as text.
+//! Every stage imports its inputs from here instead of from the stage before it.
+
+mod alert;
+mod observation;
+mod request;
+
+pub use alert::*;
+pub use observation::*;
+pub use request::*;
