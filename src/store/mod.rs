@@ -2,6 +2,8 @@
 //! state and storm-guard resets. Nothing in it is lost across restarts; a CLI process (`warden history`,
 //! `warden guard reset`) can use it while the daemon runs (WAL mode, busy timeout).
 
+pub mod lock;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -20,10 +20,9 @@ use crate::action::Executor;
 use crate::clock::Clock;
 use crate::dispatch::Dispatcher;
 use crate::event::{Event, Events};
-use crate::fetch::{ClientPool, HttpRequest, TargetClient};
 use crate::model::Origin;
-use crate::plan::{Plan, PlannedRule, ProbeJob};
-use crate::script::{self, EvalInput, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
+use crate::plan::Plan;
+use crate::script::{ScriptEngine, Verdict};
 use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start.
@@ -32,6 +31,9 @@ pub enum RuntimeError {
     /// The state store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another Warden owns the state directory.
+    #[error(transparent)]
+    Locked(#[from] crate::store::lock::LockError),
     /// A target's HTTP client could not be built.
     #[error(transparent)]
     Client(#[from] crate::fetch::ClientError),
@@ -87,76 +89,6 @@ pub struct Stats {
 
 type RuleStates = Arc<Mutex<HashMap<(String, String), serde_json::Value>>>;
 
-/// One consistent set of everything loaded: what a reload swaps atomically.
-pub struct Generation {
-    /// The plan.
-    pub plan: Plan,
-    /// The engine its rules were compiled with.
-    pub engine: Arc<ScriptEngine>,
-    rules: HashMap<(String, String), Vec<Arc<PlannedRule>>>,
-    clients: HashMap<String, Arc<TargetClient>>,
-}
-
-impl Generation {
-    fn new(plan: Plan, engine: ScriptEngine, old: Option<&Generation>) -> Result<Self, crate::fetch::ClientError> {
-        let mut pool = ClientPool::default();
-        let mut clients = HashMap::new();
-        for t in &plan.loaded.config.targets {
-            let sig = target_signature(t);
-            let reuse = old.and_then(|g| {
-                let ot = g.plan.loaded.config.targets.iter().find(|o| o.name == t.name)?;
-                (target_signature(ot) == sig).then(|| g.clients.get(&t.name).cloned()).flatten()
-            });
-            let c = match reuse {
-                Some(c) => c,
-                None => Arc::new(TargetClient::new(t, &mut pool)?),
-            };
-            clients.insert(t.name.clone(), c);
-        }
-        let rules = plan
-            .jobs
-            .iter()
-            .map(|j| {
-                let rs = j.rules.iter().filter_map(|r| plan.rules.get(r).cloned()).collect();
-                ((j.probe.clone(), j.target.clone()), rs)
-            })
-            .collect();
-        Ok(Self { plan, engine: Arc::new(engine), rules, clients })
-    }
-}
-
-/// A fingerprint of a target's settings (secrets included, never shown): a change means a new client.
-fn target_signature(t: &crate::config::TargetConfig) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    t.url.hash(&mut h);
-    t.labels.hash(&mut h);
-    for (k, v) in &t.headers {
-        (k, v.expose()).hash(&mut h);
-    }
-    if let Some(a) = &t.auth {
-        a.bearer.as_ref().map(|s| s.expose()).hash(&mut h);
-        a.basic.as_ref().map(|b| (&b.username, b.password.expose())).hash(&mut h);
-    }
-    t.ca_file.hash(&mut h);
-    t.insecure_skip_verify.hash(&mut h);
-    t.timeout.hash(&mut h);
-    h.finish()
-}
-
-/// A fingerprint of what a probe task does; tasks whose fingerprint is unchanged keep running across a reload.
-fn job_signature(j: &ProbeJob, g: &Generation) -> String {
-    let sched = match &j.schedule {
-        crate::schedule::Schedule::Every(d) => format!("every {d:?}"),
-        crate::schedule::Schedule::Cron(c) => format!("cron {}", c.source()),
-    };
-    let target = g.plan.loaded.config.targets.iter().find(|t| t.name == j.target).map(target_signature).unwrap_or(0);
-    format!(
-        "{sched}|{:?}|{}|{:?}|{:?}|{}|{target}",
-        j.request.method, j.request.path, j.request.headers, j.request.body, j.request.max_body
-    )
-}
-
 struct Shared {
     current: Arc<std::sync::RwLock<Arc<Generation>>>,
     store: Arc<Store>,
@@ -189,6 +121,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Arc<Stats>, RuntimeError> {
     let cfg = plan.loaded.config.clone();
+    // One owner per state directory, held until this function returns (or the process dies).
+    let _lock = crate::store::lock::StateLock::acquire(&cfg.state_dir)?;
     let store = Arc::new(Store::open(&cfg.state_dir)?);
     let interrupted = store.mark_interrupted(opts.clock.now())?;
     if interrupted > 0 {
@@ -420,176 +354,14 @@ fn forget_changed_rule_states(old: &Generation, new: &Generation, shared: &Share
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn dispatch_loop(
-    mut rx: mpsc::Receiver<(Origin, Verdict)>,
-    mut dispatcher: Dispatcher,
-    store: Arc<Store>,
-    executor: Arc<std::sync::RwLock<Arc<Executor>>>,
-    mut policy: tokio::sync::watch::Receiver<crate::config::DispatchConfig>,
-    actions: TaskTracker,
-    kill: CancellationToken,
-    stats: Arc<Stats>,
-) {
-    while let Some((origin, verdict)) = rx.recv().await {
-        if policy.has_changed().unwrap_or(false) {
-            dispatcher.set_policy(policy.borrow_and_update().clone());
-        }
-        match dispatcher.process(&origin, &verdict, &store) {
-            Ok(planned) if planned.is_empty() => {}
-            Ok(planned) => {
-                // One evaluation's actions run in order (the alert goes out before the relaunch); different
-                // evaluations' actions run side by side. Actions keep the executor they started with.
-                stats.actions.fetch_add(planned.len() as u64, Ordering::Relaxed);
-                let ex = executor.read().unwrap_or_else(|p| p.into_inner()).clone();
-                let k = kill.clone();
-                actions.spawn(async move {
-                    for p in planned {
-                        ex.execute(p, k.clone()).await;
-                    }
-                });
-            }
-            Err(e) => tracing::error!(rule = %origin.rule, target = %origin.target, "cannot journal: {e}"),
-        }
-    }
-}
+mod dispatch_loop;
+mod generation;
+mod probe;
 
-async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared: Arc<Shared>, stop: CancellationToken) {
-    let target_info = TargetInfo { name: client.name.clone(), url: client.base.clone(), labels: client.labels.clone() };
-    let target_dyn = script::target_to_dynamic(&target_info);
-    let key = (job.probe.clone(), job.target.clone());
-    let mut due = match &job.schedule {
-        crate::schedule::Schedule::Every(_) => chrono::Utc::now(),
-        s => match s.next_after(chrono::Utc::now()) {
-            Some(t) => t,
-            None => return,
-        },
-    };
-    let mut last_error: Option<String> = None;
-    loop {
-        let wait = (due - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancelled() => return,
-        }
-        let obs = tokio::select! {
-            o = client.observe(&job.probe, &job.request) => o,
-            _ = stop.cancelled() => return,
-        };
-        shared.stats.polls.fetch_add(1, Ordering::Relaxed);
-        if let Some(f) = &shared.record {
-            if let Ok(line) = serde_json::to_string(&obs) {
-                use std::io::Write;
-                let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = writeln!(f, "{line}");
-            }
-        }
-        let err = obs.error.as_ref().map(|e| e.to_string());
-        if err.is_some() {
-            shared.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
-        }
-        if err != last_error {
-            match &err {
-                Some(e) => tracing::warn!(probe = %job.probe, target = %job.target, "poll failed: {e}"),
-                None => tracing::info!(probe = %job.probe, target = %job.target, "poll succeeds again"),
-            }
-            last_error = err.clone();
-        }
-        shared.events.send(Event::Observed { probe: job.probe.clone(), target: job.target.clone(), error: err });
-
-        // The rules of the current generation: a reload that changed only rules takes effect at the next poll.
-        let generation = shared.generation();
-        let rules = generation.rules.get(&key).cloned().unwrap_or_default();
-        let obs_dyn = script::obs_to_dynamic(&obs);
-        let sh = shared.clone();
-        let client2 = client.clone();
-        let probe = job.probe.clone();
-        let target_dyn2 = target_dyn.clone();
-        let max_body = job.request.max_body;
-        let handle = tokio::runtime::Handle::current();
-        let verdicts = tokio::task::spawn_blocking(move || {
-            evaluate_all(&sh, &generation.engine, &rules, &obs_dyn, &target_dyn2, &probe, &client2, handle, max_body)
-        })
-        .await
-        .unwrap_or_default();
-        for v in verdicts {
-            if shared.tx.send(v).await.is_err() {
-                return;
-            }
-        }
-        let (next, skipped) = job.schedule.next_due(due, chrono::Utc::now());
-        if skipped > 0 {
-            shared.stats.skipped_runs.fetch_add(skipped, Ordering::Relaxed);
-            tracing::warn!(probe = %job.probe, target = %job.target, skipped, "a run took longer than the schedule; skipped runs");
-        }
-        match next {
-            Some(n) => due = n,
-            None => return,
-        }
-    }
-}
-
-struct HttpFollowUp {
-    client: Arc<TargetClient>,
-    handle: tokio::runtime::Handle,
-    max_body: usize,
-}
-
-impl FollowUp for HttpFollowUp {
-    fn get(&mut self, path: &str) -> FollowUpAnswer {
-        let req = HttpRequest::get(path, self.max_body);
-        let (status, body, error) = self.handle.block_on(self.client.send(&req));
-        FollowUpAnswer { status, body, error: error.map(|e| (e.kind.as_str().to_string(), e.message)) }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn evaluate_all(
-    sh: &Shared,
-    engine: &ScriptEngine,
-    rules: &[Arc<PlannedRule>],
-    obs: &rhai::Dynamic,
-    target: &rhai::Dynamic,
-    probe: &str,
-    client: &Arc<TargetClient>,
-    handle: tokio::runtime::Handle,
-    max_body: usize,
-) -> Vec<(Origin, Verdict)> {
-    let mut out = Vec::with_capacity(rules.len());
-    for r in rules {
-        let key = (r.compiled.name.clone(), client.name.clone());
-        let before = sh.states.lock().expect("states").get(&key).cloned().unwrap_or(serde_json::Value::Null);
-        let params = script::params_to_dynamic(r.params_for(&client.name));
-        let now = sh.clock.now();
-        let follow = HttpFollowUp { client: client.clone(), handle: handle.clone(), max_body };
-        sh.stats.evaluations.fetch_add(1, Ordering::Relaxed);
-        let input = EvalInput { obs, target, params: &params, state: &before, now, follow_up: Some(Box::new(follow)) };
-        match engine.evaluate(&r.compiled, input) {
-            Ok(ev) => {
-                if ev.state != before {
-                    if let Err(e) = sh.store.save_rule_state(&key.0, &key.1, &ev.state) {
-                        tracing::error!(rule = %key.0, "cannot save rule state: {e}");
-                    }
-                    sh.states.lock().expect("states").insert(key.clone(), ev.state);
-                }
-                let origin = Origin {
-                    rule: key.0,
-                    target: key.1,
-                    target_url: client.base.clone(),
-                    probe: probe.to_string(),
-                    time: now,
-                };
-                out.push((origin, ev.verdict));
-            }
-            Err(e) => {
-                sh.stats.rule_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(target_name = %client.name, "{e}");
-                sh.events.send(Event::RuleFailed { error: e.to_string() });
-            }
-        }
-    }
-    out
-}
+use dispatch_loop::dispatch_loop;
+use generation::job_signature;
+pub use generation::Generation;
+use probe::probe_loop;
 
 #[cfg(test)]
 mod tests;

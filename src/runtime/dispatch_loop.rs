@@ -1,0 +1,49 @@
+//! The dispatcher task: verdicts in, journalled decisions out, actions spawned on the action tracker.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Stats;
+use crate::action::Executor;
+use crate::dispatch::Dispatcher;
+use crate::model::Origin;
+use crate::script::Verdict;
+use crate::store::Store;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn dispatch_loop(
+    mut rx: mpsc::Receiver<(Origin, Verdict)>,
+    mut dispatcher: Dispatcher,
+    store: Arc<Store>,
+    executor: Arc<std::sync::RwLock<Arc<Executor>>>,
+    mut policy: tokio::sync::watch::Receiver<crate::config::DispatchConfig>,
+    actions: TaskTracker,
+    kill: CancellationToken,
+    stats: Arc<Stats>,
+) {
+    while let Some((origin, verdict)) = rx.recv().await {
+        if policy.has_changed().unwrap_or(false) {
+            dispatcher.set_policy(policy.borrow_and_update().clone());
+        }
+        match dispatcher.process(&origin, &verdict, &store) {
+            Ok(planned) if planned.is_empty() => {}
+            Ok(planned) => {
+                // One evaluation's actions run in order (the alert goes out before the relaunch); different
+                // evaluations' actions run side by side. Actions keep the executor they started with.
+                stats.actions.fetch_add(planned.len() as u64, Ordering::Relaxed);
+                let ex = executor.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let k = kill.clone();
+                actions.spawn(async move {
+                    for p in planned {
+                        ex.execute(p, k.clone()).await;
+                    }
+                });
+            }
+            Err(e) => tracing::error!(rule = %origin.rule, target = %origin.target, "cannot journal: {e}"),
+        }
+    }
+}
