@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::DispatchConfig;
-use crate::model::{ActionRequest, AlertEvent, AlertRecord, Origin, Pending, Planned, RequestKind, Severity};
+use crate::model::{
+    ActionKind, ActionRequest, AlertEvent, AlertRecord, Origin, Pending, Planned, RequestKind, Severity,
+};
 use crate::script::Verdict;
 use crate::store::{NewEntry, Store, StoreError};
 
@@ -193,10 +195,10 @@ impl Dispatcher {
 
     fn notify(&self, o: &Origin, rec: AlertRecord, detail: &str, store: &Store) -> Result<Option<Planned>, StoreError> {
         let action = match rec.event.as_str() {
-            "resolved" => "resolved",
-            "log" => "log",
-            "giving_up" => "guard",
-            _ => "alert",
+            "resolved" => ActionKind::Resolved,
+            "log" => ActionKind::Log,
+            "giving_up" => ActionKind::Guard,
+            _ => ActionKind::Alert,
         };
         let id = store.journal(&NewEntry {
             time: Some(rec.time),
@@ -204,7 +206,7 @@ impl Dispatcher {
             target: rec.target.clone(),
             probe: o.probe.clone(),
             subject: rec.subject.clone(),
-            action: action.into(),
+            action,
             detail: detail.into(),
             severity: rec.severity.as_str().into(),
             summary: rec.summary.clone(),
@@ -263,14 +265,14 @@ impl Dispatcher {
             return Ok(self.notify(o, rec, "giving_up", store)?.into_iter().collect());
         }
         // Journalled before it runs (outcome `started`), or only journalled in dry-run mode.
-        let journal = |action: &str, detail: &str, details: serde_json::Value| {
+        let journal = |action: ActionKind, detail: &str, details: serde_json::Value| {
             store.journal(&NewEntry {
                 time: Some(now),
                 rule: o.rule.clone(),
                 target: o.target.clone(),
                 probe: o.probe.clone(),
                 subject: r.subject.clone(),
-                action: action.into(),
+                action,
                 detail: detail.into(),
                 severity: r.severity.as_str().into(),
                 summary: r.summary.clone(),
@@ -279,7 +281,11 @@ impl Dispatcher {
             })
         };
         if let RequestKind::Restart { job, jid, strategy } = &r.kind {
-            let id = journal("restart", strategy, with_field(r.details.clone(), "old_jid", serde_json::json!(jid)))?;
+            let id = journal(
+                ActionKind::Restart,
+                strategy.as_str(),
+                with_field(r.details.clone(), "old_jid", serde_json::json!(jid)),
+            )?;
             if self.dry_run {
                 return Ok(vec![]);
             }
@@ -287,11 +293,11 @@ impl Dispatcher {
                 journal_id: id,
                 job: job.clone(),
                 jid: jid.clone(),
-                strategy: strategy.clone(),
+                strategy: *strategy,
                 origin: o.clone(),
             }]);
         }
-        let id = journal("run", command, with_field(r.details.clone(), "vars", serde_json::json!(vars)))?;
+        let id = journal(ActionKind::Run, command, with_field(r.details.clone(), "vars", serde_json::json!(vars)))?;
         if self.dry_run {
             return Ok(vec![]);
         }

@@ -28,7 +28,7 @@ pub enum Event {
         /// Job name.
         job: String,
         /// The step reached.
-        step: String,
+        step: crate::model::RestartStep,
         /// What happened.
         message: String,
     },

@@ -192,7 +192,7 @@ fn actuals(planned: Vec<Planned>) -> Vec<Actual> {
                 action: "restart".into(),
                 event: String::new(),
                 subject: job,
-                command: strategy,
+                command: strategy.to_string(),
                 severity: String::new(),
                 summary: String::new(),
                 rule: origin.rule,

@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::CommandConfig;
 use crate::event::{Event, Events};
 use crate::model::{AlertRecord, Planned};
+use crate::model::{RestartStep, RestartStrategy};
 use crate::store::RestartRecord;
 use crate::store::Store;
 use restart::{RestartContext, RestartOutcome};
@@ -53,7 +54,7 @@ impl Executor {
                 self.finish(journal_id, &outcome, "");
             }
             Planned::Restart { journal_id, job, jid, strategy, origin } => {
-                self.restart(journal_id, &origin.rule, &origin.target, &job, &jid, &strategy, cancel).await;
+                self.restart(journal_id, &origin.rule, &origin.target, &job, &jid, strategy, cancel).await;
             }
             Planned::Run { journal_id, command, vars, origin, subject } => {
                 let Some(cmd) = self.commands.get(&command) else {
@@ -133,13 +134,13 @@ impl Executor {
         target: &str,
         job: &str,
         jid: &str,
-        strategy: &str,
+        strategy: RestartStrategy,
         cancel: CancellationToken,
     ) -> RestartOutcome {
         let events = self.events.clone();
         let progress = move |r: &RestartRecord, msg: &str| {
             tracing::info!(target_name = %r.target, job = %r.job, restart = r.id, step = %r.step, "{msg}");
-            events.send(Event::RestartProgress { job: r.job.clone(), step: r.step.clone(), message: msg.to_string() });
+            events.send(Event::RestartProgress { job: r.job.clone(), step: r.step, message: msg.to_string() });
         };
         let outcome = match self.restart_context(target, job, cancel, &progress) {
             Ok(ctx) => restart::begin(&ctx, journal_id, target, job, jid, strategy).await,
@@ -149,9 +150,9 @@ impl Executor {
                     journal_id,
                     target: target.into(),
                     job: job.into(),
-                    strategy: strategy.into(),
+                    strategy,
                     old_jid: jid.into(),
-                    step: "started".into(),
+                    step: RestartStep::Started,
                     trigger_id: None,
                     location: None,
                     new_jid: None,
@@ -182,11 +183,7 @@ impl Executor {
             let events = self.events.clone();
             let progress = move |r: &RestartRecord, msg: &str| {
                 tracing::info!(target_name = %r.target, job = %r.job, restart = r.id, step = %r.step, "{msg}");
-                events.send(Event::RestartProgress {
-                    job: r.job.clone(),
-                    step: r.step.clone(),
-                    message: msg.to_string(),
-                });
+                events.send(Event::RestartProgress { job: r.job.clone(), step: r.step, message: msg.to_string() });
             };
             let outcome = match self.restart_context(&rec.target, &rec.job, cancel.clone(), &progress) {
                 Ok(ctx) => restart::drive(&ctx, rec.clone()).await,
@@ -257,7 +254,7 @@ impl Executor {
                 details: serde_json::json!({
                     "job": rec.job, "jid": rec.new_jid, "old_jid": rec.old_jid, "strategy": rec.strategy,
                     "location": rec.location, "restart": rec.id, "outcome": rec.outcome,
-                    "step": failed_step.clone().unwrap_or_else(|| rec.step.clone()),
+                    "step": failed_step.clone().unwrap_or_else(|| rec.step.to_string()),
                 }),
             });
         }

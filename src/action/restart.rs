@@ -27,6 +27,7 @@ use crate::clock::Clock;
 use crate::config::{CommandConfig, Fallback, JobConfig, SavepointMode};
 use crate::fetch::TargetClient;
 use crate::flink::client::{major, normalize_location, FlinkClient, JarRun, SavepointStatus};
+use crate::model::{RestartResult, RestartStep, RestartStrategy};
 use crate::store::{RestartRecord, Store};
 
 /// How many savepoint/checkpoint locations are kept per job.
@@ -89,7 +90,7 @@ pub async fn begin(
     target: &str,
     job: &str,
     old_jid: &str,
-    strategy: &str,
+    strategy: RestartStrategy,
 ) -> RestartOutcome {
     match ctx.store.begin_restart(journal_id, target, job, strategy, old_jid, ctx.clock.now()) {
         Ok(Some(rec)) => {
@@ -111,29 +112,29 @@ pub async fn drive(ctx: &RestartContext<'_>, mut rec: RestartRecord) -> RestartO
         if ctx.cancel.is_cancelled() {
             return RestartOutcome::Interrupted(rec);
         }
-        let step = match rec.step.as_str() {
-            "started" => choose_state(ctx, &mut rec).await,
-            "savepoint-triggered" => await_savepoint(ctx, &mut rec).await,
-            "state-chosen" => ensure_not_live(ctx, &mut rec).await,
-            "submitting" => submit(ctx, &mut rec).await,
-            "submitted" => verify(ctx, &mut rec).await,
-            "done" => return RestartOutcome::Done(rec),
-            other => Step::Fail("resume", format!("unknown step `{other}` in restart record #{}", rec.id)),
+        let step = match rec.step {
+            RestartStep::Started => choose_state(ctx, &mut rec).await,
+            RestartStep::SavepointTriggered => await_savepoint(ctx, &mut rec).await,
+            RestartStep::StateChosen => ensure_not_live(ctx, &mut rec).await,
+            RestartStep::Submitting => submit(ctx, &mut rec).await,
+            RestartStep::Submitted => verify(ctx, &mut rec).await,
+            RestartStep::Done => return RestartOutcome::Done(rec),
         };
         match step {
             Step::Next => {
                 if let Err(e) = ctx.store.update_restart(&rec, ctx.clock.now()) {
                     return RestartOutcome::StoreFailed(e.to_string());
                 }
-                if rec.step == "done" {
+                if rec.step == RestartStep::Done {
                     (ctx.progress)(&rec, "done");
                     return RestartOutcome::Done(rec);
                 }
             }
             Step::Stop => return RestartOutcome::Interrupted(rec),
             Step::Fail(step, message) => {
-                rec.outcome = Some(format!("failed at {step}: {message}"));
-                (ctx.progress)(&rec, rec.outcome.as_deref().unwrap_or(""));
+                let result = RestartResult::Failed { step: step.to_string(), message: message.clone() };
+                (ctx.progress)(&rec, &result.to_string());
+                rec.outcome = Some(result);
                 if let Err(e) = ctx.store.update_restart(&rec, ctx.clock.now()) {
                     return RestartOutcome::StoreFailed(e.to_string());
                 }
@@ -157,8 +158,8 @@ async fn pause(ctx: &RestartContext<'_>) -> bool {
 
 async fn choose_state(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     let fc = FlinkClient::new(ctx.client);
-    match rec.strategy.as_str() {
-        "savepoint" => {
+    match rec.strategy {
+        RestartStrategy::Savepoint => {
             if rec.old_jid.is_empty() {
                 return Step::Fail("savepoint", format!("no running job id of {} was given", rec.job));
             }
@@ -184,13 +185,13 @@ async fn choose_state(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step
                 Ok(t) => {
                     (ctx.progress)(rec, &format!("savepoint of {} triggered ({t})", rec.old_jid));
                     rec.trigger_id = Some(t);
-                    rec.step = "savepoint-triggered".into();
+                    rec.step = RestartStep::SavepointTriggered;
                     Step::Next
                 }
                 Err(e) => Step::Fail("savepoint", e.to_string()),
             }
         }
-        "last-checkpoint" => {
+        RestartStrategy::LastCheckpoint => {
             let mut loc = None;
             let mut why = vec![];
             if !rec.old_jid.is_empty() {
@@ -246,14 +247,13 @@ async fn choose_state(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step
                     )
                 }
             }
-            rec.step = "state-chosen".into();
+            rec.step = RestartStep::StateChosen;
             Step::Next
         }
-        "stateless" => {
-            rec.step = "state-chosen".into();
+        RestartStrategy::Stateless => {
+            rec.step = RestartStep::StateChosen;
             Step::Next
         }
-        other => Step::Fail("start", format!("unknown strategy `{other}`")),
     }
 }
 
@@ -324,7 +324,7 @@ async fn savepoint_taken(ctx: &RestartContext<'_>, rec: &mut RestartRecord, loc:
     rec.location = Some(loc);
     if ctx.job.savepoint_mode == SavepointMode::Cancel {
         if let Err(e) = FlinkClient::new(ctx.client).cancel(&rec.old_jid).await {
-            rec.step = "state-chosen".into();
+            rec.step = RestartStep::StateChosen;
             return Step::Fail(
                 "cancel",
                 format!(
@@ -334,7 +334,7 @@ async fn savepoint_taken(ctx: &RestartContext<'_>, rec: &mut RestartRecord, loc:
             );
         }
     }
-    rec.step = "state-chosen".into();
+    rec.step = RestartStep::StateChosen;
     Step::Next
 }
 
@@ -347,7 +347,7 @@ async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
             Ok(jobs) => {
                 let live: Vec<_> = jobs.iter().filter(|j| j.name == rec.job && j.is_live()).collect();
                 if live.is_empty() {
-                    rec.step = "submitting".into();
+                    rec.step = RestartStep::Submitting;
                     return Step::Next;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -383,7 +383,7 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     if let Some(jid) = adoptable(ctx, rec).await {
         (ctx.progress)(rec, &format!("found {jid} already submitted for this restart; not submitting again"));
         rec.new_jid = Some(jid);
-        rec.step = "submitted".into();
+        rec.step = RestartStep::Submitted;
         return Step::Next;
     }
     let fc = FlinkClient::new(ctx.client);
@@ -468,7 +468,7 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     };
     (ctx.progress)(rec, &format!("submitted as {new_jid}"));
     rec.new_jid = Some(new_jid);
-    rec.step = "submitted".into();
+    rec.step = RestartStep::Submitted;
     Step::Next
 }
 
@@ -516,8 +516,8 @@ async fn verify(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
             return Step::Fail("verify", e.to_string());
         }
     }
-    rec.step = "done".into();
-    rec.outcome = Some("ok".into());
+    rec.step = RestartStep::Done;
+    rec.outcome = Some(RestartResult::Ok);
     Step::Next
 }
 

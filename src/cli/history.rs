@@ -37,7 +37,7 @@ pub fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
                     r.step,
                     r.location.as_deref().unwrap_or("-"),
                     r.new_jid.as_deref().unwrap_or("-"),
-                    r.outcome.as_deref().unwrap_or("in progress")
+                    r.outcome.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "in progress".into())
                 ),
             }
         }
@@ -65,8 +65,8 @@ pub fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
         match a.format {
             Format::Json => println!("{}", serde_json::to_string(&e)?),
             Format::Text => {
-                let what = if e.detail.is_empty() || e.detail == e.action {
-                    e.action.clone()
+                let what = if e.detail.is_empty() || e.detail == e.action.as_str() {
+                    e.action.to_string()
                 } else {
                     format!("{} {}", e.action, e.detail)
                 };

@@ -107,7 +107,7 @@ pub enum Command {
         job: String,
         /// `savepoint` (job must be running), `last-checkpoint`, or `stateless`.
         #[arg(long, default_value = "savepoint")]
-        strategy: String,
+        strategy: warden::model::RestartStrategy,
         /// The run to replace. Default: the newest live run of the job (savepoint), or its newest run (otherwise).
         #[arg(long)]
         jid: Option<String>,
@@ -199,7 +199,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Restart { target, job, strategy, jid } => {
             init_tracing(log, "info");
-            restart::run(&cli.config, &target, &job, &strategy, jid.as_deref()).await
+            restart::run(&cli.config, &target, &job, strategy, jid.as_deref()).await
         }
         Command::Test { paths } => {
             init_tracing(log, "warn");

@@ -12,6 +12,7 @@ use warden::config::LoadedConfig;
 use warden::event::{Event, Events};
 use warden::fetch::{ClientPool, TargetClient};
 use warden::flink::client::FlinkClient;
+use warden::model::{ActionKind, RestartStrategy};
 use warden::store::{NewEntry, Store};
 
 /// Why `warden restart` could not run.
@@ -37,7 +38,7 @@ pub async fn run(
     config: &std::path::Path,
     target: &str,
     job: &str,
-    strategy: &str,
+    strategy: RestartStrategy,
     jid: Option<&str>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let loaded = match warden::config::load(config) {
@@ -55,13 +56,10 @@ async fn restart(
     loaded: &LoadedConfig,
     target: &str,
     job: &str,
-    strategy: &str,
+    strategy: RestartStrategy,
     jid: Option<&str>,
 ) -> Result<bool, RestartCliError> {
     let cfg = &loaded.config;
-    if !warden::script::STRATEGIES.contains(&strategy) {
-        return Err(RestartCliError::Usage(format!("--strategy must be one of {:?}", warden::script::STRATEGIES)));
-    }
     let tcfg = cfg.targets.iter().find(|t| t.name == target).ok_or_else(|| {
         RestartCliError::Usage(format!(
             "no target named `{target}` (known: {})",
@@ -78,14 +76,14 @@ async fn restart(
         Some(j) => j.to_string(),
         None => {
             let jobs = FlinkClient::new(&client).jobs().await?;
-            let pick = if strategy == "savepoint" {
+            let pick = if strategy == RestartStrategy::Savepoint {
                 jobs.iter().find(|j| j.name == job && j.state == "RUNNING")
             } else {
                 jobs.iter().find(|j| j.name == job)
             };
             match pick {
                 Some(j) => j.jid.clone(),
-                None if strategy == "savepoint" => {
+                None if strategy == RestartStrategy::Savepoint => {
                     return Err(RestartCliError::Usage(format!("job `{job}` has no RUNNING instance on `{target}`")))
                 }
                 None => String::new(),
@@ -122,8 +120,8 @@ async fn restart(
         target: target.into(),
         probe: String::new(),
         subject: job.into(),
-        action: "restart".into(),
-        detail: strategy.into(),
+        action: ActionKind::Restart,
+        detail: strategy.to_string(),
         severity: "info".into(),
         summary: format!("operator restart of {job} ({strategy})"),
         details: serde_json::json!({"old_jid": jid}),

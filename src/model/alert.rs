@@ -87,8 +87,8 @@ pub enum Planned {
         job: String,
         /// The run being replaced.
         jid: String,
-        /// `savepoint`, `last-checkpoint` or `stateless`.
-        strategy: String,
+        /// How the job is brought back.
+        strategy: super::RestartStrategy,
         /// Rule and target.
         origin: Origin,
     },

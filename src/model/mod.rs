@@ -3,9 +3,11 @@
 //! Every stage imports its inputs from here instead of from the stage before it.
 
 mod alert;
+mod kinds;
 mod observation;
 mod request;
 
 pub use alert::*;
+pub use kinds::*;
 pub use observation::*;
 pub use request::*;

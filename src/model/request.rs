@@ -68,8 +68,8 @@ pub enum RequestKind {
         job: String,
         /// The run being replaced (may be empty).
         jid: String,
-        /// `savepoint`, `last-checkpoint` or `stateless`.
-        strategy: String,
+        /// How the job is brought back.
+        strategy: super::RestartStrategy,
     },
     /// Append a line to the alert log now (no dedup: rules that log should remember what they logged in `state`).
     Log,

@@ -392,7 +392,7 @@ async fn what_warden_did_comes_from_the_journal() {
             rule: "flink/job-not-running".into(),
             target: "jm".into(),
             subject: "clicks".into(),
-            action: "run".into(),
+            action: crate::model::ActionKind::Run,
             detail: "relaunch".into(),
             outcome: "ok".into(),
             ..Default::default()

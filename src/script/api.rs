@@ -145,15 +145,15 @@ fn run(command: &str, m: Map) -> R<()> {
 }
 
 /// Restart strategies `restart_job` accepts.
-pub const STRATEGIES: &[&str] = &["savepoint", "last-checkpoint", "stateless"];
+pub const STRATEGIES: &[&str] = crate::model::RestartStrategy::NAMES;
 
 /// `restart_job(#{job, jid, strategy, subject, summary, for, cooldown})`
 fn restart_job(m: Map) -> R<()> {
     let job = get_str(&m, "job")?.filter(|j| !j.is_empty()).ok_or("restart_job() needs a `job` name")?;
     let strategy = get_str(&m, "strategy")?.unwrap_or_else(|| "last-checkpoint".into());
-    if !STRATEGIES.contains(&strategy.as_str()) {
+    let Ok(strategy) = strategy.parse::<crate::model::RestartStrategy>() else {
         return Err(format!("restart_job(): strategy must be one of {STRATEGIES:?}, not {strategy:?}").into());
-    }
+    };
     let jid = get_str(&m, "jid")?.unwrap_or_default();
     let subject = get_str(&m, "subject")?.unwrap_or_else(|| job.clone());
     let summary = get_str(&m, "summary")?.unwrap_or_else(|| format!("restart {job} ({strategy})"));

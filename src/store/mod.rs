@@ -12,6 +12,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::model::{ActionKind, RestartResult, RestartStep, RestartStrategy};
+
 /// A store failure, naming the database file.
 #[derive(Debug, thiserror::Error)]
 #[error("state store `{}`: {source}", path.display())]
@@ -46,8 +48,8 @@ pub struct JournalEntry {
     pub probe: String,
     /// What it is about (job name).
     pub subject: String,
-    /// `alert`, `resolved`, `run`, `log` or `guard`.
-    pub action: String,
+    /// What it records.
+    pub action: ActionKind,
     /// For `run`: the command's name; for alerts: `firing` or `reminder`.
     pub detail: String,
     /// `info`, `warning` or `critical`.
@@ -65,7 +67,7 @@ pub struct JournalEntry {
 }
 
 /// A new journal entry (the store assigns id and outcome fields).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NewEntry {
     /// When.
     pub time: Option<DateTime<Utc>>,
@@ -78,7 +80,7 @@ pub struct NewEntry {
     /// Subject.
     pub subject: String,
     /// Action kind.
-    pub action: String,
+    pub action: ActionKind,
     /// Detail.
     pub detail: String,
     /// Severity.
@@ -89,6 +91,25 @@ pub struct NewEntry {
     pub details: serde_json::Value,
     /// Initial outcome.
     pub outcome: String,
+}
+
+impl Default for NewEntry {
+    /// An empty `log` entry, to fill in with struct update syntax.
+    fn default() -> Self {
+        NewEntry {
+            time: None,
+            rule: String::new(),
+            target: String::new(),
+            probe: String::new(),
+            subject: String::new(),
+            action: ActionKind::Log,
+            detail: String::new(),
+            severity: String::new(),
+            summary: String::new(),
+            details: serde_json::Value::Null,
+            outcome: String::new(),
+        }
+    }
 }
 
 /// The SQLite store.
@@ -185,7 +206,7 @@ impl Store {
                     e.target,
                     e.probe,
                     e.subject,
-                    e.action,
+                    e.action.as_str(),
                     e.detail,
                     e.severity,
                     e.summary,
@@ -226,7 +247,7 @@ impl Store {
                     target: r.get(3)?,
                     probe: r.get(4)?,
                     subject: r.get(5)?,
-                    action: r.get(6)?,
+                    action: parse_col(r, 6)?,
                     detail: r.get(7)?,
                     severity: r.get(8)?,
                     summary: r.get(9)?,
@@ -365,20 +386,20 @@ pub struct RestartRecord {
     pub target: String,
     /// Job name.
     pub job: String,
-    /// `savepoint`, `last-checkpoint` or `stateless`.
-    pub strategy: String,
+    /// How the job is brought back.
+    pub strategy: RestartStrategy,
     /// The run being replaced (may be empty).
     pub old_jid: String,
-    /// The last step reached: `started`, `savepoint-triggered`, `state-chosen`, `submitting`, `submitted`, `done`.
-    pub step: String,
+    /// The last step reached.
+    pub step: RestartStep,
     /// The savepoint trigger id, once triggered.
     pub trigger_id: Option<String>,
     /// The savepoint or checkpoint location the job restarts from (`None`: stateless or not chosen yet).
     pub location: Option<String>,
     /// The new job's id, once submitted.
     pub new_jid: Option<String>,
-    /// `None` while in progress; then `ok` or `failed at <step>: …`.
-    pub outcome: Option<String>,
+    /// `None` while in progress; then how it ended.
+    pub outcome: Option<RestartResult>,
     /// When it started.
     pub started: String,
     /// When it last moved.
@@ -407,19 +428,32 @@ pub struct SavepointRecord {
 const RESTART_COLS: &str =
     "id, journal_id, target, job, strategy, old_jid, step, trigger_id, location, new_jid, outcome, started, updated";
 
+/// Reads a text column as one of the domain enums; a value this binary does not know is a read error naming it.
+fn parse_col<T: std::str::FromStr<Err = crate::model::UnknownValue>>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let s: String = r.get(i)?;
+    s.parse().map_err(|e| conv_err(i, e))
+}
+
+fn conv_err(i: usize, e: crate::model::UnknownValue) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+}
+
 fn restart_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestartRecord> {
     Ok(RestartRecord {
         id: r.get(0)?,
         journal_id: r.get(1)?,
         target: r.get(2)?,
         job: r.get(3)?,
-        strategy: r.get(4)?,
+        strategy: parse_col(r, 4)?,
         old_jid: r.get(5)?,
-        step: r.get(6)?,
+        step: parse_col(r, 6)?,
         trigger_id: r.get(7)?,
         location: r.get(8)?,
         new_jid: r.get(9)?,
-        outcome: r.get(10)?,
+        outcome: r.get::<_, Option<String>>(10)?.map(|s| s.parse()).transpose().map_err(|e| conv_err(10, e))?,
         started: r.get(11)?,
         updated: r.get(12)?,
     })
@@ -433,7 +467,7 @@ impl Store {
         journal_id: i64,
         target: &str,
         job: &str,
-        strategy: &str,
+        strategy: RestartStrategy,
         old_jid: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<RestartRecord>> {
@@ -442,7 +476,7 @@ impl Store {
             match c.execute(
                 "INSERT INTO restarts (journal_id, target, job, strategy, old_jid, step, started, updated)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?6)",
-                params![journal_id, target, job, strategy, old_jid, now],
+                params![journal_id, target, job, strategy.as_str(), old_jid, now],
             ) {
                 Ok(_) => Ok(Some(c.last_insert_rowid())),
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
@@ -504,7 +538,15 @@ impl Store {
             c.execute(
                 "UPDATE restarts SET step = ?2, trigger_id = ?3, location = ?4, new_jid = ?5, outcome = ?6, updated = ?7
                  WHERE id = ?1",
-                params![r.id, r.step, r.trigger_id, r.location, r.new_jid, r.outcome, ts(at)],
+                params![
+                    r.id,
+                    r.step.as_str(),
+                    r.trigger_id,
+                    r.location,
+                    r.new_jid,
+                    r.outcome.as_ref().map(|o| o.to_string()),
+                    ts(at)
+                ],
             )
             .map(|_| ())
         })
@@ -593,7 +635,7 @@ mod tests {
                     rule: "flink/job-not-running".into(),
                     target: "jm".into(),
                     subject: "clicks".into(),
-                    action: "run".into(),
+                    action: ActionKind::Run,
                     detail: "relaunch".into(),
                     outcome: "started".into(),
                     ..Default::default()

@@ -1,5 +1,6 @@
 //! Every branch of a restart, against the fake JobManager.
 
+use crate::model::RestartStrategy;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,7 +70,7 @@ impl Rig {
     fn journal(&self) -> i64 {
         self.store
             .journal(&NewEntry {
-                action: "restart".into(),
+                action: crate::model::ActionKind::Restart,
                 subject: "clicks".into(),
                 outcome: "started".into(),
                 ..Default::default()
@@ -77,7 +78,7 @@ impl Rig {
             .unwrap()
     }
 
-    async fn restart(&self, jid: &str, strategy: &str) -> RestartOutcome {
+    async fn restart(&self, jid: &str, strategy: crate::model::RestartStrategy) -> RestartOutcome {
         let log = self.log.clone();
         let progress = move |_: &RestartRecord, m: &str| log.lock().unwrap().push(m.to_string());
         let ctx = self.ctx(&progress, CancellationToken::new());
@@ -124,7 +125,10 @@ fn done(o: RestartOutcome) -> RestartRecord {
 fn failed(o: RestartOutcome) -> (String, String) {
     match o {
         RestartOutcome::Failed { step, message, record } => {
-            assert_eq!(record.outcome.as_deref(), Some(format!("failed at {step}: {message}").as_str()));
+            assert_eq!(
+                record.outcome.as_ref().map(|o| o.to_string()).as_deref(),
+                Some(format!("failed at {step}: {message}").as_str())
+            );
             (step, message)
         }
         other => panic!("expected Failed, got {other:?}"),
@@ -137,7 +141,7 @@ async fn failed_job_restarts_from_its_last_retained_checkpoint_over_rest() {
         let r = rig(version).await;
         let jid = r.running_job();
         r.fake.fail(&jid, "java.lang.RuntimeException", "boom");
-        let rec = done(r.restart(&jid, "last-checkpoint").await);
+        let rec = done(r.restart(&jid, RestartStrategy::LastCheckpoint).await);
         let loc = rec.location.clone().expect("a checkpoint location");
         assert!(loc.contains(&format!("/{jid}/chk-")), "{loc}");
         let runs = r.fake.jar_runs();
@@ -166,13 +170,13 @@ async fn without_any_checkpoint_the_fallback_decides() {
     let mut r = rig(FlinkApiVersion::V2).await;
     let jid = r.fake.submit("clicks");
     r.fake.fail(&jid, "java.lang.RuntimeException", "boom before the first checkpoint");
-    let (step, msg) = failed(r.restart(&jid, "last-checkpoint").await);
+    let (step, msg) = failed(r.restart(&jid, RestartStrategy::LastCheckpoint).await);
     assert_eq!(step, "choose-state");
     assert!(msg.contains("no retained checkpoint or savepoint for clicks"), "{msg}");
     assert!(r.fake.jar_runs().is_empty(), "nothing submitted");
 
     r.job.fallback = Fallback::Stateless;
-    let rec = done(r.restart(&jid, "last-checkpoint").await);
+    let rec = done(r.restart(&jid, RestartStrategy::LastCheckpoint).await);
     assert_eq!(rec.location, None);
     assert!(r.fake.jar_runs()[0].get("savepointPath").is_none());
 }
@@ -183,7 +187,7 @@ async fn wardens_own_history_is_the_second_source() {
     r.store.record_savepoint("jm", "clicks", "file:/sp/savepoint-1", "savepoint", "old", None, Utc::now(), 10).unwrap();
     let jid = r.fake.submit("clicks");
     r.fake.fail(&jid, "java.lang.RuntimeException", "boom");
-    let rec = done(r.restart(&jid, "last-checkpoint").await);
+    let rec = done(r.restart(&jid, RestartStrategy::LastCheckpoint).await);
     assert_eq!(rec.location.as_deref(), Some("file:/sp/savepoint-1"));
 }
 
@@ -191,7 +195,7 @@ async fn wardens_own_history_is_the_second_source() {
 async fn savepoint_restart_of_a_running_job() {
     let r = rig(FlinkApiVersion::V2).await;
     let jid = r.running_job();
-    let rec = done(r.restart(&jid, "savepoint").await);
+    let rec = done(r.restart(&jid, RestartStrategy::Savepoint).await);
     let loc = rec.location.clone().unwrap();
     assert!(loc.starts_with("file:/tmp/warden-test/savepoints/savepoint-"), "{loc}");
     assert_eq!(r.fake.job_state(&jid).as_deref(), Some("FINISHED"), "stop-with-savepoint ends the old run");
@@ -206,7 +210,7 @@ async fn savepoint_then_cancel_mode() {
     let mut r = rig(FlinkApiVersion::V2).await;
     r.job.savepoint_mode = SavepointMode::Cancel;
     let jid = r.running_job();
-    let rec = done(r.restart(&jid, "savepoint").await);
+    let rec = done(r.restart(&jid, RestartStrategy::Savepoint).await);
     assert_eq!(r.fake.job_state(&jid).as_deref(), Some("CANCELED"));
     assert!(rec.location.is_some());
 }
@@ -216,7 +220,7 @@ async fn a_failed_savepoint_leaves_the_job_running() {
     let r = rig(FlinkApiVersion::V2).await;
     r.fake.set_savepoint_behaviour(SavepointBehaviour::Fail("Checkpoint expired before completing".into()));
     let jid = r.running_job();
-    let (step, msg) = failed(r.restart(&jid, "savepoint").await);
+    let (step, msg) = failed(r.restart(&jid, RestartStrategy::Savepoint).await);
     assert_eq!(step, "savepoint");
     assert!(msg.contains("Checkpoint expired before completing"), "{msg}");
     assert!(msg.contains("the job keeps running"));
@@ -230,7 +234,7 @@ async fn a_savepoint_that_never_completes_times_out_and_the_job_keeps_running() 
     r.job.savepoint_timeout = Duration::from_millis(600);
     r.fake.set_savepoint_behaviour(SavepointBehaviour::NeverComplete);
     let jid = r.running_job();
-    let (step, msg) = failed(r.restart(&jid, "savepoint").await);
+    let (step, msg) = failed(r.restart(&jid, RestartStrategy::Savepoint).await);
     assert_eq!(step, "savepoint");
     assert!(msg.contains("still in progress after 600ms"), "{msg}");
     assert!(
@@ -246,7 +250,7 @@ async fn savepoint_needs_a_running_job() {
     let r = rig(FlinkApiVersion::V2).await;
     let jid = r.running_job();
     r.fake.fail(&jid, "java.lang.RuntimeException", "boom");
-    let (step, msg) = failed(r.restart(&jid, "savepoint").await);
+    let (step, msg) = failed(r.restart(&jid, RestartStrategy::Savepoint).await);
     assert_eq!(step, "savepoint");
     assert!(msg.contains("is FAILED, not RUNNING"), "{msg}");
 }
@@ -263,9 +267,11 @@ async fn never_a_second_instance_when_one_is_live() {
     ctx.poll = Duration::from_millis(20);
     // Shorten the wait for the live instance to go away by cancelling its wait through a short verify window:
     // the step fails once its deadline passes; here we only check that nothing was submitted meanwhile.
-    let outcome =
-        tokio::time::timeout(Duration::from_secs(2), begin(&ctx, r.journal(), "jm", "clicks", &old, "last-checkpoint"))
-            .await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(2),
+        begin(&ctx, r.journal(), "jm", "clicks", &old, RestartStrategy::LastCheckpoint),
+    )
+    .await;
     assert!(outcome.is_err() || matches!(outcome, Ok(RestartOutcome::Failed { .. })), "{outcome:?}");
     assert!(r.fake.jar_runs().is_empty(), "submitted next to a live instance");
     assert_eq!(r.live(), vec![other]);
@@ -274,13 +280,13 @@ async fn never_a_second_instance_when_one_is_live() {
 #[tokio::test]
 async fn one_restart_per_job_at_a_time() {
     let r = rig(FlinkApiVersion::V2).await;
-    let first = r.store.begin_restart(1, "jm", "clicks", "savepoint", "x", Utc::now()).unwrap().unwrap();
-    match r.restart("x", "last-checkpoint").await {
+    let first = r.store.begin_restart(1, "jm", "clicks", RestartStrategy::Savepoint, "x", Utc::now()).unwrap().unwrap();
+    match r.restart("x", RestartStrategy::LastCheckpoint).await {
         RestartOutcome::Busy(rec) => assert_eq!(rec.id, first.id),
         other => panic!("{other:?}"),
     }
     // Another job on the same target is not blocked.
-    assert!(r.store.begin_restart(2, "jm", "orders", "savepoint", "y", Utc::now()).unwrap().is_some());
+    assert!(r.store.begin_restart(2, "jm", "orders", RestartStrategy::Savepoint, "y", Utc::now()).unwrap().is_some());
 }
 
 #[tokio::test]
@@ -289,8 +295,12 @@ async fn resuming_after_a_crash_right_after_submitting_does_not_submit_again() {
     let old = r.running_job();
     r.fake.fail(&old, "java.lang.RuntimeException", "boom");
     // Warden journalled `submitting`, submitted, and died before recording the new job id.
-    let mut rec = r.store.begin_restart(r.journal(), "jm", "clicks", "stateless", &old, Utc::now()).unwrap().unwrap();
-    rec.step = "submitting".into();
+    let mut rec = r
+        .store
+        .begin_restart(r.journal(), "jm", "clicks", RestartStrategy::Stateless, &old, Utc::now())
+        .unwrap()
+        .unwrap();
+    rec.step = crate::model::RestartStep::Submitting;
     r.store.update_restart(&rec, Utc::now()).unwrap();
     let new = r.fake.submit("clicks");
     let log = r.log.clone();
@@ -315,7 +325,7 @@ async fn resuming_after_a_crash_during_the_savepoint_keeps_its_location() {
     {
         let ctx = r.ctx(&progress, cancel.clone());
         let j = r.journal();
-        let fut = begin(&ctx, j, "jm", "clicks", &jid, "savepoint");
+        let fut = begin(&ctx, j, "jm", "clicks", &jid, RestartStrategy::Savepoint);
         tokio::pin!(fut);
         // Let it trigger, then stop it.
         let _ = tokio::time::timeout(Duration::from_millis(30), &mut fut).await;
@@ -325,7 +335,7 @@ async fn resuming_after_a_crash_during_the_savepoint_keeps_its_location() {
     }
     let pending = r.store.unfinished_restarts().unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].step, "savepoint-triggered");
+    assert_eq!(pending[0].step, crate::model::RestartStep::SavepointTriggered);
     assert!(pending[0].trigger_id.is_some());
     // Second life: resume from the journal.
     let rec = done(drive(&r.ctx(&progress, CancellationToken::new()), pending[0].clone()).await);
@@ -340,7 +350,7 @@ async fn submission_failures_name_the_step() {
     r.job.jar.as_mut().unwrap().name = Some("missing.jar".into());
     let jid = r.running_job();
     r.fake.fail(&jid, "java.lang.RuntimeException", "boom");
-    let (step, msg) = failed(r.restart(&jid, "last-checkpoint").await);
+    let (step, msg) = failed(r.restart(&jid, RestartStrategy::LastCheckpoint).await);
     assert_eq!(step, "submit");
     assert!(msg.contains("no jar named `missing.jar`"), "{msg}");
 }
@@ -372,7 +382,7 @@ async fn command_resubmission_gets_the_savepoint_as_one_argument() {
     let jid = r.running_job();
     r.fake.fail(&jid, "java.lang.RuntimeException", "boom");
     // This command submits nothing: Warden must notice instead of calling the restart done.
-    let (step, msg) = failed(r.restart(&jid, "last-checkpoint").await);
+    let (step, msg) = failed(r.restart(&jid, RestartStrategy::LastCheckpoint).await);
     assert_eq!(step, "submit");
     assert!(msg.contains("succeeded but no new instance of clicks appeared"), "{msg}");
     let got = std::fs::read_to_string(&args_file).unwrap();
