@@ -243,7 +243,11 @@ impl Dispatcher {
             if store.gave_up_since(&o.target, &r.subject, since)? {
                 return Ok(vec![]);
             }
-            let until = since + chrono_d(g.window);
+            // Relaunches are allowed again once enough of the counted ones have left the window: when the
+            // (runs - max_runs)-th oldest is `window` old.
+            let times = store.relaunch_times_since(&o.target, &r.subject, since)?;
+            let k = (runs.saturating_sub(g.max_runs)) as usize;
+            let until = times.get(k).copied().unwrap_or(now) + chrono_d(g.window);
             let rec = AlertRecord {
                 time: now,
                 event: AlertEvent::GivingUp.as_str().into(),

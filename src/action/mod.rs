@@ -122,6 +122,8 @@ impl Executor {
             cancel,
             poll: self.restart_poll,
             progress,
+            owner: restart::owner_id(),
+            lease: restart::LEASE,
         })
     }
 
@@ -159,6 +161,8 @@ impl Executor {
                     outcome: None,
                     started: String::new(),
                     updated: String::new(),
+                    owner: None,
+                    lease_until: None,
                 },
                 step: "start".into(),
                 message: e,
@@ -168,7 +172,10 @@ impl Executor {
         outcome
     }
 
-    /// Resumes restarts that were in progress when Warden last stopped. Returns how many.
+    /// Takes over and drives every unfinished restart whose owner is gone: at start-up (restarts in progress when
+    /// Warden last stopped) and periodically while the daemon runs (a `warden restart` that was killed, a daemon
+    /// that died while another instance waited). A restart another live process drives is left to it. Returns how
+    /// many were taken over.
     pub async fn resume_restarts(&self, cancel: CancellationToken) -> usize {
         let records = match self.store.unfinished_restarts() {
             Ok(r) => r,
@@ -177,21 +184,38 @@ impl Executor {
                 return 0;
             }
         };
-        let n = records.len();
+        let mut n = 0;
         for rec in records {
-            tracing::warn!(target_name = %rec.target, job = %rec.job, restart = rec.id, step = %rec.step, "resuming a restart that was in progress when Warden stopped");
-            let events = self.events.clone();
-            let progress = move |r: &RestartRecord, msg: &str| {
-                tracing::info!(target_name = %r.target, job = %r.job, restart = r.id, step = %r.step, "{msg}");
-                events.send(Event::RestartProgress { job: r.job.clone(), step: r.step, message: msg.to_string() });
-            };
-            let outcome = match self.restart_context(&rec.target, &rec.job, cancel.clone(), &progress) {
-                Ok(ctx) => restart::drive(&ctx, rec.clone()).await,
-                Err(e) => RestartOutcome::Failed { record: rec.clone(), step: "resume".into(), message: e },
-            };
-            self.conclude("warden/resume", &outcome);
+            if self.take_over(&rec, cancel.clone()).await.is_some() {
+                n += 1;
+            }
         }
         n
+    }
+
+    /// Takes over one unfinished restart if its owner is gone, drives it to its end, and journals and announces
+    /// how it ended. `None` when another live process drives it. A restart whose target or job this
+    /// configuration no longer knows is failed (once, as its new owner) with the reason.
+    pub async fn take_over(&self, rec: &RestartRecord, cancel: CancellationToken) -> Option<RestartOutcome> {
+        let events = self.events.clone();
+        let progress = move |r: &RestartRecord, msg: &str| {
+            tracing::info!(target_name = %r.target, job = %r.job, restart = r.id, step = %r.step, "{msg}");
+            events.send(Event::RestartProgress { job: r.job.clone(), step: r.step, message: msg.to_string() });
+        };
+        let outcome = match self.restart_context(&rec.target, &rec.job, cancel, &progress) {
+            Ok(ctx) => restart::take_over(&ctx, rec).await?,
+            Err(e) => {
+                let lease = chrono::Duration::from_std(restart::LEASE).unwrap_or(chrono::Duration::seconds(30));
+                let mut r = self.store.claim_restart(rec.id, &restart::owner_id(), self.clock.now(), lease).ok()??;
+                r.outcome = Some(crate::model::RestartResult::Failed { step: "resume".into(), message: e.clone() });
+                if let Err(err) = self.store.update_restart(&r, self.clock.now()) {
+                    tracing::error!("cannot record the end of restart #{}: {err}", r.id);
+                }
+                RestartOutcome::Failed { record: r, step: "resume".into(), message: e }
+            }
+        };
+        self.conclude("warden/resume", &outcome);
+        Some(outcome)
     }
 
     /// Journals and announces how a restart ended.
@@ -224,7 +248,13 @@ impl Executor {
                 None,
             ),
             RestartOutcome::Interrupted(r) => {
-                (r, format!("interrupted: warden shut down at step {}; resumes on the next start", r.step), None)
+                // Not journalled as ended: the restart goes on (taken over by the next driver), which concludes it.
+                tracing::info!(restart = r.id, step = %r.step, "restart interrupted; the next Warden resumes it");
+                return;
+            }
+            RestartOutcome::HandedOver(r) => {
+                tracing::info!(restart = r.id, step = %r.step, "restart handed over to another process");
+                return;
             }
             RestartOutcome::StoreFailed(e) => {
                 tracing::error!("restart: state store failed: {e}");

@@ -15,6 +15,12 @@
 //!    the location used → `done`.
 //!
 //! A Warden killed at any point resumes from the last saved step on its next start.
+//!
+//! **Ownership.** A restart record names its owner (`pid <n> on <host>`) and holds a lease ([`LEASE`]) that the
+//! driver renews while it works. Only the owner writes the record (the store refuses a write from anyone else), so
+//! a CLI `warden restart` and the daemon never drive the same restart: one that finds the job's restart already
+//! owned follows it; one that finds the lease expired (or the owner's process gone) takes it over from its last
+//! saved step. A driver that loses its lease stops at once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,6 +38,34 @@ use crate::store::{RestartRecord, Store};
 
 /// How many savepoint/checkpoint locations are kept per job.
 pub const HISTORY_KEEP: usize = 20;
+
+/// How long a driver's claim on a restart holds without renewal; it is renewed every third of that.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// This process as the owner of restarts: `pid <n> on <host>`.
+pub fn owner_id() -> String {
+    format!("pid {} on {}", std::process::id(), crate::store::lock::hostname())
+}
+
+/// Whether `owner` (as written by [`owner_id`]) is a process of this host that no longer exists.
+pub fn owner_is_gone(owner: &str) -> bool {
+    let Some((pid, host)) = owner.strip_prefix("pid ").and_then(|r| r.split_once(" on ")) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<i32>() else {
+        return false;
+    };
+    if host != crate::store::lock::hostname() || pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks whether the process exists; nothing is delivered.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+fn chrono_lease(lease: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
+}
 
 /// Everything a restart needs.
 pub struct RestartContext<'a> {
@@ -53,6 +87,10 @@ pub struct RestartContext<'a> {
     pub poll: Duration,
     /// Called with each step's news (for logs, events, the CLI).
     pub progress: &'a (dyn Fn(&RestartRecord, &str) + Send + Sync),
+    /// Who drives restarts started or taken over through this context ([`owner_id`]).
+    pub owner: String,
+    /// How long a claim holds without renewal ([`LEASE`]; shorter in tests).
+    pub lease: Duration,
 }
 
 /// How a restart ended (for now).
@@ -71,8 +109,11 @@ pub enum RestartOutcome {
     },
     /// Another restart of the same job is in progress.
     Busy(RestartRecord),
-    /// Warden is shutting down; the restart resumes on the next start.
+    /// Warden is shutting down; the restart resumes on the next start (or in a running daemon, which takes it
+    /// over).
     Interrupted(RestartRecord),
+    /// Another process took the restart over (this driver's lease had expired); it concludes the restart.
+    HandedOver(RestartRecord),
     /// The store failed.
     StoreFailed(String),
 }
@@ -92,7 +133,8 @@ pub async fn begin(
     old_jid: &str,
     strategy: RestartStrategy,
 ) -> RestartOutcome {
-    match ctx.store.begin_restart(journal_id, target, job, strategy, old_jid, ctx.clock.now()) {
+    let lease = chrono_lease(ctx.lease);
+    match ctx.store.begin_restart(journal_id, target, job, strategy, old_jid, ctx.clock.now(), &ctx.owner, lease) {
         Ok(Some(rec)) => {
             (ctx.progress)(&rec, &format!("restart #{} of {job} ({strategy}) begins", rec.id));
             drive(ctx, rec).await
@@ -106,8 +148,68 @@ pub async fn begin(
     }
 }
 
-/// Drives a restart from its last saved step (also used to resume after a Warden restart).
-pub async fn drive(ctx: &RestartContext<'_>, mut rec: RestartRecord) -> RestartOutcome {
+/// Takes over an unfinished restart whose owner is gone (its lease expired or was released, or its process no
+/// longer exists on this host) and drives it from its last saved step. `None` when it is not free to take.
+pub async fn take_over(ctx: &RestartContext<'_>, rec: &RestartRecord) -> Option<RestartOutcome> {
+    let lease = chrono_lease(ctx.lease);
+    let now = ctx.clock.now();
+    let mine = match ctx.store.claim_restart(rec.id, &ctx.owner, now, lease) {
+        Ok(Some(r)) => Some(r),
+        Ok(None) => match rec.owner.as_deref() {
+            Some(o) if o != ctx.owner && owner_is_gone(o) => {
+                ctx.store.steal_restart(rec.id, o, &ctx.owner, now, lease).ok().flatten()
+            }
+            _ => None,
+        },
+        Err(e) => return Some(RestartOutcome::StoreFailed(e.to_string())),
+    }?;
+    (ctx.progress)(
+        &mine,
+        &format!(
+            "taking over restart #{} of {} at step {} (left by {})",
+            mine.id,
+            mine.job,
+            mine.step,
+            rec.owner.as_deref().unwrap_or("an earlier Warden")
+        ),
+    );
+    Some(drive(ctx, mine).await)
+}
+
+/// Drives a restart this context owns from its last saved step, renewing the lease meanwhile. Stops at once if
+/// another process took it over.
+pub async fn drive(ctx: &RestartContext<'_>, rec: RestartRecord) -> RestartOutcome {
+    let id = rec.id;
+    let lease = chrono_lease(ctx.lease);
+    let snapshot = rec.clone();
+    let renew = async {
+        loop {
+            tokio::time::sleep(ctx.lease / 3).await;
+            match ctx.store.renew_restart_lease(id, &ctx.owner, ctx.clock.now(), lease) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(restart = id, "cannot renew the restart's lease: {e}"),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        o = drive_steps(ctx, rec) => o,
+        () = renew => {
+            let rec = ctx.store.restart(id).ok().flatten().unwrap_or(snapshot);
+            (ctx.progress)(&rec, &format!("restart #{id} was taken over by {}; stopping here", rec.owner.as_deref().unwrap_or("another process")));
+            return RestartOutcome::HandedOver(rec);
+        }
+    };
+    if let RestartOutcome::Interrupted(r) = &outcome {
+        // Let whoever comes next resume it at once instead of waiting for the lease to run out.
+        if let Err(e) = ctx.store.release_restart(r.id, &ctx.owner) {
+            tracing::warn!(restart = r.id, "cannot release the restart's lease: {e}");
+        }
+    }
+    outcome
+}
+
+async fn drive_steps(ctx: &RestartContext<'_>, mut rec: RestartRecord) -> RestartOutcome {
     loop {
         if ctx.cancel.is_cancelled() {
             return RestartOutcome::Interrupted(rec);
@@ -123,6 +225,9 @@ pub async fn drive(ctx: &RestartContext<'_>, mut rec: RestartRecord) -> RestartO
         match step {
             Step::Next => {
                 if let Err(e) = ctx.store.update_restart(&rec, ctx.clock.now()) {
+                    if ctx.store.restart(rec.id).ok().flatten().is_some_and(|r| r.owner != rec.owner) {
+                        return RestartOutcome::HandedOver(rec);
+                    }
                     return RestartOutcome::StoreFailed(e.to_string());
                 }
                 if rec.step == RestartStep::Done {
@@ -341,7 +446,7 @@ async fn savepoint_taken(ctx: &RestartContext<'_>, rec: &mut RestartRecord, loc:
 async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     let fc = FlinkClient::new(ctx.client);
     // A stopped job takes a moment to leave RUNNING; wait for that, but never submit next to a live instance.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60).max(ctx.poll * 5);
+    let deadline = tokio::time::Instant::now() + ctx.job.stop_timeout;
     loop {
         match fc.jobs().await {
             Ok(jobs) => {
@@ -372,19 +477,53 @@ async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
     }
 }
 
-/// A live instance of the job that started after the restart began: a submission that already happened.
-async fn adoptable(ctx: &RestartContext<'_>, rec: &RestartRecord) -> Option<String> {
-    let since = parse_ts(&rec.started).timestamp_millis() - 1000;
-    let jobs = FlinkClient::new(ctx.client).jobs().await.ok()?;
-    jobs.into_iter().find(|j| j.name == rec.job && j.is_live() && j.start_time >= since).map(|j| j.jid)
+/// What is live of the job now, at the submit step.
+enum Live {
+    /// No live instance: submitting is safe.
+    None,
+    /// Exactly one: the submission already happened (Warden died after submitting) or someone started it; either
+    /// way it is adopted, never doubled, whatever its start time says (no clock-skew window).
+    One(String),
+    /// More than one live instance: refuse and alert.
+    Several(Vec<String>),
+    /// Flink could not be asked: never submit blind.
+    Unknown(String),
+}
+
+async fn live_instances(ctx: &RestartContext<'_>, rec: &RestartRecord) -> Live {
+    match FlinkClient::new(ctx.client).jobs().await {
+        Ok(jobs) => {
+            let live: Vec<String> =
+                jobs.into_iter().filter(|j| j.name == rec.job && j.is_live()).map(|j| j.jid).collect();
+            match live.len() {
+                0 => Live::None,
+                1 => Live::One(live.into_iter().next().unwrap_or_default()),
+                _ => Live::Several(live),
+            }
+        }
+        Err(e) => Live::Unknown(e.to_string()),
+    }
 }
 
 async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
-    if let Some(jid) = adoptable(ctx, rec).await {
-        (ctx.progress)(rec, &format!("found {jid} already submitted for this restart; not submitting again"));
-        rec.new_jid = Some(jid);
-        rec.step = RestartStep::Submitted;
-        return Step::Next;
+    match live_instances(ctx, rec).await {
+        Live::None => {}
+        Live::One(jid) => {
+            (ctx.progress)(
+                rec,
+                &format!("{jid} of {} is already live; adopting it instead of submitting again", rec.job),
+            );
+            rec.new_jid = Some(jid);
+            rec.step = RestartStep::Submitted;
+            return Step::Next;
+        }
+        Live::Several(jids) => {
+            return Step::Fail(
+                "submit",
+                format!("{} live instances of {} ({}); not submitting another", jids.len(), rec.job, jids.join(", ")),
+            )
+        }
+        Live::Unknown(e) => return Step::Fail("submit", format!("cannot list the jobs before submitting: {e}")),
     }
     let fc = FlinkClient::new(ctx.client);
     let new_jid = if let Some(jar) = &ctx.job.jar {
@@ -448,7 +587,7 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
         // The command submitted the job; find it.
         let deadline = tokio::time::Instant::now() + ctx.job.verify_timeout;
         loop {
-            if let Some(j) = adoptable(ctx, rec).await {
+            if let Live::One(j) = live_instances(ctx, rec).await {
                 break j;
             }
             if tokio::time::Instant::now() >= deadline {

@@ -12,8 +12,9 @@ use warden::config::LoadedConfig;
 use warden::event::{Event, Events};
 use warden::fetch::{ClientPool, TargetClient};
 use warden::flink::client::FlinkClient;
+use warden::model::RestartResult;
 use warden::model::{ActionKind, RestartStrategy};
-use warden::store::{NewEntry, Store};
+use warden::store::{NewEntry, RestartRecord, Store};
 
 /// Why `warden restart` could not run.
 #[derive(Debug, thiserror::Error)]
@@ -114,28 +115,121 @@ async fn restart(
         jobs: cfg.jobs.clone(),
         restart_poll: std::time::Duration::from_secs(1),
     };
-    let journal_id = store.journal(&NewEntry {
-        time: None,
-        rule: "cli".into(),
-        target: target.into(),
-        probe: String::new(),
-        subject: job.into(),
-        action: ActionKind::Restart,
-        detail: strategy.to_string(),
-        severity: "info".into(),
-        summary: format!("operator restart of {job} ({strategy})"),
-        details: serde_json::json!({"old_jid": jid}),
-        outcome: "started".into(),
-    })?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let c2 = cancel.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         c2.cancel();
     });
-    let outcome = executor.restart(journal_id, "cli", target, job, &jid, strategy, cancel).await;
+    // One driver per restart: a restart of this job already in progress is followed (or taken over if its driver is
+    // gone), never doubled.
+    let outcome = match store.restart_in_progress(target, job)? {
+        Some(rec) => follow(&executor, &store, rec, cancel).await?,
+        None => {
+            let journal_id = store.journal(&NewEntry {
+                time: None,
+                rule: "cli".into(),
+                target: target.into(),
+                probe: String::new(),
+                subject: job.into(),
+                action: ActionKind::Restart,
+                detail: strategy.to_string(),
+                severity: "info".into(),
+                summary: format!("operator restart of {job} ({strategy})"),
+                details: serde_json::json!({"old_jid": jid}),
+                outcome: "started".into(),
+            })?;
+            match executor.restart(journal_id, "cli", target, job, &jid, strategy, cancel.clone()).await {
+                RestartOutcome::Busy(rec) => {
+                    // Another driver began between the check and ours: ours never ran.
+                    store.finish(
+                        journal_id,
+                        &format!("suppressed: restart #{} of {job} was already in progress; followed it", rec.id),
+                        "",
+                        chrono::Utc::now(),
+                    )?;
+                    follow(&executor, &store, rec, cancel).await?
+                }
+                other => other,
+            }
+        }
+    };
     drop(executor);
     drop(events);
     let _ = printer.await;
+    report(&outcome);
     Ok(matches!(outcome, RestartOutcome::Done(_)))
+}
+
+/// Follows a restart another process drives until it ends, printing its steps; takes it over from its last step
+/// if that process goes away (its lease runs out, or its pid is gone from this host).
+async fn follow(
+    executor: &Executor,
+    store: &Store,
+    mut rec: RestartRecord,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<RestartOutcome, RestartCliError> {
+    println!(
+        "restart #{} of {} is already in progress (step {}, driven by {}); following it instead of starting another",
+        rec.id,
+        rec.job,
+        rec.step,
+        rec.owner.as_deref().unwrap_or("an earlier Warden")
+    );
+    let mut last = rec.step;
+    loop {
+        if let Some(o) = executor.take_over(&rec, cancel.clone()).await {
+            return Ok(o);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = cancel.cancelled() => return Ok(RestartOutcome::Interrupted(rec)),
+        }
+        rec = match store.restart(rec.id)? {
+            Some(r) => r,
+            None => return Err(RestartCliError::Usage(format!("restart #{} disappeared from the store", rec.id))),
+        };
+        if rec.step != last {
+            println!("[{}] (restart #{} by {})", rec.step, rec.id, rec.owner.as_deref().unwrap_or("?"));
+            last = rec.step;
+        }
+        match &rec.outcome {
+            None => {}
+            Some(RestartResult::Ok) => return Ok(RestartOutcome::Done(rec)),
+            Some(RestartResult::Failed { step, message }) => {
+                let (step, message) = (step.clone(), message.clone());
+                return Ok(RestartOutcome::Failed { record: rec, step, message });
+            }
+        }
+    }
+}
+
+/// Says how it ended, in one line (errors on stderr).
+fn report(outcome: &RestartOutcome) {
+    match outcome {
+        RestartOutcome::Done(r) => println!(
+            "restart #{} of {} done: {} is RUNNING{}",
+            r.id,
+            r.job,
+            r.new_jid.as_deref().unwrap_or("?"),
+            r.location.as_deref().map(|l| format!(", restored from {l}")).unwrap_or_default()
+        ),
+        RestartOutcome::Failed { record, step, message } => {
+            eprintln!("warden: restart #{} of {} failed at step `{step}`: {message}", record.id, record.job)
+        }
+        RestartOutcome::Interrupted(r) => eprintln!(
+            "warden: interrupted at step {} of restart #{}; a running `warden run` on this state directory takes it \
+             over from there within seconds (or the next one started)",
+            r.step, r.id
+        ),
+        RestartOutcome::HandedOver(r) => eprintln!(
+            "warden: restart #{} was taken over by {}; see `warden history --restarts`",
+            r.id,
+            r.owner.as_deref().unwrap_or("another process")
+        ),
+        RestartOutcome::Busy(r) => {
+            eprintln!("warden: restart #{} of {} is in progress elsewhere (step {})", r.id, r.job, r.step)
+        }
+        RestartOutcome::StoreFailed(e) => eprintln!("warden: the state store failed during the restart: {e}"),
+    }
 }

@@ -415,10 +415,17 @@ pub struct JobConfig {
     /// The new job must be RUNNING (and report the restored path) within this long. Default `3m`.
     #[serde(default = "default_verify_timeout", with = "units::duration")]
     pub verify_timeout: Duration,
+    /// How long a restart waits for the old run to leave a live state (RUNNING, RESTARTING, …) before it gives up
+    /// rather than start a second instance next to it. Default `60s`.
+    #[serde(default = "default_stop_timeout", with = "units::duration")]
+    pub stop_timeout: Duration,
 }
 
 fn default_savepoint_timeout() -> Duration {
     Duration::from_secs(300)
+}
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_verify_timeout() -> Duration {
     Duration::from_secs(180)

@@ -141,6 +141,9 @@ fn storm_guard_gives_up_once_then_resumes_after_reset_or_window() {
     let guard = s.entries(None).unwrap().into_iter().find(|e| e.action == "guard").unwrap();
     assert!(guard.summary.starts_with("giving up on clicks: 3 relaunches within 30m"), "{}", guard.summary);
     assert!(guard.summary.contains("warden guard reset --target jm --subject clicks"));
+    // It says when relaunches resume: when the first of the three runs (at 0 s) leaves the 30 m window, not "now".
+    let resumes = t(1800).format("no more until %Y-%m-%d %H:%M:%S UTC").to_string();
+    assert!(guard.summary.contains(&resumes), "{} (want {resumes})", guard.summary);
     // Another job is not affected.
     assert_eq!(step(&mut d, &s, 1000, vec![relaunch("orders")]), ["run:relaunch:orders"]);
     // An operator resets the guard: relaunches resume.

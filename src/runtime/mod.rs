@@ -193,12 +193,8 @@ pub async fn run(
     );
     let mut tasks: HashMap<(String, String), (String, CancellationToken)> = HashMap::new();
     spawn_jobs(&generation, &mut tasks, &probes, &shared, &stop);
-    {
-        // Restarts that were in progress when Warden stopped continue from their last saved step.
-        let ex = executor.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let k = kill.clone();
-        actions.spawn(async move { ex.resume_restarts(k).await });
-    }
+    // Restarts that were in progress when Warden stopped, or whose driver died since, continue from their step.
+    actions.spawn(orphans::adopt_orphans(executor.clone(), orphans::ORPHAN_SCAN, stop.clone(), kill.clone()));
     let disp = tokio::spawn(dispatch_loop(
         rx,
         dispatcher,
@@ -356,6 +352,7 @@ fn forget_changed_rule_states(old: &Generation, new: &Generation, shared: &Share
 
 mod dispatch_loop;
 mod generation;
+mod orphans;
 mod probe;
 
 use dispatch_loop::dispatch_loop;

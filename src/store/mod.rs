@@ -2,6 +2,7 @@
 //! state and storm-guard resets. Nothing in it is lost across restarts; a CLI process (`warden history`,
 //! `warden guard reset`) can use it while the daemon runs (WAL mode, busy timeout).
 
+mod guard;
 pub mod lock;
 
 use std::collections::HashMap;
@@ -172,7 +173,18 @@ impl Store {
             c.busy_timeout(std::time::Duration::from_secs(5))?;
             c.pragma_update(None, "journal_mode", "WAL").ok();
             c.pragma_update(None, "synchronous", "NORMAL")?;
-            c.execute_batch(SCHEMA)
+            c.execute_batch(SCHEMA)?;
+            // Restart ownership (interim: the versioned migration ladder takes this over).
+            let cols: Vec<String> = c
+                .prepare("SELECT name FROM pragma_table_info('restarts')")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if !cols.iter().any(|c| c == "owner") {
+                c.execute_batch(
+                    "ALTER TABLE restarts ADD COLUMN owner TEXT; ALTER TABLE restarts ADD COLUMN lease_until TEXT;",
+                )?;
+            }
+            Ok(())
         })?;
         Ok(s)
     }
@@ -267,7 +279,8 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "UPDATE journal SET outcome = 'interrupted: warden stopped while it ran', finished = ?1
-                 WHERE outcome = 'started'",
+                 WHERE outcome = 'started'
+                   AND id NOT IN (SELECT journal_id FROM restarts WHERE outcome IS NULL)",
                 [ts(at)],
             )
         })
@@ -404,6 +417,10 @@ pub struct RestartRecord {
     pub started: String,
     /// When it last moved.
     pub updated: String,
+    /// Who drives it (`pid <n> on <host>`), while it is in progress.
+    pub owner: Option<String>,
+    /// Until when the owner's claim holds (RFC 3339); after that another process may take the restart over.
+    pub lease_until: Option<String>,
 }
 
 /// A savepoint or checkpoint location Warden took or used for a job.
@@ -426,7 +443,8 @@ pub struct SavepointRecord {
 }
 
 const RESTART_COLS: &str =
-    "id, journal_id, target, job, strategy, old_jid, step, trigger_id, location, new_jid, outcome, started, updated";
+    "id, journal_id, target, job, strategy, old_jid, step, trigger_id, location, new_jid, outcome, \
+     started, updated, owner, lease_until";
 
 /// Reads a text column as one of the domain enums; a value this binary does not know is a read error naming it.
 fn parse_col<T: std::str::FromStr<Err = crate::model::UnknownValue>>(
@@ -456,12 +474,15 @@ fn restart_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestartRecord> {
         outcome: r.get::<_, Option<String>>(10)?.map(|s| s.parse()).transpose().map_err(|e| conv_err(10, e))?,
         started: r.get(11)?,
         updated: r.get(12)?,
+        owner: r.get(13)?,
+        lease_until: r.get(14)?,
     })
 }
 
 impl Store {
     /// Starts a restart record, which locks the job: `Ok(None)` if a restart of the same job on the same target is
     /// already in progress (its record is returned by [`Store::restart_in_progress`]).
+    #[allow(clippy::too_many_arguments)] // one row's columns, named at every call site
     pub fn begin_restart(
         &self,
         journal_id: i64,
@@ -470,13 +491,17 @@ impl Store {
         strategy: RestartStrategy,
         old_jid: &str,
         at: DateTime<Utc>,
+        owner: &str,
+        lease: chrono::Duration,
     ) -> Result<Option<RestartRecord>> {
         let now = ts(at);
+        let until = ts(at + lease);
         let inserted = self.with(|c| {
             match c.execute(
-                "INSERT INTO restarts (journal_id, target, job, strategy, old_jid, step, started, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?6)",
-                params![journal_id, target, job, strategy.as_str(), old_jid, now],
+                "INSERT INTO restarts (journal_id, target, job, strategy, old_jid, step, started, updated, owner,
+                                       lease_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?6, ?7, ?8)",
+                params![journal_id, target, job, strategy.as_str(), old_jid, now, owner, until],
             ) {
                 Ok(_) => Ok(Some(c.last_insert_rowid())),
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
@@ -532,12 +557,13 @@ impl Store {
         })
     }
 
-    /// Saves a restart's progress (before and after each step).
+    /// Saves a restart's progress (before and after each step). Only its owner may: when another process has taken
+    /// the restart over (`r.owner` is no longer the owner), nothing is written and the result is an error.
     pub fn update_restart(&self, r: &RestartRecord, at: DateTime<Utc>) -> Result<()> {
-        self.with(|c| {
+        let n = self.with(|c| {
             c.execute(
                 "UPDATE restarts SET step = ?2, trigger_id = ?3, location = ?4, new_jid = ?5, outcome = ?6, updated = ?7
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND owner IS ?8",
                 params![
                     r.id,
                     r.step.as_str(),
@@ -545,11 +571,18 @@ impl Store {
                     r.location,
                     r.new_jid,
                     r.outcome.as_ref().map(|o| o.to_string()),
-                    ts(at)
+                    ts(at),
+                    r.owner
                 ],
             )
-            .map(|_| ())
-        })
+        })?;
+        if n == 0 {
+            return Err(StoreError {
+                path: self.path.clone(),
+                source: format!("restart #{} is driven by another process now; this one stops", r.id).into(),
+            });
+        }
+        Ok(())
     }
 
     /// Records a savepoint or checkpoint location of a job (newest kept: `keep` per target and job).
@@ -615,6 +648,77 @@ impl Store {
                 })
             })?;
             rows.collect()
+        })
+    }
+}
+
+impl Store {
+    /// Takes over restart `id` for `owner` until `now + lease`, if it is unfinished and its lease has expired or was
+    /// released. One UPDATE decides, so of two processes claiming at once exactly one wins.
+    pub fn claim_restart(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<RestartRecord>> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE restarts SET owner = ?2, lease_until = ?4
+                 WHERE id = ?1 AND outcome IS NULL AND (lease_until IS NULL OR lease_until < ?3)",
+                params![id, owner, ts(now), ts(now + lease)],
+            )
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.restart(id)
+    }
+
+    /// Takes over restart `id` from `from`, a previous owner known to be dead (its process is gone), whatever its
+    /// lease says. Compare-and-swap on the owner: `None` if someone else took it first.
+    pub fn steal_restart(
+        &self,
+        id: i64,
+        from: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<RestartRecord>> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE restarts SET owner = ?3, lease_until = ?4 WHERE id = ?1 AND owner = ?2 AND outcome IS NULL",
+                params![id, from, owner, ts(now + lease)],
+            )
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.restart(id)
+    }
+
+    /// Extends `owner`'s lease on restart `id`; `false` when another owner holds it now (the caller must stop).
+    pub fn renew_restart_lease(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE restarts SET lease_until = ?3 WHERE id = ?1 AND owner = ?2 AND outcome IS NULL",
+                params![id, owner, ts(now + lease)],
+            )
+        })
+        .map(|n| n == 1)
+    }
+
+    /// Gives up `owner`'s lease on restart `id` at once (it was interrupted), so another process may resume it.
+    pub fn release_restart(&self, id: i64, owner: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE restarts SET lease_until = NULL WHERE id = ?1 AND owner = ?2", params![id, owner])
+                .map(|_| ())
         })
     }
 }

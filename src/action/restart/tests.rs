@@ -38,6 +38,7 @@ fn job_config() -> JobConfig {
         fallback: Fallback::Fail,
         savepoint_timeout: Duration::from_secs(5),
         verify_timeout: Duration::from_secs(10),
+        stop_timeout: Duration::from_secs(10),
     }
 }
 
@@ -100,6 +101,8 @@ impl Rig {
             cancel,
             poll: Duration::from_millis(50),
             progress,
+            owner: super::owner_id(),
+            lease: Duration::from_secs(30),
         }
     }
 
@@ -257,7 +260,8 @@ async fn savepoint_needs_a_running_job() {
 
 #[tokio::test]
 async fn never_a_second_instance_when_one_is_live() {
-    let r = rig(FlinkApiVersion::V2).await;
+    let mut r = rig(FlinkApiVersion::V2).await;
+    r.job.stop_timeout = Duration::from_millis(300);
     let old = r.running_job();
     r.fake.fail(&old, "java.lang.RuntimeException", "boom");
     let other = r.fake.submit("clicks"); // someone relaunched it by hand meanwhile
@@ -265,14 +269,11 @@ async fn never_a_second_instance_when_one_is_live() {
     let progress = move |_: &RestartRecord, m: &str| ctx_log.lock().unwrap().push(m.to_string());
     let mut ctx = r.ctx(&progress, CancellationToken::new());
     ctx.poll = Duration::from_millis(20);
-    // Shorten the wait for the live instance to go away by cancelling its wait through a short verify window:
-    // the step fails once its deadline passes; here we only check that nothing was submitted meanwhile.
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(2),
-        begin(&ctx, r.journal(), "jm", "clicks", &old, RestartStrategy::LastCheckpoint),
-    )
-    .await;
-    assert!(outcome.is_err() || matches!(outcome, Ok(RestartOutcome::Failed { .. })), "{outcome:?}");
+    // The live instance does not go away within `stop_timeout`: the restart fails at `submit` and says why.
+    let outcome = begin(&ctx, r.journal(), "jm", "clicks", &old, RestartStrategy::LastCheckpoint).await;
+    let (step, msg) = failed(outcome);
+    assert_eq!(step, "submit");
+    assert!(msg.contains(&format!("already live as {other}")) && msg.contains("not starting a second"), "{msg}");
     assert!(r.fake.jar_runs().is_empty(), "submitted next to a live instance");
     assert_eq!(r.live(), vec![other]);
 }
@@ -280,13 +281,39 @@ async fn never_a_second_instance_when_one_is_live() {
 #[tokio::test]
 async fn one_restart_per_job_at_a_time() {
     let r = rig(FlinkApiVersion::V2).await;
-    let first = r.store.begin_restart(1, "jm", "clicks", RestartStrategy::Savepoint, "x", Utc::now()).unwrap().unwrap();
+    let first = r
+        .store
+        .begin_restart(
+            1,
+            "jm",
+            "clicks",
+            RestartStrategy::Savepoint,
+            "x",
+            Utc::now(),
+            &super::owner_id(),
+            chrono::Duration::seconds(30),
+        )
+        .unwrap()
+        .unwrap();
     match r.restart("x", RestartStrategy::LastCheckpoint).await {
         RestartOutcome::Busy(rec) => assert_eq!(rec.id, first.id),
         other => panic!("{other:?}"),
     }
     // Another job on the same target is not blocked.
-    assert!(r.store.begin_restart(2, "jm", "orders", RestartStrategy::Savepoint, "y", Utc::now()).unwrap().is_some());
+    assert!(r
+        .store
+        .begin_restart(
+            2,
+            "jm",
+            "orders",
+            RestartStrategy::Savepoint,
+            "y",
+            Utc::now(),
+            &super::owner_id(),
+            chrono::Duration::seconds(30)
+        )
+        .unwrap()
+        .is_some());
 }
 
 #[tokio::test]
@@ -297,7 +324,16 @@ async fn resuming_after_a_crash_right_after_submitting_does_not_submit_again() {
     // Warden journalled `submitting`, submitted, and died before recording the new job id.
     let mut rec = r
         .store
-        .begin_restart(r.journal(), "jm", "clicks", RestartStrategy::Stateless, &old, Utc::now())
+        .begin_restart(
+            r.journal(),
+            "jm",
+            "clicks",
+            RestartStrategy::Stateless,
+            &old,
+            Utc::now(),
+            &super::owner_id(),
+            chrono::Duration::seconds(30),
+        )
         .unwrap()
         .unwrap();
     rec.step = crate::model::RestartStep::Submitting;
@@ -310,7 +346,7 @@ async fn resuming_after_a_crash_right_after_submitting_does_not_submit_again() {
     );
     assert_eq!(rec.new_jid.as_deref(), Some(new.as_str()));
     assert!(r.fake.jar_runs().is_empty(), "the job was submitted a second time");
-    assert!(r.log.lock().unwrap().iter().any(|m| m.contains("not submitting again")));
+    assert!(r.log.lock().unwrap().iter().any(|m| m.contains("adopting it instead of submitting again")));
 }
 
 #[tokio::test]
@@ -390,4 +426,132 @@ async fn command_resubmission_gets_the_savepoint_as_one_argument() {
     assert_eq!(lines.len(), 2, "{got}");
     assert!(lines[0].starts_with(&format!("file:/tmp/warden-fake/checkpoints/{jid}/chk-")), "{got}");
     assert_eq!(lines[1], "clicks");
+}
+
+#[tokio::test]
+async fn a_live_instance_is_adopted_at_submit_whatever_its_start_time_says() {
+    let r = rig(FlinkApiVersion::V2).await;
+    let old = r.running_job();
+    r.fake.fail(&old, "java.lang.RuntimeException", "boom");
+    // The restart's clock ran an hour ahead of the JobManager's when it began (a clock step, or skew between
+    // hosts): the instance it submitted before dying "started before" the restart did.
+    let ahead = Utc::now() + chrono::Duration::hours(1);
+    let mut rec = r
+        .store
+        .begin_restart(
+            r.journal(),
+            "jm",
+            "clicks",
+            RestartStrategy::Stateless,
+            &old,
+            ahead,
+            &super::owner_id(),
+            chrono::Duration::seconds(30),
+        )
+        .unwrap()
+        .unwrap();
+    rec.step = crate::model::RestartStep::Submitting;
+    r.store.update_restart(&rec, ahead).unwrap();
+    let new = r.fake.submit("clicks");
+    let progress = |_: &RestartRecord, _: &str| {};
+    let rec = done(drive(&r.ctx(&progress, CancellationToken::new()), rec).await);
+    assert_eq!(rec.new_jid.as_deref(), Some(new.as_str()));
+    assert!(r.fake.jar_runs().is_empty(), "a second instance was submitted");
+    assert_eq!(r.live(), vec![new]);
+}
+
+#[tokio::test]
+async fn two_live_instances_at_submit_are_refused_not_joined_by_a_third() {
+    let r = rig(FlinkApiVersion::V2).await;
+    let mut rec = r
+        .store
+        .begin_restart(
+            r.journal(),
+            "jm",
+            "clicks",
+            RestartStrategy::Stateless,
+            "",
+            Utc::now(),
+            &super::owner_id(),
+            chrono::Duration::seconds(30),
+        )
+        .unwrap()
+        .unwrap();
+    rec.step = crate::model::RestartStep::Submitting;
+    r.store.update_restart(&rec, Utc::now()).unwrap();
+    let (a, b) = (r.fake.submit("clicks"), r.fake.submit("clicks"));
+    let progress = |_: &RestartRecord, _: &str| {};
+    let (step, msg) = failed(drive(&r.ctx(&progress, CancellationToken::new()), rec).await);
+    assert_eq!(step, "submit");
+    assert!(msg.contains("2 live instances") && msg.contains(&a) && msg.contains(&b), "{msg}");
+    assert!(r.fake.jar_runs().is_empty());
+}
+
+#[tokio::test]
+async fn a_restart_owned_by_a_live_driver_is_not_taken_over_until_its_lease_runs_out() {
+    let r = rig(FlinkApiVersion::V2).await;
+    let old = r.running_job();
+    r.fake.fail(&old, "java.lang.RuntimeException", "boom");
+    // Another live process (pid 1 on this host: init, always alive) owns it with a valid lease.
+    let other = format!("pid 1 on {}", crate::store::lock::hostname());
+    let rec = r
+        .store
+        .begin_restart(
+            r.journal(),
+            "jm",
+            "clicks",
+            RestartStrategy::Stateless,
+            &old,
+            Utc::now(),
+            &other,
+            chrono::Duration::seconds(30),
+        )
+        .unwrap()
+        .unwrap();
+    let progress = |_: &RestartRecord, _: &str| {};
+    let ctx = r.ctx(&progress, CancellationToken::new());
+    assert!(super::take_over(&ctx, &rec).await.is_none(), "took over a restart a live process drives");
+    assert!(r.fake.jar_runs().is_empty());
+    // Its lease runs out (the driver hung or was partitioned): now it is taken over and finished, once.
+    let later = Utc::now() + chrono::Duration::seconds(31);
+    let claimed = r.store.claim_restart(rec.id, &super::owner_id(), later, chrono::Duration::seconds(30)).unwrap();
+    assert!(claimed.is_some());
+    let done_rec = done(drive(&ctx, claimed.unwrap()).await);
+    assert_eq!(done_rec.owner.as_deref(), Some(super::owner_id().as_str()));
+    assert_eq!(r.fake.jar_runs().len(), 1);
+    // The old driver, back, can no longer write the record.
+    let mut stale = rec.clone();
+    stale.step = crate::model::RestartStep::Submitting;
+    assert!(r.store.update_restart(&stale, Utc::now()).is_err(), "a stale owner wrote the record");
+}
+
+#[tokio::test]
+async fn a_restart_whose_driver_process_is_gone_is_taken_over_at_once() {
+    let r = rig(FlinkApiVersion::V2).await;
+    let old = r.running_job();
+    r.fake.fail(&old, "java.lang.RuntimeException", "boom");
+    // A pid that does not exist on this host (a `warden restart` killed with -9), lease still valid.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    let gone = format!("pid {} on {}", child.id(), crate::store::lock::hostname());
+    assert!(super::owner_is_gone(&gone));
+    let rec = r
+        .store
+        .begin_restart(
+            r.journal(),
+            "jm",
+            "clicks",
+            RestartStrategy::Stateless,
+            &old,
+            Utc::now(),
+            &gone,
+            chrono::Duration::seconds(30),
+        )
+        .unwrap()
+        .unwrap();
+    let progress = |_: &RestartRecord, _: &str| {};
+    let ctx = r.ctx(&progress, CancellationToken::new());
+    let outcome = super::take_over(&ctx, &rec).await.expect("taken over");
+    done(outcome);
+    assert_eq!(r.fake.jar_runs().len(), 1);
 }

@@ -1,0 +1,27 @@
+//! What the storm guard reads: when the relaunches of a job happened.
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+
+use super::{ts, Result, Store};
+
+impl Store {
+    /// When each command and restart for `subject` on `target` since `since` was requested, oldest first (the same
+    /// entries as [`Store::runs_since`] counts: dry runs and suppressed ones do not count; operator restarts do).
+    pub fn relaunch_times_since(
+        &self,
+        target: &str,
+        subject: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>> {
+        let times: Vec<String> = self.with_conn(|c| {
+            let mut st = c.prepare(
+                "SELECT time FROM journal WHERE action IN ('run', 'restart') AND target = ?1 AND subject = ?2
+                 AND time >= ?3 AND outcome <> 'dry-run' AND outcome NOT LIKE 'suppressed%' ORDER BY time",
+            )?;
+            let rows = st.query_map(params![target, subject, ts(since)], |r| r.get(0))?;
+            rows.collect()
+        })?;
+        Ok(times.iter().filter_map(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc)).collect())
+    }
+}
