@@ -1,0 +1,175 @@
+//! Nothing twice across processes: one daemon per state directory, `warden restart` beside a running daemon, and
+//! restart drivers killed with -9 at any step — with real `warden` processes on a fake JobManager.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_flink::{FakeJobManager, FlinkApiVersion, SavepointBehaviour};
+use serde_json::json;
+use warden::model::RestartResult;
+use warden::store::{RestartRecord, Store};
+
+use crate::support::{flink_config, write_config, WARDEN};
+
+struct Rig {
+    fake: FakeJobManager,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+async fn rig() -> Rig {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.expect("fake JobManager");
+    fake.add_jar("clicks.jar", "demo.Clicks", "clicks");
+    let jid = fake.submit("clicks");
+    fake.fast_forward(&jid, Duration::from_secs(5));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = flink_config(
+        &fake.url(),
+        json!({
+            "jobs": {"clicks": {"jar": {"name": "clicks.jar"}, "savepoint_timeout": "30s", "verify_timeout": "20s",
+                                "stop_timeout": "10s", "fallback": "stateless"}},
+            "packs": {"flink": {"every": "1s"}},
+        }),
+    );
+    let config = write_config(dir.path(), &cfg);
+    Rig { fake, dir, config }
+}
+
+impl Rig {
+    fn warden(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(WARDEN);
+        c.arg("--config").arg(&self.config).args(args).current_dir(self.dir.path());
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    fn daemon(&self) -> Child {
+        self.warden(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("warden run starts")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn restarts(&self) -> Vec<RestartRecord> {
+        if !self.state().join("warden.db").exists() {
+            return vec![];
+        }
+        Store::open(&self.state()).and_then(|s| s.restarts(None)).unwrap_or_default()
+    }
+
+    fn live(&self) -> Vec<String> {
+        let live = ["RUNNING", "CREATED", "INITIALIZING", "RESTARTING", "FAILING", "CANCELLING"];
+        self.fake.jobs_named("clicks").into_iter().filter(|(_, s)| live.contains(&s.as_str())).map(|(j, _)| j).collect()
+    }
+}
+
+async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn kill9(c: &mut Child) {
+    // SAFETY: sending SIGKILL to our own child process.
+    unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+    let _ = c.wait();
+}
+
+fn wait_lock_held(state: &Path) {
+    let start = Instant::now();
+    while !state.join("warden.lock").exists()
+        || std::fs::read_to_string(state.join("warden.lock")).unwrap_or_default().is_empty()
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "the daemon never took its lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_state_dir_is_refused_and_names_the_first() {
+    let r = rig().await;
+    let mut first = r.daemon();
+    wait_lock_held(&r.state());
+    let out = r.warden(&["run"]).output().expect("second daemon runs");
+    kill9(&mut first);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("in use by another Warden"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "the message must name the holder's pid: {err}");
+    assert!(err.contains(&warden::store::lock::hostname()), "and its host: {err}");
+    // The first one's death frees the directory at once (no stale lock).
+    let mut third = r.daemon();
+    wait_lock_held(&r.state());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(third.try_wait().expect("status").is_none(), "a daemon after a kill -9 must be able to start");
+    kill9(&mut third);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warden_restart_beside_a_running_restart_follows_it_and_nothing_is_submitted_twice() {
+    let r = rig().await;
+    r.fake.set_savepoint_behaviour(SavepointBehaviour::CompleteAfterPolls(3));
+    let mut daemon = r.daemon();
+    wait_lock_held(&r.state());
+    // An operator starts a savepoint restart, then kills it (-9) while the savepoint is in progress.
+    let mut first =
+        r.warden(&["restart", "--target", "jm", "--job", "clicks", "--strategy", "savepoint"]).spawn().unwrap();
+    wait_until("the savepoint to be triggered", Duration::from_secs(20), || {
+        r.restarts().iter().any(|x| x.step == warden::model::RestartStep::SavepointTriggered)
+    })
+    .await;
+    kill9(&mut first);
+    // A second operator asks for another restart of the same job: it follows the one in progress (which the
+    // daemon takes over from the killed driver) instead of starting its own.
+    let second =
+        r.warden(&["restart", "--target", "jm", "--job", "clicks", "--strategy", "last-checkpoint"]).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&second.stdout), String::from_utf8_lossy(&second.stderr));
+    kill9(&mut daemon);
+    assert_eq!(second.status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("already in progress") && out.contains("following it"), "{out}");
+    assert!(out.contains("done:"), "{out}");
+    let restarts = r.restarts();
+    assert_eq!(restarts.len(), 1, "one restart, not two: {restarts:#?}");
+    assert_eq!(restarts[0].outcome, Some(RestartResult::Ok), "{restarts:#?}");
+    assert_eq!(r.fake.jar_runs().len(), 1, "submitted {} times", r.fake.jar_runs().len());
+    assert_eq!(r.live().len(), 1, "live instances: {:?}", r.live());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_restart_driver_at_any_step_never_starts_the_job_twice() {
+    let r = rig().await;
+    r.fake.set_savepoint_behaviour(SavepointBehaviour::CompleteAfterPolls(1));
+    let mut daemon = r.daemon();
+    wait_lock_held(&r.state());
+    let mut killed_at = vec![];
+    for round in 0..20u64 {
+        let before = r.restarts().len();
+        let mut driver =
+            r.warden(&["restart", "--target", "jm", "--job", "clicks", "--strategy", "savepoint"]).spawn().unwrap();
+        // Spread the kills over the restart's life: from before it begins to after it is done.
+        tokio::time::sleep(Duration::from_millis(150 * round)).await;
+        let step = r.restarts().get(before).map(|x| x.step.to_string()).unwrap_or_else(|| "not begun".into());
+        kill9(&mut driver);
+        killed_at.push(step);
+        // Whatever was left is finished by the daemon, once.
+        wait_until("the restart to end", Duration::from_secs(40), || {
+            let rs = r.restarts();
+            rs.len() == before || rs.iter().all(|x| x.outcome.is_some())
+        })
+        .await;
+        let live = r.live();
+        assert_eq!(live.len(), 1, "round {round} (killed at {:?}): live instances {live:?}", killed_at.last());
+        if let Some(rec) = r.restarts().get(before) {
+            assert_eq!(rec.outcome, Some(RestartResult::Ok), "round {round}: {rec:#?}");
+        }
+    }
+    kill9(&mut daemon);
+    let done = r.restarts().len();
+    assert_eq!(r.fake.jar_runs().len(), done, "one submission per restart; killed at {killed_at:?}");
+    let steps: std::collections::BTreeSet<&str> = killed_at.iter().map(String::as_str).collect();
+    assert!(steps.len() >= 3, "the kills should have hit several steps: {killed_at:?}");
+}
