@@ -38,6 +38,7 @@ pub mod config;
 
 pub mod diag;
 pub mod dispatch;
+pub mod evaluate;
 pub mod event;
 pub mod fetch;
 pub mod flink;

@@ -35,9 +35,10 @@ use serde::Deserialize;
 
 use crate::config::DispatchConfig;
 use crate::dispatch::Dispatcher;
+use crate::evaluate::{evaluate_observation, Observed};
+use crate::model::Planned;
 use crate::model::{FetchError, FetchErrorKind, Observation};
-use crate::model::{Origin, Planned};
-use crate::script::{self, CompiledRule, EvalInput, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
+use crate::script::{self, CompiledRule, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
 use crate::store::Store;
 
 /// A problem with a test file or a recording (not a failed expectation).
@@ -235,34 +236,24 @@ impl Sim {
     ) -> Result<(Vec<Actual>, Vec<String>), TestError> {
         self.now = at;
         let obs_dyn = script::obs_to_dynamic(obs);
-        let target_dyn = script::target_to_dynamic(target);
+        let seen = Observed { obs: &obs_dyn, probe: &obs.probe, target, now: at };
+        let states = &self.states;
+        let mut state_of =
+            |rule: &str| states.get(&(rule.to_string(), target.name.clone())).cloned().unwrap_or_default();
+        let mut follow_up = || Some(follow());
+        let results =
+            evaluate_observation(&self.engine, rules.iter().map(|(r, p)| (r, p)), &seen, &mut state_of, &mut follow_up);
         let mut out = vec![];
         let mut errors = vec![];
-        for (rule, params) in rules {
-            let key = (rule.name.clone(), target.name.clone());
-            let state = self.states.get(&key).cloned().unwrap_or(serde_json::Value::Null);
-            let params = script::params_to_dynamic(params);
-            let input = EvalInput {
-                obs: &obs_dyn,
-                target: &target_dyn,
-                params: &params,
-                state: &state,
-                now: at,
-                follow_up: Some(follow()),
-            };
-            match self.engine.evaluate(rule, input) {
-                Ok(ev) => {
-                    self.states.insert(key, ev.state);
-                    let origin = Origin {
-                        rule: rule.name.clone(),
-                        target: target.name.clone(),
-                        target_url: target.url.clone(),
-                        probe: obs.probe.clone(),
-                        time: at,
-                    };
-                    out.extend(actuals(self.dispatcher.process(&origin, &ev.verdict, &self.store)?));
-                    if let Verdict::Skipped(why) = ev.verdict {
-                        tracing::debug!(rule = %rule.name, "skipped: {why}");
+        for r in results {
+            match r {
+                Ok(v) => {
+                    if let Some(s) = v.new_state {
+                        self.states.insert((v.origin.rule.clone(), target.name.clone()), s);
+                    }
+                    out.extend(actuals(self.dispatcher.process(&v.origin, &v.verdict, &self.store)?));
+                    if let Verdict::Skipped(why) = v.verdict {
+                        tracing::debug!(rule = %v.origin.rule, "skipped: {why}");
                     }
                 }
                 Err(e) => errors.push(e.to_string()),
@@ -613,20 +604,22 @@ pub fn eval_once(
         error: None,
     };
     let o = script::obs_to_dynamic(&obs);
-    let t = script::target_to_dynamic(target);
-    let p = script::params_to_dynamic(params);
-    let none = Canned { base: PathBuf::new(), responses: BTreeMap::new() };
-    engine.evaluate(
-        rule,
-        EvalInput {
-            obs: &o,
-            target: &t,
-            params: &p,
-            state: &serde_json::Value::Null,
-            now: obs.time,
-            follow_up: Some(Box::new(none)),
-        },
-    )
+    let seen = Observed { obs: &o, probe: &obs.probe, target, now: obs.time };
+    let mut follow_up =
+        || -> Option<Box<dyn FollowUp>> { Some(Box::new(Canned { base: PathBuf::new(), responses: BTreeMap::new() })) };
+    let result =
+        evaluate_observation(engine, [(rule, params)], &seen, &mut |_| serde_json::Value::Null, &mut follow_up)
+            .pop()
+            .unwrap_or_else(|| {
+            Err(script::ScriptError {
+                file: rule.file.clone(),
+                rule: rule.name.clone(),
+                line: 0,
+                col: 0,
+                message: "the rule was not evaluated".into(),
+            })
+        })?;
+    Ok(script::Evaluation { state: result.new_state.unwrap_or_default(), verdict: result.verdict })
 }
 
 /// Feeds recorded observations (JSON lines from `warden run --record`) through the plan's rules on simulated time
@@ -652,7 +645,7 @@ pub fn replay(plan: &crate::plan::Plan, recording: &Path) -> Result<Vec<(DateTim
             .rules
             .iter()
             .filter_map(|r| plan.rules.get(r))
-            .map(|r| (r.compiled.clone(), r.params.clone()))
+            .map(|r| (r.compiled.clone(), r.params_for(&o.target).clone()))
             .collect();
         let t = cfg.targets.iter().find(|t| t.name == o.target);
         let target = TargetInfo {
@@ -699,7 +692,7 @@ mod tests {
         .unwrap();
         std::fs::write(
             pack.join("r.rhai"),
-            "if obs.body.n > 1 { alert(#{subject: \"s\", summary: `n is ${obs.body.n}`}); }",
+            "if obs.body.n > 1 { alert(#{subject: \"s\", summary: `${target.name}: n is ${obs.body.n}`}); }",
         )
         .unwrap();
         let t = pack.join("tests/t.yaml");
@@ -724,5 +717,41 @@ mod tests {
             "{:?}",
             r.failures
         );
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+    use crate::pack::PackFiles;
+    use crate::plan::{build, PackSource};
+
+    #[test]
+    fn replay_uses_the_parameters_a_target_has_after_overrides_like_the_daemon() {
+        let pack = PackFiles {
+            dir: PathBuf::from("packs/t"),
+            manifest: "name: t\nversion: 1.0.0\nparameters:\n  limit: {type: int, default: 3}\nprobes:\n  - name: p\n    every: 10s\n    request: {path: /x}\n    rules: [over]\n".into(),
+            rules: vec![(
+                "over.rhai".into(),
+                "if obs.body.n > params.limit { alert(#{subject: \"n\", summary: `${target.name}: n is ${obs.body.n}`}); }".into(),
+            )],
+            modules: vec![],
+        };
+        let cfg = "targets:\n  - {name: prod, url: \"http://a:1\"}\n  - {name: stage, url: \"http://b:1\"}\npacks:\n  t:\n    params: {limit: 5}\n    overrides:\n      - targets: [stage]\n        params: {limit: 50}\n";
+        let loaded = crate::config::load_str(Path::new("w.yaml"), cfg).unwrap_or_else(|d| panic!("{d}"));
+        let plan = build(loaded, PackSource::Files(vec![pack]), &ScriptEngine::new(&Default::default()))
+            .unwrap_or_else(|d| panic!("{d}"));
+        let dir = tempfile::tempdir().unwrap();
+        let rec = dir.path().join("rec.jsonl");
+        let line = |target: &str| {
+            serde_json::json!({"probe": "t/p", "target": target, "time": "2026-12-01T10:00:00Z", "status": 200,
+                               "latency_ms": 3, "body": {"n": 10}})
+            .to_string()
+        };
+        std::fs::write(&rec, format!("{}\n{}\n", line("prod"), line("stage"))).unwrap();
+        let got = replay(&plan, &rec).unwrap();
+        let targets: Vec<&str> = got.iter().filter_map(|(_, a)| a.summary.split(':').next()).collect();
+        // n = 10 is over prod's limit (5) but not over stage's overridden limit (50).
+        assert_eq!(targets, ["prod"], "{got:?}");
     }
 }
