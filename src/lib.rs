@@ -6,30 +6,33 @@
 //!
 //! ## Layout
 //!
-//! The data flows one way: probes → observations → rules → requested actions → dispatcher → actions → journal.
+//! The data flows one way: probes → observations → rules → requested actions → dispatcher → actions → notify →
+//! journal. A module never reaches back up the pipe; the values that travel along it live in [`model`].
+//!
+//! ```text
+//! src/main.rs, src/cli/   the `warden` binary: argument parsing and one file per command (not part of this library)
+//! crates/fake-flink/      the fake JobManager for tests, benchmarks and `warden demo` (not part of this library)
+//! ```
 //!
 //! | module | concern |
 //! |---|---|
-//! | [`config`] | `warden.yaml`: serde structs (field docs are the user reference), loading with every error at once as `file:line:col`, secrets |
+//! | [`config`] | `warden.yaml`: serde structs (field docs are the user reference), loading with every error at once as `file:line:col`, secrets, [`config::state_dir`] (the one way every command finds the state directory) |
 //! | [`config::yaml`] | the one place that parses YAML (values + positions) |
-//! | [`pack`] | rule packs: `pack.yaml` (semver, Warden range, dependencies), parameters, probes, `.rhai` rules, Rhai modules; the shipped Flink pack is embedded |
-//! | [`pack_cli`] | `warden pack list/new/package/add`: skeletons, `.tar.gz` packages with checksums, safe installs |
+//! | [`pack`] | rule packs: `pack.yaml` (semver, Warden range, dependencies), parameters, probes, `.rhai` rules, Rhai modules; the shipped Flink pack is embedded; [`pack::package`] makes and installs `.tar.gz` packages |
 //! | [`plan`] | load → validate → compile: turns config + packs into the immutable set of probe jobs and compiled rules |
 //! | [`schedule`] | `every:` and cron schedules; skipped-run accounting |
-//! | [`fetch`] | one HTTP client per TLS setting, auth, timeouts, body cap → [`observation::Observation`] |
+//! | [`fetch`] | one HTTP client per TLS setting, auth, timeouts, body cap → [`model::Observation`] |
 //! | [`script`] | the Rhai engine (limits, wall clock), the API rules see, JSON ↔ Rhai, pack modules for `import` |
-//! | [`request`] | what a rule returns: alert / run / restart_job / log requests |
+//! | [`evaluate`] | the one evaluation path: an observation through a probe's rules, used by the daemon, `test`, `eval` and `replay` |
+//! | [`model`] | what travels along the pipe (observations, requests, alert records, planned actions) and the domain enums (restart strategy/step/result, journal action kinds) |
 //! | [`dispatch`] | dedup keys, `for`, cooldown with exponential backoff, resolution, restart-storm guard, dry run |
-//! | [`action`] | built-in actions and the executor: alert log, commands ([`action::command`]), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, resumable, exactly once) |
+//! | [`action`] | built-in actions and the executor: alert log, commands ([`action::command`]), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, one owner with a lease, resumable, exactly once) |
 //! | [`notify`] | notification channels (e-mail, Slack, file, plugins), routing, grouping, silences, outbox |
-//! | [`store`] | SQLite: journal, rule state, dispatcher state, guard resets, restart records (the per-job lock), savepoint history |
-//! | [`runtime`] | the daemon: one task per probe × target, the dispatcher task, hot reload (an immutable generation swapped atomically), graceful shutdown |
+//! | [`store`] | SQLite: journal, rule state, dispatcher state, guard resets, restart records (the per-job lock, with owner and lease), savepoint history; [`store::lock`]: one daemon per state directory |
+//! | [`runtime`] | the daemon: one task per probe × target, the dispatcher task, hot reload (an immutable generation swapped atomically), take-over of orphaned restarts, graceful shutdown |
 //! | [`reload`] | watching `warden.yaml` and pack directories (debounced, polling mode), SIGHUP |
 //! | [`ruletest`] | rules on simulated time: `warden test`, `warden eval`, `warden replay` |
-//! | [`restart_cli`] | `warden restart`: an operator's restart through the same machinery |
 //! | [`flink`] | Flink REST knowledge: root cause across 1.x/2.x, the typed REST calls of restarts ([`flink::client`]) |
-//! | [`fake_flink`] | an in-process fake JobManager for tests and `warden demo` |
-//! | [`demo`] | `warden demo`: the embedded end-to-end story |
 //! | [`clock`], [`event`], [`diag`] | the one clock, progress events, diagnostics |
 
 pub mod action;
