@@ -1,11 +1,20 @@
 //! HTTP polling: one shared client per TLS setting (so connections are reused), auth, headers, timeouts and a
 //! body size cap. Every outcome becomes an [`Observation`]; nothing here returns an error to the caller.
+//!
+//! Credentials stay with their target:
+//! - a request path may not leave the target's base path: percent-decoded (repeatedly), with backslashes read as
+//!   slashes, a `.` or `..` segment, a scheme or an authority is refused ([`contained_path`]); the final URL is
+//!   checked again against the base;
+//! - redirects are followed by hand (at most 5): within the target's origin with its headers; to another origin
+//!   only if the target has `allow_cross_origin_redirects`, and then without `Authorization`, cookies or any
+//!   configured header.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use chrono::Utc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 
@@ -37,7 +46,8 @@ impl ClientPool {
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
             .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::limited(5));
+            // Redirects are followed by hand in `send`, to keep credentials on their origin.
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = ca {
             let pem = std::fs::read(ca).map_err(|e| format!("cannot read CA file `{}`: {e}", ca.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -67,6 +77,8 @@ pub struct TargetClient {
     client: reqwest::Client,
     headers: HeaderMap,
     timeout: Duration,
+    base_url: reqwest::Url,
+    cross_origin: bool,
 }
 
 impl std::fmt::Debug for TargetClient {
@@ -119,7 +131,8 @@ impl TargetClient {
                 (None, Some(b)) => {
                     format!(
                         "Basic {}",
-                        base64_lite::encode(format!("{}:{}", b.username, b.password.expose()).as_bytes())
+                        base64::engine::general_purpose::STANDARD
+                            .encode(format!("{}:{}", b.username, b.password.expose()).as_bytes())
                     )
                 }
                 (None, None) => return Err(err("`auth` needs `bearer` or `basic`".into())),
@@ -129,9 +142,13 @@ impl TargetClient {
             val.set_sensitive(true);
             headers.insert(AUTHORIZATION, val);
         }
+        let base = cfg.url.trim_end_matches('/').to_string();
+        let base_url = reqwest::Url::parse(&base).map_err(|e| err(format!("`url` `{}` is not a URL: {e}", cfg.url)))?;
         Ok(Self {
             name: cfg.name.clone(),
-            base: cfg.url.trim_end_matches('/').to_string(),
+            base,
+            base_url,
+            cross_origin: cfg.allow_cross_origin_redirects,
             labels: cfg.labels.clone(),
             client,
             headers,
@@ -196,17 +213,56 @@ impl TargetClient {
     pub async fn send(&self, req: &HttpRequest) -> (Option<u16>, Option<serde_json::Value>, Option<FetchError>) {
         let where_ = format!("target `{}` {} {}", self.name, req.method, req.path);
         let fail = |kind, message: String| (None, None, Some(FetchError { kind, message }));
-        let url = format!("{}{}", self.base, req.path);
-        let mut rb = self.client.request(req.method.clone(), &url).headers(self.headers.clone()).timeout(self.timeout);
-        for (k, v) in &req.headers {
-            rb = rb.header(k, v);
-        }
-        if let Some(b) = &req.body {
-            rb = rb.json(b);
-        }
-        let resp = match rb.send().await {
-            Ok(r) => r,
-            Err(e) => return fail(classify(&e), format!("{where_}: {}", describe(&e))),
+        let mut url = match self.url_of(&req.path) {
+            Ok(u) => u,
+            Err(why) => return fail(FetchErrorKind::Refused, format!("{where_}: {why}")),
+        };
+        let mut same_origin = true;
+        let mut hops = 0;
+        let resp = loop {
+            let mut rb = self.client.request(req.method.clone(), url.clone()).timeout(self.timeout);
+            if same_origin {
+                rb = rb.headers(self.headers.clone());
+                for (k, v) in &req.headers {
+                    rb = rb.header(k, v);
+                }
+            }
+            if let Some(b) = &req.body {
+                rb = rb.json(b);
+            }
+            let resp = match rb.send().await {
+                Ok(r) => r,
+                Err(e) => return fail(classify(&e), format!("{where_}: {}", describe(&e))),
+            };
+            if !resp.status().is_redirection() {
+                break resp;
+            }
+            let Some(next) = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+            else {
+                break resp; // a 3xx without a usable Location: judged as the status it is
+            };
+            hops += 1;
+            if hops > 5 {
+                return fail(FetchErrorKind::HttpStatus, format!("{where_}: more than 5 redirects"));
+            }
+            if next.origin() != self.base_url.origin() {
+                if !self.cross_origin {
+                    return fail(
+                        FetchErrorKind::Refused,
+                        format!(
+                            "{where_}: redirected to another origin ({}); not followed (set \
+                             `allow_cross_origin_redirects: true` on the target to follow it without credentials)",
+                            next.origin().ascii_serialization()
+                        ),
+                    );
+                }
+                same_origin = false;
+            }
+            url = next;
         };
         let status = resp.status().as_u16();
         let content_type =
@@ -288,6 +344,47 @@ impl TargetClient {
     }
 }
 
+impl TargetClient {
+    /// The URL of `path` on this target, or why it is refused: `path` must stay under the target's base path.
+    pub fn url_of(&self, path: &str) -> Result<reqwest::Url, String> {
+        let path = contained_path(path)?;
+        let url = reqwest::Url::parse(&format!("{}{}", self.base, path))
+            .map_err(|e| format!("`{path}` does not make a URL with the target's base: {e}"))?;
+        let base_path = self.base_url.path().trim_end_matches('/');
+        if url.origin() != self.base_url.origin() || !url.path().starts_with(base_path) {
+            return Err(format!("`{path}` leaves the target's base URL"));
+        }
+        Ok(url)
+    }
+}
+
+/// Checks that a request path stays under the base it is appended to: it starts with `/`, and neither it nor any
+/// of its percent-decodings (repeated until nothing changes) holds a `.` or `..` segment (backslashes count as
+/// slashes), a scheme (`://`) or an authority (`//` at the start). Returns the path unchanged when it is safe.
+pub fn contained_path(path: &str) -> Result<&str, String> {
+    let refuse = |why: &str| Err(format!("refused path `{}`: {why}", path.chars().take(200).collect::<String>()));
+    if !path.starts_with('/') {
+        return refuse("a path must start with `/`");
+    }
+    let (only_path, _query) = path.split_once('?').unwrap_or((path, ""));
+    let mut text = only_path.to_string();
+    for _ in 0..4 {
+        let unified = text.replace('\\', "/");
+        if unified.starts_with("//") || unified.contains("://") {
+            return refuse("it names another host");
+        }
+        if unified.split('/').any(|seg| seg == "." || seg == "..") {
+            return refuse("`.` and `..` segments could leave the target's base path");
+        }
+        let decoded = percent_encoding::percent_decode_str(&unified).decode_utf8_lossy().into_owned();
+        if decoded == text {
+            return Ok(path);
+        }
+        text = decoded;
+    }
+    refuse("it is encoded too many times over")
+}
+
 fn classify(e: &reqwest::Error) -> FetchErrorKind {
     if e.is_timeout() {
         FetchErrorKind::Timeout
@@ -326,33 +423,131 @@ fn snippet(buf: &[u8]) -> String {
     }
 }
 
-/// A tiny base64 encoder for basic auth (avoids a dependency for ten lines).
-mod base64_lite {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    /// Standard base64 with padding.
-    pub fn encode(input: &[u8]) -> String {
-        let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-        for chunk in input.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::http::{HeaderMap as AxHeaders, StatusCode, Uri};
+    use axum::response::IntoResponse;
+
+    use super::*;
+    use crate::config::Secret;
+
+    type Seen = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
+
+    /// A server that records every request (path and headers) and answers `/go` with a redirect to `to`.
+    async fn server(to: Option<String>) -> (String, Seen) {
+        let seen: Seen = Arc::new(Mutex::new(vec![]));
+        let s2 = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, h: AxHeaders| {
+            let seen = s2.clone();
+            let to = to.clone();
+            async move {
+                let headers = h.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+                seen.lock().unwrap().push((uri.path().to_string(), headers));
+                match (uri.path(), to) {
+                    ("/base/go", Some(to)) => (StatusCode::FOUND, [("location", to)], "").into_response(),
+                    _ => (StatusCode::OK, [("content-type", "application/json")], "{\"ok\":true}").into_response(),
                 }
             }
-        }
-        out
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        (url, seen)
     }
 
-    #[cfg(test)]
+    fn target(url: &str, cross: bool) -> TargetClient {
+        let cfg = TargetConfig {
+            name: "jm".into(),
+            url: format!("{url}/base/"),
+            labels: Default::default(),
+            auth: Some(crate::config::AuthConfig { bearer: Some(Secret::new("t0ken")), basic: None }),
+            headers: [("X-Api-Key".to_string(), Secret::new("s3cret"))].into(),
+            ca_file: None,
+            insecure_skip_verify: false,
+            allow_cross_origin_redirects: cross,
+            timeout: Duration::from_secs(5),
+        };
+        TargetClient::new(&cfg, &mut ClientPool::default()).unwrap()
+    }
+
+    fn carries_secret(headers: &[(String, String)]) -> bool {
+        headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("x-api-key") || k.eq_ignore_ascii_case("authorization") || v.contains("s3cret")
+        })
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_another_origin_is_not_followed_and_no_secret_reaches_it() {
+        let (other, other_seen) = server(None).await;
+        let (url, _) = server(Some(format!("{other}/steal"))).await;
+        let (_, _, err) = target(&url, false).send(&HttpRequest::get("/go", 1 << 20)).await;
+        let err = err.expect("refused");
+        assert_eq!(err.kind, FetchErrorKind::Refused);
+        assert!(err.message.contains("another origin") && err.message.contains(&other), "{}", err.message);
+        assert!(other_seen.lock().unwrap().is_empty(), "the other host was contacted");
+    }
+
+    #[tokio::test]
+    async fn an_allowed_cross_origin_redirect_carries_no_credentials_and_same_origin_keeps_them() {
+        let (other, other_seen) = server(None).await;
+        let (url, seen) = server(Some(format!("{other}/elsewhere"))).await;
+        let (status, body, err) = target(&url, true).send(&HttpRequest::get("/go", 1 << 20)).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!((status, body), (Some(200), Some(serde_json::json!({"ok": true}))));
+        {
+            let other_seen = other_seen.lock().unwrap();
+            assert_eq!(other_seen.len(), 1);
+            assert!(!carries_secret(&other_seen[0].1), "credentials crossed origins: {:?}", other_seen[0].1);
+            assert!(carries_secret(&seen.lock().unwrap()[0].1), "the target itself gets its credentials");
+        }
+
+        // Within the origin (a relative Location), the redirect is followed with the target's headers.
+        let (url, seen) = server(Some("/base/there".into())).await;
+        let (status, _, err) = target(&url, false).send(&HttpRequest::get("/go", 1 << 20)).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(status, Some(200));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["/base/go", "/base/there"]);
+        assert!(seen.iter().all(|(_, h)| carries_secret(h)), "same-origin requests keep the target's headers");
+    }
+
     #[test]
-    fn rfc4648_vectors() {
-        assert_eq!(encode(b""), "");
-        assert_eq!(encode(b"f"), "Zg==");
-        assert_eq!(encode(b"fo"), "Zm8=");
-        assert_eq!(encode(b"foo"), "Zm9v");
-        assert_eq!(encode(b"Aladdin:open sesame"), "QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+    fn paths_that_could_leave_the_base_are_refused() {
+        for bad in [
+            "/%2e%2e/%2e%2e/ESCAPED",
+            "/.%2E/.%2e/ESCAPED",
+            "/..\\..\\ESCAPED",
+            "/%252e%252e/ESCAPED",
+            "/jobs/../../ESCAPED",
+            "/./x",
+            "//evil.example/x",
+            "/x/http://evil.example/",
+            "relative/path",
+            "/%5c..%5cESCAPED",
+        ] {
+            assert!(contained_path(bad).is_err(), "`{bad}` was accepted");
+        }
+        for good in ["/jobs/overview", "/jobs/abc/exceptions?maxExceptions=10", "/jars/x.jar/run", "/a..b/c.d"] {
+            assert_eq!(contained_path(good), Ok(good));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_path_is_never_sent() {
+        let (url, seen) = server(None).await;
+        let t = target(&url, false);
+        let (_, _, err) = t.send(&HttpRequest::get("/%2e%2e/%2e%2e/ESCAPED", 1 << 20)).await;
+        assert_eq!(err.map(|e| e.kind), Some(FetchErrorKind::Refused));
+        assert!(seen.lock().unwrap().is_empty(), "{:?}", seen.lock().unwrap());
+    }
+
+    #[test]
+    fn basic_auth_is_standard_base64() {
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.encode(b"Aladdin:open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
     }
 }

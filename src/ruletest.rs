@@ -82,6 +82,7 @@ impl Response {
                 "connect" => FetchErrorKind::Connect,
                 "not_json" => FetchErrorKind::NotJson,
                 "too_large" => FetchErrorKind::TooLarge,
+                "refused" => FetchErrorKind::Refused,
                 other => {
                     return Err(format!("unknown simulated error `{other}` (timeout, connect, not_json, too_large)"))
                 }

@@ -91,6 +91,12 @@ pub struct TargetConfig {
     /// Turns TLS certificate verification off for this target only. Off by default; Warden logs a warning at start.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// Follow redirects to another origin (scheme, host or port). Off by default: such an answer is an error of
+    /// kind `refused`. When on, the redirected request carries none of the target's credentials: no
+    /// `Authorization`, no cookies, none of `headers`. Redirects within the target's origin are always followed
+    /// (at most 5), with its headers.
+    #[serde(default)]
+    pub allow_cross_origin_redirects: bool,
     /// Timeout of one request to this target (connect + answer). Default `10s`.
     #[serde(default = "default_timeout", with = "units::duration")]
     pub timeout: Duration,

@@ -61,6 +61,9 @@ pub enum FetchErrorKind {
     NotJson,
     /// The body exceeded the probe's `max_body`.
     TooLarge,
+    /// Warden refused to send it: the path leaves the target's base path, or the answer redirected to another
+    /// origin (scheme, host, port) that the target does not allow.
+    Refused,
 }
 
 impl FetchErrorKind {
@@ -73,6 +76,7 @@ impl FetchErrorKind {
             FetchErrorKind::LeaderElection => "leader_election",
             FetchErrorKind::NotJson => "not_json",
             FetchErrorKind::TooLarge => "too_large",
+            FetchErrorKind::Refused => "refused",
         }
     }
 }

@@ -53,6 +53,7 @@ async fn rig(version: FlinkApiVersion) -> Rig {
         headers: Default::default(),
         ca_file: None,
         insecure_skip_verify: false,
+        allow_cross_origin_redirects: false,
         timeout: Duration::from_secs(5),
     };
     let client = TargetClient::new(&t, &mut ClientPool::default()).unwrap();
