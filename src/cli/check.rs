@@ -9,7 +9,7 @@ pub fn run(config: &Path, format: Format) -> ExitCode {
     let result = warden::plan::load(config, None);
     match (format, result) {
         (Format::Text, Ok((p, _))) => {
-            println!(
+            outln!(
                 "{}: ok ({} targets, {} packs, {} rules, {} probe jobs)",
                 config.display(),
                 p.loaded.config.targets.len(),
@@ -20,7 +20,7 @@ pub fn run(config: &Path, format: Format) -> ExitCode {
             ExitCode::SUCCESS
         }
         (Format::Text, Err(d)) => {
-            println!("{d}");
+            outln!("{d}");
             eprintln!("{} problem(s)", d.len());
             ExitCode::from(1)
         }
@@ -29,7 +29,7 @@ pub fn run(config: &Path, format: Format) -> ExitCode {
                 Ok(_) => (true, vec![]),
                 Err(d) => (false, d.0.clone()),
             };
-            println!("{}", serde_json::json!({"ok": ok, "problems": problems}));
+            outln!("{}", serde_json::json!({"ok": ok, "problems": problems}));
             if ok {
                 ExitCode::SUCCESS
             } else {

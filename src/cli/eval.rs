@@ -6,10 +6,32 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 pub fn run(config: &Path, rule: &str, input: &Path, params: &[String]) -> anyhow::Result<ExitCode> {
-    let (plan, engine) = match warden::plan::load(config, None) {
+    let mut loaded = match warden::config::load(config) {
+        Ok(l) => l,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    // `--param` values go where `warden.yaml` would put them, so they are type-checked against the pack's
+    // `pack.yaml` like any other (a value that is not JSON is taken as a string, and must then be one).
+    let pack = rule.split_once('/').map(|(p, _)| p).unwrap_or(rule).to_string();
+    for kv in params {
+        let Some((k, v)) = kv.split_once('=') else {
+            eprintln!("warden: --param `{kv}`: expected NAME=VALUE (VALUE as JSON, e.g. expected_jobs='[\"clicks\"]')");
+            return Ok(ExitCode::from(2));
+        };
+        let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        loaded.config.packs.entry(pack.clone()).or_default().params.insert(k.to_string(), v);
+    }
+    let engine = warden::script::ScriptEngine::new(&loaded.config.scripts);
+    let plan = match warden::plan::build(loaded, warden::plan::PackSource::FromConfig, &engine) {
         Ok(p) => p,
         Err(d) => {
             eprintln!("{d}");
+            if !params.is_empty() {
+                eprintln!("(the configuration with the --param values applied)");
+            }
             return Ok(ExitCode::from(1));
         }
     };
@@ -17,12 +39,7 @@ pub fn run(config: &Path, rule: &str, input: &Path, params: &[String]) -> anyhow
         let known: Vec<&str> = plan.rules.keys().map(String::as_str).collect();
         anyhow::bail!("no rule `{rule}` (known: {})", known.join(", "));
     };
-    let mut p = r.params.clone();
-    for kv in params {
-        let (k, v) = kv.split_once('=').context("--param takes NAME=JSON")?;
-        let v = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
-        p.insert(k.to_string(), v);
-    }
+    let p = r.params.clone();
     let body: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(input).with_context(|| format!("cannot read `{}`", input.display()))?,
     )
@@ -31,17 +48,17 @@ pub fn run(config: &Path, rule: &str, input: &Path, params: &[String]) -> anyhow
     match warden::ruletest::eval_once(&r.compiled, &p, &target, body, &engine) {
         Ok(ev) => {
             match ev.verdict {
-                warden::script::Verdict::Skipped(why) => println!("skipped: {why}"),
+                warden::script::Verdict::Skipped(why) => outln!("skipped: {why}"),
                 warden::script::Verdict::Requests(reqs) if reqs.is_empty() => {
-                    println!("no requests: all is well")
+                    outln!("no requests: all is well")
                 }
                 warden::script::Verdict::Requests(reqs) => {
                     for q in reqs {
-                        println!("{}", serde_json::to_string(&q)?);
+                        outln!("{}", serde_json::to_string(&q)?);
                     }
                 }
             }
-            println!("state: {}", ev.state);
+            outln!("state: {}", ev.state);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

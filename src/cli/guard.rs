@@ -24,6 +24,6 @@ pub fn reset(config: &Path, target: &str, subject: &str, state_dir: Option<PathB
         outcome: "ok".into(),
         ..Default::default()
     })?;
-    println!("storm guard reset for `{subject}` on `{target}`: relaunches are allowed again");
+    outln!("storm guard reset for `{subject}` on `{target}`: relaunches are allowed again");
     Ok(ExitCode::SUCCESS)
 }

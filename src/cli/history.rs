@@ -26,8 +26,8 @@ pub fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
     if a.restarts {
         for r in store.restarts(a.limit)? {
             match a.format {
-                Format::Json => println!("{}", serde_json::to_string(&r)?),
-                Format::Text => println!(
+                Format::Json => outln!("{}", serde_json::to_string(&r)?),
+                Format::Text => outln!(
                     "{}  #{:<4} {:<14} {:<16} {:<15} step={:<20} from={} new={} {}",
                     r.started,
                     r.id,
@@ -46,8 +46,8 @@ pub fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
     if a.savepoints {
         for s in store.savepoints(None, a.job.as_deref())? {
             match a.format {
-                Format::Json => println!("{}", serde_json::to_string(&s)?),
-                Format::Text => println!(
+                Format::Json => outln!("{}", serde_json::to_string(&s)?),
+                Format::Text => outln!(
                     "{}  {:<14} {:<16} {:<10} {}  (run {}{})",
                     s.time,
                     s.target,
@@ -63,16 +63,22 @@ pub fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
     }
     for e in store.entries(a.limit)? {
         match a.format {
-            Format::Json => println!("{}", serde_json::to_string(&e)?),
+            Format::Json => outln!("{}", serde_json::to_string(&e)?),
             Format::Text => {
                 let what = if e.detail.is_empty() || e.detail == e.action.as_str() {
                     e.action.to_string()
                 } else {
                     format!("{} {}", e.action, e.detail)
                 };
-                println!(
+                outln!(
                     "{}  {:<18} {:<28} {:<14} {:<14} {:<24} {}",
-                    e.time, what, e.rule, e.target, e.subject, e.outcome, e.summary
+                    e.time,
+                    what,
+                    e.rule,
+                    e.target,
+                    e.subject,
+                    e.outcome,
+                    e.summary
                 );
             }
         }

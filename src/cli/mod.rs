@@ -1,6 +1,14 @@
 //! The `warden` command line: argument parsing and one module per command. The library holds the pipeline; this
 //! is the only place that prints for people and turns outcomes into exit codes.
 
+/// `println!` for command output: a closed stdout (`warden history | head`) ends the process quietly (exit 0)
+/// instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+
 mod check;
 mod demo;
 mod eval;
@@ -176,6 +184,37 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     warden::config::units::parse_duration(s)
 }
 
+/// Writes one line of command output to stdout; on a closed pipe the process ends quietly.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("warden: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A `--log`/`WARDEN_LOG` filter that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("--log (or WARDEN_LOG): `{filter}` is not a log filter ({why}); use a level such as `info` or `debug`, or directives such as `warden=debug,info`")]
+pub struct BadLogFilter {
+    filter: String,
+    why: String,
+}
+
+/// Checks `--log` before anything runs (an invalid filter used to be ignored silently).
+pub fn check_log_filter(filter: Option<&str>) -> Result<(), BadLogFilter> {
+    match filter {
+        Some(f) => {
+            EnvFilter::try_new(f).map(|_| ()).map_err(|e| BadLogFilter { filter: f.to_string(), why: e.to_string() })
+        }
+        None => Ok(()),
+    }
+}
+
 fn init_tracing(filter: Option<&str>, default: &str) {
     let filter = EnvFilter::try_new(filter.unwrap_or(default)).unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
@@ -184,6 +223,10 @@ fn init_tracing(filter: Option<&str>, default: &str) {
 /// Runs the parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let log = cli.log.as_deref();
+    if let Err(e) = check_log_filter(log) {
+        eprintln!("warden: {e}");
+        return Ok(ExitCode::from(2));
+    }
     match cli.command {
         Command::Run { dry_run, record } => {
             init_tracing(log, "info");
@@ -236,7 +279,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DemoRelaunch { url, job } => {
             let jid = demo::relaunch_over_rest(&url, &job).await?;
-            println!("submitted {job}.jar: new job id {jid}");
+            outln!("submitted {job}.jar: new job id {jid}");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -56,11 +56,11 @@ fn run_blocking(cmd: PackCommand, config: &Path) -> Result<u8> {
         PackCommand::List => {
             let (packs, problems) = ctx.discover();
             if packs.is_empty() {
-                println!("no packs found in {}", ctx.paths.join(", "));
+                outln!("no packs found in {}", ctx.paths.join(", "));
             } else {
-                println!("{:<24} {:<12} {:>5} {:>7}  DIR", "NAME", "VERSION", "RULES", "MODULES");
+                outln!("{:<24} {:<12} {:>5} {:>7}  DIR", "NAME", "VERSION", "RULES", "MODULES");
                 for p in &packs {
-                    println!(
+                    outln!(
                         "{:<24} {:<12} {:>5} {:>7}  {}",
                         p.name(),
                         p.manifest.version,
@@ -81,18 +81,18 @@ fn run_blocking(cmd: PackCommand, config: &Path) -> Result<u8> {
         PackCommand::New { name, dir } => {
             let parent = dir.unwrap_or_else(|| ctx.base.join("plugins"));
             let created = new_pack(&name, &parent)?;
-            println!("created pack `{name}` in {}", created.display());
-            println!("  its rule test is {}", created.join("tests/taskmanagers-missing.yaml").display());
+            outln!("created pack `{name}` in {}", created.display());
+            outln!("  its rule test is {}", created.join("tests/taskmanagers-missing.yaml").display());
             if !ctx.covers(&parent) {
-                println!("note: add `{}/*` to `pack_paths` in the configuration to load it", parent.display());
+                outln!("note: add `{}/*` to `pack_paths` in the configuration to load it", parent.display());
             }
             Ok(0)
         }
         PackCommand::Package { dir, out } => {
             let (installed, _) = ctx.discover();
             let p = package(&dir, out.as_deref(), &installed)?;
-            println!("packaged `{}` {} as {}", p.name, p.version, p.file.display());
-            println!("sha256 {}  (in {})", p.sha256, p.checksum_file.display());
+            outln!("packaged `{}` {} as {}", p.name, p.version, p.file.display());
+            outln!("sha256 {}  (in {})", p.sha256, p.checksum_file.display());
             Ok(0)
         }
         PackCommand::Add { source, into, upgrade } => {
@@ -100,11 +100,11 @@ fn run_blocking(cmd: PackCommand, config: &Path) -> Result<u8> {
             let (installed, _) = ctx.discover();
             let a = add(&source, &into, &installed, upgrade)?;
             match &a.replaced {
-                Some(old) => println!("upgraded pack `{}` from {old} to {} in {}", a.name, a.version, a.dir.display()),
-                None => println!("installed pack `{}` {} in {}", a.name, a.version, a.dir.display()),
+                Some(old) => outln!("upgraded pack `{}` from {old} to {} in {}", a.name, a.version, a.dir.display()),
+                None => outln!("installed pack `{}` {} in {}", a.name, a.version, a.dir.display()),
             }
             if !ctx.covers(&into) {
-                println!(
+                outln!(
                     "note: `{}` is not in the configuration's `pack_paths`; add `{}/*` there to load the pack",
                     into.display(),
                     into.display()

@@ -13,8 +13,8 @@ pub fn run(config: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     };
     let actions = warden::ruletest::replay(&plan, file)?;
     for (t, a) in &actions {
-        println!("{}  {a}", t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        outln!("{}  {a}", t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     }
-    println!("{} action(s) (follow-up requests are not recorded: rules saw them fail)", actions.len());
+    outln!("{} action(s) (follow-up requests are not recorded: rules saw them fail)", actions.len());
     Ok(ExitCode::SUCCESS)
 }

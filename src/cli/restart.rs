@@ -97,8 +97,8 @@ async fn restart(
     let printer = tokio::spawn(async move {
         while let Ok(ev) = rx.recv().await {
             match ev {
-                Event::RestartProgress { step, message, .. } => println!("[{step}] {message}"),
-                Event::Alert(a) => println!("{}: {}", a.event, a.summary),
+                Event::RestartProgress { step, message, .. } => outln!("[{step}] {message}"),
+                Event::Alert(a) => outln!("{}: {}", a.event, a.summary),
                 _ => {}
             }
         }
@@ -169,7 +169,7 @@ async fn follow(
     mut rec: RestartRecord,
     cancel: tokio_util::sync::CancellationToken,
 ) -> Result<RestartOutcome, RestartCliError> {
-    println!(
+    outln!(
         "restart #{} of {} is already in progress (step {}, driven by {}); following it instead of starting another",
         rec.id,
         rec.job,
@@ -190,7 +190,7 @@ async fn follow(
             None => return Err(RestartCliError::Usage(format!("restart #{} disappeared from the store", rec.id))),
         };
         if rec.step != last {
-            println!("[{}] (restart #{} by {})", rec.step, rec.id, rec.owner.as_deref().unwrap_or("?"));
+            outln!("[{}] (restart #{} by {})", rec.step, rec.id, rec.owner.as_deref().unwrap_or("?"));
             last = rec.step;
         }
         match &rec.outcome {
@@ -207,7 +207,7 @@ async fn follow(
 /// Says how it ended, in one line (errors on stderr).
 fn report(outcome: &RestartOutcome) {
     match outcome {
-        RestartOutcome::Done(r) => println!(
+        RestartOutcome::Done(r) => outln!(
             "restart #{} of {} done: {} is RUNNING{}",
             r.id,
             r.job,

@@ -104,7 +104,7 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
             let ends = now + chrono::Duration::from_std(duration).map_err(|e| CliError(format!("--for: {e}")))?;
             let id =
                 silences::add(&store, &matchers, now, ends, &comment, &author).map_err(|e| CliError(e.to_string()))?;
-            println!(
+            outln!(
                 "silence {id} added: {m} until {} ({})",
                 warden::notify::template::human_time(ends),
                 humantime::format_duration(duration)
@@ -119,12 +119,12 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
                     for s in &list {
                         let mut v = serde_json::to_value(s).expect("json");
                         v["active"] = serde_json::json!(s.active(now));
-                        println!("{v}");
+                        outln!("{v}");
                     }
                 }
-                Format::Text if list.is_empty() => println!("no silences"),
+                Format::Text if list.is_empty() => outln!("no silences"),
                 Format::Text => {
-                    println!("{:<5} {:<8} {:<24} {:<32} {:<12} COMMENT", "ID", "STATE", "ENDS", "MATCH", "AUTHOR");
+                    outln!("{:<5} {:<8} {:<24} {:<32} {:<12} COMMENT", "ID", "STATE", "ENDS", "MATCH", "AUTHOR");
                     for s in &list {
                         let state = if s.removed.is_some() {
                             "removed"
@@ -135,7 +135,7 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
                         } else {
                             "active"
                         };
-                        println!(
+                        outln!(
                             "{:<5} {:<8} {:<24} {:<32} {:<12} {}",
                             s.id,
                             state,
@@ -152,7 +152,7 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
         SilenceCommand::Rm { id, state_dir: dir } => {
             let store = open(&state_dir(config, dir)?)?;
             if silences::remove(&store, id, now).map_err(|e| CliError(e.to_string()))? {
-                println!("silence {id} removed: alerts it held back that still fire are sent now");
+                outln!("silence {id} removed: alerts it held back that still fire are sent now");
                 Ok(0)
             } else {
                 Err(CliError(format!("no active silence with id {id} (see `warden silence list --all`)")))
@@ -170,7 +170,7 @@ pub async fn notify(cmd: NotifyCommand, config: &Path) -> Result<u8, CliError> {
             let c = &loaded.config;
             match warden::notify::send_test(&c.notify, &c.targets, &channel).await {
                 Ok(to) => {
-                    println!("sent a test message through `{channel}` ({to})");
+                    outln!("sent a test message through `{channel}` ({to})");
                     Ok(0)
                 }
                 Err(e) => Err(CliError(format!("test message not delivered: {e}"))),

@@ -22,16 +22,16 @@ pub fn run(config: &Path, paths: Vec<PathBuf>) -> ExitCode {
         let r = warden::ruletest::run_file(&f);
         if r.failures.is_empty() {
             passed += 1;
-            println!("ok   {} ({})", r.name, f.display());
+            outln!("ok   {} ({})", r.name, f.display());
         } else {
             failed += 1;
-            println!("FAIL {} ({})", r.name, f.display());
+            outln!("FAIL {} ({})", r.name, f.display());
             for x in &r.failures {
-                println!("  {x}");
+                outln!("  {x}");
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    outln!("{passed} passed, {failed} failed");
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -239,3 +239,81 @@ fn demo_closes_the_loop() {
     assert!(stdout.contains("java.lang.IllegalStateException: Kafka partition clicks-3 has no leader"), "{stdout}");
     assert!(stdout.contains("The loop closed in"), "{stdout}");
 }
+
+#[test]
+fn a_closed_stdout_ends_history_quietly_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), VALID);
+    let store = warden::store::Store::open(&dir.path().join("state")).unwrap();
+    for i in 0..5000 {
+        store
+            .journal(&warden::store::NewEntry {
+                rule: "r".into(),
+                target: "jm".into(),
+                subject: format!("job-{i}"),
+                action: warden::model::ActionKind::Alert,
+                summary: "x".repeat(100),
+                outcome: "ok".into(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    drop(store);
+    // `warden history | head -1`: the reader goes away after one line.
+    let mut child = std::process::Command::new(WARDEN)
+        .args(["--config"])
+        .arg(&cfg)
+        .arg("history")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(first.contains("job-0"), "{first}");
+    } // stdout closed here
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn a_log_filter_that_does_not_parse_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), VALID);
+    let out = warden().args(["--log", "nonsense==="]).arg("--config").arg(&cfg).arg("check").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`nonsense===` is not a log filter"), "{err}");
+}
+
+#[test]
+fn eval_params_are_type_checked_against_the_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), VALID);
+    let input = dir.path().join("overview.json");
+    std::fs::write(&input, r#"{"jobs": []}"#).unwrap();
+    let run = |param: &str| {
+        warden()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["eval", "--rule", "flink/job-not-running", "--input"])
+            .arg(&input)
+            .args(["--param", param])
+            .output()
+            .unwrap()
+    };
+    let bad = run("expected_jobs=notjson");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(err.contains("expected_jobs") && err.contains("list of strings"), "{err}");
+    let unknown = run("expected_jbos=[\"a\"]");
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(1), "{err}");
+    assert!(err.contains("did you mean `expected_jobs`"), "{err}");
+    let good = run("expected_jobs=[\"clicks\"]");
+    assert_eq!(good.status.code(), Some(0), "{}", String::from_utf8_lossy(&good.stderr));
+}
