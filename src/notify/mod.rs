@@ -28,7 +28,7 @@
 //! | [`channel`], [`email`], [`slack`], [`plugin`] | rendering per channel kind and delivery |
 //! | [`outbox`] | the notifier's SQLite tables |
 //! | [`silence`] | silences and maintenance windows |
-//! | [`cli`] | `warden silence …`, `warden notify test` |
+//! | `src/cli/silence.rs` (binary side) | `warden silence …`, `warden notify test` ([`send_test`]) |
 
 pub mod channel;
 
@@ -355,7 +355,8 @@ impl Notifier {
     /// What the notifier remembers is kept, because it lives in the store by channel name: messages in the
     /// outbox (and their retries), alerts waiting out `group_wait`, held (silenced) alerts, and which channel
     /// heard which alert fire — so a *resolved* still goes only to channels that were told it fired, and nothing
-    /// is sent twice. A channel that keeps its name keeps all of that and delivers with its new settings (a
+    /// is sent twice. (It goes to those of them the new routes pick for it: a channel the new routes no longer
+    /// send the alert to does not hear it resolve.) A channel that keeps its name keeps all of that and delivers with its new settings (a
     /// changed Slack URL or SMTP password applies to messages already queued). A removed channel's waiting
     /// alerts are dropped with a warning and its queued messages are journalled as failed. Deliveries already in
     /// flight finish with the settings they started with.
