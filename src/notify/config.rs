@@ -658,12 +658,14 @@ mod tests {
 
     #[test]
     fn a_full_example_loads_with_defaults() {
-        std::env::set_var("WARDEN_TEST_NOTIFY_HOOK", "https://hooks.slack.test/services/T/B/x");
+        // The secret comes from a file: tests never change the process environment (other tests run alongside).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("slack-hook"), "https://hooks.slack.test/services/T/B/x\n").unwrap();
         let text = "\
 notify:
   channels:
     mail: {type: email, host: smtp.example.com, from: 'Warden <w@example.com>', to: [a@example.com]}
-    slack: {type: slack, webhook_url: '${WARDEN_TEST_NOTIFY_HOOK}'}
+    slack: {type: slack, webhook_url: 'file:slack-hook'}
     disk: {type: file, path: out/n.jsonl}
   routes:
     - match: {severity: critical, labels: {env: [prod, staging]}}
@@ -671,11 +673,13 @@ notify:
       continue: true
   default: {channels: [disk]}
 ";
-        let c = crate::config::load_str(Path::new("/etc/w/warden.yaml"), text).unwrap().config.notify;
+        let c = crate::config::load_str(&dir.path().join("warden.yaml"), text).unwrap().config.notify;
         assert_eq!(c.group_wait, std::time::Duration::from_secs(10));
         assert!(c.send_resolved);
         let super::ChannelConfig::File(f) = &c.channels["disk"] else { panic!() };
-        assert_eq!(f.path, Path::new("/etc/w/out/n.jsonl"));
+        assert_eq!(f.path, dir.path().join("out/n.jsonl"));
+        let super::ChannelConfig::Slack(s) = &c.channels["slack"] else { panic!() };
+        assert_eq!(s.webhook_url.expose(), "https://hooks.slack.test/services/T/B/x");
         let super::ChannelConfig::Email(e) = &c.channels["mail"] else { panic!() };
         assert_eq!(e.port(), 587);
         assert!(format!("{c:?}").contains("Secret(***)"));

@@ -4,7 +4,8 @@
 //! The dispatcher decides *that* something is worth telling (`firing`, `reminder`, `resolved`, `giving_up`, `log`);
 //! the executor hands each such [`AlertRecord`] to [`Notifier::submit`]; the notifier decides *whom* and *how*, and
 //! delivers in the background ([`Notifier::run`]) from its outbox so that nothing is lost across outages and
-//! restarts.
+//! restarts. A changed `notify` section is applied to the running notifier with [`Notifier::reconfigure`] (hot
+//! reload): the settings are swapped whole, what the notifier remembers stays in the store.
 //!
 //! ```text
 //! submit ─► routes ─► silenced? ──yes──► journal "silenced", hold (sent when the silence ends)
@@ -27,7 +28,7 @@
 //! | [`channel`], [`email`], [`slack`], [`plugin`] | rendering per channel kind and delivery |
 //! | [`outbox`] | the notifier's SQLite tables |
 //! | [`silence`] | silences and maintenance windows |
-//! | [`cli`] | `warden silence …`, `warden notify test` |
+//! | `src/cli/silence.rs` (binary side) | `warden silence …`, `warden notify test` ([`send_test`]) |
 
 pub mod channel;
 
@@ -41,7 +42,7 @@ pub mod slack;
 pub mod template;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -78,6 +79,15 @@ pub enum NotifyError {
     /// The outbox could not be read or written.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A route, maintenance window or template of the `notify` section is invalid (normally caught by the
+    /// configuration check before it gets here).
+    #[error("{at}: {message}")]
+    Invalid {
+        /// Where, e.g. `notify.routes[2].channels`.
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A channel could not be set up (TLS settings, CA file, HTTP client).
     #[error("channel `{channel}`: {message}")]
     Channel {
@@ -125,8 +135,11 @@ struct Hit {
     send_resolved: bool,
 }
 
-/// Routes, groups, silences and delivers alerts.
-pub struct Notifier {
+/// Everything the `notify` section decides (routes, channels with their templates, maintenance windows, the
+/// lifecycle settings) and the targets it knows: built whole, then swapped whole by [`Notifier::reconfigure`].
+/// What the notifier remembers (the outbox, alerts waiting out `group_wait`, which channel heard which alert fire,
+/// held alerts) lives in the store, keyed by channel name, and is not part of it.
+struct Setup {
     config: NotifyConfig,
     routes: Vec<Route>,
     default: Option<Route>,
@@ -134,6 +147,11 @@ pub struct Notifier {
     windows: Vec<silence::Window>,
     targets: HashMap<String, TargetView>,
     env: minijinja::Environment<'static>,
+}
+
+/// Routes, groups, silences and delivers alerts.
+pub struct Notifier {
+    setup: RwLock<Arc<Setup>>,
     store: Arc<Store>,
     clock: Clock,
     wake: tokio::sync::Notify,
@@ -144,7 +162,7 @@ pub struct Notifier {
 
 impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Notifier").field("channels", &self.senders.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Notifier").field("channels", &self.setup().senders.keys().collect::<Vec<_>>()).finish()
     }
 }
 
@@ -172,54 +190,87 @@ fn new_message_id(now: DateTime<Utc>) -> String {
     format!("warden.{}.{:016x}", now.format("%Y%m%dT%H%M%S%.3f"), rand::thread_rng().gen::<u64>())
 }
 
-impl Notifier {
-    /// A notifier for `config` that knows `targets` (for labels in routes and links to the Flink web UI), keeping
-    /// its outbox in `store`. Builds every channel (TLS settings, HTTP clients); the configuration check has
-    /// already validated them.
-    pub fn new(
-        config: NotifyConfig,
-        targets: &[TargetConfig],
-        store: Arc<Store>,
-        clock: Clock,
-        events: Events,
-    ) -> Result<Self, NotifyError> {
-        let _ = events;
-        outbox::init(&store)?;
-        let compile = |m: &config::MatchConfig| Matcher::from_config(m).unwrap_or_default();
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| Route {
-                matcher: compile(&r.matches),
+/// The templates a channel carries, by field name.
+fn templates(c: &config::ChannelConfig) -> Vec<(&'static str, &Option<String>)> {
+    match c {
+        config::ChannelConfig::Email(e) => vec![("subject", &e.subject), ("body", &e.body)],
+        config::ChannelConfig::Slack(s) => vec![("text", &s.text), ("body", &s.body)],
+        config::ChannelConfig::Plugin(p) => vec![("text", &p.text)],
+        config::ChannelConfig::File(_) => vec![],
+    }
+}
+
+impl Setup {
+    /// Builds everything `config` describes: compiles matchers and templates, checks that routes name existing
+    /// channels, parses maintenance windows, and builds every channel (TLS settings, CA files, HTTP clients).
+    /// Nothing is half-built: the first problem is the error.
+    fn build(config: NotifyConfig, targets: &[TargetConfig]) -> Result<Setup, NotifyError> {
+        let invalid = |at: String, message: String| NotifyError::Invalid { at, message };
+        let compile = |at: &str, m: &config::MatchConfig| {
+            Matcher::from_config(m).map_err(|(field, e)| invalid(format!("{at}.match.{field}"), e))
+        };
+        let refs = |at: &str, channels: &[String]| -> Result<(), NotifyError> {
+            if channels.is_empty() {
+                return Err(invalid(format!("{at}.channels"), "a route needs at least one channel".into()));
+            }
+            match channels.iter().find(|c| !config.channels.contains_key(c.as_str())) {
+                Some(c) => Err(invalid(format!("{at}.channels"), format!("unknown channel `{c}`"))),
+                None => Ok(()),
+            }
+        };
+        let mut routes = vec![];
+        for (i, r) in config.routes.iter().enumerate() {
+            let at = format!("notify.routes[{i}]");
+            refs(&at, &r.channels)?;
+            routes.push(Route {
+                matcher: compile(&at, &r.matches)?,
                 channels: r.channels.clone(),
                 continue_matching: r.continue_matching,
                 group_wait: r.group_wait,
                 repeat_interval: r.repeat_interval,
                 send_resolved: r.send_resolved,
-            })
-            .collect();
-        let default = config.default.as_ref().map(|d| Route {
-            matcher: Matcher::default(),
-            channels: d.channels.clone(),
-            continue_matching: false,
-            group_wait: d.group_wait,
-            repeat_interval: d.repeat_interval,
-            send_resolved: d.send_resolved,
-        });
-        let windows = config.maintenance.iter().filter_map(silence::Window::new).collect();
-        Ok(Self {
+            });
+        }
+        let default = match &config.default {
+            Some(d) => {
+                refs("notify.default", &d.channels)?;
+                Some(Route {
+                    matcher: Matcher::default(),
+                    channels: d.channels.clone(),
+                    continue_matching: false,
+                    group_wait: d.group_wait,
+                    repeat_interval: d.repeat_interval,
+                    send_resolved: d.send_resolved,
+                })
+            }
+            None => None,
+        };
+        let mut windows = vec![];
+        for (i, m) in config.maintenance.iter().enumerate() {
+            let at = format!("notify.maintenance[{i}]");
+            compile(&at, &m.matches)?;
+            let w = silence::Window::new(m).ok_or_else(|| {
+                invalid(at, format!("maintenance window `{}`: invalid cron expression or duration", m.name))
+            })?;
+            windows.push(w);
+        }
+        for (name, c) in &config.channels {
+            for (field, src) in templates(c) {
+                if let Some(src) = src {
+                    template::check(src).map_err(|e| {
+                        invalid(format!("notify.channels.{name}.{field}"), format!("invalid template: {e}"))
+                    })?;
+                }
+            }
+        }
+        Ok(Setup {
             senders: senders(&config)?,
             routes,
             default,
             windows,
             targets: target_views(targets),
             env: template::environment(),
-            store,
-            clock,
             config,
-            wake: tokio::sync::Notify::new(),
-            blocked: Mutex::new(HashMap::new()),
-            last_purge: Mutex::new(None),
         })
     }
 
@@ -262,25 +313,89 @@ impl Notifier {
         self.targets.get(name).cloned().unwrap_or_else(|| TargetView { name: name.to_string(), ..Default::default() })
     }
 
-    fn silenced_by(&self, f: &Facts<'_>, now: DateTime<Utc>) -> Result<Option<String>, NotifyError> {
+    fn backoff(&self, attempts: u32) -> Duration {
+        let r = &self.config.retry;
+        let exp = r.initial_backoff.as_secs_f64() * 2f64.powi(attempts.saturating_sub(1).min(40) as i32);
+        let cap = exp.min(r.max_backoff.as_secs_f64());
+        Duration::from_secs_f64(cap * rand::thread_rng().gen_range(0.5..=1.0))
+    }
+}
+
+impl Notifier {
+    /// A notifier for `config` that knows `targets` (for labels in routes and links to the Flink web UI), keeping
+    /// its outbox in `store`. Builds every channel (TLS settings, HTTP clients); fails, as
+    /// [`Notifier::reconfigure`] does, when a route names an unknown channel or a matcher, template, maintenance
+    /// window or channel cannot be built (the configuration check reports all of those earlier, with positions).
+    pub fn new(
+        config: NotifyConfig,
+        targets: &[TargetConfig],
+        store: Arc<Store>,
+        clock: Clock,
+        events: Events,
+    ) -> Result<Self, NotifyError> {
+        let _ = events;
+        outbox::init(&store)?;
+        Ok(Self {
+            setup: RwLock::new(Arc::new(Setup::build(config, targets)?)),
+            store,
+            clock,
+            wake: tokio::sync::Notify::new(),
+            blocked: Mutex::new(HashMap::new()),
+            last_purge: Mutex::new(None),
+        })
+    }
+
+    /// Applies a changed `notify` section (and target list) to the running notifier, without a restart.
+    ///
+    /// The new routes, channels (with their templates and credentials), maintenance windows and lifecycle
+    /// settings are built completely first; on any error the notifier keeps the set it had and the error says
+    /// what is wrong. Otherwise they replace the old ones in one step: an alert is routed and a message rendered
+    /// and delivered either entirely with the old set or entirely with the new one.
+    ///
+    /// What the notifier remembers is kept, because it lives in the store by channel name: messages in the
+    /// outbox (and their retries), alerts waiting out `group_wait`, held (silenced) alerts, and which channel
+    /// heard which alert fire — so a *resolved* still goes only to channels that were told it fired, and nothing
+    /// is sent twice. (It goes to those of them the new routes pick for it: a channel the new routes no longer
+    /// send the alert to does not hear it resolve.) A channel that keeps its name keeps all of that and delivers with its new settings (a
+    /// changed Slack URL or SMTP password applies to messages already queued). A removed channel's waiting
+    /// alerts are dropped with a warning and its queued messages are journalled as failed. Deliveries already in
+    /// flight finish with the settings they started with.
+    pub fn reconfigure(&self, cfg: NotifyConfig, targets: &[crate::config::TargetConfig]) -> Result<(), NotifyError> {
+        let new = Arc::new(Setup::build(cfg, targets)?);
+        let names: Vec<String> = new.senders.keys().cloned().collect();
+        *self.setup.write().unwrap_or_else(|p| p.into_inner()) = new;
+        // A channel that is gone no longer waits for anyone's Retry-After.
+        self.blocked.lock().unwrap_or_else(|p| p.into_inner()).retain(|c, _| names.contains(c));
+        tracing::info!(channels = %names.join(", "), "notification settings reloaded");
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// The settings in force now (one consistent set for the whole of an operation).
+    fn setup(&self) -> Arc<Setup> {
+        self.setup.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn silenced_by(&self, s: &Setup, f: &Facts<'_>, now: DateTime<Utc>) -> Result<Option<String>, NotifyError> {
         let silences = silence::list(&self.store, now, false)?;
-        Ok(silence::silenced_by(&silences, &self.windows, f, now))
+        Ok(silence::silenced_by(&silences, &s.windows, f, now))
     }
 
     /// Accepts one alert for routing and delivery. Must be quick and must not lose the alert: it is written to the
     /// outbox (or journalled as silenced) before this returns.
     pub fn submit(&self, record: &AlertRecord) -> Result<(), NotifyError> {
-        if self.senders.is_empty() {
+        let s = self.setup();
+        if s.senders.is_empty() {
             return Ok(());
         }
-        let target = self.target(&record.target);
+        let target = s.target(&record.target);
         let facts = Facts { record, labels: &target.labels };
-        let hits = self.route(&facts);
+        let hits = s.route(&facts);
         if hits.is_empty() {
             return Ok(());
         }
         let now = self.clock.now();
-        let silenced = self.silenced_by(&facts, now)?;
+        let silenced = self.silenced_by(&s, &facts, now)?;
         let key = outbox::alert_key(record);
         let mut changes = vec![];
         let mut journal_silenced = vec![];
@@ -385,9 +500,10 @@ impl Notifier {
 
     /// Releases held alerts whose silence ended, queues groups whose wait is over, purges old messages.
     fn tick(&self, now: DateTime<Utc>) -> Result<(), NotifyError> {
-        self.release_held(now)?;
+        let s = self.setup();
+        self.release_held(&s, now)?;
         for (channel, grp) in outbox::due_groups(&self.store, now)? {
-            self.flush(&channel, &grp, now)?;
+            self.flush(&s, &channel, &grp, now)?;
         }
         let mut last = self.last_purge.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| now - t > chrono::Duration::hours(1)) {
@@ -397,19 +513,19 @@ impl Notifier {
         Ok(())
     }
 
-    fn release_held(&self, now: DateTime<Utc>) -> Result<(), NotifyError> {
+    fn release_held(&self, s: &Setup, now: DateTime<Utc>) -> Result<(), NotifyError> {
         let held = outbox::held(&self.store)?;
         if held.is_empty() {
             return Ok(());
         }
         let silences = silence::list(&self.store, now, false)?;
         for (channel, key, mut rec) in held {
-            let target = self.target(&rec.target);
+            let target = s.target(&rec.target);
             let facts = Facts { record: &rec, labels: &target.labels };
-            if silence::silenced_by(&silences, &self.windows, &facts, now).is_some() {
+            if silence::silenced_by(&silences, &s.windows, &facts, now).is_some() {
                 continue;
             }
-            let Some(h) = self.route(&facts).into_iter().find(|h| h.channel == channel) else {
+            let Some(h) = s.route(&facts).into_iter().find(|h| h.channel == channel) else {
                 outbox::apply(&self.store, &[Change::Forget { channel, alert: key }])?;
                 continue;
             };
@@ -456,12 +572,12 @@ impl Notifier {
 
     /// Turns a due group into one message in the outbox, after any group that holds an earlier record about one
     /// of its alerts.
-    fn flush(&self, channel: &str, grp: &str, now: DateTime<Utc>) -> Result<(), NotifyError> {
+    fn flush(&self, s: &Setup, channel: &str, grp: &str, now: DateTime<Utc>) -> Result<(), NotifyError> {
         for earlier in outbox::predecessors(&self.store, channel, grp)? {
-            self.flush(channel, &earlier, now)?;
+            self.flush(s, channel, &earlier, now)?;
         }
         let (ids, records) = outbox::group(&self.store, channel, grp)?;
-        let Some(sender) = self.senders.get(channel) else {
+        let Some(sender) = s.senders.get(channel) else {
             tracing::warn!(channel, "dropping {} waiting alert(s): the channel is no longer configured", ids.len());
             outbox::drop_pending(&self.store, &ids)?;
             return Ok(());
@@ -470,18 +586,32 @@ impl Notifier {
             outbox::drop_pending(&self.store, &ids)?;
             return Ok(());
         };
-        let target = self.target(&first.target);
+        let target = s.target(&first.target);
         let event = first.event.clone();
         let alerts = records
             .iter()
-            .map(|r| template::alert_view(r, &target, self.actions(r), self.config.root_cause_lines, now))
+            .map(|r| template::alert_view(r, &target, self.actions(r), s.config.root_cause_lines, now))
             .collect();
         let v = template::view(&event, target.clone(), alerts, now);
-        let msg = sender.render(&self.env, new_message_id(now), v, records, now, false);
+        let msg = sender.render(&s.env, new_message_id(now), v, records, now, false);
         let row = outbox::enqueue(&self.store, &msg, &outbox::lane(channel, &target.name), &ids)?;
         let jid = self.store.journal(&queued_entry(&msg, now))?;
         outbox::set_journal(&self.store, row, jid)?;
         Ok(())
+    }
+
+    /// When the notifier next has something to do by its clock: the end of the earliest `group_wait`, or the next
+    /// attempt of a queued message (never before its channel's `Retry-After`). A message that is due already
+    /// reports its time, which may have passed; `None` when nothing waits. (Silences and maintenance windows are
+    /// looked at on every round of [`Notifier::run`], at least once a second.)
+    pub fn next_due(&self) -> Result<Option<DateTime<Utc>>, NotifyError> {
+        let mut next = outbox::next_group_due(&self.store)?;
+        let blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for q in outbox::heads(&self.store, |_| false)? {
+            let due = due(&blocked, &q);
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+        Ok(next)
     }
 
     /// Starts deliveries that are due; returns when the next timer (retry, group) is due.
@@ -496,10 +626,7 @@ impl Notifier {
         let busy: HashSet<&String> = lanes.values().collect();
         let mut start = vec![];
         for q in outbox::heads(&self.store, |lane| busy.contains(&lane.to_string()))? {
-            let due = match blocked.get(&q.channel) {
-                Some(b) => q.next_attempt.max(*b),
-                None => q.next_attempt,
-            };
+            let due = due(&blocked, &q);
             if due > now {
                 next = Some(next.map_or(due, |n| n.min(due)));
                 continue;
@@ -509,8 +636,9 @@ impl Notifier {
             }
             start.push(q);
         }
+        let s = self.setup();
         for mut q in start {
-            let Some(sender) = self.senders.get(&q.channel).cloned() else {
+            let Some(sender) = s.senders.get(&q.channel).cloned() else {
                 let reason = format!("channel `{}` is no longer configured", q.channel);
                 self.fail(&mut q, now, &reason)?;
                 continue;
@@ -539,13 +667,6 @@ impl Notifier {
         Ok(())
     }
 
-    fn backoff(&self, attempts: u32) -> Duration {
-        let r = &self.config.retry;
-        let exp = r.initial_backoff.as_secs_f64() * 2f64.powi(attempts.saturating_sub(1).min(40) as i32);
-        let cap = exp.min(r.max_backoff.as_secs_f64());
-        Duration::from_secs_f64(cap * rand::thread_rng().gen_range(0.5..=1.0))
-    }
-
     /// Records the outcome of one delivery.
     fn finish(&self, mut q: Queued, r: Result<(), DeliveryError>) -> Result<(), NotifyError> {
         let now = self.clock.now();
@@ -561,17 +682,18 @@ impl Notifier {
             }
             Err(DeliveryError::Permanent { reason }) => self.fail(&mut q, now, &reason)?,
             Err(DeliveryError::Retry { reason, after }) => {
+                let s = self.setup();
                 let attempts = q.attempts + 1;
                 let age = now - q.message.created;
-                if age >= chrono_d(self.config.retry.give_up_after) {
+                if age >= chrono_d(s.config.retry.give_up_after) {
                     let reason = format!(
                         "gave up after {} attempts over {}: {reason}",
                         attempts,
-                        humantime::format_duration(self.config.retry.give_up_after)
+                        humantime::format_duration(s.config.retry.give_up_after)
                     );
                     return self.fail(&mut q, now, &reason);
                 }
-                let wait = after.unwrap_or_else(|| self.backoff(attempts));
+                let wait = after.unwrap_or_else(|| s.backoff(attempts));
                 let next = now + chrono_d(wait);
                 if after.is_some() {
                     self.blocked.lock().unwrap_or_else(|p| p.into_inner()).insert(q.channel.clone(), next);
@@ -596,17 +718,25 @@ impl Notifier {
     /// Delivers from the outbox until `stop` fires (then returns promptly; undelivered messages stay in the outbox
     /// for the next start).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        if self.senders.is_empty() {
-            stop.cancelled().await;
-            return;
-        }
-        let (pending, _, _) = outbox::counts(&self.store).unwrap_or_default();
-        if pending > 0 {
-            tracing::info!(pending, "notifications from before the last stop are still to be delivered");
-        }
         let mut inflight = JoinSet::new();
         let mut lanes: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut started = false;
         loop {
+            if !started {
+                if self.setup().senders.is_empty() {
+                    // No channels: nothing to deliver (and what an earlier configuration left in the outbox stays
+                    // there) until a reconfiguration adds some.
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = self.wake.notified() => continue,
+                    }
+                }
+                started = true;
+                let (pending, _, _) = outbox::counts(&self.store).unwrap_or_default();
+                if pending > 0 {
+                    tracing::info!(pending, "notifications from before the last stop are still to be delivered");
+                }
+            }
             let now = self.clock.now();
             if let Err(e) = self.tick(now) {
                 tracing::error!("notifications: {e}");
@@ -658,6 +788,14 @@ impl Notifier {
                 tracing::error!("a notification delivery task failed: {e}");
             }
         }
+    }
+}
+
+/// When a queued message may be tried: its next attempt, not before its channel's `Retry-After`.
+fn due(blocked: &HashMap<String, DateTime<Utc>>, q: &Queued) -> DateTime<Utc> {
+    match blocked.get(&q.channel) {
+        Some(b) => q.next_attempt.max(*b),
+        None => q.next_attempt,
     }
 }
 

@@ -427,3 +427,130 @@ async fn the_run_loop_delivers_and_stops_promptly() {
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(3), task).await.expect("stops").unwrap();
 }
+
+fn targets(dir: &Path) -> Vec<TargetConfig> {
+    crate::config::load_str(
+        &dir.join("warden.yaml"),
+        "targets:\n  - {name: jm, url: 'http://jm:8081', labels: {env: prod}}\n  - {name: jm2, url: 'http://jm2:8081'}\n",
+    )
+    .unwrap()
+    .config
+    .targets
+}
+
+fn subjects(lines: Vec<Value>) -> Vec<String> {
+    lines.iter().map(|l| format!("{} {}", l["event"].as_str().unwrap(), l["subject"].as_str().unwrap())).collect()
+}
+
+#[tokio::test]
+async fn reconfigure_swaps_routes_and_keeps_waiting_batches_and_who_heard_what() {
+    let r = Rig::new("  group_wait: 30s\n  default: {channels: [disk]}\n");
+    r.submit("firing", "jm", "clicks");
+    r.advance(30);
+    r.pump().await;
+    r.submit("firing", "jm", "views"); // waits out its group_wait across the reconfiguration
+    r.advance(10);
+
+    let new = config(r.dir.path(), "  group_wait: 30s\n  default: {channels: [disk, other]}\n");
+    r.n.reconfigure(new, &targets(r.dir.path())).unwrap();
+    r.advance(20);
+    r.pump().await;
+    assert_eq!(subjects(r.lines("disk.jsonl")), ["firing clicks", "firing views"], "the waiting batch went out once");
+    assert!(r.lines("other.jsonl").is_empty(), "the new channel never heard of views: it was routed before");
+
+    r.submit("resolved", "jm", "clicks");
+    r.submit("firing", "jm", "orders"); // same lane as the resolved on each channel: a fixed order
+    r.advance(30);
+    r.pump().await;
+    assert_eq!(subjects(r.lines("disk.jsonl")), ["firing clicks", "firing views", "resolved clicks", "firing orders"]);
+    assert_eq!(
+        subjects(r.lines("other.jsonl")),
+        ["firing orders"],
+        "a resolved goes only to channels that heard it fire"
+    );
+    assert_eq!(outbox::counts(&r.store).unwrap(), (0, 5, 0), "nothing queued twice, nothing left");
+}
+
+#[tokio::test]
+async fn a_reconfiguration_with_an_error_keeps_the_old_settings() {
+    let r = Rig::new("  group_wait: 0s\n  default: {channels: [disk]}\n");
+    let mut bad = config(r.dir.path(), "  group_wait: 0s\n  default: {channels: [hook]}\n");
+    bad.routes.push(config::RouteConfig {
+        matches: config::MatchConfig::default(),
+        channels: vec!["hook".into(), "nope".into()],
+        continue_matching: false,
+        group_wait: None,
+        repeat_interval: None,
+        send_resolved: None,
+    });
+    let e = r.n.reconfigure(bad, &targets(r.dir.path())).unwrap_err();
+    assert_eq!(e.to_string(), "notify.routes[0].channels: unknown channel `nope`");
+
+    let mut bad = config(r.dir.path(), "  group_wait: 0s\n  default: {channels: [hook]}\n");
+    let config::ChannelConfig::Plugin(p) = bad.channels.get_mut("hook").unwrap() else { panic!() };
+    p.text = Some("{{ headline".into());
+    let e = r.n.reconfigure(bad, &targets(r.dir.path())).unwrap_err();
+    assert!(e.to_string().starts_with("notify.channels.hook.text: invalid template"), "{e}");
+
+    let mut bad = config(r.dir.path(), "  group_wait: 0s\n  default: {channels: [hook]}\n");
+    bad.channels.insert(
+        "mail".into(),
+        serde_yaml::from_str(
+            "{type: email, host: smtp.example.com, from: w@example.com, to: [a@example.com], ca_file: /nonexistent/ca.pem}",
+        )
+        .unwrap(),
+    );
+    let e = r.n.reconfigure(bad, &targets(r.dir.path())).unwrap_err();
+    assert!(e.to_string().starts_with("channel `mail`: cannot read CA file `/nonexistent/ca.pem`"), "{e}");
+
+    r.submit("firing", "jm", "clicks");
+    r.pump().await;
+    assert_eq!(subjects(r.lines("disk.jsonl")), ["firing clicks"], "still the old routes");
+    assert!(r.docs().is_empty());
+}
+
+#[tokio::test]
+async fn reconfigure_applies_new_maintenance_windows_templates_and_lifecycle_settings() {
+    let r = Rig::new(HOOK_ONLY);
+    r.submit("firing", "jm", "clicks");
+    r.pump().await;
+    let new = config(
+        r.dir.path(),
+        "  group_wait: 0s\n  send_resolved: false\n  default: {channels: [hook]}\n  maintenance:\n    - name: deploys\n\
+         \x20     cron: '0 0 10 * * *'\n      duration: 30m\n      match: {job: views}\n",
+    );
+    let mut new = new;
+    let config::ChannelConfig::Plugin(p) = new.channels.get_mut("hook").unwrap() else { panic!() };
+    p.text = Some("reloaded: {{ headline }}".into());
+    r.n.reconfigure(new, &targets(r.dir.path())).unwrap();
+    r.submit("resolved", "jm", "clicks"); // send_resolved is now off
+    r.submit("firing", "jm", "views"); // in the new maintenance window
+    r.submit("firing", "jm2", "orders");
+    r.pump().await;
+    let docs = r.docs();
+    assert_eq!(docs.len(), 2, "{docs:#?}");
+    assert_eq!(docs[1]["alerts"][0]["job"], "orders");
+    assert_eq!(docs[1]["text"], "reloaded: [FIRING] job orders FAILED");
+    assert!(r.notify_journal().iter().any(|e| e.outcome.starts_with("silenced: maintenance window `deploys`")));
+}
+
+#[tokio::test]
+async fn a_running_loop_picks_up_channels_added_by_a_reconfiguration() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let clock = Clock::manual(t0());
+    let empty = crate::config::load_str(&dir.path().join("warden.yaml"), "state_dir: .\n").unwrap().config;
+    let n = Arc::new(Notifier::new(empty.notify, &[], store, clock, Events::default()).unwrap());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(n.clone().run(stop.clone()));
+    n.reconfigure(config(dir.path(), HOOK_ONLY), &targets(dir.path())).unwrap();
+    n.submit(&rec(t0(), "firing", "jm", "clicks")).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !out.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "not delivered by the loop started without channels");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(3), task).await.expect("stops").unwrap();
+}
