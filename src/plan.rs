@@ -314,7 +314,16 @@ pub fn load(
     path: &Path,
     engine_limits: Option<&crate::config::ScriptLimits>,
 ) -> Result<(Plan, ScriptEngine), Diagnostics> {
-    let loaded = crate::config::load(path)?;
+    load_with(path, engine_limits, crate::config::LoadOptions::default())
+}
+
+/// [`load`], looking at the outside world (secrets, files outside the configuration's directory) as `opts` says.
+pub fn load_with(
+    path: &Path,
+    engine_limits: Option<&crate::config::ScriptLimits>,
+    opts: crate::config::LoadOptions,
+) -> Result<(Plan, ScriptEngine), Diagnostics> {
+    let loaded = crate::config::load_with(path, opts)?;
     let engine = ScriptEngine::new(engine_limits.unwrap_or(&loaded.config.scripts));
     let plan = build(loaded, PackSource::FromConfig, &engine)?;
     Ok((plan, engine))

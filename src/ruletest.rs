@@ -693,7 +693,7 @@ mod tests {
         .unwrap();
         std::fs::write(
             pack.join("r.rhai"),
-            "if obs.body.n > 1 { alert(#{subject: \"s\", summary: `${target.name}: n is ${obs.body.n}`}); }",
+            "if obs.body.n > 1 { alert(#{subject: \"s\", summary: `n is ${obs.body.n}`}); }",
         )
         .unwrap();
         let t = pack.join("tests/t.yaml");

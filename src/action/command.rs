@@ -233,6 +233,7 @@ mod tests {
 
     fn cmd(argv: &[&str]) -> CommandConfig {
         CommandConfig {
+            placeholders: vec![],
             argv: argv.iter().map(|s| s.to_string()).collect(),
             workdir: None,
             env: Default::default(),

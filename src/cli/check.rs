@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use super::Format;
 
-pub fn run(config: &Path, format: Format) -> ExitCode {
-    let result = warden::plan::load(config, None);
+pub fn run(config: &Path, format: Format, opts: warden::config::LoadOptions) -> ExitCode {
+    let result = warden::plan::load_with(config, None, opts);
     match (format, result) {
         (Format::Text, Ok((p, _))) => {
             outln!(

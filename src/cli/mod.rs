@@ -82,6 +82,13 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Validate everything that does not need the outside world: secrets from the environment or files, CA
+        /// files and programs outside the configuration's directory, and the state directory are not looked at
+        /// (for CI, which does not hold production's secrets).
+        #[arg(long)]
+        no_environment: bool,
+        /// More configuration files to check (each on its own), e.g. `warden check --no-environment examples/*.yaml`.
+        files: Vec<PathBuf>,
     },
     /// Print the action journal, oldest first.
     History {
@@ -232,9 +239,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing(log, "info");
             run::run(&cli.config, dry_run, record).await
         }
-        Command::Check { format } => {
+        Command::Check { format, no_environment, files } => {
             init_tracing(log, "warn");
-            Ok(check::run(&cli.config, format))
+            let opts = warden::config::LoadOptions { environment: !no_environment };
+            let files = if files.is_empty() { vec![cli.config.clone()] } else { files };
+            let mut code = ExitCode::SUCCESS;
+            for f in &files {
+                if check::run(f, format, opts) != ExitCode::SUCCESS {
+                    code = ExitCode::from(1);
+                }
+            }
+            Ok(code)
         }
         Command::History { format, limit, state_dir, restarts, savepoints, job } => {
             init_tracing(log, "warn");

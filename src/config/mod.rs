@@ -70,15 +70,46 @@ pub fn state_dir(config: &Path, given: Option<PathBuf>) -> Result<PathBuf, Diagn
     Ok(base.join(dir))
 }
 
+/// How much of the outside world a load may look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Resolve secrets (`${ENV}`, `file:`), read CA files, check jar and plugin files outside the configuration's
+    /// directory and that the state directory is writable. Off for `warden check --no-environment` (CI validating a
+    /// configuration without production's secrets and files); the result must then not be run.
+    pub environment: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { environment: true }
+    }
+}
+
 /// Reads and checks the configuration file at `path`.
 pub fn load(path: &Path) -> Result<LoadedConfig, Diagnostics> {
+    load_with(path, LoadOptions::default())
+}
+
+/// Reads and checks the configuration file at `path`, looking at the outside world as `opts` says.
+pub fn load_with(path: &Path, opts: LoadOptions) -> Result<LoadedConfig, Diagnostics> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Diagnostics(vec![Diagnostic::file(path, format!("cannot read configuration: {e}"))]))?;
-    load_str(path, &text)
+    load_str_with(path, &text, opts)
 }
 
 /// Checks configuration text as if it had been read from `path`.
 pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, Diagnostics> {
+    load_str_with(path, text, LoadOptions::default())
+}
+
+/// Checks configuration text as if it had been read from `path`, looking at the outside world as `opts` says.
+pub fn load_str_with(path: &Path, text: &str, opts: LoadOptions) -> Result<LoadedConfig, Diagnostics> {
+    if text.trim().is_empty() {
+        return Err(Diagnostics(vec![Diagnostic::file(
+            path,
+            "the configuration is empty: it needs at least `targets:` (see `examples/`)".to_string(),
+        )]));
+    }
     let doc = YamlDoc::parse(path, text).map_err(|d| Diagnostics(vec![d]))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
@@ -132,7 +163,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, Diagnostics> {
     if matches!(doc.value, Value::Null) {
         config = doc.typed::<Config>(&Value::Mapping(Default::default()), "", &mut diags).expect("empty config");
     }
-    check_semantics(&doc, &base_dir, &mut config, &mut diags);
+    check_semantics(&doc, &base_dir, &mut config, opts, &mut diags);
     if !diags.is_empty() {
         let mut d = Diagnostics(diags);
         d.sort();
@@ -169,9 +200,25 @@ fn check_map<T: serde::de::DeserializeOwned>(doc: &YamlDoc, v: &Value, key: &str
 /// Placeholders a command argument may use besides the variables a rule passes.
 pub const BUILTIN_PLACEHOLDERS: &[&str] = &["target", "target_url", "rule", "subject", "probe"];
 
+/// Placeholders every command may use: the built-in ones, the job and run a rule or restart passes, and the
+/// savepoint of a restart by command.
+pub const KNOWN_PLACEHOLDERS: &[&str] =
+    &["target", "target_url", "rule", "subject", "probe", "job", "jid", "savepoint"];
+
+/// The shortest `every:` Warden accepts: a faster poll is a load test on the JobManager, not monitoring.
+pub const MIN_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Shells whose `-c` script must not contain placeholders (an outside value would become shell code).
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"];
+
 /// Checks what the types cannot: uniqueness, references, schedules, secrets, files. Resolves secrets and paths.
-fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut Vec<Diagnostic>) {
+fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOptions, diags: &mut Vec<Diagnostic>) {
     config.state_dir = base.join(&config.state_dir);
+    if opts.environment {
+        if let Err(e) = writable_dir(&config.state_dir) {
+            diags.push(doc.diag("state_dir", format!("state directory `{}`: {e}", config.state_dir.display())));
+        }
+    }
     if let Some(p) = &config.alert_log {
         config.alert_log = Some(base.join(p));
     }
@@ -193,7 +240,7 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut 
         }
         if let Some(ca) = &t.ca_file {
             let p = base.join(ca);
-            if !p.is_file() {
+            if opts.environment && !p.is_file() {
                 diags.push(doc.diag(
                     &join_key(&path, "ca_file"),
                     format!("target `{}`: CA file `{}` does not exist", t.name, p.display()),
@@ -203,6 +250,9 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut 
         }
         let name = t.name.clone();
         let resolve = |s: &mut Secret, at: String, diags: &mut Vec<Diagnostic>| {
+            if !opts.environment && s.is_reference() {
+                return;
+            }
             if let Err(e) = s.resolve(base) {
                 diags.push(doc.diag(&at, format!("target `{name}`: {e}")));
             }
@@ -218,7 +268,11 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut 
             }
         }
         for (h, v) in t.headers.iter_mut() {
-            resolve(v, join_key(&join_key(&path, "headers"), h), diags);
+            let at = join_key(&join_key(&path, "headers"), h);
+            if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                diags.push(doc.key_diag(&at, format!("target `{name}`: `{h}` is not a valid HTTP header name")));
+            }
+            resolve(v, at, diags);
         }
     }
 
@@ -248,6 +302,12 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut 
     }
     for (name, settings) in &config.packs {
         check_selector(doc, &format!("packs.{name}.targets"), settings.targets.as_ref(), &target_names, diags);
+        if settings.every.is_some_and(|e| e < MIN_EVERY) {
+            diags.push(doc.diag(
+                &format!("packs.{name}.every"),
+                format!("pack `{name}`: `every` must be at least {}", humantime::format_duration(MIN_EVERY)),
+            ));
+        }
     }
 
     for (name, c) in config.commands.iter_mut() {
@@ -255,15 +315,56 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut 
         if c.argv.is_empty() || c.argv[0].trim().is_empty() {
             diags.push(doc.diag(&join_key(&path, "argv"), format!("command `{name}`: argv needs at least a program")));
         }
+        let script_at = c
+            .argv
+            .first()
+            .map(|p| Path::new(p).file_name().and_then(|f| f.to_str()).unwrap_or(""))
+            .filter(|p| SHELLS.contains(p))
+            .and_then(|_| c.argv.iter().position(|a| a == "-c"))
+            .map(|i| i + 1);
         for (j, arg) in c.argv.iter().enumerate() {
-            if let Err(e) = crate::action::command::placeholders(arg) {
-                diags.push(doc.diag(&join_index(&join_key(&path, "argv"), j), format!("command `{name}`: {e}")));
+            let at = join_index(&join_key(&path, "argv"), j);
+            match crate::action::command::placeholders(arg) {
+                Err(e) => diags.push(doc.diag(&at, format!("command `{name}`: {e}"))),
+                Ok(found) => {
+                    for p in &found {
+                        if !KNOWN_PLACEHOLDERS.contains(&p.as_str()) && !c.placeholders.contains(p) {
+                            let hint = closest(
+                                p,
+                                KNOWN_PLACEHOLDERS.iter().copied().chain(c.placeholders.iter().map(String::as_str)),
+                            )
+                            .map(|x| format!(" (did you mean `{{{x}}}`?)"))
+                            .unwrap_or_default();
+                            diags.push(doc.diag(
+                                &at,
+                                format!(
+                                    "command `{name}`: unknown placeholder `{{{p}}}`{hint}; known: {}; a variable a \
+                                     rule passes must be listed under `placeholders:`",
+                                    KNOWN_PLACEHOLDERS.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                    if Some(j) == script_at && !found.is_empty() {
+                        diags.push(doc.diag(
+                            &at,
+                            format!(
+                                "command `{name}`: placeholder `{{{}}}` inside a shell script would paste an outside \
+                                 value into shell code; pass it as an argument after the script and use \"$1\" instead",
+                                found[0]
+                            ),
+                        ));
+                    }
+                }
             }
         }
         if let Some(w) = &c.workdir {
             c.workdir = Some(base.join(w));
         }
         for (k, v) in c.env.iter_mut() {
+            if !opts.environment && v.is_reference() {
+                continue;
+            }
             if let Err(e) = v.resolve(base) {
                 diags.push(doc.diag(&join_key(&join_key(&path, "env"), k), format!("command `{name}`: {e}")));
             }
@@ -294,7 +395,7 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut 
                 }
                 if let Some(u) = &jar.upload {
                     let p = base.join(u);
-                    if !p.is_file() {
+                    if (opts.environment || p.starts_with(base)) && !p.is_file() {
                         diags.push(doc.diag(
                             &join_key(&path, "jar.upload"),
                             format!("job `{name}`: jar file `{}` does not exist", p.display()),
@@ -314,9 +415,37 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut 
             _ => {}
         }
     }
-    config.notify.check(doc, base, diags);
+    config.notify.check(doc, base, opts.environment, diags);
     if config.dispatch.storm_guard.max_runs == 0 {
         diags.push(doc.diag("dispatch.storm_guard.max_runs", "max_runs must be at least 1"));
+    }
+}
+
+/// Whether Warden can keep its state in `dir`: an existing writable directory, or one it can create (the nearest
+/// existing ancestor is a writable directory). Nothing is created.
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let mut p = dir;
+    loop {
+        match std::fs::metadata(p) {
+            Ok(m) if !m.is_dir() => return Err(format!("`{}` exists and is not a directory", p.display())),
+            Ok(_) => {
+                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+                // SAFETY: access(2) only reads the NUL-terminated path.
+                if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+                    let why = std::io::Error::last_os_error();
+                    return Err(if p == dir {
+                        format!("not writable: {why}")
+                    } else {
+                        format!("cannot be created: `{}` is not writable: {why}", p.display())
+                    });
+                }
+                return Ok(());
+            }
+            Err(_) => match p.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+                _ => return Ok(()),
+            },
+        }
     }
 }
 
@@ -336,9 +465,10 @@ pub fn check_schedule(
         (None, None) => {
             diags.push(doc.diag(path, format!("probe `{probe}` has no schedule: add `every: 10s` or `cron: ...`")))
         }
-        (Some(d), None) if d.is_zero() => {
-            diags.push(doc.diag(&join_key(path, "every"), format!("probe `{probe}`: `every` must be longer than 0s")))
-        }
+        (Some(d), None) if d < MIN_EVERY => diags.push(doc.diag(
+            &join_key(path, "every"),
+            format!("probe `{probe}`: `every` must be at least {}", humantime::format_duration(MIN_EVERY)),
+        )),
         (None, Some(c)) => {
             if let Err(e) = Schedule::cron(c) {
                 diags.push(doc.diag(&join_key(path, "cron"), format!("probe `{probe}`: {e}")));

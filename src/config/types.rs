@@ -222,6 +222,12 @@ pub struct CommandConfig {
     /// How much of stdout and of stderr is kept in the journal. Default `64KiB` each.
     #[serde(default = "default_max_output")]
     pub max_output: ByteSize,
+    /// Placeholders beyond the built-in ones (`{job}`, `{jid}`, `{savepoint}`, `{target}`, `{target_url}`,
+    /// `{rule}`, `{probe}`, `{subject}`) that the rules calling this command pass, e.g. `[cluster]` for
+    /// `run("relaunch", #{job: j, cluster: c})`. Any other placeholder in `argv` is an error at load, so a typo
+    /// such as `{jbo}` is caught by `warden check` and not when the job dies.
+    #[serde(default)]
+    pub placeholders: Vec<String>,
 }
 
 fn default_cmd_timeout() -> Duration {

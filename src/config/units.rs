@@ -5,9 +5,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// Parses a duration such as `10s`, `250ms`, `5m`, `1h30m`.
+/// The longest duration Warden accepts anywhere (config, pack parameters, rule requests, CLI flags): a year is
+/// plenty for any window, and keeps every time computation far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The largest size Warden accepts anywhere (body caps, output caps, rotation sizes).
+pub const MAX_SIZE: u64 = 1 << 40;
+
+/// Parses a duration such as `10s`, `250ms`, `5m`, `1h30m`; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration `{s}`: {e} (examples: 10s, 5m, 1h30m)"))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration `{s}`: {e} (examples: 10s, 5m, 1h30m)"))?;
+    if d > MAX_DURATION {
+        return Err(format!("duration `{s}` is longer than a year, the longest Warden accepts"));
+    }
+    Ok(d)
 }
 
 /// `#[serde(with = "units::duration")]` for a required duration.
@@ -65,7 +77,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "GiB" => 1024 * 1024 * 1024,
         u => return Err(format!("invalid size unit `{u}` in `{s}` (use B, KB, KiB, MB, MiB, GB, GiB)")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size `{s}` is too large"))
+    n.checked_mul(mult)
+        .filter(|n| *n <= MAX_SIZE)
+        .ok_or_else(|| format!("size `{s}` is larger than 1TiB, the largest Warden accepts"))
 }
 
 impl<'de> Deserialize<'de> for ByteSize {
@@ -77,7 +91,10 @@ impl<'de> Deserialize<'de> for ByteSize {
             S(String),
         }
         match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::N(n) if n <= MAX_SIZE => Ok(ByteSize(n)),
+            Raw::N(n) => {
+                Err(serde::de::Error::custom(format!("size {n} is larger than 1TiB, the largest Warden accepts")))
+            }
             Raw::S(s) => parse_size(&s).map(ByteSize).map_err(serde::de::Error::custom),
         }
     }
@@ -94,5 +111,10 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("soon").unwrap_err().contains("invalid duration `soon`"));
+        assert_eq!(parse_duration("1y").unwrap(), humantime::parse_duration("1y").unwrap());
+        for huge in ["1000000y", "400d", "2y", "300000y"] {
+            assert!(parse_duration(huge).unwrap_err().contains("longer than a year"), "{huge}");
+        }
+        assert!(parse_size("2TiB").is_err() && parse_size("99999999999999999999").is_err());
     }
 }

@@ -453,3 +453,114 @@ async fn sigterm_kills_a_relaunch_that_outlasts_the_grace_period() {
     tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
     assert!(!dir.path().join("marker").exists(), "the command outlived Warden");
 }
+
+const BASE: &str = "targets:\n  - name: jm\n    url: http://127.0.0.1:1\n";
+
+#[test]
+fn durations_longer_than_a_year_and_polls_faster_than_100ms_are_located_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, line, col, message) in [
+        (format!("{BASE}dispatch:\n  storm_guard: {{window: 1000000y}}\n"), 5, 25, "longer than a year"),
+        (format!("{BASE}notify:\n  group_wait: 300000y\n"), 5, 15, "longer than a year"),
+        (
+            format!("{BASE}probes:\n  - name: p\n    every: 0s\n    request: {{path: /x}}\n    rules: [x/y]\n"),
+            6,
+            12,
+            "`every` must be at least 100ms",
+        ),
+        (
+            format!("{BASE}probes:\n  - name: p\n    every: 50ms\n    request: {{path: /x}}\n    rules: [x/y]\n"),
+            6,
+            12,
+            "`every` must be at least 100ms",
+        ),
+        (
+            format!("pack_paths: [\"{RULES_DIR}\"]\n{BASE}packs:\n  flink:\n    every: 0s\n"),
+            7,
+            12,
+            "`every` must be at least 100ms",
+        ),
+    ] {
+        let p = problems(dir.path(), &text);
+        assert!(
+            p.iter().any(|x| x.starts_with(&at(dir.path(), line, col, "")) && x.contains(message)),
+            "{text}\n=> {p:#?}"
+        );
+    }
+    // A pack parameter of type duration, too.
+    let text =
+        format!("pack_paths: [\"{RULES_DIR}\"]\n{BASE}packs:\n  flink:\n    params: {{not_running_for: 9999999y}}\n");
+    let p = problems(dir.path(), &text);
+    assert!(p.iter().any(|x| x.contains("not_running_for") && x.contains("longer than a year")), "{p:#?}");
+}
+
+#[test]
+fn commands_with_unknown_placeholders_or_placeholders_in_a_shell_script_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{BASE}commands:\n  a:\n    argv: [flink, run, \"/jobs/{{jbo}}.jar\"]\n  b:\n    argv: [sh, -c, \"flink run {{job}}\"]\n  c:\n    argv: [sh, -c, 'flink run \"$1\"', sh, \"{{job}}\", \"{{cluster}}\"]\n    placeholders: [cluster]\n"
+    );
+    let p = problems(dir.path(), &text);
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert!(
+        p[0].starts_with(&at(dir.path(), 6, 24, ""))
+            && p[0].contains("unknown placeholder `{jbo}` (did you mean `{job}`?)"),
+        "{p:#?}"
+    );
+    assert!(p[1].starts_with(&at(dir.path(), 8, 20, "")) && p[1].contains("inside a shell script"), "{p:#?}");
+}
+
+#[test]
+fn bad_header_names_empty_files_and_unusable_state_dirs_are_caught_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = problems(dir.path(), &format!("{BASE}    headers: {{\"Bad Header\": x}}\n"));
+    assert_eq!(p, [at(dir.path(), 4, 15, "target `jm`: `Bad Header` is not a valid HTTP header name")]);
+    let p = problems(dir.path(), "  \n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].contains("the configuration is empty"), "{p:?}");
+    std::fs::write(dir.path().join("afile"), "").unwrap();
+    let p = problems(dir.path(), &format!("state_dir: afile/state\n{BASE}"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with(&at(dir.path(), 1, 12, "")) && p[0].contains("is not a directory"), "{p:?}");
+}
+
+#[test]
+fn check_no_environment_validates_the_shipped_examples_without_their_secrets() {
+    let examples: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(examples.len() >= 3);
+    let out = Command::new(WARDEN)
+        .args(["check", "--no-environment"])
+        .args(&examples)
+        .env_remove("FLINK_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.matches(": ok (").count(), examples.len(), "{text}");
+    // With the environment, the same files need their secrets (and say which).
+    let out = Command::new(WARDEN).args(["check"]).args(&examples).env_remove("FLINK_TOKEN").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("environment variable `FLINK_TOKEN` is not set"));
+}
+
+#[test]
+fn silence_for_longer_than_a_year_is_a_usage_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("warden.yaml");
+    std::fs::write(&cfg, BASE).unwrap();
+    for d in ["300000y", "8000y"] {
+        let out = Command::new(WARDEN)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["silence", "add", "--match", "job=x", "--for", d])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("longer than a year") && !err.contains("panicked"), "{err}");
+    }
+}

@@ -399,6 +399,7 @@ async fn command_resubmission_gets_the_savepoint_as_one_argument() {
     r.commands.insert(
         "resubmit".into(),
         CommandConfig {
+            placeholders: vec![],
             argv: vec![
                 "sh".into(),
                 "-c".into(),
