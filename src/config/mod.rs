@@ -526,8 +526,11 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_is_a_valid_config_with_defaults() {
-        let c = load_str(Path::new("/etc/warden/warden.yaml"), "").unwrap().config;
+    fn an_empty_file_is_refused_and_a_minimal_one_gets_the_defaults() {
+        let e = load_str(Path::new("/etc/warden/warden.yaml"), " \n").unwrap_err().to_string();
+        assert!(e.contains("the configuration is empty"), "{e}");
+        let opts = LoadOptions { environment: false };
+        let c = load_str_with(Path::new("/etc/warden/warden.yaml"), "targets: []\n", opts).unwrap().config;
         assert_eq!(c.state_dir, PathBuf::from("/etc/warden/warden-state"));
         assert_eq!(c.pack_paths, vec!["rules", "plugins/*"]);
     }

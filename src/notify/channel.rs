@@ -224,7 +224,10 @@ impl Sender {
                     .lines()
                     .next()
                     .unwrap_or("")
-                    .to_string(),
+                    // One header line: no control character of a job name or exception reaches the headers.
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect(),
                 body: template::render(env, name, "body", c.body.as_deref(), template::DEFAULT_BODY, &view),
             },
             ChannelConfig::Slack(c) => Rendered::Slack { payload: slack::payload(env, name, c, &view) },

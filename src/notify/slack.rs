@@ -117,14 +117,16 @@ fn section(text: &str) -> Value {
 
 /// The webhook payload: `text` (from the `text` template) and Block Kit `blocks`.
 pub fn payload(env: &minijinja::Environment<'static>, channel: &str, c: &SlackConfig, v: &View) -> Value {
-    let text = template::render(env, channel, "text", c.text.as_deref(), template::DEFAULT_SLACK_TEXT, v);
-    let text = if text.trim().is_empty() { v.headline.clone() } else { text };
+    // Values from outside (job names, exceptions) are escaped before they reach mrkdwn, in `text` as in the blocks.
+    let text =
+        template::render_escaped(env, channel, "text", c.text.as_deref(), template::DEFAULT_SLACK_TEXT, v, escape);
+    let text = if text.trim().is_empty() { escape(&v.headline) } else { text };
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": cut(&v.headline, MAX_HEADER), "emoji": true}}),
     ];
     match &c.body {
         Some(src) => {
-            let body = template::render(env, channel, "body", Some(src), "{{ headline }}", v);
+            let body = template::render_escaped(env, channel, "body", Some(src), "{{ headline }}", v, escape);
             let chars: Vec<char> = body.chars().collect();
             for chunk in chars.chunks(MAX_SECTION).take(10) {
                 let t: String = chunk.iter().collect();
@@ -193,5 +195,56 @@ mod tests {
     #[test]
     fn escaping() {
         assert_eq!(escape("a<b>&c"), "a&lt;b&gt;&amp;c");
+    }
+
+    /// Every string in the payload, with where it is.
+    fn strings(v: &Value, at: String, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::String(s) => out.push((at, s.clone())),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| strings(x, format!("{at}[{i}]"), out)),
+            Value::Object(o) => o.iter().for_each(|(k, x)| strings(x, format!("{at}.{k}"), out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn a_hostile_job_name_is_escaped_in_text_and_blocks_alike() {
+        use crate::model::{AlertRecord, Severity};
+        let job = "<!channel> *ALERT* <http://evil.example|click> & more";
+        let target =
+            template::TargetView { name: "jm".into(), url: "http://jm:8081".into(), labels: Default::default() };
+        let now = chrono::Utc::now();
+        let rec = AlertRecord {
+            time: now,
+            event: "firing".into(),
+            rule: "flink/job-not-running".into(),
+            target: "jm".into(),
+            subject: job.into(),
+            severity: Severity::Critical,
+            summary: format!("job {job} FAILED"),
+            details: serde_json::json!({"root_cause": "java.lang.Exception: <!here> boom"}),
+        };
+        let v =
+            template::view("firing", target.clone(), vec![template::alert_view(&rec, &target, vec![], 5, now)], now);
+        let env = minijinja::Environment::new();
+        for text in [None, Some("{{ headline }} — {{ alerts[0].job }}: {{ alerts[0].root_cause }}".to_string())] {
+            let cfg = SlackConfig {
+                text: text.clone(),
+                ..serde_yaml::from_str("webhook_url: https://hooks.example/x").unwrap()
+            };
+            let p = payload(&env, "s", &cfg, &v);
+            let mut all = vec![];
+            strings(&p, String::new(), &mut all);
+            for (at, s) in &all {
+                if at.ends_with("type") || at.starts_with(".blocks[0].") {
+                    continue; // the header block (first) is plain_text: Slack shows it literally
+                }
+                assert!(
+                    !s.contains("<!channel>") && !s.contains("<!here>") && !s.contains("<http://evil"),
+                    "{at}: {s}"
+                );
+            }
+            assert!(p["text"].as_str().unwrap().contains("&lt;!channel&gt;"), "{}", p["text"]);
+        }
     }
 }

@@ -328,6 +328,39 @@ pub fn render(
     env.render_str(default, &ctx).unwrap_or_else(|e| format!("{}\n\n(template error: {})", v.headline, describe(&e)))
 }
 
+/// [`render`] with every text value of the view passed through `escape` first (job names, summaries, exceptions,
+/// URLs: everything that comes from outside), while the template's own text stays as written. For formats with
+/// markup, such as Slack's mrkdwn, where a job named `<!channel>` must not ping a channel.
+pub fn render_escaped(
+    env: &Environment<'static>,
+    channel: &str,
+    what: &str,
+    src: Option<&str>,
+    default: &str,
+    v: &View,
+    escape: fn(&str) -> String,
+) -> String {
+    fn walk(v: &mut serde_json::Value, escape: fn(&str) -> String) {
+        match v {
+            serde_json::Value::String(s) => *s = escape(s),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, escape)),
+            serde_json::Value::Object(o) => o.values_mut().for_each(|x| walk(x, escape)),
+            _ => {}
+        }
+    }
+    let mut json = serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
+    walk(&mut json, escape);
+    let ctx = minijinja::Value::from_serialize(&json);
+    if let Some(s) = src {
+        match env.render_named_str(&format!("notify.channels.{channel}.{what}"), s, &ctx) {
+            Ok(out) => return out,
+            Err(e) => tracing::error!(channel, "template `{what}` failed, using the built-in one: {}", describe(&e)),
+        }
+    }
+    env.render_str(default, &ctx)
+        .unwrap_or_else(|e| format!("{}\n\n(template error: {})", escape(&v.headline), describe(&e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
