@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 pub fn run(config: &Path, rule: &str, input: &Path, params: &[String]) -> anyhow::Result<ExitCode> {
-    let mut loaded = match warden::config::load(config) {
+    let mut loaded = match warden::config::load_with(config, warden::config::LoadOptions { environment: false }) {
         Ok(l) => l,
         Err(d) => {
             eprintln!("{d}");

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(config: &Path, file: &Path) -> anyhow::Result<ExitCode> {
-    let (plan, _) = match warden::plan::load(config, None) {
+    let (plan, _) = match warden::plan::load_with(config, None, warden::config::LoadOptions { environment: false }) {
         Ok(p) => p,
         Err(d) => {
             eprintln!("{d}");

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 pub fn run(config: &Path, paths: Vec<PathBuf>) -> ExitCode {
     let paths = if paths.is_empty() {
-        match warden::config::load(config) {
+        match warden::config::load_with(config, warden::config::LoadOptions { environment: false }) {
             Ok(l) => warden::reload::pack_dirs(&l.config.pack_paths, &l.base_dir),
             Err(_) => vec![PathBuf::from("rules"), PathBuf::from("plugins")],
         }

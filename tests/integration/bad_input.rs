@@ -564,3 +564,53 @@ fn silence_for_longer_than_a_year_is_a_usage_error_not_a_panic() {
         assert!(err.contains("longer than a year") && !err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn read_only_commands_need_none_of_the_daemons_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("warden.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir: state\npack_paths: [\"{RULES_DIR}\"]\ntargets:\n  - name: jm\n    url: http://127.0.0.1:1\n    auth: {{bearer: \"${{WARDEN_TEST_UNSET_TOKEN}}\"}}\n    headers: {{X-Key: \"file:/nonexistent/secret\"}}\nnotify:\n  channels:\n    chat: {{type: slack, webhook_url: \"${{WARDEN_TEST_UNSET_SLACK}}\"}}\n"
+        ),
+    )
+    .unwrap();
+    warden::store::Store::open(&dir.path().join("state")).unwrap();
+    let input = dir.path().join("overview.json");
+    std::fs::write(&input, r#"{"jobs": []}"#).unwrap();
+    let rec = dir.path().join("rec.jsonl");
+    std::fs::write(&rec, "").unwrap();
+    let runs: Vec<Vec<std::ffi::OsString>> = vec![
+        vec!["history".into()],
+        vec!["history".into(), "--restarts".into()],
+        vec!["silence".into(), "list".into()],
+        vec!["pack".into(), "list".into()],
+        vec!["test".into()],
+        vec!["eval".into(), "--rule".into(), "flink/job-not-running".into(), "--input".into(), input.clone().into()],
+        vec!["replay".into(), rec.clone().into()],
+    ];
+    for args in runs {
+        let out = Command::new(WARDEN)
+            .arg("--config")
+            .arg(&cfg)
+            .args(&args)
+            .env_remove("WARDEN_TEST_UNSET_TOKEN")
+            .env_remove("WARDEN_TEST_UNSET_SLACK")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "warden {args:?}: {err}{}", String::from_utf8_lossy(&out.stdout));
+        assert!(!err.contains("is not set") && !err.contains("nonexistent"), "warden {args:?}: {err}");
+    }
+    // `check` does need them, and says which.
+    let out = Command::new(WARDEN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .env_remove("WARDEN_TEST_UNSET_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("WARDEN_TEST_UNSET_TOKEN"));
+}
