@@ -660,6 +660,17 @@ impl Notifier {
 
     fn fail(&self, q: &mut Queued, now: DateTime<Utc>, reason: &str) -> Result<(), NotifyError> {
         outbox::failed(&self.store, q.id, now, reason)?;
+        // The channel never heard these alerts fire: it must not later hear them resolve.
+        let unheard: Vec<Change> = q
+            .message
+            .records
+            .iter()
+            .filter(|r| r.event == "firing")
+            .map(|r| Change::Forget { channel: q.channel.clone(), alert: outbox::alert_key(r) })
+            .collect();
+        if !unheard.is_empty() {
+            outbox::apply(&self.store, &unheard)?;
+        }
         if let Some(j) = q.journal_id {
             self.store.finish(j, &format!("failed: {reason}"), "", now)?;
         }

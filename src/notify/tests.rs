@@ -328,6 +328,13 @@ async fn failures_are_retried_with_backoff_and_a_permanent_one_is_journalled_and
     assert!(j[2].outcome.starts_with("failed: plugin") && j[2].outcome.contains("rejected the message (exit 65)"));
     assert!(j[3].outcome.starts_with("failed:"), "the next one was tried right after, not blocked: {j:#?}");
     assert_eq!(outbox::counts(&r.store).unwrap(), (0, 2, 2));
+
+    // The channel never heard `views` fire (refused for good): it does not hear it resolve either.
+    r.exit_code(0);
+    let before = r.docs().len();
+    r.submit("resolved", "jm", "views");
+    r.pump().await;
+    assert_eq!(r.docs().len(), before, "a resolved went to a channel whose firing failed permanently");
 }
 
 #[tokio::test]
