@@ -74,6 +74,24 @@ pub fn evaluate_observation<'r>(
                 message: format!("the rule's evaluation panicked ({why}); Warden goes on without this verdict"),
             })
         });
+        let max_state = engine.limits().max_state.as_usize();
+        let result = result.and_then(|ev| {
+            let size = if ev.state == before { 0 } else { serde_json::to_vec(&ev.state).map(|v| v.len()).unwrap_or(0) };
+            if size > max_state {
+                return Err(ScriptError {
+                    file: rule.file.clone(),
+                    rule: rule.name.clone(),
+                    line: 0,
+                    col: 0,
+                    message: format!(
+                        "the rule's state grew to {size} bytes on target `{}`, over `scripts.max_state` ({max_state} \
+                         bytes): this evaluation is dropped and the previous state kept",
+                        seen.target.name
+                    ),
+                });
+            }
+            Ok(ev)
+        });
         out.push(result.map(|ev| RuleVerdict {
             origin: Origin {
                 rule: rule.name.clone(),
@@ -87,4 +105,46 @@ pub fn evaluate_observation<'r>(
         }));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ScriptLimits;
+
+    #[test]
+    fn a_rule_whose_state_outgrows_max_state_fails_alone_and_keeps_its_old_state() {
+        let limits = ScriptLimits { max_state: crate::config::units::ByteSize(1000), ..Default::default() };
+        let engine = ScriptEngine::new(&limits);
+        let compile = |name: &str, src: &str| {
+            engine.compile(name, "t", std::path::PathBuf::from(format!("{name}.rhai")), src).unwrap()
+        };
+        let hog = compile("t/hog", "state.blob = (state.blob ?? \"\") + \"x\".pad(600, \"x\");");
+        let fine = compile("t/fine", "alert(#{subject: \"s\", summary: \"still judged\"});");
+        let target = TargetInfo { name: "jm".into(), url: String::new(), labels: Default::default() };
+        let obs = Dynamic::UNIT;
+        let seen = Observed { obs: &obs, probe: "p", target: &target, now: Utc::now() };
+        let params = Params::new();
+        let mut state = serde_json::Value::Null;
+        for round in 0..3 {
+            let s = state.clone();
+            let out = evaluate_observation(
+                &engine,
+                [(&hog, &params), (&fine, &params)],
+                &seen,
+                &mut |_| s.clone(),
+                &mut || None,
+            );
+            match &out[0] {
+                Ok(v) => state = v.new_state.clone().unwrap_or(state),
+                Err(e) => {
+                    assert!(round >= 1, "600 bytes fit in 1000");
+                    assert!(e.message.contains("over `scripts.max_state` (1000 bytes)"), "{e}");
+                }
+            }
+            assert!(out[1].is_ok(), "the other rule still runs");
+        }
+        let kept = serde_json::to_vec(&state).unwrap().len();
+        assert!(kept < 1000, "the state that was kept is the last one within the limit ({kept} bytes)");
+    }
 }

@@ -367,6 +367,11 @@ pub struct ScriptLimits {
     /// Follow-up GET requests one evaluation may make (`http_get`). Default `20`.
     #[serde(default = "default_follow_ups")]
     pub max_follow_ups: u32,
+    /// Largest `state` one rule may keep per target, as JSON. A rule whose state grows past it gets an error for
+    /// that evaluation (its verdict is dropped, its previous state kept), so a rule that stores more every poll
+    /// cannot fill the disk or the memory. Default `256KiB`.
+    #[serde(default = "default_max_state")]
+    pub max_state: ByteSize,
 }
 
 impl Default for ScriptLimits {
@@ -378,10 +383,14 @@ impl Default for ScriptLimits {
             max_array: default_collection(),
             max_map: default_collection(),
             max_follow_ups: default_follow_ups(),
+            max_state: default_max_state(),
         }
     }
 }
 
+fn default_max_state() -> ByteSize {
+    ByteSize(256 * 1024)
+}
 fn default_wall() -> Duration {
     Duration::from_secs(1)
 }
