@@ -11,9 +11,16 @@
 //! It asks for actions with `alert(#{...})`, `run("command", #{...})`, `log(...)`, declares an evaluation
 //! inconclusive with `skip("why")`, may read more with `http_get("/path")` (bounded), and reads the clock with
 //! `now()`. See `docs/rules.md` for the full reference.
+//!
+//! An evaluation is bounded: operations, sizes, `scripts.max_time` of computing (waiting for follow-up answers
+//! excluded; the rule is stopped when it runs out), and `scripts.max_total_time` for everything, follow-ups
+//! included: no follow-up waits beyond it, later ones answer at once with error kind `limit`, so a rule cannot keep
+//! its probe busy with follow-ups yet can still conclude (alert without the root cause). A rule file with no code to run (empty, only comments, only function definitions) does not compile: it
+//! would ask for nothing and so resolve every alert it raised (see `empty.rs`).
 
 mod api;
 pub mod convert;
+mod empty;
 pub mod modules;
 
 use std::cell::RefCell;
