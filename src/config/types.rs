@@ -337,9 +337,18 @@ fn default_window() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptLimits {
-    /// Wall-clock time one evaluation may take. Default `1s`.
+    /// Wall-clock time one evaluation may spend computing, not counting the time it waits for the answers to its
+    /// follow-up requests (`http_get`; those count against `max_total_time`). Default `1s`.
     #[serde(default = "default_wall", with = "units::duration")]
     pub max_time: Duration,
+    /// Wall-clock time budget of one evaluation in all, waiting for its follow-up requests (`http_get`) included,
+    /// so that a rule cannot keep its probe busy with follow-ups. Counted from the start of the evaluation: a
+    /// follow-up only waits for what is left of it (cut short, it answers with error kind `timeout`), and one asked
+    /// for when nothing is left answers at once with error kind `limit`; the rule can still conclude (e.g. alert
+    /// without the root cause), within `max_time` of computing. Must be at least `max_time`. Default `15s` (or
+    /// `max_time`, if that is longer).
+    #[serde(default, with = "units::opt_duration")]
+    pub max_total_time: Option<Duration>,
     /// Rhai operations one evaluation may perform. Default `5000000`.
     #[serde(default = "default_ops")]
     pub max_operations: u64,
@@ -361,6 +370,7 @@ impl Default for ScriptLimits {
     fn default() -> Self {
         Self {
             max_time: default_wall(),
+            max_total_time: None,
             max_operations: default_ops(),
             max_string: default_string(),
             max_array: default_collection(),
@@ -372,6 +382,13 @@ impl Default for ScriptLimits {
 
 fn default_wall() -> Duration {
     Duration::from_secs(1)
+}
+
+impl ScriptLimits {
+    /// The budget of a whole evaluation, follow-up requests included (`max_total_time` or its default).
+    pub fn total_time(&self) -> Duration {
+        self.max_total_time.unwrap_or(Duration::from_secs(15)).max(self.max_time)
+    }
 }
 fn default_ops() -> u64 {
     5_000_000
