@@ -295,12 +295,36 @@ pub struct DispatchConfig {
     /// The restart-storm guard.
     #[serde(default)]
     pub storm_guard: StormGuardConfig,
+    /// The most actions (commands and `restart_job` restarts) that run at the same time, over all targets. More
+    /// wait their turn, in the order they were decided, and the wait is logged; none is dropped. Alerts and log
+    /// lines are not actions and never wait. A change applies at the next reload; running actions finish first.
+    /// Default `16`.
+    #[serde(default = "default_max_concurrent_actions")]
+    pub max_concurrent_actions: usize,
+    /// The most actions (commands and restarts) that run at the same time for one target, so that one cluster with
+    /// many failed jobs neither floods its JobManager with submissions nor holds up the other targets' actions. More
+    /// wait their turn like above. Default `4`.
+    #[serde(default = "default_max_concurrent_actions_per_target")]
+    pub max_concurrent_actions_per_target: usize,
 }
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        Self { run_cooldown: default_run_cooldown(), alert_repeat: None, storm_guard: StormGuardConfig::default() }
+        Self {
+            run_cooldown: default_run_cooldown(),
+            alert_repeat: None,
+            storm_guard: StormGuardConfig::default(),
+            max_concurrent_actions: default_max_concurrent_actions(),
+            max_concurrent_actions_per_target: default_max_concurrent_actions_per_target(),
+        }
     }
+}
+
+fn default_max_concurrent_actions() -> usize {
+    16
+}
+fn default_max_concurrent_actions_per_target() -> usize {
+    4
 }
 
 fn default_run_cooldown() -> Duration {
