@@ -302,4 +302,7 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("duration_ms", duration_ms);
     engine.register_fn("to_json", |d: Dynamic| to_json(&d).to_string());
     engine.register_fn("root_cause", root_cause);
+    // Lets the runtime's tests make an evaluation panic, as a bug in Warden or a library would.
+    #[cfg(test)]
+    engine.register_fn("panic_for_test", |why: &str| -> R<()> { panic!("{why}") });
 }

@@ -231,6 +231,9 @@ fn every_registered_function_is_in_the_rule_authors_guide() {
     assert!(sigs.len() >= 10, "{sigs:?}");
     for sig in &sigs {
         let name = sig.split('(').next().unwrap().trim_start_matches("fn ").trim();
+        if name == "panic_for_test" {
+            continue; // registered for the runtime's tests only
+        }
         assert!(guide.contains(&format!("### `{name}(")), "docs/rules.md does not document `{name}` ({sig})");
     }
 }
