@@ -264,6 +264,43 @@ pub fn watch(w: Watched, cfg: &ReloadConfig, tx: mpsc::Sender<Trigger>) -> Resul
     Ok(WatchHandle { state, _stop: stop.drop_guard() })
 }
 
+/// A file or directory of `w` modified at `since` or later, if any (the first found): for what changed between
+/// loading a plan and arming the watcher. Pack directories are walked at most 8 levels and 10 000 entries deep.
+pub fn changed_since(w: &Watched, since: std::time::SystemTime) -> Option<PathBuf> {
+    fn newer(p: &Path, since: std::time::SystemTime) -> bool {
+        std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t >= since)
+    }
+    fn walk(dir: &Path, since: std::time::SystemTime, depth: usize, budget: &mut usize) -> Option<PathBuf> {
+        if newer(dir, since) {
+            return Some(dir.to_path_buf());
+        }
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            *budget = budget.checked_sub(1)?;
+            let p = e.path();
+            if p.is_dir() && depth < 8 {
+                if let Some(found) = walk(&p, since, depth + 1, budget) {
+                    return Some(found);
+                }
+            } else if newer(&p, since) {
+                return Some(p);
+            }
+        }
+        None
+    }
+    if newer(&w.config, since) {
+        return Some(w.config.clone());
+    }
+    let mut budget = 10_000;
+    w.dirs.iter().find_map(|d| {
+        if d.is_dir() {
+            walk(d, since, 0, &mut budget)
+        } else {
+            // A pack directory that appeared and went again, or will: its parent changed.
+            d.ancestors().skip(1).find(|a| a.is_dir()).filter(|a| newer(a, since)).map(|_| d.clone())
+        }
+    })
+}
+
 /// The directories a configuration's packs live in (for watching): `dir/*` entries name `dir`.
 pub fn pack_dirs(pack_paths: &[String], base: &Path) -> Vec<PathBuf> {
     pack_paths.iter().map(|p| base.join(p.strip_suffix("/*").unwrap_or(p))).collect()
@@ -342,6 +379,23 @@ mod tests {
     async fn settle(rx: &mut mpsc::Receiver<Trigger>) {
         tokio::time::sleep(Duration::from_millis(400)).await;
         while rx.try_recv().is_ok() {}
+    }
+
+    #[test]
+    fn what_changed_since_the_plan_was_loaded_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(rules.join("sub")).unwrap();
+        std::fs::write(rules.join("sub/r.rhai"), "1;").unwrap();
+        let config = dir.path().join("warden.yaml");
+        std::fs::write(&config, "").unwrap();
+        let w = Watched { config, dirs: vec![rules.clone(), dir.path().join("plugins")] };
+        let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+        assert_eq!(changed_since(&w, later), None);
+        let earlier = std::time::SystemTime::now() - Duration::from_secs(3600);
+        assert_eq!(changed_since(&w, earlier), Some(w.config.clone()));
+        let only_dirs = Watched { config: dir.path().join("absent.yaml"), dirs: vec![rules.clone()] };
+        assert!(changed_since(&only_dirs, earlier).is_some_and(|p| p.starts_with(&rules)));
     }
 
     #[tokio::test]
