@@ -7,4 +7,5 @@ mod bad_input;
 mod cli;
 mod daemon;
 mod notify;
+mod reload_time;
 mod rules;
