@@ -232,7 +232,9 @@ pub async fn run(
 
     // Rules that existed when Warden last ran and no longer do: their state goes, their alerts resolve.
     {
-        let mut gone: Vec<(String, String)> = store.dispatch_states()?.into_keys().collect();
+        let kept = |v: &serde_json::Value| v.as_object().is_none_or(|m| !m.is_empty());
+        let mut gone: Vec<(String, String)> =
+            store.dispatch_states()?.into_iter().filter(|(_, v)| kept(v)).map(|(k, _)| k).collect();
         gone.extend(store.rule_states()?.into_keys());
         gone.retain(|(rule, _)| !generation.plan.rules.contains_key(rule));
         gone.sort();
