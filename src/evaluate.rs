@@ -71,7 +71,10 @@ pub fn evaluate_observation<'r>(
                 rule: rule.name.clone(),
                 line: 0,
                 col: 0,
-                message: format!("the rule's evaluation panicked ({why}); Warden goes on without this verdict"),
+                message: format!(
+                    "the evaluation panicked: {why} (a bug in Warden; the rule's other evaluations and the other rules \
+                     go on)"
+                ),
             })
         });
         let max_state = engine.limits().max_state.as_usize();

@@ -62,6 +62,9 @@ pub struct Plan {
     pub jobs: Vec<ProbeJob>,
     /// Loaded packs as `(name, version, directory)`.
     pub packs: Vec<(String, String, String)>,
+    /// When the packs were about to be read: a file changed after this may not be in the plan (the daemon checks
+    /// once its file watcher is armed).
+    pub loaded_at: std::time::SystemTime,
 }
 
 impl Plan {
@@ -81,6 +84,7 @@ pub enum PackSource {
 
 /// Loads the packs and builds the plan.
 pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) -> Result<Plan, Diagnostics> {
+    let loaded_at = std::time::SystemTime::now();
     let mut diags: Vec<Diagnostic> = vec![];
     let cfg = &loaded.config;
     let doc = &loaded.doc;
@@ -228,7 +232,7 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
     }
     let packs =
         packs.iter().map(|p| (p.name().to_string(), p.manifest.version.clone(), p.dir.display().to_string())).collect();
-    Ok(Plan { loaded, rules, jobs, packs })
+    Ok(Plan { loaded, rules, jobs, packs, loaded_at })
 }
 
 /// Checks parameter values set at `path` (`packs.<name>.params` or an override's `params`) against the pack.

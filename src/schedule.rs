@@ -1,19 +1,36 @@
 //! When probes run: a fixed interval (`every: 10s`) or a cron expression with seconds.
 //!
-//! [`Schedule::next_after`] is a pure function of time, so the scheduler's behaviour (including skipped runs when
-//! one run takes longer than the interval) is testable without sleeping.
+//! Two clocks, each for what it is good at:
+//! - `every:` runs on tokio's monotonic clock. The first run comes at a random offset within the interval (a
+//!   thousand probes started together do not hit their targets together), then one run per interval. A wall-clock
+//!   step (NTP, an operator, a VM resumed) cannot stall it or make it catch up.
+//! - cron runs on the wall clock of [`Clock`], re-read before every run and at least every [`CRON_RECHECK`] while
+//!   waiting: a step forward runs the probe once (not once per missed time), a step backward does not leave it
+//!   waiting for the old next time.
+//!
+//! Runs never overlap: a run that takes longer than the schedule skips the times it ran past, and [`Ticker::tick`]
+//! says how many, so they can be counted as skipped runs. The arithmetic is pure ([`every_next`],
+//! [`Schedule::next_after`]) and the waiting is tokio's, so all of it is testable on paused time.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+
+/// The longest a cron schedule waits without reading the wall clock again, so that a step of the clock either way
+/// is noticed within this long.
+pub const CRON_RECHECK: Duration = Duration::from_secs(5);
 
 /// A probe's schedule.
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    /// Every fixed interval, starting right away.
+    /// Every fixed interval (on the monotonic clock), the first time at a random offset within it.
     Every(Duration),
-    /// On a cron schedule (UTC).
+    /// On a cron schedule (UTC, on the wall clock).
     Cron(Box<cron::Schedule>),
 }
 
@@ -39,28 +56,96 @@ impl Schedule {
             Schedule::Cron(c) => c.after(&t).next(),
         }
     }
+}
 
-    /// After a run that was due at `due` finished at `now`: the next due time that is still in the future, and how
-    /// many due times were skipped because the run took too long (runs never overlap).
-    pub fn next_due(&self, due: DateTime<Utc>, now: DateTime<Utc>) -> (Option<DateTime<Utc>>, u64) {
-        let mut skipped = 0;
-        let mut next = self.next_after(due);
-        while let Some(n) = next {
-            if n > now {
-                break;
+/// For an `every` schedule whose run was due at `due` and whose next run is asked for at `now`: the next due time
+/// (never before `now`'s interval slot) and how many due times were skipped because the run went past them.
+pub fn every_next(due: Instant, now: Instant, every: Duration) -> (Instant, u64) {
+    let every_ns = every.as_nanos().max(1);
+    let elapsed = now.saturating_duration_since(due).as_nanos();
+    let slots = elapsed.div_ceil(every_ns).max(1);
+    let next = u32::try_from(slots)
+        .ok()
+        .and_then(|n| every.checked_mul(n))
+        .and_then(|d| due.checked_add(d))
+        .unwrap_or_else(|| now + every);
+    (next, u64::try_from(slots - 1).unwrap_or(u64::MAX))
+}
+
+/// How many times of `cron` lie in `(from, to]` (at most 100 000 are counted).
+fn cron_times_between(cron: &cron::Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
+    cron.after(&from).take_while(|t| *t <= to).take(100_000).count() as u64
+}
+
+/// Drives one probe's schedule: [`Ticker::tick`] waits until the next run is due.
+#[derive(Debug)]
+pub struct Ticker {
+    clock: Clock,
+    kind: TickerKind,
+}
+
+#[derive(Debug)]
+enum TickerKind {
+    Every { every: Duration, due: Instant, started: bool },
+    Cron { cron: Box<cron::Schedule>, last: Option<(DateTime<Utc>, Instant)> },
+}
+
+impl Ticker {
+    /// A ticker for `schedule`. An `every` schedule's first run comes at a random offset within its interval;
+    /// `clock` is the wall clock cron schedules follow.
+    pub fn new(schedule: &Schedule, clock: Clock) -> Self {
+        let kind = match schedule {
+            Schedule::Every(every) => {
+                let span = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX).max(1);
+                let offset = Duration::from_nanos(rand::thread_rng().gen_range(0..span));
+                TickerKind::Every { every: *every, due: Instant::now() + offset, started: false }
             }
-            skipped += 1;
-            if let Schedule::Every(d) = self {
-                // Jump straight past `now` instead of iterating for very long stalls.
-                let d = chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX);
-                let behind = (now - n).num_milliseconds().max(0) / d.num_milliseconds().max(1);
-                skipped += behind as u64;
-                next = Some(n + d * (behind as i32 + 1));
-                break;
+            Schedule::Cron(c) => TickerKind::Cron { cron: c.clone(), last: None },
+        };
+        Self { clock, kind }
+    }
+
+    /// Waits until the next run is due. Returns how many runs were skipped since the previous one because it ran
+    /// past their time, or `None` when the schedule has no more runs (a cron expression with a past year).
+    pub async fn tick(&mut self) -> Option<u64> {
+        match &mut self.kind {
+            TickerKind::Every { every, due, started } => {
+                let mut skipped = 0;
+                if *started {
+                    let (next, s) = every_next(*due, Instant::now(), *every);
+                    *due = next;
+                    skipped = s;
+                }
+                *started = true;
+                tokio::time::sleep_until(*due).await;
+                Some(skipped)
             }
-            next = self.next_after(n);
+            TickerKind::Cron { cron, last } => {
+                // Times the previous run went past, measured on the monotonic clock: a wall-clock step during the
+                // run is not a skipped run.
+                let skipped = match *last {
+                    Some((due, ran_at)) => {
+                        let ran = chrono::Duration::from_std(ran_at.elapsed()).unwrap_or(chrono::Duration::MAX);
+                        cron_times_between(cron, due, due.checked_add_signed(ran).unwrap_or(due))
+                    }
+                    None => 0,
+                };
+                let mut next = cron.after(&self.clock.now()).next()?;
+                loop {
+                    let now = self.clock.now();
+                    if now >= next {
+                        *last = Some((next, Instant::now()));
+                        return Some(skipped);
+                    }
+                    // The wall clock went back: wait for what the schedule says from now, not for the old time.
+                    if let Some(fresh) = cron.after(&now).next() {
+                        next = next.min(fresh);
+                    }
+                    let wait = (next - now).to_std().unwrap_or(Duration::ZERO).min(CRON_RECHECK);
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
-        (next, skipped)
     }
 }
 
@@ -81,19 +166,152 @@ mod tests {
 
     #[test]
     fn slow_runs_skip_and_count_instead_of_overlapping() {
-        let s = Schedule::Every(Duration::from_secs(10));
-        let due = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let ten = Duration::from_secs(10);
+        let due = Instant::now();
+        let s = |n| Duration::from_secs(n);
         // Finished within the interval: nothing skipped.
-        assert_eq!(s.next_due(due, due + chrono::Duration::seconds(3)), (Some(due + chrono::Duration::seconds(10)), 0));
+        assert_eq!(every_next(due, due + s(3), ten), (due + s(10), 0));
         // Took 25 s: the runs due at 10 s and 20 s are skipped, the next is at 30 s.
-        assert_eq!(
-            s.next_due(due, due + chrono::Duration::seconds(25)),
-            (Some(due + chrono::Duration::seconds(30)), 2)
-        );
+        assert_eq!(every_next(due, due + s(25), ten), (due + s(30), 2));
+        // Took exactly 20 s: the run due at 20 s is due now, only the one at 10 s was skipped.
+        assert_eq!(every_next(due, due + s(20), ten), (due + s(20), 1));
+        // A week-long stall is one jump, not a loop.
+        assert_eq!(every_next(due, due + s(604_805), ten), (due + s(604_810), 60_480));
         let c = Schedule::cron("*/10 * * * * *").unwrap();
-        assert_eq!(
-            c.next_due(due, due + chrono::Duration::seconds(25)),
-            (Some(due + chrono::Duration::seconds(30)), 2)
-        );
+        let Schedule::Cron(c) = c else { unreachable!() };
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(cron_times_between(&c, t, t + chrono::Duration::seconds(25)), 2);
+    }
+
+    /// Runs `ticker` (each run taking `run`) until tokio's clock reaches `until`, stepping the wall clock by
+    /// `steps` at the given times; returns the times (since the start) of the runs and the skipped runs reported.
+    async fn drive(
+        mut ticker: Ticker,
+        clock: Clock,
+        run: Duration,
+        until: Duration,
+        steps: &[(u64, i64)],
+    ) -> (Vec<Duration>, u64) {
+        let start = Instant::now();
+        let runs = std::sync::Arc::new(std::sync::Mutex::new((vec![], 0u64)));
+        let r = runs.clone();
+        let task = tokio::spawn(async move {
+            while let Some(skipped) = ticker.tick().await {
+                {
+                    let mut g = r.lock().unwrap();
+                    g.0.push(start.elapsed());
+                    g.1 += skipped;
+                }
+                tokio::time::sleep(run).await;
+            }
+        });
+        for (at, hours) in steps {
+            tokio::time::sleep_until(start + Duration::from_secs(*at)).await;
+            clock.step(chrono::Duration::hours(*hours));
+        }
+        tokio::time::sleep_until(start + until).await;
+        task.abort();
+        let g = runs.lock().unwrap();
+        (g.0.clone(), g.1)
+    }
+
+    fn max_gap(runs: &[Duration]) -> Duration {
+        runs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 29, 0, 59, 50).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_runs_on_the_monotonic_clock_whatever_the_wall_clock_does() {
+        for steps in [vec![(35, 1)], vec![(35, -1)], vec![(25, 1), (55, -1), (85, -1)]] {
+            let clock = Clock::following_tokio(t0());
+            let ticker = Ticker::new(&Schedule::Every(Duration::from_secs(10)), clock.clone());
+            let (runs, skipped) =
+                drive(ticker, clock, Duration::from_millis(50), Duration::from_secs(120), &steps).await;
+            // A random first offset within the interval, then one run every 10 s: 12 runs in 120 s.
+            assert!(runs[0] < Duration::from_secs(10), "{runs:?}");
+            assert_eq!(runs.len(), 12, "steps {steps:?}: {runs:?}");
+            assert!(runs.windows(2).all(|w| w[1] - w[0] == Duration::from_secs(10)), "{runs:?}");
+            assert_eq!(skipped, 0);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_starts_spread_over_the_interval() {
+        let mut firsts = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let start = Instant::now();
+            let mut t = Ticker::new(&Schedule::Every(Duration::from_secs(60)), Clock::System);
+            t.tick().await;
+            firsts.insert(start.elapsed().as_secs());
+        }
+        assert!(firsts.len() > 5, "twenty probes should not all start together: {firsts:?}");
+        assert!(firsts.iter().all(|s| *s < 60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_every_run_skips_and_counts_the_runs_it_ran_past() {
+        let clock = Clock::following_tokio(t0());
+        let ticker = Ticker::new(&Schedule::Every(Duration::from_secs(10)), clock.clone());
+        let (runs, skipped) = drive(ticker, clock, Duration::from_secs(25), Duration::from_secs(120), &[]).await;
+        // Each run takes 25 s: it runs every 30 s and skips two times each time.
+        assert!(runs.windows(2).all(|w| w[1] - w[0] == Duration::from_secs(30)), "{runs:?}");
+        assert_eq!(runs.len(), 4, "{runs:?}");
+        assert_eq!(skipped, 2 * 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cron_follows_the_wall_clock_a_step_forward_runs_once_a_step_back_does_not_stall() {
+        let cron = Schedule::cron("*/10 * * * * *").unwrap();
+        // No step: on the wall clock's 10-second marks (t0 is hh:59:50), at 10 s, 20 s, … 110 s.
+        let clock = Clock::following_tokio(t0());
+        let (runs, skipped) =
+            drive(Ticker::new(&cron, clock.clone()), clock, Duration::from_millis(50), Duration::from_secs(120), &[])
+                .await;
+        assert_eq!(runs.len(), 11, "{runs:?}");
+        assert_eq!(runs[0], Duration::from_secs(10));
+        assert_eq!(skipped, 0);
+
+        // One hour forward at 35 s: one run soon after (within CRON_RECHECK), no catching up on the missed hour.
+        let clock = Clock::following_tokio(t0());
+        let (runs, skipped) = drive(
+            Ticker::new(&cron, clock.clone()),
+            clock,
+            Duration::from_millis(50),
+            Duration::from_secs(120),
+            &[(35, 1)],
+        )
+        .await;
+        assert!((11..=12).contains(&runs.len()), "a step forward floods or stops: {runs:?}");
+        assert!(max_gap(&runs) <= Duration::from_secs(10), "{runs:?}");
+        assert_eq!(skipped, 0, "a wall-clock step is not a slow run");
+
+        // One hour back at 35 s, then forward again at 75 s: the probe never waits for the hour to come back.
+        let clock = Clock::following_tokio(t0());
+        let (runs, _) = drive(
+            Ticker::new(&cron, clock.clone()),
+            clock,
+            Duration::from_millis(50),
+            Duration::from_secs(120),
+            &[(35, -1), (75, 1)],
+        )
+        .await;
+        assert!((10..=12).contains(&runs.len()), "a step back stalls or floods: {runs:?}");
+        assert!(max_gap(&runs) <= Duration::from_secs(10) + CRON_RECHECK, "stalled: {runs:?}");
+        assert!(runs.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(50)), "{runs:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_cron_run_skips_and_counts_the_times_it_ran_past() {
+        let cron = Schedule::cron("*/10 * * * * *").unwrap();
+        let clock = Clock::following_tokio(t0());
+        let (runs, skipped) =
+            drive(Ticker::new(&cron, clock.clone()), clock, Duration::from_secs(25), Duration::from_secs(120), &[])
+                .await;
+        // Due at 10 s, 40 s, 70 s, 100 s; each run goes past two marks.
+        assert_eq!(runs.len(), 4, "{runs:?}");
+        assert_eq!(skipped, 2 * 3);
     }
 }

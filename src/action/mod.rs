@@ -2,6 +2,7 @@
 //! journal.
 
 pub mod command;
+pub mod limits;
 pub mod log;
 pub mod restart;
 
@@ -48,6 +49,11 @@ impl Executor {
     /// Carries out one planned action and journals its outcome. `cancel` fires when the shutdown grace period
     /// is over: a running command is then killed and journalled as interrupted.
     pub async fn execute(&self, p: Planned, cancel: CancellationToken) {
+        // Bounded work: commands and restarts wait for a free slot (limits.rs); none is dropped.
+        let _slot = match limits::wait_turn(&self.store, &p, &cancel).await {
+            Ok(slot) => slot,
+            Err(journal_id) => return self.finish(journal_id, limits::INTERRUPTED, ""),
+        };
         match p {
             Planned::Notify { journal_id, record } => {
                 let outcome = self.announce(record);

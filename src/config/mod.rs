@@ -419,6 +419,26 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
     if config.dispatch.storm_guard.max_runs == 0 {
         diags.push(doc.diag("dispatch.storm_guard.max_runs", "max_runs must be at least 1"));
     }
+    if config.dispatch.max_concurrent_actions == 0 {
+        diags.push(doc.diag("dispatch.max_concurrent_actions", "max_concurrent_actions must be at least 1"));
+    }
+    if config.dispatch.max_concurrent_actions_per_target == 0 {
+        diags.push(doc.diag(
+            "dispatch.max_concurrent_actions_per_target",
+            "max_concurrent_actions_per_target must be at least 1",
+        ));
+    }
+    if let Some(total) = config.scripts.max_total_time.filter(|t| *t < config.scripts.max_time) {
+        diags.push(doc.diag(
+            "scripts.max_total_time",
+            format!(
+                "max_total_time ({}) must be at least max_time ({}): it is the budget of a whole evaluation, \
+                 follow-up requests included",
+                humantime::format_duration(total),
+                humantime::format_duration(config.scripts.max_time)
+            ),
+        ));
+    }
 }
 
 /// Whether Warden can keep its state in `dir`: an existing writable directory, or one it can create (the nearest

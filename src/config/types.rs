@@ -307,12 +307,36 @@ pub struct DispatchConfig {
     /// The restart-storm guard.
     #[serde(default)]
     pub storm_guard: StormGuardConfig,
+    /// The most actions (commands and `restart_job` restarts) that run at the same time, over all targets. More
+    /// wait their turn, in the order they were decided, and the wait is logged; none is dropped. Alerts and log
+    /// lines are not actions and never wait. A change applies at the next reload; running actions finish first.
+    /// Default `16`.
+    #[serde(default = "default_max_concurrent_actions")]
+    pub max_concurrent_actions: usize,
+    /// The most actions (commands and restarts) that run at the same time for one target, so that one cluster with
+    /// many failed jobs neither floods its JobManager with submissions nor holds up the other targets' actions. More
+    /// wait their turn like above. Default `4`.
+    #[serde(default = "default_max_concurrent_actions_per_target")]
+    pub max_concurrent_actions_per_target: usize,
 }
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        Self { run_cooldown: default_run_cooldown(), alert_repeat: None, storm_guard: StormGuardConfig::default() }
+        Self {
+            run_cooldown: default_run_cooldown(),
+            alert_repeat: None,
+            storm_guard: StormGuardConfig::default(),
+            max_concurrent_actions: default_max_concurrent_actions(),
+            max_concurrent_actions_per_target: default_max_concurrent_actions_per_target(),
+        }
     }
+}
+
+fn default_max_concurrent_actions() -> usize {
+    16
+}
+fn default_max_concurrent_actions_per_target() -> usize {
+    4
 }
 
 fn default_run_cooldown() -> Duration {
@@ -349,9 +373,18 @@ fn default_window() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptLimits {
-    /// Wall-clock time one evaluation may take. Default `1s`.
+    /// Wall-clock time one evaluation may spend computing, not counting the time it waits for the answers to its
+    /// follow-up requests (`http_get`; those count against `max_total_time`). Default `1s`.
     #[serde(default = "default_wall", with = "units::duration")]
     pub max_time: Duration,
+    /// Wall-clock time budget of one evaluation in all, waiting for its follow-up requests (`http_get`) included,
+    /// so that a rule cannot keep its probe busy with follow-ups. Counted from the start of the evaluation: a
+    /// follow-up only waits for what is left of it (cut short, it answers with error kind `timeout`), and one asked
+    /// for when nothing is left answers at once with error kind `limit`; the rule can still conclude (e.g. alert
+    /// without the root cause), within `max_time` of computing. Must be at least `max_time`. Default `15s` (or
+    /// `max_time`, if that is longer).
+    #[serde(default, with = "units::opt_duration")]
+    pub max_total_time: Option<Duration>,
     /// Rhai operations one evaluation may perform. Default `5000000`.
     #[serde(default = "default_ops")]
     pub max_operations: u64,
@@ -378,6 +411,7 @@ impl Default for ScriptLimits {
     fn default() -> Self {
         Self {
             max_time: default_wall(),
+            max_total_time: None,
             max_operations: default_ops(),
             max_string: default_string(),
             max_array: default_collection(),
@@ -393,6 +427,13 @@ fn default_max_state() -> ByteSize {
 }
 fn default_wall() -> Duration {
     Duration::from_secs(1)
+}
+
+impl ScriptLimits {
+    /// The budget of a whole evaluation, follow-up requests included (`max_total_time` or its default).
+    pub fn total_time(&self) -> Duration {
+        self.max_total_time.unwrap_or(Duration::from_secs(15)).max(self.max_time)
+    }
 }
 fn default_ops() -> u64 {
     5_000_000

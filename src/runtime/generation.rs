@@ -47,6 +47,16 @@ impl Generation {
             .collect();
         Ok(Self { plan, engine: Arc::new(engine), rules, clients })
     }
+
+    /// True when this generation runs `rule` as it is (same source): an evaluation of it may still be committed.
+    pub(super) fn runs(&self, rule: &PlannedRule) -> bool {
+        self.plan.rules.get(&rule.compiled.name).is_some_and(|r| r.compiled.source_hash == rule.compiled.source_hash)
+    }
+
+    /// The rules of `self` that `next` no longer has.
+    pub(super) fn removed_rules(&self, next: &Generation) -> Vec<String> {
+        self.plan.rules.keys().filter(|r| !next.plan.rules.contains_key(*r)).cloned().collect()
+    }
 }
 
 /// A fingerprint of a target's settings (secrets included, never shown): a change means a new client.

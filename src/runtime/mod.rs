@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -91,6 +92,10 @@ type RuleStates = Arc<Mutex<HashMap<(String, String), serde_json::Value>>>;
 
 struct Shared {
     current: Arc<std::sync::RwLock<Arc<Generation>>>,
+    /// Read while a probe commits an evaluation (saves rule state, hands its verdict to the dispatcher); written
+    /// while a reload swaps the generation and retires the rules it removed. So no evaluation of a removed or
+    /// changed rule gets in after the swap.
+    gate: tokio::sync::RwLock<()>,
     store: Arc<Store>,
     states: RuleStates,
     stats: Arc<Stats>,
@@ -111,6 +116,18 @@ impl Shared {
 pub struct ReloadSource {
     /// `warden.yaml`.
     pub config: std::path::PathBuf,
+}
+
+impl ReloadSource {
+    /// What to watch for generation `g`: this configuration file and `g`'s pack directories, absolute but with
+    /// symlinks kept (the watcher follows them itself, again after each change).
+    fn watched(&self, g: &Generation) -> crate::reload::Watched {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        crate::reload::Watched {
+            config: abs(&self.config),
+            dirs: crate::reload::pack_dirs(&g.plan.loaded.config.pack_paths, &abs(&g.plan.loaded.base_dir)),
+        }
+    }
 }
 
 /// Runs the daemon until `shutdown` completes. Returns the counters.
@@ -143,6 +160,7 @@ pub async fn run(
     };
     let shared = Arc::new(Shared {
         current: Arc::new(std::sync::RwLock::new(generation.clone())),
+        gate: tokio::sync::RwLock::new(()),
         store: store.clone(),
         states: Arc::new(Mutex::new(store.rule_states()?)),
         stats: stats.clone(),
@@ -175,6 +193,8 @@ pub async fn run(
             restart_poll: Duration::from_secs(1),
         })
     };
+    // Bounded work: the limits outlive every executor a reload builds (actions started by the old one still count).
+    let limits = crate::action::limits::ActionLimits::install(&store, &cfg.dispatch);
     let executor = Arc::new(std::sync::RwLock::new(make_executor(&generation)));
     let dispatcher = Dispatcher::new(cfg.dispatch.clone(), opts.dry_run, &store)?;
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.dispatch.clone());
@@ -206,20 +226,33 @@ pub async fn run(
         stats.clone(),
     ));
 
+    // Rules that existed when Warden last ran and no longer do: their state goes, their alerts resolve.
+    {
+        let kept = |v: &serde_json::Value| v.as_object().is_none_or(|m| !m.is_empty());
+        let mut gone: Vec<(String, String)> =
+            store.dispatch_states()?.into_iter().filter(|(_, v)| kept(v)).map(|(k, _)| k).collect();
+        gone.extend(store.rule_states()?.into_keys());
+        gone.retain(|(rule, _)| !generation.plan.rules.contains_key(rule));
+        gone.sort();
+        gone.dedup();
+        retire_rules(&gone, &generation, &shared, "warden/start").await;
+    }
+
     // Reload triggers: file changes (if watching) and SIGHUP.
     let (reload_tx, mut reload_rx) = mpsc::channel::<crate::reload::Trigger>(8);
-    let mut _watch = None;
+    let mut watch = None;
     if let Some(src) = &opts.reload {
         crate::reload::on_sighup(reload_tx.clone());
         if cfg.reload.watch {
-            let base = generation.plan.loaded.base_dir.clone();
-            let w = crate::reload::Watched {
-                config: src.config.canonicalize().unwrap_or(src.config.clone()),
-                dirs: crate::reload::pack_dirs(&cfg.pack_paths, &base),
-            };
-            match crate::reload::watch(w, &cfg.reload, reload_tx.clone()) {
-                Ok(h) => _watch = Some(h),
+            let watched = src.watched(&generation);
+            match crate::reload::watch(watched.clone(), &cfg.reload, reload_tx.clone()) {
+                Ok(h) => watch = Some(h),
                 Err(e) => tracing::warn!("hot reload by file watching is off: {e}; SIGHUP still reloads"),
+            }
+            // What changed between loading the plan and arming the watcher (2 s of slack for coarse file times).
+            let since = generation.plan.loaded_at.checked_sub(Duration::from_secs(2)).unwrap_or(std::time::UNIX_EPOCH);
+            if let Some(p) = crate::reload::changed_since(&watched, since) {
+                let _ = reload_tx.try_send(crate::reload::Trigger::Changed(p));
             }
         }
     }
@@ -232,30 +265,19 @@ pub async fn run(
             Some(trigger) = reload_rx.recv() => {
                 let Some(src) = &opts.reload else { continue };
                 let started = std::time::Instant::now();
-                let path = src.config.clone();
-                let loaded = tokio::task::spawn_blocking(move || crate::plan::load(&path, None)).await;
-                let outcome = match loaded {
-                    Ok(Ok((plan, engine))) => {
-                        let old = shared.generation();
-                        match Generation::new(plan, engine, Some(&old)) {
-                            Ok(g) => {
-                                let g = Arc::new(g);
-                                forget_changed_rule_states(&old, &g, &shared);
-                                *shared.current.write().unwrap_or_else(|p| p.into_inner()) = g.clone();
-                                spawn_jobs(&g, &mut tasks, &probes, &shared, &stop);
-                                *executor.write().unwrap_or_else(|p| p.into_inner()) = make_executor(&g);
-                                let _ = policy_tx.send(g.plan.loaded.config.dispatch.clone());
-                                if format!("{:?}", g.plan.loaded.config.notify) != format!("{:?}", old.plan.loaded.config.notify) {
-                                    tracing::warn!("the `notify` section changed: it takes effect when Warden restarts");
-                                }
-                                Ok(g.plan.jobs.len())
-                            }
-                            Err(e) => Err(vec![e.to_string()]),
-                        }
-                    }
-                    Ok(Err(diags)) => Err(diags.0.iter().map(|d| d.render()).collect()),
-                    Err(e) => Err(vec![format!("reload crashed: {e}")]),
+                let swap = Swap {
+                    shared: &shared,
+                    tasks: &mut tasks,
+                    probes: &probes,
+                    stop: &stop,
+                    executor: &executor,
+                    make_executor: &make_executor,
+                    policy: &policy_tx,
+                    limits: limits.limits(),
+                    notifier: &notifier,
+                    watch: watch.as_ref(),
                 };
+                let outcome = reload(src, swap).await;
                 let took = started.elapsed();
                 match &outcome {
                     Ok(jobs) => {
@@ -337,15 +359,117 @@ fn spawn_jobs(
     });
 }
 
+/// Everything a reload swaps, restarts or tells.
+struct Swap<'a> {
+    shared: &'a Arc<Shared>,
+    tasks: &'a mut HashMap<(String, String), (String, CancellationToken)>,
+    probes: &'a TaskTracker,
+    stop: &'a CancellationToken,
+    executor: &'a std::sync::RwLock<Arc<Executor>>,
+    make_executor: &'a (dyn Fn(&Generation) -> Arc<Executor> + Sync),
+    policy: &'a tokio::sync::watch::Sender<crate::config::DispatchConfig>,
+    limits: &'a crate::action::limits::ActionLimits,
+    notifier: &'a crate::notify::Notifier,
+    watch: Option<&'a crate::reload::WatchHandle>,
+}
+
+/// Reloads from `src`: loads and checks everything, then swaps it all at once, or changes nothing and says why
+/// (every problem, each as `file:line:col`). Returns the new generation's number of probe jobs.
+///
+/// The dispatcher is not part of a generation: its memory (cooldowns, pending `for`, firing alerts, storm-guard
+/// counts) survives every reload; only its policy changes. Rules whose source changed start with a fresh state;
+/// rules that are gone lose their state and their firing alerts resolve, once.
+async fn reload(src: &ReloadSource, s: Swap<'_>) -> Result<usize, Vec<String>> {
+    let old = s.shared.generation();
+    let g = load_generation(src.config.clone(), &old).await?;
+    let c = &g.plan.loaded.config;
+    // The one step that can still fail comes before anything is swapped. Applied on every reload (it is one
+    // atomic swap inside the notifier): a changed secret, which prints as `***`, must take effect too.
+    reconfigure_notifier(s.notifier, &c.notify, &c.targets)
+        .map_err(|e| vec![format!("{}: the `notify` section cannot be applied: {e}", src.config.display())])?;
+    let g = Arc::new(g);
+    let c = &g.plan.loaded.config;
+    // One swap of everything loaded; meanwhile no evaluation is committed (see `Shared::gate`).
+    let gate = s.shared.gate.write().await;
+    *s.shared.current.write().unwrap_or_else(|p| p.into_inner()) = g.clone();
+    *s.executor.write().unwrap_or_else(|p| p.into_inner()) = (s.make_executor)(&g);
+    let _ = s.policy.send(c.dispatch.clone());
+    s.limits.resize(&c.dispatch);
+    forget_changed_rule_states(&old, &g, s.shared);
+    let targets = &old.plan.loaded.config.targets;
+    let gone: Vec<(String, String)> = old
+        .removed_rules(&g)
+        .into_iter()
+        .flat_map(|r| targets.iter().map(move |t| (r.clone(), t.name.clone())))
+        .collect();
+    retire_rules(&gone, &old, s.shared, "warden/reload").await;
+    spawn_jobs(&g, s.tasks, s.probes, s.shared, s.stop);
+    drop(gate);
+    if let Some(w) = s.watch {
+        w.update(src.watched(&g));
+    }
+    Ok(g.plan.jobs.len())
+}
+
+/// Loads the configuration at `path` and builds the next generation from it (reusing `old`'s unchanged clients),
+/// or says why not: every problem, each as `file:line:col`.
+async fn load_generation(path: PathBuf, old: &Arc<Generation>) -> Result<Generation, Vec<String>> {
+    let old = old.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let (plan, engine) =
+            crate::plan::load(&path, None).map_err(|d| d.0.iter().map(|d| d.render()).collect::<Vec<_>>())?;
+        Generation::new(plan, engine, Some(&old)).map_err(|e| vec![e.to_string()])
+    })
+    .await;
+    built.unwrap_or_else(|e| Err(vec![format!("reload crashed: {e}")]))
+}
+
+/// Applies a changed `notify` section (and the targets its routes see) to the running notifier. An error rejects
+/// the whole reload: the running generation stays.
+fn reconfigure_notifier(
+    notifier: &crate::notify::Notifier,
+    cfg: &crate::notify::NotifyConfig,
+    targets: &[crate::config::TargetConfig],
+) -> Result<(), crate::notify::NotifyError> {
+    notifier.reconfigure(cfg.clone(), targets)
+}
+
 /// Rules whose source changed start with a fresh state; the others keep theirs.
 fn forget_changed_rule_states(old: &Generation, new: &Generation, shared: &Shared) {
     for (name, r) in &new.plan.rules {
         let changed = old.plan.rules.get(name).is_some_and(|o| o.compiled.source_hash != r.compiled.source_hash);
         if changed {
-            shared.states.lock().expect("states").retain(|(rule, _), _| rule != name);
+            shared.states.lock().unwrap_or_else(|p| p.into_inner()).retain(|(rule, _), _| rule != name);
             if let Err(e) = shared.store.clear_rule_state(name) {
                 tracing::error!(rule = %name, "cannot clear the state of a changed rule: {e}");
             }
+        }
+    }
+}
+
+/// Retires `(rule, target)` pairs whose rule no longer exists: drops the rule's state (in memory and in the store)
+/// and hands the dispatcher an evaluation that asks for nothing, so that each alert still firing gets exactly one
+/// *resolved* and everything else the dispatcher kept for the pair is forgotten. `g` supplies the targets' URLs;
+/// `why` is journalled as the probe (`warden/start`, `warden/reload`).
+async fn retire_rules(gone: &[(String, String)], g: &Generation, shared: &Shared, why: &str) {
+    let mut cleared = std::collections::BTreeSet::new();
+    for (rule, target) in gone {
+        if cleared.insert(rule.clone()) {
+            tracing::info!(rule = %rule, "the rule no longer exists: its state is dropped and its alerts resolve");
+            shared.states.lock().unwrap_or_else(|p| p.into_inner()).retain(|(r, _), _| r != rule);
+            if let Err(e) = shared.store.clear_rule_state(rule) {
+                tracing::error!(rule = %rule, "cannot clear the state of a removed rule: {e}");
+            }
+        }
+        let origin = Origin {
+            rule: rule.clone(),
+            target: target.clone(),
+            target_url: g.clients.get(target).map(|c| c.base.clone()).unwrap_or_default(),
+            probe: why.into(),
+            time: shared.clock.now(),
+        };
+        if shared.tx.send((origin, Verdict::Requests(vec![]))).await.is_err() {
+            return;
         }
     }
 }

@@ -1,4 +1,9 @@
 //! One probe × target: poll on schedule, evaluate the rules on a blocking thread, hand the verdicts on.
+//!
+//! An evaluation is committed (its rule state saved, its verdict handed to the dispatcher) under the generation
+//! gate, and only if its rule is still the one the current generation runs: a reload that removed or changed the
+//! rule while it was being evaluated wins, so a removed rule's alert cannot come back after its *resolved*.
+//! A rule whose evaluation panics is reported as that rule's error; the probe's other rules still run.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,29 +12,29 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use crate::evaluate::{evaluate_observation, Observed};
 use crate::event::Event;
 use crate::fetch::{HttpRequest, TargetClient};
 use crate::model::Origin;
 use crate::plan::{PlannedRule, ProbeJob};
-use crate::script::{self, EvalInput, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
+use crate::schedule::Ticker;
+use crate::script::{self, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
 
 pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared: Arc<Shared>, stop: CancellationToken) {
-    let target_info = TargetInfo { name: client.name.clone(), url: client.base.clone(), labels: client.labels.clone() };
-    let target_dyn = script::target_to_dynamic(&target_info);
     let key = (job.probe.clone(), job.target.clone());
-    let mut due = match &job.schedule {
-        crate::schedule::Schedule::Every(_) => chrono::Utc::now(),
-        s => match s.next_after(chrono::Utc::now()) {
-            Some(t) => t,
-            None => return,
-        },
-    };
+    let mut ticker = Ticker::new(&job.schedule, shared.clock.clone());
     let mut last_error: Option<String> = None;
     loop {
-        let wait = (due - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+        let skipped = tokio::select! {
+            t = ticker.tick() => match t {
+                Some(s) => s,
+                None => return,
+            },
             _ = stop.cancelled() => return,
+        };
+        if skipped > 0 {
+            shared.stats.skipped_runs.fetch_add(skipped, Ordering::Relaxed);
+            tracing::warn!(probe = %job.probe, target = %job.target, skipped, "a run took longer than the schedule; skipped runs");
         }
         let obs = tokio::select! {
             o = client.observe(&job.probe, &job.request) => o,
@@ -63,27 +68,17 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
         let sh = shared.clone();
         let client2 = client.clone();
         let probe = job.probe.clone();
-        let target_dyn2 = target_dyn.clone();
         let max_body = job.request.max_body;
         let handle = tokio::runtime::Handle::current();
-        let verdicts = tokio::task::spawn_blocking(move || {
-            evaluate_all(&sh, &generation.engine, &rules, &obs_dyn, &target_dyn2, &probe, &client2, handle, max_body)
+        let evaluated = tokio::task::spawn_blocking(move || {
+            let done = evaluate_all(&sh, &generation.engine, &rules, &obs_dyn, &probe, &client2, &handle, max_body);
+            commit(&sh, done)
         })
-        .await
-        .unwrap_or_default();
-        for v in verdicts {
-            if shared.tx.send(v).await.is_err() {
-                return;
-            }
-        }
-        let (next, skipped) = job.schedule.next_due(due, chrono::Utc::now());
-        if skipped > 0 {
-            shared.stats.skipped_runs.fetch_add(skipped, Ordering::Relaxed);
-            tracing::warn!(probe = %job.probe, target = %job.target, skipped, "a run took longer than the schedule; skipped runs");
-        }
-        match next {
-            Some(n) => due = n,
-            None => return,
+        .await;
+        match evaluated {
+            Ok(true) => {}
+            Ok(false) => return, // the dispatcher is gone: shutting down
+            Err(e) => tracing::error!(probe = %job.probe, target = %job.target, "evaluating this poll failed: {e}"),
         }
     }
 }
@@ -96,50 +91,74 @@ struct HttpFollowUp {
 
 impl FollowUp for HttpFollowUp {
     fn get(&mut self, path: &str) -> FollowUpAnswer {
+        self.get_within(path, Duration::MAX)
+    }
+
+    fn get_within(&mut self, path: &str, limit: Duration) -> FollowUpAnswer {
         let req = HttpRequest::get(path, self.max_body);
-        let (status, body, error) = self.handle.block_on(self.client.send(&req));
-        FollowUpAnswer { status, body, error: error.map(|e| (e.kind.as_str().to_string(), e.message)) }
+        let send = self.client.send(&req);
+        let answer = self.handle.block_on(async { tokio::time::timeout(limit, send).await });
+        match answer {
+            Ok((status, body, error)) => {
+                FollowUpAnswer { status, body, error: error.map(|e| (e.kind.as_str().to_string(), e.message)) }
+            }
+            Err(_) => FollowUpAnswer {
+                error: Some((
+                    "timeout".into(),
+                    format!(
+                        "no answer within the {} ms left of the evaluation's total time budget (scripts.max_total_time)",
+                        limit.as_millis()
+                    ),
+                )),
+                ..Default::default()
+            },
+        }
     }
 }
 
+/// One rule's evaluation, waiting to be committed.
+struct Done {
+    rule: Arc<PlannedRule>,
+    origin: Origin,
+    verdict: Verdict,
+    /// The rule's new state, if it changed.
+    state: Option<serde_json::Value>,
+}
+
+/// The probe's rules on one observation, through the one evaluation path ([`crate::evaluate`]) that `warden
+/// test`, `eval` and `replay` use too.
 #[allow(clippy::too_many_arguments)]
 fn evaluate_all(
     sh: &Shared,
     engine: &ScriptEngine,
     rules: &[Arc<PlannedRule>],
     obs: &rhai::Dynamic,
-    target: &rhai::Dynamic,
     probe: &str,
     client: &Arc<TargetClient>,
-    handle: tokio::runtime::Handle,
+    handle: &tokio::runtime::Handle,
     max_body: usize,
-) -> Vec<(Origin, Verdict)> {
+) -> Vec<Done> {
+    let target = TargetInfo { name: client.name.clone(), url: client.base.clone(), labels: client.labels.clone() };
+    let seen = Observed { obs, probe, target: &target, now: sh.clock.now() };
+    let mut state_of = |rule: &str| {
+        let states = sh.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.get(&(rule.to_string(), client.name.clone())).cloned().unwrap_or_default()
+    };
+    let mut follow_up = || -> Option<Box<dyn FollowUp>> {
+        Some(Box::new(HttpFollowUp { client: client.clone(), handle: handle.clone(), max_body }))
+    };
+    sh.stats.evaluations.fetch_add(rules.len() as u64, Ordering::Relaxed);
+    let results = evaluate_observation(
+        engine,
+        rules.iter().map(|r| (&r.compiled, r.params_for(&client.name))),
+        &seen,
+        &mut state_of,
+        &mut follow_up,
+    );
     let mut out = Vec::with_capacity(rules.len());
-    for r in rules {
-        let key = (r.compiled.name.clone(), client.name.clone());
-        let before = sh.states.lock().expect("states").get(&key).cloned().unwrap_or(serde_json::Value::Null);
-        let params = script::params_to_dynamic(r.params_for(&client.name));
-        let now = sh.clock.now();
-        let follow = HttpFollowUp { client: client.clone(), handle: handle.clone(), max_body };
-        sh.stats.evaluations.fetch_add(1, Ordering::Relaxed);
-        let input = EvalInput { obs, target, params: &params, state: &before, now, follow_up: Some(Box::new(follow)) };
-        match engine.evaluate(&r.compiled, input) {
-            Ok(ev) => {
-                if ev.state != before {
-                    if let Err(e) = sh.store.save_rule_state(&key.0, &key.1, &ev.state) {
-                        tracing::error!(rule = %key.0, "cannot save rule state: {e}");
-                    }
-                    sh.states.lock().expect("states").insert(key.clone(), ev.state);
-                }
-                let origin = Origin {
-                    rule: key.0,
-                    target: key.1,
-                    target_url: client.base.clone(),
-                    probe: probe.to_string(),
-                    time: now,
-                };
-                out.push((origin, ev.verdict));
-            }
+    for (r, result) in rules.iter().zip(results) {
+        match result {
+            Ok(v) => out.push(Done { rule: r.clone(), origin: v.origin, verdict: v.verdict, state: v.new_state }),
             Err(e) => {
                 sh.stats.rule_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(target_name = %client.name, "{e}");
@@ -148,4 +167,28 @@ fn evaluate_all(
         }
     }
     out
+}
+
+/// Saves the rules' new states and hands their verdicts to the dispatcher, under the generation gate, for the rules
+/// the current generation still runs unchanged. Runs on a blocking thread. `false` when the dispatcher is gone.
+fn commit(sh: &Shared, done: Vec<Done>) -> bool {
+    let _gate = sh.gate.blocking_read();
+    let current = sh.generation();
+    for d in done {
+        if !current.runs(&d.rule) {
+            tracing::debug!(rule = %d.origin.rule, "an evaluation of a rule that a reload removed or changed is dropped");
+            continue;
+        }
+        if let Some(state) = d.state {
+            if let Err(e) = sh.store.save_rule_state(&d.origin.rule, &d.origin.target, &state) {
+                tracing::error!(rule = %d.origin.rule, "cannot save rule state: {e}");
+            }
+            let key = (d.origin.rule.clone(), d.origin.target.clone());
+            sh.states.lock().unwrap_or_else(|p| p.into_inner()).insert(key, state);
+        }
+        if sh.tx.blocking_send((d.origin, d.verdict)).is_err() {
+            return false;
+        }
+    }
+    true
 }

@@ -1,4 +1,4 @@
-//! The daemon end to end against the fake JobManager: hot reload.
+//! The daemon end to end against the fake JobManager: hot reload, a panicking rule, cron on a stepped clock.
 
 use std::time::{Duration, Instant};
 
@@ -121,4 +121,113 @@ async fn a_rule_edited_on_disk_takes_effect_a_broken_one_is_refused_and_the_old_
     let stats = daemon.await.unwrap().unwrap();
     assert_eq!(stats.failed_reloads.load(Ordering::Relaxed), 1);
     assert!(stats.reloads.load(Ordering::Relaxed) >= 2);
+}
+
+/// A running daemon on `<dir>/warden.yaml` watching the fake at `url` with one pack `t` of `rules` (short name,
+/// source), probed by `schedule` (`every: 200ms` or `cron: "…"`).
+struct Running {
+    rx: tokio::sync::broadcast::Receiver<Event>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<Arc<Stats>, RuntimeError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(url: &str, schedule: &str, rules: &[(&str, &str)], clock: Clock) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = dir.path().join("plugins/t");
+        std::fs::create_dir_all(&pack).unwrap();
+        let names: Vec<&str> = rules.iter().map(|(n, _)| *n).collect();
+        std::fs::write(
+            pack.join("pack.yaml"),
+            format!(
+                "name: t\nversion: 1.0.0\nprobes:\n  - name: p\n    {schedule}\n    request: {{path: /jobs/overview}}\n    rules: [{}]\n",
+                names.join(", ")
+            ),
+        )
+        .unwrap();
+        for (n, src) in rules {
+            std::fs::write(pack.join(format!("{n}.rhai")), src).unwrap();
+        }
+        let config = dir.path().join("warden.yaml");
+        std::fs::write(
+            &config,
+            format!("state_dir: state\npack_paths: [\"plugins/*\"]\ntargets:\n  - name: jm\n    url: {url}\n"),
+        )
+        .unwrap();
+        let (plan, engine) = crate::plan::load(&config, None).unwrap_or_else(|d| panic!("{d}"));
+        let events = Events::default();
+        let rx = events.subscribe();
+        let (tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = RunOptions { events, clock, ..Default::default() };
+        let task = tokio::spawn(run(plan, engine, opts, async {
+            let _ = stop_rx.await;
+        }));
+        Running { rx, stop: Some(tx), task, _dir: dir }
+    }
+
+    async fn stop(mut self) -> Arc<Stats> {
+        let _ = self.stop.take().map(|s| s.send(()));
+        self.task.await.unwrap().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_whose_evaluation_panics_is_that_rules_error_and_the_other_rules_still_run() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    fake.submit("clicks");
+    let rules = [
+        ("boom", "if obs.ok { panic_for_test(\"kaboom\"); }\n"),
+        ("canary", "alert(#{ subject: \"canary\", summary: \"still judged\" });\n"),
+    ];
+    let mut d = Running::start(&fake.url(), "every: 200ms", &rules, Clock::System);
+    let failed = |e: &Event| match e {
+        Event::RuleFailed { error } if error.contains("rule `t/boom`") => Some(error.clone()),
+        _ => None,
+    };
+    let error = wait_for(&mut d.rx, "the panic reported as t/boom's error", failed).await;
+    assert!(error.contains("the evaluation panicked: kaboom"), "{error}");
+    assert!(error.contains("boom.rhai"), "the error names the rule's file: {error}");
+    wait_for(&mut d.rx, "the other rule of the same poll", |e| alert_of(e, "firing", "canary").then_some(())).await;
+    // The probe and the daemon go on: more polls, and the rule is judged (and fails) again.
+    for _ in 0..3 {
+        wait_for(&mut d.rx, "more polls", |e| matches!(e, Event::Observed { .. }).then_some(())).await;
+    }
+    wait_for(&mut d.rx, "the next panic", failed).await;
+    let stats = d.stop().await;
+    assert!(stats.rule_errors.load(Ordering::Relaxed) >= 2);
+    assert!(stats.polls.load(Ordering::Relaxed) >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_probes_run_on_wardens_wall_clock_and_go_on_after_it_steps_either_way() {
+    use chrono::TimeZone;
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    let at = |h, m, s| chrono::Utc.with_ymd_and_hms(2026, 3, 1, h, m, s).unwrap();
+    // Hourly, on a clock half a second before the hour: the first poll is half a second away (on the system
+    // clock it would be up to an hour away).
+    let clock = Clock::following_tokio(at(0, 59, 59) + chrono::Duration::milliseconds(500));
+    let mut d = Running::start(&fake.url(), "cron: \"0 0 * * * *\"", &[("r", "1;\n")], clock.clone());
+    let polled = |e: &Event| matches!(e, Event::Observed { .. }).then_some(());
+    let bound = crate::schedule::CRON_RECHECK + Duration::from_secs(3);
+    let started = tokio::time::Instant::now();
+    wait_for(&mut d.rx, "the poll at 01:00", polled).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+
+    // Back to two seconds before 01:00: the probe polls at 01:00 again, it does not wait for 02:00.
+    clock.step(at(0, 59, 58) - clock.now());
+    let stepped = tokio::time::Instant::now();
+    wait_for(&mut d.rx, "the poll after a step back", polled).await;
+    assert!(stepped.elapsed() <= bound, "{:?}", stepped.elapsed());
+
+    // Forward by an hour, to a second before 02:00: one poll at 02:00, and no burst.
+    clock.step(at(1, 59, 59) - clock.now());
+    let stepped = tokio::time::Instant::now();
+    wait_for(&mut d.rx, "the poll after a step forward", polled).await;
+    assert!(stepped.elapsed() <= bound, "{:?}", stepped.elapsed());
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), wait_for(&mut d.rx, "nothing", polled)).await;
+    assert!(quiet.is_err(), "a poll came outside the schedule");
+    let stats = d.stop().await;
+    assert_eq!(stats.polls.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.skipped_runs.load(Ordering::Relaxed), 0, "a wall-clock step is not a skipped run");
 }

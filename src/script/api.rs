@@ -15,6 +15,13 @@ use crate::model::{ActionRequest, Pending, RequestKind, Severity};
 pub trait FollowUp: Send {
     /// Fetches `path` (starting with `/`) from the rule's target.
     fn get(&mut self, path: &str) -> FollowUpAnswer;
+
+    /// Fetches `path` like [`FollowUp::get`], waiting at most `limit` (what is left of the evaluation's total time
+    /// budget) for the answer. The default ignores `limit`: canned answers do not wait.
+    fn get_within(&mut self, path: &str, limit: Duration) -> FollowUpAnswer {
+        let _ = limit;
+        self.get(path)
+    }
 }
 
 /// The answer to a follow-up GET.
@@ -30,7 +37,12 @@ pub struct FollowUpAnswer {
 
 pub(super) struct EvalCtx {
     pub rule: String,
+    /// When the rule's computing time (`scripts.max_time`) runs out; moved on by the time follow-ups wait.
     pub deadline: Instant,
+    /// When the evaluation's total budget (`scripts.max_total_time`) runs out: no follow-up waits past it.
+    pub total_deadline: Instant,
+    /// `scripts.max_total_time`, for messages.
+    pub total_budget: Duration,
     pub now: DateTime<Utc>,
     pub requests: Vec<ActionRequest>,
     pub skipped: Option<String>,
@@ -216,17 +228,30 @@ fn http_get(path: &str) -> R<Map> {
                 ..Default::default()
             });
         }
-        c.follow_ups_left -= 1;
         let asked = Instant::now();
+        let left = c.total_deadline.saturating_duration_since(asked);
+        if left.is_zero() {
+            return Ok(FollowUpAnswer {
+                error: Some((
+                    "limit".into(),
+                    format!(
+                        "this evaluation used up its total time budget of {} ms (scripts.max_total_time)",
+                        c.total_budget.as_millis()
+                    ),
+                )),
+                ..Default::default()
+            });
+        }
+        c.follow_ups_left -= 1;
         let answer = match c.follow_up.as_mut() {
-            Some(f) => f.get(path),
+            Some(f) => f.get_within(path, left),
             None => FollowUpAnswer {
                 error: Some(("unavailable".into(), "follow-up requests are not available here".into())),
                 ..Default::default()
             },
         };
-        // Waiting for the target is not the rule's computing time: the wall-clock limit is about runaway scripts
-        // (the request has its own timeout).
+        // Waiting for the target is not the rule's computing time (`max_time` is about runaway scripts), but it
+        // does count against the evaluation's total budget (`total_deadline`, checked above).
         c.deadline += asked.elapsed();
         Ok(answer)
     })?;
@@ -277,4 +302,7 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("duration_ms", duration_ms);
     engine.register_fn("to_json", |d: Dynamic| to_json(&d).to_string());
     engine.register_fn("root_cause", root_cause);
+    // Lets the runtime's tests make an evaluation panic, as a bug in Warden or a library would.
+    #[cfg(test)]
+    engine.register_fn("panic_for_test", |why: &str| -> R<()> { panic!("{why}") });
 }

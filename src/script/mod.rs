@@ -11,9 +11,16 @@
 //! It asks for actions with `alert(#{...})`, `run("command", #{...})`, `log(...)`, declares an evaluation
 //! inconclusive with `skip("why")`, may read more with `http_get("/path")` (bounded), and reads the clock with
 //! `now()`. See `docs/rules.md` for the full reference.
+//!
+//! An evaluation is bounded: operations, sizes, `scripts.max_time` of computing (waiting for follow-up answers
+//! excluded; the rule is stopped when it runs out), and `scripts.max_total_time` for everything, follow-ups
+//! included: no follow-up waits beyond it, later ones answer at once with error kind `limit`, so a rule cannot keep
+//! its probe busy with follow-ups yet can still conclude (alert without the root cause). A rule file with no code to run (empty, only comments, only function definitions) does not compile: it
+//! would ask for nothing and so resolve every alert it raised (see `empty.rs`).
 
 mod api;
 pub mod convert;
+mod empty;
 pub mod modules;
 
 use std::cell::RefCell;
@@ -187,11 +194,23 @@ impl ScriptEngine {
         scope
     }
 
-    /// Runs `rule` once. Synchronous and CPU-bound: call it from a blocking thread.
+    /// Runs `rule` once. Synchronous and CPU-bound (follow-up requests block it): call it from a blocking thread.
+    /// Bounded by `scripts.max_time` of computing; its follow-ups end by `scripts.max_total_time`.
     pub fn evaluate(&self, rule: &CompiledRule, input: EvalInput<'_>) -> Result<Evaluation, ScriptError> {
+        // The context is the thread's until this evaluation ends, however it ends (a panic included).
+        struct ClearCtx;
+        impl Drop for ClearCtx {
+            fn drop(&mut self) {
+                CTX.with(|c| c.borrow_mut().take());
+            }
+        }
+        let started = Instant::now();
+        let total = self.limits.total_time();
         let ctx = api::EvalCtx {
             rule: rule.name.clone(),
-            deadline: Instant::now() + self.limits.max_time,
+            deadline: started + self.limits.max_time,
+            total_deadline: started + total,
+            total_budget: total,
             now: input.now,
             requests: Vec::new(),
             skipped: None,
@@ -199,6 +218,7 @@ impl ScriptEngine {
             follow_ups_left: self.limits.max_follow_ups,
         };
         CTX.with(|c| *c.borrow_mut() = Some(ctx));
+        let _clear = ClearCtx;
         let mut scope = Scope::new();
         scope.push_constant_dynamic("obs", input.obs.clone());
         scope.push_constant_dynamic("target", input.target.clone());
@@ -208,9 +228,11 @@ impl ScriptEngine {
             _ => Dynamic::from_map(Map::new()),
         };
         scope.push_dynamic("state", state);
-        let started = Instant::now();
         let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
-        let ctx = CTX.with(|c| c.borrow_mut().take()).expect("evaluation context");
+        let Some(ctx) = CTX.with(|c| c.borrow_mut().take()) else {
+            let message = "the evaluation lost its context (a module function evaluated another rule?)".to_string();
+            return Err(ScriptError { file: rule.file.clone(), rule: rule.name.clone(), line: 0, col: 0, message });
+        };
         if let Err(e) = result {
             return Err(self.runtime_error(rule, *e, started.elapsed()));
         }

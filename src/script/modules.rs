@@ -385,13 +385,16 @@ impl ScriptEngine {
         let failure = guard.failure();
         drop(guard);
         match result {
-            Ok(ast) => Ok(CompiledRule {
-                name: name.to_string(),
-                pack: pack.to_string(),
-                file,
-                source_hash: hash(source) ^ modules.fingerprint(pack).rotate_left(1),
-                ast: Arc::new(ast),
-            }),
+            Ok(ast) => match super::empty::check(source) {
+                Err(e) => Err(ScriptError { file, rule: name.into(), line: e.line, col: e.col, message: e.message }),
+                Ok(()) => Ok(CompiledRule {
+                    name: name.to_string(),
+                    pack: pack.to_string(),
+                    file,
+                    source_hash: hash(source) ^ modules.fingerprint(pack).rotate_left(1),
+                    ast: Arc::new(ast),
+                }),
+            },
             Err(e) => Err(match (failure, *e) {
                 (Some(f), _) => {
                     ScriptError { file: f.file, rule: name.into(), line: f.line, col: f.col, message: f.message }

@@ -8,4 +8,5 @@ mod cli;
 mod daemon;
 mod notify;
 mod ownership;
+mod reload_time;
 mod rules;
