@@ -159,6 +159,8 @@ impl Executor {
                     outcome: None,
                     started: String::new(),
                     updated: String::new(),
+                    owner: None,
+                    lease_until: None,
                 },
                 step: "start".into(),
                 message: e,

@@ -92,7 +92,16 @@ pub async fn begin(
     old_jid: &str,
     strategy: RestartStrategy,
 ) -> RestartOutcome {
-    match ctx.store.begin_restart(journal_id, target, job, strategy, old_jid, ctx.clock.now()) {
+    match ctx.store.begin_restart(
+        journal_id,
+        target,
+        job,
+        strategy,
+        old_jid,
+        ctx.clock.now(),
+        &crate::store::owner_id(),
+        crate::store::RESTART_LEASE,
+    ) {
         Ok(Some(rec)) => {
             (ctx.progress)(&rec, &format!("restart #{} of {job} ({strategy}) begins", rec.id));
             drive(ctx, rec).await

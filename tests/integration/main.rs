@@ -8,3 +8,4 @@ mod cli;
 mod daemon;
 mod notify;
 mod rules;
+mod store;

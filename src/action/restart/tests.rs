@@ -280,13 +280,39 @@ async fn never_a_second_instance_when_one_is_live() {
 #[tokio::test]
 async fn one_restart_per_job_at_a_time() {
     let r = rig(FlinkApiVersion::V2).await;
-    let first = r.store.begin_restart(1, "jm", "clicks", RestartStrategy::Savepoint, "x", Utc::now()).unwrap().unwrap();
+    let first = r
+        .store
+        .begin_restart(
+            1,
+            "jm",
+            "clicks",
+            RestartStrategy::Savepoint,
+            "x",
+            Utc::now(),
+            "test@host",
+            crate::store::RESTART_LEASE,
+        )
+        .unwrap()
+        .unwrap();
     match r.restart("x", RestartStrategy::LastCheckpoint).await {
         RestartOutcome::Busy(rec) => assert_eq!(rec.id, first.id),
         other => panic!("{other:?}"),
     }
     // Another job on the same target is not blocked.
-    assert!(r.store.begin_restart(2, "jm", "orders", RestartStrategy::Savepoint, "y", Utc::now()).unwrap().is_some());
+    assert!(r
+        .store
+        .begin_restart(
+            2,
+            "jm",
+            "orders",
+            RestartStrategy::Savepoint,
+            "y",
+            Utc::now(),
+            "test@host",
+            crate::store::RESTART_LEASE
+        )
+        .unwrap()
+        .is_some());
 }
 
 #[tokio::test]
@@ -297,7 +323,16 @@ async fn resuming_after_a_crash_right_after_submitting_does_not_submit_again() {
     // Warden journalled `submitting`, submitted, and died before recording the new job id.
     let mut rec = r
         .store
-        .begin_restart(r.journal(), "jm", "clicks", RestartStrategy::Stateless, &old, Utc::now())
+        .begin_restart(
+            r.journal(),
+            "jm",
+            "clicks",
+            RestartStrategy::Stateless,
+            &old,
+            Utc::now(),
+            "test@host",
+            crate::store::RESTART_LEASE,
+        )
         .unwrap()
         .unwrap();
     rec.step = crate::model::RestartStep::Submitting;
