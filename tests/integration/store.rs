@@ -1,18 +1,94 @@
-//! The state store: a database written by the first release is upgraded in place, and one written by a newer
-//! Warden is refused.
+//! The state store: the daemon keeps watching while another process holds the database, a database written by
+//! the first release is upgraded in place, and one written by a newer Warden is refused.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use fake_flink::{FakeJobManager, FlinkApiVersion};
 use serde_json::json;
+use warden::event::Event;
 use warden::model::{ActionKind, RestartResult, RestartStep, RestartStrategy};
 use warden::store::schema::SCHEMA_VERSION;
 use warden::store::Store;
 
-use crate::support::WARDEN;
+use crate::support::{is_alert, write_pack, Daemon, WARDEN};
 
 /// The first release's `warden.db` (made by its own code; see `tests/fixtures/store/README.md`).
 const V1_DB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store/v1-warden.db");
+
+/// One worker thread: if anything blocks it on SQLite, every task of the daemon stops with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_daemon_keeps_polling_while_another_process_holds_the_state_store() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.expect("fake JobManager");
+    fake.submit("clicks");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every evaluation asks for the alert, so every dispatcher step writes (its `seen` count).
+    write_pack(dir.path(), "t", &[("always", "alert(#{ subject: \"clicks\", summary: \"always firing\" });\n")]);
+    let cfg = json!({
+        "state_dir": "state",
+        "pack_paths": ["plugins/*"],
+        "targets": [{"name": "jm", "url": fake.url(), "timeout": "2s"}],
+        "shutdown_grace": "5s",
+    });
+    let mut d = Daemon::start_in(dir, cfg).await;
+    d.wait_for("the alert", |e| is_alert(e, "firing", "t/always", "clicks")).await;
+    // The executor journals the alert's outcome right after announcing it, still with a synchronous store call
+    // on its worker (see the store's docs): let that finish before taking the lock.
+    crate::support::eventually("the alert's outcome journalled", || {
+        d.journal().iter().any(|e| e.action == ActionKind::Alert && e.outcome == "ok")
+    })
+    .await;
+
+    // Another process (`warden history`, a backup, sqlite3) holds the write lock for 2 s.
+    let db = d.state_dir.join("warden.db");
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).expect("second connection");
+        c.execute_batch("BEGIN EXCLUSIVE; UPDATE journal SET output = output WHERE id = 1;").expect("write lock");
+        let _ = locked_tx.send(Instant::now());
+        std::thread::sleep(Duration::from_secs(2));
+        c.execute_batch("COMMIT").expect("commit");
+    });
+    let locked_at = locked_rx.await.expect("the lock was taken");
+    // A timer on the worker keeps ticking...
+    let ticker = tokio::spawn(async {
+        let mut last = Instant::now();
+        let mut worst = Duration::ZERO;
+        let mut every = tokio::time::interval(Duration::from_millis(20));
+        for _ in 0..90 {
+            every.tick().await;
+            worst = worst.max(last.elapsed());
+            last = Instant::now();
+        }
+        worst
+    });
+    // ... and the probe keeps polling the fake JobManager (served from the same worker).
+    let mut polls = 0;
+    while locked_at.elapsed() < Duration::from_millis(1800) {
+        d.wait_for("a poll while the store is locked", |e| matches!(e, Event::Observed { .. })).await;
+        if locked_at.elapsed() < Duration::from_millis(1900) {
+            polls += 1;
+        }
+    }
+    let worst = ticker.await.expect("ticker");
+    holder.join().expect("lock holder");
+    assert!(polls >= 4, "only {polls} polls in the 2 s the store was locked: the runtime was blocked");
+    assert!(worst < Duration::from_millis(500), "a 20 ms timer waited {worst:?}: the runtime was blocked");
+
+    // The decisions were only delayed: once the lock is gone, the dispatcher catches up, in order, and the alert
+    // was sent once.
+    let seen = |d: &Daemon| -> u64 {
+        let s = Store::open(&d.state_dir).expect("store");
+        let states = s.dispatch_states().expect("dispatch state");
+        states[&("t/always".to_string(), "jm".to_string())]["alert:clicks"]["seen"].as_u64().unwrap_or(0)
+    };
+    let before = seen(&d);
+    d.polls(3).await;
+    crate::support::eventually("the dispatcher to catch up", || seen(&d) > before).await;
+    let alerts = d.journal().iter().filter(|e| e.action == ActionKind::Alert && e.subject == "clicks").count();
+    assert_eq!(alerts, 1);
+    d.stop().await;
+}
 
 fn copy_fixture(dir: &Path) {
     std::fs::copy(V1_DB, dir.join("warden.db")).expect("copy the v1 database");
