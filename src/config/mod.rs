@@ -44,6 +44,7 @@ const TOP_KEYS: &[&str] = &[
     "notify",
     "alert_log",
     "shutdown_grace",
+    "retention",
 ];
 
 /// Finds the state directory for any command: `given` (a `--state-dir` flag) when there is one, else `state_dir`
@@ -318,6 +319,7 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, diags: &mut 
     if config.dispatch.storm_guard.max_runs == 0 {
         diags.push(doc.diag("dispatch.storm_guard.max_runs", "max_runs must be at least 1"));
     }
+    config.retention.check(doc, &config.dispatch.storm_guard, diags);
 }
 
 /// Checks that a probe has exactly one valid schedule.

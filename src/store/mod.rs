@@ -53,9 +53,16 @@
 //! `PRAGMA user_version` holds the schema version; [`schema`] has the ordered migrations, each applied in its own
 //! transaction when a store is opened. A database written by a newer Warden (a version above
 //! [`schema::SCHEMA_VERSION`]) is refused rather than misread.
+//!
+//! ## Bounded growth
+//!
+//! [`retention`] prunes old journal entries, finished restarts, savepoint history, delivered notifications and
+//! ended silences, never something still needed (see its docs); rotation of the alert log and recordings is in
+//! [`crate::action::log`].
 
 pub mod lock;
 mod restarts;
+pub mod retention;
 pub mod schema;
 
 use std::collections::HashMap;

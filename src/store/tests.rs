@@ -3,11 +3,18 @@ use std::sync::Arc;
 use chrono::TimeZone;
 use futures_util::FutureExt;
 
+use super::retention::{prune, Retention};
 use super::*;
+use crate::clock::Clock;
+use crate::config::RetentionConfig;
 use crate::model::RestartStrategy;
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap()
+}
+
+fn days(n: i64) -> chrono::Duration {
+    chrono::Duration::days(n)
 }
 
 fn entry(time: DateTime<Utc>, action: ActionKind, subject: &str, outcome: &str) -> NewEntry {
@@ -184,4 +191,126 @@ fn a_restart_is_held_by_its_owner_until_its_lease_runs_out() {
     s.update_restart(&done, at(93)).unwrap();
     assert_eq!(s.claim_restart(a.id, "2@b", at(500), lease).unwrap(), None, "a finished restart is nobody's");
     assert!(!s.renew_restart_lease(a.id, "1@a", at(93), lease).unwrap());
+}
+
+fn retention(journal: i64, notifications: i64, keep: usize, savepoint_age: i64, window: i64) -> Retention {
+    let mut config =
+        RetentionConfig { journal: std_days(journal), notifications: std_days(notifications), ..Default::default() };
+    config.savepoints.keep = keep;
+    config.savepoints.max_age = std_days(savepoint_age);
+    Retention { config, guard_window: std_days(window) }
+}
+
+fn std_days(n: i64) -> std::time::Duration {
+    std::time::Duration::from_secs(n as u64 * 86400)
+}
+
+fn count(s: &Store, table: &str) -> i64 {
+    s.with_conn(|c| c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))).unwrap()
+}
+
+#[test]
+fn pruning_keeps_what_is_still_needed_on_controlled_time() {
+    let clock = Clock::manual(t0());
+    let s = Store::in_memory();
+    let now = clock.now();
+    // Old history: a finished alert, a dry run, an action still running, a finished restart.
+    let done = s.journal(&entry(now, ActionKind::Alert, "clicks", "started")).unwrap();
+    s.finish(done, "ok", "", now).unwrap();
+    s.journal(&entry(now, ActionKind::Run, "clicks", "dry-run")).unwrap();
+    let running = s.journal(&entry(now, ActionKind::Run, "orders", "started")).unwrap();
+    let old_restart = s.journal(&entry(now, ActionKind::Restart, "clicks", "started")).unwrap();
+    let mut r = s
+        .begin_restart(old_restart, "jm", "clicks", RestartStrategy::Savepoint, "j0", now, "1@a", RESTART_LEASE)
+        .unwrap()
+        .unwrap();
+    r.outcome = Some(crate::model::RestartResult::Ok);
+    s.update_restart(&r, now).unwrap();
+    s.finish(old_restart, "ok", "", now).unwrap();
+    // A restart in progress since then, restoring from an old location of `orders`.
+    let live = s.journal(&entry(now, ActionKind::Restart, "orders", "started")).unwrap();
+    let mut lr = s
+        .begin_restart(live, "jm", "orders", RestartStrategy::LastCheckpoint, "o0", now, "1@a", RESTART_LEASE)
+        .unwrap()
+        .unwrap();
+    lr.location = Some("file:/cp/orders/1".into());
+    s.update_restart(&lr, now).unwrap();
+    for (job, loc) in [("clicks", "1"), ("clicks", "2"), ("clicks", "3"), ("orders", "1"), ("orders", "2")] {
+        let location = format!("file:/cp/{job}/{loc}");
+        s.record_savepoint("jm", job, &location, "checkpoint", "j", None, now, 100).unwrap();
+    }
+    // Notifications: delivered, failed and pending messages; a silence that ended, one that runs for long.
+    s.with_conn(|c| {
+        for (status, done) in [("sent", Some(ts(now))), ("failed", Some(ts(now))), ("pending", None)] {
+            c.execute(
+                "INSERT INTO notify_outbox (channel, lane, created, next_attempt, status, message, done)
+                 VALUES ('disk', 'disk/jm', ?1, ?1, ?2, '{}', ?3)",
+                params![ts(now), status, done],
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    crate::notify::silence::add(&s, &["job=clicks".into()], now, now + chrono::Duration::hours(1), "", "ana").unwrap();
+    crate::notify::silence::add(&s, &["job=orders".into()], now, now + days(60), "", "ana").unwrap();
+
+    // Settings below the storm guard's window are read as the window: at 20 days, nothing is 30 days old.
+    clock.advance(std_days(20));
+    let short = retention(1, 1, 1, 1, 30);
+    assert_eq!(prune(&s, &short, clock.now(), 100).unwrap().total(), 0);
+
+    // At 32 days, with a journal kept 10 days and notifications 5 days, savepoints 2 per job and 40 days.
+    clock.advance(std_days(5));
+    let recent = s.journal(&entry(clock.now(), ActionKind::Alert, "recent", "ok")).unwrap();
+    s.finish(recent, "ok", "", clock.now()).unwrap();
+    clock.advance(std_days(7));
+    let policy = retention(10, 5, 2, 40, 1);
+    let p = prune(&s, &policy, clock.now(), 100).unwrap();
+    assert_eq!((p.journal, p.restarts, p.outbox, p.silences), (3, 1, 2, 1), "{p:?}");
+    let left: Vec<i64> = s.entries(None).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(left, [running, live, recent], "unfinished actions and a live restart's entry stay");
+    assert_eq!(s.unfinished_restarts().unwrap().len(), 1);
+    assert_eq!((count(&s, "notify_outbox"), count(&s, "notify_silence")), (1, 1));
+    let locations = |job: &str| -> Vec<String> {
+        s.savepoints(Some("jm"), Some(job)).unwrap().into_iter().map(|r| r.location).collect()
+    };
+    assert_eq!(locations("clicks"), ["file:/cp/clicks/3", "file:/cp/clicks/2"], "the newest `keep`");
+    assert_eq!(locations("orders"), ["file:/cp/orders/2", "file:/cp/orders/1"]);
+
+    // Much later: by age only the newest location of a job stays, and the one a live restart uses.
+    clock.advance(std_days(100));
+    let p = prune(&s, &policy, clock.now(), 100).unwrap();
+    assert_eq!((p.savepoints, p.journal, p.silences), (1, 1, 1), "{p:?}");
+    assert_eq!(locations("clicks"), ["file:/cp/clicks/3"]);
+    assert_eq!(locations("orders"), ["file:/cp/orders/2", "file:/cp/orders/1"]);
+    // Batches: one row per table per call.
+    for i in 0..3 {
+        let id = s.journal(&entry(clock.now() - days(50), ActionKind::Log, &format!("b{i}"), "ok")).unwrap();
+        s.finish(id, "ok", "", clock.now()).unwrap();
+    }
+    assert_eq!(prune(&s, &policy, clock.now(), 1).unwrap().journal, 1);
+    assert_eq!(prune(&s, &policy, clock.now(), 10).unwrap().journal, 2);
+    assert_eq!(s.entries(None).unwrap().len(), 2, "the running action and the live restart's entry");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn pruning_runs_periodically_until_stopped() {
+    let clock = Clock::manual(t0());
+    let s = Arc::new(Store::in_memory());
+    let mut r = retention(10, 5, 2, 40, 1);
+    r.config.prune_every = std::time::Duration::from_millis(20);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(retention::run(s.clone(), r, clock.clone(), stop.clone()));
+    let id = s.journal(&entry(t0(), ActionKind::Alert, "old", "ok")).unwrap();
+    s.finish(id, "ok", "", t0()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(s.entries(None).unwrap().len(), 1, "not old yet");
+    clock.advance(std_days(11));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.entries(None).unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the entry was never pruned");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), task).await.unwrap().unwrap();
 }
