@@ -99,8 +99,8 @@ pub async fn begin(
         strategy,
         old_jid,
         ctx.clock.now(),
-        &crate::store::owner_id(),
-        crate::store::RESTART_LEASE,
+        &format!("pid {} on {}", std::process::id(), crate::store::lock::hostname()),
+        chrono::Duration::seconds(30),
     ) {
         Ok(Some(rec)) => {
             (ctx.progress)(&rec, &format!("restart #{} of {job} ({strategy}) begins", rec.id));

@@ -76,7 +76,7 @@ use serde::Serialize;
 
 use crate::model::ActionKind;
 
-pub use restarts::{owner_id, RestartRecord, SavepointRecord, RESTART_LEASE};
+pub use restarts::{RestartRecord, SavepointRecord};
 pub use schema::SchemaTooNew;
 
 /// A store failure, naming the database file.
@@ -384,12 +384,14 @@ impl Store {
     }
 
     /// Marks actions that were still running when Warden stopped (crash, kill -9) as interrupted. Called at
-    /// start-up; returns how many there were.
+    /// start-up; returns how many there were. A restart in progress is not one of them: it resumes, and its entry
+    /// is finished when it ends.
     pub fn mark_interrupted(&self, at: DateTime<Utc>) -> Result<usize> {
         self.with(|c| {
             c.execute(
                 "UPDATE journal SET outcome = 'interrupted: warden stopped while it ran', finished = ?1
-                 WHERE outcome = 'started'",
+                 WHERE outcome = 'started'
+                   AND id NOT IN (SELECT journal_id FROM restarts WHERE outcome IS NULL)",
                 [ts(at)],
             )
         })

@@ -7,15 +7,6 @@ use serde::Serialize;
 use super::{conv_err, parse_col, ts, Result, Store};
 use crate::model::{RestartResult, RestartStep, RestartStrategy};
 
-/// How long a restart's owner holds it without renewing ([`Store::renew_restart_lease`]) before another Warden
-/// may [claim](Store::claim_restart) it.
-pub const RESTART_LEASE: chrono::Duration = chrono::Duration::seconds(60);
-
-/// This process as a restart owner: `pid@host`.
-pub fn owner_id() -> String {
-    format!("{}@{}", std::process::id(), super::lock::hostname())
-}
-
 /// A restart in progress or done: the restart's own journal, step by step. While `outcome` is `None` it is the
 /// per-job lock (at most one restart per target and job).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,11 +37,11 @@ pub struct RestartRecord {
     pub started: String,
     /// When it last moved.
     pub updated: String,
-    /// Who drives it, as `pid@host` ([`owner_id`]); `None` for a restart begun before owners were recorded, or
-    /// released by its owner.
+    /// Who drives it (`pid <n> on <host>`, see `action::restart::owner_id`); `None` for a restart begun before
+    /// owners were recorded.
     pub owner: Option<String>,
-    /// Until when the owner holds it (RFC 3339, as [`ts`] writes it): after that another Warden may
-    /// [claim](Store::claim_restart) it.
+    /// Until when the owner's claim holds (RFC 3339, as [`ts`] writes it); after that, or once released (`None`),
+    /// another process may [claim](Store::claim_restart) it.
     pub lease_until: Option<String>,
 }
 
@@ -134,9 +125,10 @@ impl Store {
         }
     }
 
-    /// Takes over restart `id` for `owner` until `now + lease`, if it is still in progress and its lease ran out
-    /// (or it has no owner, or `owner` already holds it). One `UPDATE` decides, so of two Wardens claiming at once
-    /// exactly one wins. Returns the record as claimed, or `None` when another owner holds it (or it ended).
+    /// Takes over restart `id` for `owner` until `now + lease`, if it is unfinished and its lease has expired or was
+    /// released (a restart from before owners were recorded has none). One `UPDATE` decides, so of two processes
+    /// claiming at once exactly one wins. Returns the record as claimed, or `None` while someone holds it — its
+    /// own owner included, so a process scanning for orphans never takes over a restart it drives itself.
     pub fn claim_restart(
         &self,
         id: i64,
@@ -147,9 +139,30 @@ impl Store {
         let n = self.with(|c| {
             c.execute(
                 "UPDATE restarts SET owner = ?2, lease_until = ?4
-                 WHERE id = ?1 AND outcome IS NULL
-                   AND (owner IS NULL OR owner = ?2 OR lease_until IS NULL OR lease_until <= ?3)",
+                 WHERE id = ?1 AND outcome IS NULL AND (lease_until IS NULL OR lease_until < ?3)",
                 params![id, owner, ts(now), ts(now + lease)],
+            )
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.restart(id)
+    }
+
+    /// Takes over restart `id` from `from`, a previous owner known to be dead (its process is gone), whatever its
+    /// lease says. Compare-and-swap on the owner: `None` if someone else took it first.
+    pub fn steal_restart(
+        &self,
+        id: i64,
+        from: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<RestartRecord>> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE restarts SET owner = ?3, lease_until = ?4 WHERE id = ?1 AND owner = ?2 AND outcome IS NULL",
+                params![id, from, owner, ts(now + lease)],
             )
         })?;
         if n == 0 {
@@ -176,16 +189,13 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Gives up `owner`'s hold on restart `id` (at shutdown: another Warden, or the next start, may take it over
-    /// at once). `false` if `owner` did not hold it.
-    pub fn release_restart(&self, id: i64, owner: &str) -> Result<bool> {
-        let n = self.with(|c| {
-            c.execute(
-                "UPDATE restarts SET owner = NULL, lease_until = NULL WHERE id = ?1 AND owner = ?2",
-                params![id, owner],
-            )
-        })?;
-        Ok(n == 1)
+    /// Gives up `owner`'s lease on restart `id` at once (it was interrupted), so another process may resume it
+    /// without waiting for the lease to run out. The record keeps naming its last owner.
+    pub fn release_restart(&self, id: i64, owner: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE restarts SET lease_until = NULL WHERE id = ?1 AND owner = ?2", params![id, owner])
+                .map(|_| ())
+        })
     }
 
     /// One restart record.
@@ -229,12 +239,13 @@ impl Store {
         })
     }
 
-    /// Saves a restart's progress (before and after each step).
+    /// Saves a restart's progress (before and after each step). Only its owner may: when another process has taken
+    /// the restart over (`r.owner` is no longer the owner), nothing is written and the result is an error.
     pub fn update_restart(&self, r: &RestartRecord, at: DateTime<Utc>) -> Result<()> {
-        self.with(|c| {
+        let n = self.with(|c| {
             c.execute(
                 "UPDATE restarts SET step = ?2, trigger_id = ?3, location = ?4, new_jid = ?5, outcome = ?6, updated = ?7
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND owner IS ?8",
                 params![
                     r.id,
                     r.step.as_str(),
@@ -242,11 +253,15 @@ impl Store {
                     r.location,
                     r.new_jid,
                     r.outcome.as_ref().map(|o| o.to_string()),
-                    ts(at)
+                    ts(at),
+                    r.owner
                 ],
             )
-            .map(|_| ())
-        })
+        })?;
+        if n == 0 {
+            return Err(self.err(format!("restart #{} is driven by another process now; this one stops", r.id)));
+        }
+        Ok(())
     }
 
     /// Records a savepoint or checkpoint location of a job (newest kept: `keep` per target and job).

@@ -27,26 +27,45 @@ pub struct Migration {
     pub version: u32,
     /// What it brings, for the log.
     pub what: &'static str,
-    /// The SQL (a batch).
-    pub sql: &'static str,
+    /// The change, run inside the step's transaction.
+    pub apply: fn(&Connection) -> rusqlite::Result<()>,
 }
 
 /// The steps, oldest first; the last one's version is [`SCHEMA_VERSION`].
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, what: "the first release's tables", sql: V1 },
+    Migration { version: 1, what: "the first release's tables", apply: |c| c.execute_batch(V1) },
     Migration {
         version: 2,
         what: "restart owners and leases",
-        sql: "ALTER TABLE restarts ADD COLUMN owner TEXT;
-              ALTER TABLE restarts ADD COLUMN lease_until TEXT;",
+        // Interim builds added these columns without a version: add only what is missing.
+        apply: |c| {
+            add_column(c, "restarts", "owner", "TEXT")?;
+            add_column(c, "restarts", "lease_until", "TEXT")
+        },
     },
     Migration {
         version: 3,
         what: "indexes for retention",
-        sql: "CREATE INDEX IF NOT EXISTS journal_time ON journal(time);
-              CREATE INDEX IF NOT EXISTS notify_outbox_done ON notify_outbox(done) WHERE status <> 'pending';",
+        apply: |c| {
+            c.execute_batch(
+                "CREATE INDEX IF NOT EXISTS journal_time ON journal(time);
+                 CREATE INDEX IF NOT EXISTS notify_outbox_done ON notify_outbox(done) WHERE status <> 'pending';",
+            )
+        },
     },
 ];
+
+/// `ALTER TABLE table ADD COLUMN column decl`, unless the table has that column already.
+fn add_column(c: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let has: bool =
+        c.query_row("SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)", [table, column], |r| {
+            r.get(0)
+        })?;
+    if !has {
+        c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
 
 /// The first release's schema, word for word (the store's tables, then the notifier's).
 const V1: &str = "
@@ -137,7 +156,7 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<()> {
             if now >= i64::from(m.version) {
                 return Ok(now);
             }
-            conn.execute_batch(m.sql)?;
+            (m.apply)(conn)?;
             conn.pragma_update(None, "user_version", m.version)?;
             Ok(now)
         })();

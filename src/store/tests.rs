@@ -7,7 +7,7 @@ use super::retention::{prune, Retention};
 use super::*;
 use crate::clock::Clock;
 use crate::config::RetentionConfig;
-use crate::model::RestartStrategy;
+use crate::model::{RestartStep, RestartStrategy};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap()
@@ -139,6 +139,24 @@ fn a_fresh_store_has_the_latest_schema_and_a_newer_one_is_refused() {
     assert_eq!(err.schema_too_new(), Some(&SchemaTooNew { found: 99, known: schema::SCHEMA_VERSION }));
 }
 
+#[test]
+fn an_interim_database_with_restart_owners_but_no_version_is_upgraded() {
+    // A build between the first release and the ladder added the owner columns by hand and left version 0.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = Connection::open(dir.path().join("warden.db")).unwrap();
+        (schema::MIGRATIONS[0].apply)(&c).unwrap();
+        c.execute_batch(
+            "ALTER TABLE restarts ADD COLUMN owner TEXT; ALTER TABLE restarts ADD COLUMN lease_until TEXT;",
+        )
+        .unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.with_conn(schema::version).unwrap(), i64::from(schema::SCHEMA_VERSION));
+    let r = s.begin_restart(1, "jm", "clicks", RestartStrategy::Stateless, "", t0(), "1@a", days(1)).unwrap();
+    assert_eq!(r.and_then(|r| r.owner).as_deref(), Some("1@a"));
+}
+
 /// `(type, name, sql)` of the schema objects named `notify_…`.
 fn notify_objects(c: &Connection) -> rusqlite::Result<Vec<(String, String, String)>> {
     let mut st = c.prepare(
@@ -176,21 +194,36 @@ fn a_restart_is_held_by_its_owner_until_its_lease_runs_out() {
     );
     let at = |secs: i64| t0() + chrono::Duration::seconds(secs);
     assert_eq!(s.claim_restart(a.id, "2@b", at(30), lease).unwrap(), None, "the lease still runs");
+    assert_eq!(s.claim_restart(a.id, "1@a", at(30), lease).unwrap(), None, "not even its owner takes it twice");
     assert!(s.renew_restart_lease(a.id, "1@a", at(30), lease).unwrap());
     assert_eq!(s.claim_restart(a.id, "2@b", at(80), lease).unwrap(), None, "renewed until 90 s");
-    let b = s.claim_restart(a.id, "2@b", at(90), lease).unwrap().expect("expired: taken over");
+    let b = s.claim_restart(a.id, "2@b", at(91), lease).unwrap().expect("expired: taken over");
     assert_eq!((b.owner.as_deref(), b.step, b.journal_id), (Some("2@b"), a.step, 1));
-    assert!(!s.renew_restart_lease(a.id, "1@a", at(91), lease).unwrap(), "the old owner learns it lost it");
-    assert!(s.claim_restart(a.id, "2@b", at(91), lease).unwrap().is_some(), "the holder may claim again");
-    assert!(!s.release_restart(a.id, "1@a").unwrap());
-    assert!(s.release_restart(a.id, "2@b").unwrap());
-    let c = s.claim_restart(a.id, "1@a", at(92), lease).unwrap().expect("released: anyone may take it");
-    assert_eq!(c.owner.as_deref(), Some("1@a"));
-    let mut done = c.clone();
+    // The old owner learns it lost the restart, and cannot write a step any more (fencing).
+    assert!(!s.renew_restart_lease(a.id, "1@a", at(92), lease).unwrap());
+    let mut stale = a.clone();
+    stale.step = RestartStep::Submitting;
+    let err = s.update_restart(&stale, at(92)).unwrap_err().to_string();
+    assert!(err.contains("driven by another process now"), "{err}");
+    assert_eq!(s.restart(a.id).unwrap().map(|r| r.step), Some(a.step));
+    // Released: anyone may claim it at once; it still names its last owner until then.
+    s.release_restart(a.id, "1@a").unwrap();
+    assert!(s.restart(a.id).unwrap().and_then(|r| r.lease_until).is_some(), "not 1@a's to release");
+    s.release_restart(a.id, "2@b").unwrap();
+    let released = s.restart(a.id).unwrap().unwrap();
+    assert_eq!((released.owner.as_deref(), released.lease_until), (Some("2@b"), None));
+    let c = s.claim_restart(a.id, "1@a", at(93), lease).unwrap().expect("released: anyone may take it");
+    // A dead owner's restart may be stolen whatever its lease, once: compare-and-swap on the owner.
+    assert!(s.steal_restart(a.id, "2@b", "3@c", at(94), lease).unwrap().is_none(), "2@b is not the owner");
+    let d = s.steal_restart(a.id, "1@a", "3@c", at(94), lease).unwrap().expect("stolen from 1@a");
+    assert_eq!(d.owner.as_deref(), Some("3@c"));
+    assert!(s.steal_restart(a.id, "1@a", "4@d", at(94), lease).unwrap().is_none(), "3@c was first");
+    let mut done = d.clone();
     done.outcome = Some(crate::model::RestartResult::Ok);
-    s.update_restart(&done, at(93)).unwrap();
+    s.update_restart(&done, at(95)).unwrap();
     assert_eq!(s.claim_restart(a.id, "2@b", at(500), lease).unwrap(), None, "a finished restart is nobody's");
-    assert!(!s.renew_restart_lease(a.id, "1@a", at(93), lease).unwrap());
+    assert!(!s.renew_restart_lease(a.id, "3@c", at(95), lease).unwrap());
+    assert_eq!(c.id, a.id);
 }
 
 fn retention(journal: i64, notifications: i64, keep: usize, savepoint_age: i64, window: i64) -> Retention {
@@ -221,7 +254,16 @@ fn pruning_keeps_what_is_still_needed_on_controlled_time() {
     let running = s.journal(&entry(now, ActionKind::Run, "orders", "started")).unwrap();
     let old_restart = s.journal(&entry(now, ActionKind::Restart, "clicks", "started")).unwrap();
     let mut r = s
-        .begin_restart(old_restart, "jm", "clicks", RestartStrategy::Savepoint, "j0", now, "1@a", RESTART_LEASE)
+        .begin_restart(
+            old_restart,
+            "jm",
+            "clicks",
+            RestartStrategy::Savepoint,
+            "j0",
+            now,
+            "1@a",
+            chrono::Duration::seconds(30),
+        )
         .unwrap()
         .unwrap();
     r.outcome = Some(crate::model::RestartResult::Ok);
@@ -230,7 +272,16 @@ fn pruning_keeps_what_is_still_needed_on_controlled_time() {
     // A restart in progress since then, restoring from an old location of `orders`.
     let live = s.journal(&entry(now, ActionKind::Restart, "orders", "started")).unwrap();
     let mut lr = s
-        .begin_restart(live, "jm", "orders", RestartStrategy::LastCheckpoint, "o0", now, "1@a", RESTART_LEASE)
+        .begin_restart(
+            live,
+            "jm",
+            "orders",
+            RestartStrategy::LastCheckpoint,
+            "o0",
+            now,
+            "1@a",
+            chrono::Duration::seconds(30),
+        )
         .unwrap()
         .unwrap();
     lr.location = Some("file:/cp/orders/1".into());

@@ -290,7 +290,7 @@ async fn one_restart_per_job_at_a_time() {
             "x",
             Utc::now(),
             "test@host",
-            crate::store::RESTART_LEASE,
+            chrono::Duration::seconds(30),
         )
         .unwrap()
         .unwrap();
@@ -309,7 +309,7 @@ async fn one_restart_per_job_at_a_time() {
             "y",
             Utc::now(),
             "test@host",
-            crate::store::RESTART_LEASE
+            chrono::Duration::seconds(30)
         )
         .unwrap()
         .is_some());
@@ -331,7 +331,7 @@ async fn resuming_after_a_crash_right_after_submitting_does_not_submit_again() {
             &old,
             Utc::now(),
             "test@host",
-            crate::store::RESTART_LEASE,
+            chrono::Duration::seconds(30),
         )
         .unwrap()
         .unwrap();
