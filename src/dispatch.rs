@@ -4,7 +4,9 @@
 //! state per dedup key (`alert:<subject>`, `run:<command>:<subject>`), fires a key once its `for` is met, repeats it
 //! after its cooldown, and resolves an alert when an evaluation no longer asks for it. A skipped evaluation (the
 //! rule could not judge) changes nothing. State is saved in the store after every change, so a restart neither
-//! re-sends a firing alert nor forgets a pending one.
+//! re-sends a firing alert nor forgets a pending one; what one step decides (journal rows and state) is written in
+//! one transaction, so a crash never leaves a journalled relaunch without its cooldown, or the reverse. The daemon
+//! runs the dispatcher on the store's thread ([`Store::call`]), never on an async worker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -73,14 +75,38 @@ impl Dispatcher {
     }
 
     /// Decides what follows from one evaluation, journals it, and returns the actions to carry out (none in
-    /// dry-run mode: those are journalled with outcome `dry-run`).
+    /// dry-run mode: those are journalled with outcome `dry-run`). Everything the step writes (journal rows and the
+    /// dispatcher's state) is one store transaction: if any of it fails, none of it is written, the in-memory
+    /// state stays as it was, and the next evaluation decides again.
     pub fn process(&mut self, o: &Origin, verdict: &Verdict, store: &Store) -> Result<Vec<Planned>, StoreError> {
         let Verdict::Requests(requests) = verdict else {
             return Ok(vec![]);
         };
-        let now = o.time;
         let slot_key = (o.rule.clone(), o.target.clone());
         let before = self.states.get(&slot_key).cloned().unwrap_or_default();
+        if requests.is_empty() && before.is_empty() {
+            return Ok(vec![]); // all quiet and nothing to resolve: no transaction, no write lock
+        }
+        let (planned, slot) = store.transaction(|s| self.step(o, requests, &before, s))?;
+        if slot != before {
+            if slot.is_empty() {
+                self.states.remove(&slot_key);
+            } else {
+                self.states.insert(slot_key, slot);
+            }
+        }
+        Ok(planned)
+    }
+
+    /// One step of [`Dispatcher::process`], inside its transaction: the new slot and the actions.
+    fn step(
+        &self,
+        o: &Origin,
+        requests: &[ActionRequest],
+        before: &Slot,
+        store: &Store,
+    ) -> Result<(Vec<Planned>, Slot), StoreError> {
+        let now = o.time;
         let mut slot = before.clone();
         let mut planned = Vec::new();
         let mut asked = std::collections::HashSet::new();
@@ -166,7 +192,7 @@ impl Dispatcher {
         // Keys not asked for any more: alerts resolve, pending ones are forgotten.
         let gone: Vec<String> = slot.keys().filter(|k| !asked.contains(*k)).cloned().collect();
         for k in gone {
-            let st = slot.remove(&k).expect("key");
+            let Some(st) = slot.remove(&k) else { continue };
             if st.alert && st.fired_at.is_some() {
                 let rec = AlertRecord {
                     time: now,
@@ -182,15 +208,14 @@ impl Dispatcher {
             }
         }
 
-        if slot != before {
-            store.save_dispatch_state(&o.rule, &o.target, &serde_json::to_value(&slot).expect("state"))?;
-            if slot.is_empty() {
-                self.states.remove(&slot_key);
-            } else {
-                self.states.insert(slot_key, slot);
-            }
+        if slot != *before {
+            let state = serde_json::to_value(&slot).map_err(|e| StoreError {
+                path: store.path().to_path_buf(),
+                source: format!("cannot save the dispatcher's state: {e}").into(),
+            })?;
+            store.save_dispatch_state(&o.rule, &o.target, &state)?;
         }
-        Ok(planned)
+        Ok((planned, slot))
     }
 
     fn notify(&self, o: &Origin, rec: AlertRecord, detail: &str, store: &Store) -> Result<Option<Planned>, StoreError> {

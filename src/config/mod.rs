@@ -44,6 +44,7 @@ const TOP_KEYS: &[&str] = &[
     "notify",
     "alert_log",
     "shutdown_grace",
+    "retention",
 ];
 
 /// Finds the state directory for any command: `given` (a `--state-dir` flag) when there is one, else `state_dir`
@@ -439,6 +440,7 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
             ),
         ));
     }
+    config.retention.check(doc, &config.dispatch.storm_guard, diags);
 }
 
 /// Whether Warden can keep its state in `dir`: an existing writable directory, or one it can create (the nearest

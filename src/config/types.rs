@@ -55,6 +55,10 @@ pub struct Config {
     /// How long a shutdown (SIGINT/SIGTERM) waits for running actions to finish before killing them. Default `30s`.
     #[serde(default = "default_grace", with = "units::duration")]
     pub shutdown_grace: Duration,
+    /// How long Warden keeps its history (journal, notifications, savepoint locations) and how large the alert log
+    /// and recordings may grow. The defaults keep a few months of history and at most a few hundred MiB of files.
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 pub(crate) fn default_state_dir() -> PathBuf {
@@ -575,4 +579,212 @@ fn default_poll_interval() -> Duration {
 }
 fn default_debounce() -> Duration {
     Duration::from_millis(100)
+}
+
+/// How long Warden keeps its history and how large its files may grow, under `retention:`. Old rows are pruned
+/// from the state store every `prune_every`; nothing still needed is pruned: not an action that has not finished,
+/// not a restart in progress (nor its journal entry and the location it restores from), not a notification still
+/// to be delivered, and nothing within the storm guard's window (`dispatch.storm_guard.window`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Journal entries (what `warden history` shows) and finished restart records older than this are deleted.
+    /// At least `dispatch.storm_guard.window`, which counts relaunches in the journal. Default `90d`.
+    #[serde(default = "default_journal_retention", with = "units::duration")]
+    pub journal: Duration,
+    /// Delivered and failed notifications (the outbox's history) and silences that ended longer ago than this are
+    /// deleted. Default `30d`.
+    #[serde(default = "default_notification_retention", with = "units::duration")]
+    pub notifications: Duration,
+    /// The savepoint and checkpoint locations Warden recorded per job (what `last-checkpoint` restarts fall back on).
+    #[serde(default)]
+    pub savepoints: SavepointRetention,
+    /// Rotation of the alert log (`alert_log`, default `<state_dir>/alerts.jsonl`).
+    #[serde(default)]
+    pub alert_log: RotationConfig,
+    /// Rotation of recordings (`warden run --record FILE`).
+    #[serde(default)]
+    pub recordings: RotationConfig,
+    /// How often the state store is pruned. Default `1h`.
+    #[serde(default = "default_prune_every", with = "units::duration")]
+    pub prune_every: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            journal: default_journal_retention(),
+            notifications: default_notification_retention(),
+            savepoints: SavepointRetention::default(),
+            alert_log: RotationConfig::default(),
+            recordings: RotationConfig::default(),
+            prune_every: default_prune_every(),
+        }
+    }
+}
+
+fn default_journal_retention() -> Duration {
+    Duration::from_secs(90 * 86400)
+}
+fn default_notification_retention() -> Duration {
+    Duration::from_secs(30 * 86400)
+}
+fn default_prune_every() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// How many savepoint and checkpoint locations Warden keeps per job, and for how long, under
+/// `retention.savepoints`. The newest location of each job is kept whatever its age.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavepointRetention {
+    /// Locations kept per target and job, newest first. At least `1`. Default `20`.
+    #[serde(default = "default_savepoint_keep")]
+    pub keep: usize,
+    /// Locations recorded longer ago than this are forgotten (except each job's newest). At least
+    /// `dispatch.storm_guard.window`. Default `30d`.
+    #[serde(default = "default_savepoint_age", with = "units::duration")]
+    pub max_age: Duration,
+}
+
+impl Default for SavepointRetention {
+    fn default() -> Self {
+        Self { keep: default_savepoint_keep(), max_age: default_savepoint_age() }
+    }
+}
+
+fn default_savepoint_keep() -> usize {
+    20
+}
+fn default_savepoint_age() -> Duration {
+    Duration::from_secs(30 * 86400)
+}
+
+/// Size-based rotation of a JSON-lines file: when a line would take `FILE` past `max_size`, `FILE` becomes
+/// `FILE.1`, `FILE.1` becomes `FILE.2`, and so on; the file beyond `keep` is deleted. A line is never split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationConfig {
+    /// Largest size of the file before it is rotated, e.g. `64MiB`. At least `1KiB`. Default `64MiB`.
+    #[serde(default = "default_rotate_size")]
+    pub max_size: ByteSize,
+    /// Rotated files kept (`FILE.1` … `FILE.<keep>`); `0` keeps none. Default `5`.
+    #[serde(default = "default_rotate_keep")]
+    pub keep: usize,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self { max_size: default_rotate_size(), keep: default_rotate_keep() }
+    }
+}
+
+fn default_rotate_size() -> ByteSize {
+    ByteSize(64 * 1024 * 1024)
+}
+fn default_rotate_keep() -> usize {
+    5
+}
+
+impl RetentionConfig {
+    /// Checks what the types cannot: nothing shorter than the storm guard's window, no empty history, no tiny
+    /// files. A problem with a value left at its default is reported at `dispatch.storm_guard.window`.
+    pub(crate) fn check(
+        &self,
+        doc: &super::yaml::YamlDoc,
+        guard: &StormGuardConfig,
+        diags: &mut Vec<crate::diag::Diagnostic>,
+    ) {
+        let set = |path: &str| {
+            let mut v = Some(&doc.value);
+            for k in path.split('.') {
+                v = v.and_then(|v| v.get(k));
+            }
+            v.is_some()
+        };
+        let window = humantime::format_duration(guard.window);
+        for (path, value, what) in [
+            ("retention.journal", self.journal, "journal entries"),
+            ("retention.savepoints.max_age", self.savepoints.max_age, "savepoint history"),
+        ] {
+            if value < guard.window {
+                let at = if set(path) { path } else { "dispatch.storm_guard.window" };
+                diags.push(doc.diag(
+                    at,
+                    format!(
+                        "`{path}` ({}) is shorter than the storm guard's window `dispatch.storm_guard.window` \
+                         ({window}): {what} within the window are still needed",
+                        humantime::format_duration(value)
+                    ),
+                ));
+            }
+        }
+        if self.savepoints.keep == 0 {
+            diags.push(doc.diag("retention.savepoints.keep", "`retention.savepoints.keep` must be at least 1"));
+        }
+        for (path, r) in [("retention.alert_log", &self.alert_log), ("retention.recordings", &self.recordings)] {
+            if r.max_size.0 < 1024 {
+                diags.push(doc.diag(
+                    &format!("{path}.max_size"),
+                    format!("`{path}.max_size` must be at least 1KiB (it is {})", r.max_size),
+                ));
+            }
+        }
+        if self.prune_every.is_zero() {
+            diags.push(doc.diag("retention.prune_every", "`retention.prune_every` must be longer than 0s"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, Vec<String>> {
+        crate::config::load_str(Path::new("warden.yaml"), text)
+            .map(|l| l.config)
+            .map_err(|d| d.0.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn retention_has_defaults_and_takes_human_units() {
+        let c = load("").unwrap().retention;
+        assert_eq!(c, RetentionConfig::default());
+        assert_eq!(c.journal, Duration::from_secs(90 * 86400));
+        assert_eq!(c.alert_log, RotationConfig { max_size: ByteSize(64 << 20), keep: 5 });
+        let c = load(
+            "retention:\n  journal: 180d\n  notifications: 7d\n  savepoints: {keep: 5, max_age: 2d}\n  \
+             alert_log: {max_size: 1MiB, keep: 0}\n  recordings: {max_size: 512MiB}\n  prune_every: 10m\n",
+        )
+        .unwrap()
+        .retention;
+        assert_eq!(c.journal, Duration::from_secs(180 * 86400));
+        assert_eq!(c.savepoints, SavepointRetention { keep: 5, max_age: Duration::from_secs(2 * 86400) });
+        assert_eq!(c.alert_log, RotationConfig { max_size: ByteSize(1 << 20), keep: 0 });
+        assert_eq!(c.recordings, RotationConfig { max_size: ByteSize(512 << 20), keep: 5 });
+        assert_eq!(c.prune_every, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn retention_shorter_than_the_storm_guard_window_is_refused_where_it_is_set() {
+        let e =
+            load("retention:\n  journal: 10m\n  savepoints:\n    keep: 0\n  recordings: {max_size: 10}\n").unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "warden.yaml:2:12: `retention.journal` (10m) is shorter than the storm guard's window \
+                 `dispatch.storm_guard.window` (30m): journal entries within the window are still needed",
+                "warden.yaml:4:11: `retention.savepoints.keep` must be at least 1",
+                "warden.yaml:5:26: `retention.recordings.max_size` must be at least 1KiB (it is 10 bytes)",
+            ]
+        );
+        // A window longer than a default: reported at the window, which is what the operator wrote.
+        let e = load("dispatch:\n  storm_guard:\n    window: 60d\n").unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("warden.yaml:3:13: `retention.savepoints.max_age` (30days)"), "{e:?}");
+        let e = load("retention:\n  jornal: 1d\n").unwrap_err();
+        assert!(e[0].contains("unknown field `jornal`, did you mean `journal`?"), "{e:?}");
+    }
 }

@@ -192,3 +192,41 @@ fn a_restart_neither_refires_nor_forgets() {
     assert_eq!(step(&mut d, &s, 61, vec![alert("clicks", None), pend]), ["firing:orders"]);
     assert_eq!(step(&mut d, &s, 70, vec![]), ["resolved:clicks", "resolved:orders"]);
 }
+
+#[test]
+fn a_step_that_fails_half_way_writes_nothing_and_is_decided_again() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(policy(), false, &s).unwrap();
+    let both = || vec![alert("clicks", None), relaunch("clicks")];
+    let fail_on = |what: &str, on: &str| {
+        s.with_conn(|c| {
+            c.execute_batch(&format!(
+                "CREATE TRIGGER fail BEFORE INSERT ON {on} {what} BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+            ))
+        })
+        .unwrap()
+    };
+    let heal = || s.with_conn(|c| c.execute_batch("DROP TRIGGER fail")).unwrap();
+
+    // The alert and the relaunch are journalled, then saving the cooldown state fails.
+    fail_on("", "dispatch_state");
+    let err = d.process(&origin(0), &Verdict::Requests(both()), &s).unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert!(s.entries(None).unwrap().is_empty(), "a journalled relaunch without its cooldown state");
+    assert!(s.dispatch_states().unwrap().is_empty());
+    assert!(d.firing().is_empty(), "the in-memory state did not move either");
+    heal();
+
+    // The alert is journalled, then journalling the relaunch fails.
+    fail_on("WHEN NEW.action = 'run'", "journal");
+    assert!(d.process(&origin(5), &Verdict::Requests(both()), &s).is_err());
+    assert!(s.entries(None).unwrap().is_empty(), "an alert journalled without its step");
+    assert!(s.dispatch_states().unwrap().is_empty());
+    heal();
+
+    // Once the database works again, the next evaluation decides the same, once.
+    assert_eq!(step(&mut d, &s, 10, both()), ["firing:clicks", "run:relaunch:clicks"]);
+    assert_eq!(s.entries(None).unwrap().len(), 2);
+    assert_eq!(s.dispatch_states().unwrap().len(), 1);
+    assert!(step(&mut d, &s, 20, both()).is_empty(), "fired once, in cooldown");
+}

@@ -70,8 +70,6 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 const MAX_IN_FLIGHT: usize = 16;
 /// How long a shutdown waits for deliveries in flight.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
-/// Sent and failed messages are kept this long in the outbox (the journal keeps them for good).
-const KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A notification subsystem failure.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +155,6 @@ pub struct Notifier {
     wake: tokio::sync::Notify,
     /// Channels that asked us to wait (Slack `429 Retry-After`), until when.
     blocked: Mutex<HashMap<String, DateTime<Utc>>>,
-    last_purge: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -341,7 +338,6 @@ impl Notifier {
             clock,
             wake: tokio::sync::Notify::new(),
             blocked: Mutex::new(HashMap::new()),
-            last_purge: Mutex::new(None),
         })
     }
 
@@ -505,11 +501,7 @@ impl Notifier {
         for (channel, grp) in outbox::due_groups(&self.store, now)? {
             self.flush(&s, &channel, &grp, now)?;
         }
-        let mut last = self.last_purge.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| now - t > chrono::Duration::hours(1)) {
-            *last = Some(now);
-            outbox::purge(&self.store, now - chrono_d(KEEP_DONE))?;
-        }
+        // Delivered and failed messages are pruned with the rest of the store (`retention.notifications`).
         Ok(())
     }
 

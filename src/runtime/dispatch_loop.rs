@@ -1,4 +1,9 @@
 //! The dispatcher task: verdicts in, journalled decisions out, actions spawned on the action tracker.
+//!
+//! [`Dispatcher::process`] reads and writes the store (one transaction per step, `fsync`ed), so it runs on the
+//! store's thread ([`Store::call`]), not on this task's worker: a locked or slow database delays decisions, never
+//! the probes and timers that share the worker. The dispatcher moves to the store thread for each step and back;
+//! this task awaits each step before it takes the next verdict, so verdicts are decided in the order they came.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,7 +34,14 @@ pub(super) async fn dispatch_loop(
         if policy.has_changed().unwrap_or(false) {
             dispatcher.set_policy(policy.borrow_and_update().clone());
         }
-        match dispatcher.process(&origin, &verdict, &store) {
+        let (d, origin, decided) = store
+            .call(move |s| {
+                let decided = dispatcher.process(&origin, &verdict, s);
+                (dispatcher, origin, decided)
+            })
+            .await;
+        dispatcher = d;
+        match decided {
             Ok(planned) if planned.is_empty() => {}
             Ok(planned) => {
                 // One evaluation's actions run in order (the alert goes out before the relaunch); different

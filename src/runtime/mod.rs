@@ -102,7 +102,7 @@ struct Shared {
     clock: Clock,
     events: Events,
     tx: mpsc::Sender<(Origin, Verdict)>,
-    record: Option<Arc<Mutex<std::fs::File>>>,
+    record: Option<Arc<crate::action::log::RecordWriter>>,
 }
 
 impl Shared {
@@ -149,13 +149,10 @@ pub async fn run(
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel(1024);
     let record = match &opts.record {
-        Some(p) => Some(Arc::new(Mutex::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
+        Some(p) => Some(Arc::new(
+            crate::action::log::RecordWriter::create(p, cfg.retention.recordings)
                 .map_err(|e| RuntimeError::Record(p.display().to_string(), e.to_string()))?,
-        ))),
+        )),
         None => None,
     };
     let shared = Arc::new(Shared {
@@ -182,7 +179,10 @@ pub async fn run(
         let c = &g.plan.loaded.config;
         Arc::new(Executor {
             commands: c.commands.clone(),
-            alert_log: AlertLog::new(c.alert_log.clone().unwrap_or_else(|| c.state_dir.join("alerts.jsonl"))),
+            alert_log: AlertLog::with_rotation(
+                c.alert_log.clone().unwrap_or_else(|| c.state_dir.join("alerts.jsonl")),
+                c.retention.alert_log,
+            ),
             workdir: g.plan.loaded.base_dir.clone(),
             store: store.clone(),
             clock: opts.clock.clone(),
@@ -215,6 +215,8 @@ pub async fn run(
     spawn_jobs(&generation, &mut tasks, &probes, &shared, &stop);
     // Restarts that were in progress when Warden stopped, or whose driver died since, continue from their step.
     actions.spawn(orphans::adopt_orphans(executor.clone(), orphans::ORPHAN_SCAN, stop.clone(), kill.clone()));
+    // Bounded growth: the store is pruned by the `retention` of the generation in force at each round.
+    tokio::spawn(prune_loop(store.clone(), shared.clone(), stop.clone()));
     let disp = tokio::spawn(dispatch_loop(
         rx,
         dispatcher,
@@ -422,6 +424,28 @@ async fn load_generation(path: PathBuf, old: &Arc<Generation>) -> Result<Generat
     })
     .await;
     built.unwrap_or_else(|e| Err(vec![format!("reload crashed: {e}")]))
+}
+
+/// Prunes the store every `retention.prune_every` (of the current generation) until `stop` fires.
+async fn prune_loop(store: Arc<Store>, shared: Arc<Shared>, stop: CancellationToken) {
+    use crate::store::retention::{prune_all, Retention};
+    loop {
+        let retention = Retention::of(&shared.generation().plan.loaded.config);
+        let every = retention.config.prune_every.max(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let pruned = tokio::select! {
+            p = prune_all(&store, &retention, shared.clock.now()) => p,
+            _ = stop.cancelled() => return,
+        };
+        match pruned {
+            Ok(p) if p.total() > 0 => tracing::info!(pruned = p.total(), "pruned the state store (`retention`)"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("pruning the state store failed (tried again next round): {e}"),
+        }
+    }
 }
 
 /// Applies a changed `notify` section (and the targets its routes see) to the running notifier. An error rejects

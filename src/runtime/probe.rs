@@ -41,11 +41,9 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
             _ = stop.cancelled() => return,
         };
         shared.stats.polls.fetch_add(1, Ordering::Relaxed);
-        if let Some(f) = &shared.record {
-            if let Ok(line) = serde_json::to_string(&obs) {
-                use std::io::Write;
-                let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = writeln!(f, "{line}");
+        if let Some(r) = &shared.record {
+            if let Err(e) = r.write(&obs) {
+                tracing::warn!(probe = %job.probe, target = %job.target, "cannot record the observation: {e}");
             }
         }
         let err = obs.error.as_ref().map(|e| e.to_string());

@@ -1,29 +1,113 @@
 //! The state store: one SQLite file (`<state_dir>/warden.db`) with the action journal, rule state, dispatcher
-//! state and storm-guard resets. Nothing in it is lost across restarts; a CLI process (`warden history`,
+//! state, storm-guard resets, restart records (the per-job lock, with an owner and a lease), the savepoint history,
+//! and the notifier's outbox and silences. Nothing in it is lost across restarts; a CLI process (`warden history`,
 //! `warden guard reset`) can use it while the daemon runs (WAL mode, busy timeout).
+//!
+//! ## Never on the async workers
+//!
+//! A SQLite call can wait: for another process's write lock (up to the 5 s busy timeout), for `fsync` (every
+//! commit, see below), for a slow disk. On a tokio worker that wait stops every task scheduled there: probes, timers,
+//! the fake JobManager in tests. So async code reaches the store through [`Store::call`], which runs a closure on
+//! the store's own thread and awaits the answer:
+//!
+//! ```no_run
+//! # async fn f(store: std::sync::Arc<warden::store::Store>) -> warden::store::Result<()> {
+//! let now = chrono::Utc::now();
+//! store.call(move |s| s.finish(7, "ok", "", now)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Why one dedicated thread with a queue rather than `spawn_blocking` per call:
+//!
+//! - **Order.** Jobs run one after the other in the order they were queued, so two writes of one task (or the
+//!   dispatcher's steps) reach the database in the order they were made. `spawn_blocking` promises no order.
+//! - **Bounded.** SQLite has one writer at a time and the store one connection: extra threads would only wait on
+//!   its lock. When the database stalls, one thread waits and callers await a slot in a bounded queue; with
+//!   `spawn_blocking`, every stalled call would hold one more thread of the blocking pool, which rule evaluation
+//!   needs.
+//! - **The design's picture.** DESIGN.md puts the store on its own thread, which is where a PostgreSQL backend
+//!   would sit too.
+//!
+//! The thread is started when the store is opened and ends when the last handle to the store is dropped. A closure
+//! that panics does not kill it: the panic is passed on to the caller, as `spawn_blocking` would. The synchronous
+//! methods stay for blocking contexts (the CLI, rule evaluation on blocking threads, the store thread itself);
+//! they serialize on one re-entrant connection lock, so a closure given to [`Store::call`] or
+//! [`Store::transaction`] may call them freely.
+//!
+//! ## One transaction per decision
+//!
+//! [`Store::transaction`] runs a closure inside `BEGIN IMMEDIATE … COMMIT` (rolled back if it fails or panics;
+//! nested calls become savepoints). The dispatcher writes everything one step decides (journal rows and its state)
+//! in one, so a crash leaves either all of a step or none of it.
+//!
+//! ## Durable
+//!
+//! WAL mode with `synchronous = FULL`: every commit is `fsync`ed to the write-ahead log before it returns, so a
+//! journalled relaunch or a restart step that Warden acted on survives a power cut. (With WAL, `NORMAL` only syncs
+//! at checkpoints: the last commits before a power cut could vanish while their effects — a job submitted, a
+//! message sent — did not, and Warden would do them twice.) The cost is one `fsync` per commit, which is why a
+//! dispatcher step is one transaction rather than one per row.
+//!
+//! ## Schema versions
+//!
+//! `PRAGMA user_version` holds the schema version; [`schema`] has the ordered migrations, each applied in its own
+//! transaction when a store is opened. A database written by a newer Warden (a version above
+//! [`schema::SCHEMA_VERSION`]) is refused rather than misread.
+//!
+//! ## Bounded growth
+//!
+//! [`retention`] prunes old journal entries, finished restarts, savepoint history, delivered notifications and
+//! ended silences, never something still needed (see its docs); rotation of the alert log and recordings is in
+//! [`crate::action::log`].
 
 mod guard;
 pub mod lock;
+mod restarts;
+pub mod retention;
+pub mod schema;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use parking_lot::ReentrantMutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::model::{ActionKind, RestartResult, RestartStep, RestartStrategy};
+use crate::model::ActionKind;
+
+pub use restarts::{RestartRecord, SavepointRecord};
+pub use schema::SchemaTooNew;
 
 /// A store failure, naming the database file.
 #[derive(Debug, thiserror::Error)]
-#[error("state store `{}`: {source}", path.display())]
+#[error("state store `{}`{}", path.display(), tail(source.as_ref()))]
 pub struct StoreError {
     /// The database file.
     pub path: PathBuf,
-    /// What SQLite or the file system said.
+    /// What SQLite or the file system said, or [`SchemaTooNew`].
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StoreError {
+    fn new(path: &Path, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError { path: path.to_path_buf(), source: source.into() }
+    }
+
+    /// The schema versions, when the database was written by a newer Warden.
+    pub fn schema_too_new(&self) -> Option<&SchemaTooNew> {
+        self.source.downcast_ref()
+    }
+}
+
+/// `state store `x` has schema version …` reads better than `state store `x`: has schema version …`.
+fn tail(source: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    match source.downcast_ref::<SchemaTooNew>() {
+        Some(v) => format!(" {v}"),
+        None => format!(": {source}"),
+    }
 }
 
 /// Result type of store operations.
@@ -32,6 +116,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// The journal's text form of a time: RFC 3339, UTC, milliseconds (sorts as text).
 pub fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses a time written by [`ts`].
+pub(crate) fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
 /// One journal entry: a requested action and what became of it.
@@ -113,10 +202,19 @@ impl Default for NewEntry {
     }
 }
 
+/// A job for the store thread; it carries its own handle to the store and its own reply channel.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// How many calls may wait for the store thread before callers wait for a slot.
+const QUEUE: usize = 256;
+
 /// The SQLite store.
 pub struct Store {
-    conn: Mutex<Connection>,
+    /// Re-entrant: a closure running inside [`Store::transaction`] calls the same methods as anyone else.
+    conn: ReentrantMutex<Connection>,
     path: PathBuf,
+    /// To the store thread ([`Store::call`]); dropping the store closes it and the thread ends.
+    queue: tokio::sync::mpsc::Sender<Job>,
 }
 
 impl std::fmt::Debug for Store {
@@ -125,68 +223,34 @@ impl std::fmt::Debug for Store {
     }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS journal (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  time TEXT NOT NULL, rule TEXT NOT NULL, target TEXT NOT NULL, probe TEXT NOT NULL,
-  subject TEXT NOT NULL, action TEXT NOT NULL, detail TEXT NOT NULL, severity TEXT NOT NULL,
-  summary TEXT NOT NULL, details TEXT NOT NULL, outcome TEXT NOT NULL,
-  output TEXT NOT NULL DEFAULT '', finished TEXT
-);
-CREATE INDEX IF NOT EXISTS journal_runs ON journal(action, target, subject, time);
-CREATE TABLE IF NOT EXISTS rule_state (rule TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL,
-  PRIMARY KEY (rule, target));
-CREATE TABLE IF NOT EXISTS dispatch_state (rule TEXT NOT NULL, target TEXT NOT NULL, state TEXT NOT NULL,
-  PRIMARY KEY (rule, target));
-CREATE TABLE IF NOT EXISTS restarts (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, journal_id INTEGER NOT NULL, target TEXT NOT NULL, job TEXT NOT NULL,
-  strategy TEXT NOT NULL, old_jid TEXT NOT NULL, step TEXT NOT NULL, trigger_id TEXT, location TEXT,
-  new_jid TEXT, outcome TEXT, started TEXT NOT NULL, updated TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS restarts_one_per_job ON restarts(target, job) WHERE outcome IS NULL;
-CREATE TABLE IF NOT EXISTS savepoints (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, job TEXT NOT NULL, location TEXT NOT NULL,
-  kind TEXT NOT NULL, jid TEXT NOT NULL, time TEXT NOT NULL, used_by INTEGER
-);
-CREATE TABLE IF NOT EXISTS guard_reset (target TEXT NOT NULL, subject TEXT NOT NULL, time TEXT NOT NULL,
-  PRIMARY KEY (target, subject));
-";
-
 impl Store {
-    /// Opens (creating if needed) `<dir>/warden.db`.
+    /// Opens (creating if needed) `<dir>/warden.db`, upgrading its schema to this Warden's; refuses a database
+    /// written by a newer Warden.
     pub fn open(dir: &Path) -> Result<Store> {
         let path = dir.join("warden.db");
-        let err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError { path: path.clone(), source: e };
-        std::fs::create_dir_all(dir).map_err(|e| err(Box::new(e)))?;
-        let conn = Connection::open(&path).map_err(|e| err(Box::new(e)))?;
-        Self::init(conn, path.clone())
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::new(&path, e))?;
+        let conn = Connection::open(&path).map_err(|e| StoreError::new(&path, e))?;
+        Self::init(conn, path)
     }
 
     /// An in-memory store, for tests and benchmarks.
     pub fn in_memory() -> Store {
-        Self::init(Connection::open_in_memory().expect("sqlite in memory"), PathBuf::from(":memory:")).expect("schema")
+        let conn = Connection::open_in_memory().expect("sqlite in memory");
+        Self::init(conn, PathBuf::from(":memory:")).expect("a fresh in-memory store")
     }
 
     fn init(conn: Connection, path: PathBuf) -> Result<Store> {
-        let s = Store { conn: Mutex::new(conn), path };
-        s.with(|c| {
-            c.busy_timeout(std::time::Duration::from_secs(5))?;
-            c.pragma_update(None, "journal_mode", "WAL").ok();
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            c.execute_batch(SCHEMA)?;
-            // Restart ownership (interim: the versioned migration ladder takes this over).
-            let cols: Vec<String> = c
-                .prepare("SELECT name FROM pragma_table_info('restarts')")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            if !cols.iter().any(|c| c == "owner") {
-                c.execute_batch(
-                    "ALTER TABLE restarts ADD COLUMN owner TEXT; ALTER TABLE restarts ADD COLUMN lease_until TEXT;",
-                )?;
-            }
-            Ok(())
-        })?;
-        Ok(s)
+        let err = |e: rusqlite::Error| StoreError::new(&path, e);
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(err)?;
+        if mode != "wal" && path != Path::new(":memory:") {
+            tracing::warn!(db = %path.display(), mode, "the state store cannot use WAL mode; readers will wait for writers");
+        }
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        schema::migrate(&conn, &path)?;
+        let (queue, jobs) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+        spawn_store_thread(jobs).map_err(|e| StoreError::new(&path, e))?;
+        Ok(Store { conn: ReentrantMutex::new(conn), path, queue })
     }
 
     /// The database file.
@@ -194,15 +258,68 @@ impl Store {
         &self.path
     }
 
+    /// Runs `f` with the store on the store's own thread and returns what it returns: the way for async code to
+    /// use the store without blocking a tokio worker. Calls run one at a time in the order they were made. If the
+    /// returned future is dropped, `f` still runs. A panic in `f` is passed on to the caller.
+    pub async fn call<T: Send + 'static>(self: &Arc<Store>, f: impl FnOnce(&Store) -> T + Send + 'static) -> T {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = Arc::clone(self);
+        let job: Job = Box::new(move || {
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&me)));
+            drop(me);
+            let _ = tx.send(out);
+        });
+        if let Err(tokio::sync::mpsc::error::SendError(job)) = self.queue.send(job).await {
+            // The store thread is gone (it only ends when the store is dropped, so this is not expected): run the
+            // job on the blocking pool rather than lose it.
+            let _ = tokio::task::spawn_blocking(job).await;
+        }
+        match rx.await {
+            Ok(Ok(v)) => v,
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Err(_) => std::panic::resume_unwind(Box::new("the state store dropped a call without running it")),
+        }
+    }
+
+    /// Runs `f` in one transaction (`BEGIN IMMEDIATE`): committed if it returns `Ok`, rolled back if it returns an
+    /// error or panics. Inside an enclosing transaction on the same thread it becomes a savepoint. Other threads'
+    /// store calls wait until it ends. `f` must not use [`Store::with_conn`] to open transactions of its own.
+    pub fn transaction<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
+        off_worker(|| self.transaction_here(f))
+    }
+
+    fn transaction_here<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
+        let conn = self.conn.lock();
+        let nested = !conn.is_autocommit();
+        let (begin, commit, rollback) = if nested {
+            ("SAVEPOINT warden_step", "RELEASE warden_step", "ROLLBACK TO warden_step; RELEASE warden_step")
+        } else {
+            ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+        };
+        conn.execute_batch(begin).map_err(|e| self.err(e))?;
+        let mut guard = Rollback { conn: &conn, sql: rollback, armed: true };
+        let out = f(self)?;
+        conn.execute_batch(commit).map_err(|e| self.err(e))?;
+        guard.armed = false;
+        Ok(out)
+    }
+
     /// Runs `f` on the database connection (for subsystems that keep their own tables, such as the outbox).
-    /// Create tables with `CREATE TABLE IF NOT EXISTS`.
+    /// Their tables are created by the store's migrations ([`schema`]); `CREATE TABLE IF NOT EXISTS` of the same
+    /// table is harmless.
     pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         self.with(f)
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&c).map_err(|e| StoreError { path: self.path.clone(), source: Box::new(e) })
+        off_worker(|| {
+            let c = self.conn.lock();
+            f(&c).map_err(|e| self.err(e))
+        })
+    }
+
+    fn err(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::new(&self.path, e)
     }
 
     /// Journals a requested action; returns its id.
@@ -274,7 +391,8 @@ impl Store {
     }
 
     /// Marks actions that were still running when Warden stopped (crash, kill -9) as interrupted. Called at
-    /// start-up; returns how many there were.
+    /// start-up; returns how many there were. A restart in progress is not one of them: it resumes, and its entry
+    /// is finished when it ends.
     pub fn mark_interrupted(&self, at: DateTime<Utc>) -> Result<usize> {
         self.with(|c| {
             c.execute(
@@ -334,7 +452,7 @@ impl Store {
             )
             .optional()
         })?;
-        Ok(t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)))
+        Ok(t.as_deref().and_then(parse_ts))
     }
 
     /// Every rule's saved state, by (rule, target).
@@ -387,67 +505,35 @@ impl Store {
     }
 }
 
-/// A restart in progress or done: the restart's own journal, step by step. While `outcome` is `None` it is the
-/// per-job lock (at most one restart per target and job).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RestartRecord {
-    /// Row id.
-    pub id: i64,
-    /// The journal entry of the `restart` action.
-    pub journal_id: i64,
-    /// Target.
-    pub target: String,
-    /// Job name.
-    pub job: String,
-    /// How the job is brought back.
-    pub strategy: RestartStrategy,
-    /// The run being replaced (may be empty).
-    pub old_jid: String,
-    /// The last step reached.
-    pub step: RestartStep,
-    /// The savepoint trigger id, once triggered.
-    pub trigger_id: Option<String>,
-    /// The savepoint or checkpoint location the job restarts from (`None`: stateless or not chosen yet).
-    pub location: Option<String>,
-    /// The new job's id, once submitted.
-    pub new_jid: Option<String>,
-    /// `None` while in progress; then how it ended.
-    pub outcome: Option<RestartResult>,
-    /// When it started.
-    pub started: String,
-    /// When it last moved.
-    pub updated: String,
-    /// Who drives it (`pid <n> on <host>`), while it is in progress.
-    pub owner: Option<String>,
-    /// Until when the owner's claim holds (RFC 3339); after that another process may take the restart over.
-    pub lease_until: Option<String>,
+/// Rolls an open transaction back unless disarmed (on error returns and on panics alike).
+struct Rollback<'a> {
+    conn: &'a Connection,
+    sql: &'static str,
+    armed: bool,
 }
 
-/// A savepoint or checkpoint location Warden took or used for a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SavepointRecord {
-    /// Target.
-    pub target: String,
-    /// Job name.
-    pub job: String,
-    /// Location.
-    pub location: String,
-    /// `savepoint` or `checkpoint`.
-    pub kind: String,
-    /// The job run it belongs to.
-    pub jid: String,
-    /// When Warden recorded it.
-    pub time: String,
-    /// The restart that used it, if any.
-    pub used_by: Option<i64>,
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = self.conn.execute_batch(self.sql) {
+                tracing::error!("state store: cannot roll back a failed transaction: {e}");
+            }
+        }
+    }
 }
 
-const RESTART_COLS: &str =
-    "id, journal_id, target, job, strategy, old_jid, step, trigger_id, location, new_jid, outcome, \
-     started, updated, owner, lease_until";
+/// Starts the thread that runs [`Store::call`] jobs, one at a time, until the store is dropped.
+fn spawn_store_thread(mut jobs: tokio::sync::mpsc::Receiver<Job>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("warden-store".into()).spawn(move || {
+        while let Some(job) = jobs.blocking_recv() {
+            job();
+        }
+    })?;
+    Ok(())
+}
 
 /// Reads a text column as one of the domain enums; a value this binary does not know is a read error naming it.
-fn parse_col<T: std::str::FromStr<Err = crate::model::UnknownValue>>(
+pub(crate) fn parse_col<T: std::str::FromStr<Err = crate::model::UnknownValue>>(
     r: &rusqlite::Row<'_>,
     i: usize,
 ) -> rusqlite::Result<T> {
@@ -455,306 +541,21 @@ fn parse_col<T: std::str::FromStr<Err = crate::model::UnknownValue>>(
     s.parse().map_err(|e| conv_err(i, e))
 }
 
-fn conv_err(i: usize, e: crate::model::UnknownValue) -> rusqlite::Error {
+pub(crate) fn conv_err(i: usize, e: crate::model::UnknownValue) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
 }
 
-fn restart_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestartRecord> {
-    Ok(RestartRecord {
-        id: r.get(0)?,
-        journal_id: r.get(1)?,
-        target: r.get(2)?,
-        job: r.get(3)?,
-        strategy: parse_col(r, 4)?,
-        old_jid: r.get(5)?,
-        step: parse_col(r, 6)?,
-        trigger_id: r.get(7)?,
-        location: r.get(8)?,
-        new_jid: r.get(9)?,
-        outcome: r.get::<_, Option<String>>(10)?.map(|s| s.parse()).transpose().map_err(|e| conv_err(10, e))?,
-        started: r.get(11)?,
-        updated: r.get(12)?,
-        owner: r.get(13)?,
-        lease_until: r.get(14)?,
-    })
-}
-
-impl Store {
-    /// Starts a restart record, which locks the job: `Ok(None)` if a restart of the same job on the same target is
-    /// already in progress (its record is returned by [`Store::restart_in_progress`]).
-    #[allow(clippy::too_many_arguments)] // one row's columns, named at every call site
-    pub fn begin_restart(
-        &self,
-        journal_id: i64,
-        target: &str,
-        job: &str,
-        strategy: RestartStrategy,
-        old_jid: &str,
-        at: DateTime<Utc>,
-        owner: &str,
-        lease: chrono::Duration,
-    ) -> Result<Option<RestartRecord>> {
-        let now = ts(at);
-        let until = ts(at + lease);
-        let inserted = self.with(|c| {
-            match c.execute(
-                "INSERT INTO restarts (journal_id, target, job, strategy, old_jid, step, started, updated, owner,
-                                       lease_until)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?6, ?7, ?8)",
-                params![journal_id, target, job, strategy.as_str(), old_jid, now, owner, until],
-            ) {
-                Ok(_) => Ok(Some(c.last_insert_rowid())),
-                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            }
-        })?;
-        match inserted {
-            Some(id) => self.restart(id),
-            None => Ok(None),
-        }
-    }
-
-    /// One restart record.
-    pub fn restart(&self, id: i64) -> Result<Option<RestartRecord>> {
-        self.with(|c| {
-            c.query_row(&format!("SELECT {RESTART_COLS} FROM restarts WHERE id = ?1"), [id], restart_row).optional()
-        })
-    }
-
-    /// The restart of `job` on `target` that is in progress, if any.
-    pub fn restart_in_progress(&self, target: &str, job: &str) -> Result<Option<RestartRecord>> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {RESTART_COLS} FROM restarts WHERE target = ?1 AND job = ?2 AND outcome IS NULL"),
-                params![target, job],
-                restart_row,
-            )
-            .optional()
-        })
-    }
-
-    /// Every restart still in progress (to resume at start-up).
-    pub fn unfinished_restarts(&self) -> Result<Vec<RestartRecord>> {
-        self.with(|c| {
-            let mut st =
-                c.prepare(&format!("SELECT {RESTART_COLS} FROM restarts WHERE outcome IS NULL ORDER BY id"))?;
-            let rows = st.query_map([], restart_row)?;
-            rows.collect()
-        })
-    }
-
-    /// Restarts, newest last (the newest `limit` when given).
-    pub fn restarts(&self, limit: Option<usize>) -> Result<Vec<RestartRecord>> {
-        let limit = limit.map(|l| l as i64).unwrap_or(-1);
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {RESTART_COLS} FROM (SELECT * FROM restarts ORDER BY id DESC LIMIT ?1) ORDER BY id"
-            ))?;
-            let rows = st.query_map([limit], restart_row)?;
-            rows.collect()
-        })
-    }
-
-    /// Saves a restart's progress (before and after each step). Only its owner may: when another process has taken
-    /// the restart over (`r.owner` is no longer the owner), nothing is written and the result is an error.
-    pub fn update_restart(&self, r: &RestartRecord, at: DateTime<Utc>) -> Result<()> {
-        let n = self.with(|c| {
-            c.execute(
-                "UPDATE restarts SET step = ?2, trigger_id = ?3, location = ?4, new_jid = ?5, outcome = ?6, updated = ?7
-                 WHERE id = ?1 AND owner IS ?8",
-                params![
-                    r.id,
-                    r.step.as_str(),
-                    r.trigger_id,
-                    r.location,
-                    r.new_jid,
-                    r.outcome.as_ref().map(|o| o.to_string()),
-                    ts(at),
-                    r.owner
-                ],
-            )
-        })?;
-        if n == 0 {
-            return Err(StoreError {
-                path: self.path.clone(),
-                source: format!("restart #{} is driven by another process now; this one stops", r.id).into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Records a savepoint or checkpoint location of a job (newest kept: `keep` per target and job).
-    #[allow(clippy::too_many_arguments)] // one row's columns, named at every call site
-    pub fn record_savepoint(
-        &self,
-        target: &str,
-        job: &str,
-        location: &str,
-        kind: &str,
-        jid: &str,
-        used_by: Option<i64>,
-        at: DateTime<Utc>,
-        keep: usize,
-    ) -> Result<()> {
-        self.with(|c| {
-            let existing: Option<i64> = c
-                .query_row(
-                    "SELECT id FROM savepoints WHERE target = ?1 AND job = ?2 AND location = ?3",
-                    params![target, job, location],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match existing {
-                Some(id) => {
-                    if used_by.is_some() {
-                        c.execute("UPDATE savepoints SET used_by = ?2 WHERE id = ?1", params![id, used_by])?;
-                    }
-                }
-                None => {
-                    c.execute(
-                        "INSERT INTO savepoints (target, job, location, kind, jid, time, used_by)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![target, job, location, kind, jid, ts(at), used_by],
-                    )?;
-                }
-            }
-            c.execute(
-                "DELETE FROM savepoints WHERE target = ?1 AND job = ?2 AND id NOT IN
-                   (SELECT id FROM savepoints WHERE target = ?1 AND job = ?2 ORDER BY id DESC LIMIT ?3)",
-                params![target, job, keep as i64],
-            )?;
-            Ok(())
-        })
-    }
-
-    /// The savepoint and checkpoint history of `job` on `target` (all jobs when `job` is `None`), newest first.
-    pub fn savepoints(&self, target: Option<&str>, job: Option<&str>) -> Result<Vec<SavepointRecord>> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT target, job, location, kind, jid, time, used_by FROM savepoints
-                 WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR job = ?2) ORDER BY id DESC",
-            )?;
-            let rows = st.query_map(params![target, job], |r| {
-                Ok(SavepointRecord {
-                    target: r.get(0)?,
-                    job: r.get(1)?,
-                    location: r.get(2)?,
-                    kind: r.get(3)?,
-                    jid: r.get(4)?,
-                    time: r.get(5)?,
-                    used_by: r.get(6)?,
-                })
-            })?;
-            rows.collect()
-        })
-    }
-}
-
-impl Store {
-    /// Takes over restart `id` for `owner` until `now + lease`, if it is unfinished and its lease has expired or was
-    /// released. One UPDATE decides, so of two processes claiming at once exactly one wins.
-    pub fn claim_restart(
-        &self,
-        id: i64,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease: chrono::Duration,
-    ) -> Result<Option<RestartRecord>> {
-        let n = self.with(|c| {
-            c.execute(
-                "UPDATE restarts SET owner = ?2, lease_until = ?4
-                 WHERE id = ?1 AND outcome IS NULL AND (lease_until IS NULL OR lease_until < ?3)",
-                params![id, owner, ts(now), ts(now + lease)],
-            )
-        })?;
-        if n == 0 {
-            return Ok(None);
-        }
-        self.restart(id)
-    }
-
-    /// Takes over restart `id` from `from`, a previous owner known to be dead (its process is gone), whatever its
-    /// lease says. Compare-and-swap on the owner: `None` if someone else took it first.
-    pub fn steal_restart(
-        &self,
-        id: i64,
-        from: &str,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease: chrono::Duration,
-    ) -> Result<Option<RestartRecord>> {
-        let n = self.with(|c| {
-            c.execute(
-                "UPDATE restarts SET owner = ?3, lease_until = ?4 WHERE id = ?1 AND owner = ?2 AND outcome IS NULL",
-                params![id, from, owner, ts(now + lease)],
-            )
-        })?;
-        if n == 0 {
-            return Ok(None);
-        }
-        self.restart(id)
-    }
-
-    /// Extends `owner`'s lease on restart `id`; `false` when another owner holds it now (the caller must stop).
-    pub fn renew_restart_lease(
-        &self,
-        id: i64,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease: chrono::Duration,
-    ) -> Result<bool> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE restarts SET lease_until = ?3 WHERE id = ?1 AND owner = ?2 AND outcome IS NULL",
-                params![id, owner, ts(now + lease)],
-            )
-        })
-        .map(|n| n == 1)
-    }
-
-    /// Gives up `owner`'s lease on restart `id` at once (it was interrupted), so another process may resume it.
-    pub fn release_restart(&self, id: i64, owner: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute("UPDATE restarts SET lease_until = NULL WHERE id = ?1 AND owner = ?2", params![id, owner])
-                .map(|_| ())
-        })
+/// Runs blocking store work without holding up an async worker. Most store work runs on the store's own thread
+/// ([`Store::call`]) or on blocking threads already; a synchronous call made from a task on a tokio multi-thread
+/// worker (an action journalling its outcome, the notifier's outbox) first hands that worker's other tasks to
+/// another thread (`block_in_place`), so a slow or locked database never stalls probes. Elsewhere (the store
+/// thread, blocking threads, the CLI, current-thread runtimes in tests) the work simply runs.
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn journal_survives_reopen_and_interrupted_runs_are_marked() {
-        let dir = tempfile::tempdir().unwrap();
-        let t0 = Utc::now();
-        {
-            let s = Store::open(dir.path()).unwrap();
-            let id = s
-                .journal(&NewEntry {
-                    time: Some(t0),
-                    rule: "flink/job-not-running".into(),
-                    target: "jm".into(),
-                    subject: "clicks".into(),
-                    action: ActionKind::Run,
-                    detail: "relaunch".into(),
-                    outcome: "started".into(),
-                    ..Default::default()
-                })
-                .unwrap();
-            assert_eq!(id, 1);
-            s.save_rule_state("r", "jm", &serde_json::json!({"n": 1})).unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.mark_interrupted(Utc::now()).unwrap(), 1);
-        let e = s.entries(None).unwrap();
-        assert_eq!(e.len(), 1);
-        assert!(e[0].outcome.starts_with("interrupted"));
-        assert_eq!(s.rule_states().unwrap()[&("r".into(), "jm".into())], serde_json::json!({"n": 1}));
-        assert_eq!(s.runs_since("jm", "clicks", t0 - chrono::Duration::seconds(1)).unwrap(), 1);
-        assert_eq!(s.runs_since("jm", "clicks", t0 + chrono::Duration::seconds(1)).unwrap(), 0);
-    }
-}
+mod tests;

@@ -10,3 +10,4 @@ mod notify;
 mod ownership;
 mod reload_time;
 mod rules;
+mod store;

@@ -1,0 +1,332 @@
+//! Restart records (the per-job lock, with an owner and a lease) and the savepoint history.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use super::{conv_err, parse_col, ts, Result, Store};
+use crate::model::{RestartResult, RestartStep, RestartStrategy};
+
+/// A restart in progress or done: the restart's own journal, step by step. While `outcome` is `None` it is the
+/// per-job lock (at most one restart per target and job).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestartRecord {
+    /// Row id.
+    pub id: i64,
+    /// The journal entry of the `restart` action.
+    pub journal_id: i64,
+    /// Target.
+    pub target: String,
+    /// Job name.
+    pub job: String,
+    /// How the job is brought back.
+    pub strategy: RestartStrategy,
+    /// The run being replaced (may be empty).
+    pub old_jid: String,
+    /// The last step reached.
+    pub step: RestartStep,
+    /// The savepoint trigger id, once triggered.
+    pub trigger_id: Option<String>,
+    /// The savepoint or checkpoint location the job restarts from (`None`: stateless or not chosen yet).
+    pub location: Option<String>,
+    /// The new job's id, once submitted.
+    pub new_jid: Option<String>,
+    /// `None` while in progress; then how it ended.
+    pub outcome: Option<RestartResult>,
+    /// When it started.
+    pub started: String,
+    /// When it last moved.
+    pub updated: String,
+    /// Who drives it (`pid <n> on <host>`, see `action::restart::owner_id`); `None` for a restart begun before
+    /// owners were recorded.
+    pub owner: Option<String>,
+    /// Until when the owner's claim holds (RFC 3339, as [`ts`] writes it); after that, or once released (`None`),
+    /// another process may [claim](Store::claim_restart) it.
+    pub lease_until: Option<String>,
+}
+
+/// A savepoint or checkpoint location Warden took or used for a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SavepointRecord {
+    /// Target.
+    pub target: String,
+    /// Job name.
+    pub job: String,
+    /// Location.
+    pub location: String,
+    /// `savepoint` or `checkpoint`.
+    pub kind: String,
+    /// The job run it belongs to.
+    pub jid: String,
+    /// When Warden recorded it.
+    pub time: String,
+    /// The restart that used it, if any.
+    pub used_by: Option<i64>,
+}
+
+const RESTART_COLS: &str = "id, journal_id, target, job, strategy, old_jid, step, trigger_id, location, new_jid, \
+     outcome, started, updated, owner, lease_until";
+
+fn restart_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestartRecord> {
+    Ok(RestartRecord {
+        id: r.get(0)?,
+        journal_id: r.get(1)?,
+        target: r.get(2)?,
+        job: r.get(3)?,
+        strategy: parse_col(r, 4)?,
+        old_jid: r.get(5)?,
+        step: parse_col(r, 6)?,
+        trigger_id: r.get(7)?,
+        location: r.get(8)?,
+        new_jid: r.get(9)?,
+        outcome: r.get::<_, Option<String>>(10)?.map(|s| s.parse()).transpose().map_err(|e| conv_err(10, e))?,
+        started: r.get(11)?,
+        updated: r.get(12)?,
+        owner: r.get(13)?,
+        lease_until: r.get(14)?,
+    })
+}
+
+impl Store {
+    /// Starts a restart record, which locks the job, held by `owner` until `at + lease`: `Ok(None)` if a restart
+    /// of the same job on the same target is already in progress (its record is returned by
+    /// [`Store::restart_in_progress`]; take it over with [`Store::claim_restart`] once its lease ran out).
+    #[allow(clippy::too_many_arguments)] // one row's columns, named at every call site
+    pub fn begin_restart(
+        &self,
+        journal_id: i64,
+        target: &str,
+        job: &str,
+        strategy: RestartStrategy,
+        old_jid: &str,
+        at: DateTime<Utc>,
+        owner: &str,
+        lease: chrono::Duration,
+    ) -> Result<Option<RestartRecord>> {
+        let now = ts(at);
+        let until = ts(at + lease);
+        let inserted = self.with(|c| {
+            match c.execute(
+                "INSERT INTO restarts (journal_id, target, job, strategy, old_jid, step, started, updated, owner,
+                                       lease_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?6, ?7, ?8)",
+                params![journal_id, target, job, strategy.as_str(), old_jid, now, owner, until],
+            ) {
+                Ok(_) => Ok(Some(c.last_insert_rowid())),
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        })?;
+        match inserted {
+            Some(id) => self.restart(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Takes over restart `id` for `owner` until `now + lease`, if it is unfinished and its lease has expired or was
+    /// released (a restart from before owners were recorded has none). One `UPDATE` decides, so of two processes
+    /// claiming at once exactly one wins. Returns the record as claimed, or `None` while someone holds it — its
+    /// own owner included, so a process scanning for orphans never takes over a restart it drives itself.
+    pub fn claim_restart(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<RestartRecord>> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE restarts SET owner = ?2, lease_until = ?4
+                 WHERE id = ?1 AND outcome IS NULL AND (lease_until IS NULL OR lease_until < ?3)",
+                params![id, owner, ts(now), ts(now + lease)],
+            )
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.restart(id)
+    }
+
+    /// Takes over restart `id` from `from`, a previous owner known to be dead (its process is gone), whatever its
+    /// lease says. Compare-and-swap on the owner: `None` if someone else took it first.
+    pub fn steal_restart(
+        &self,
+        id: i64,
+        from: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<RestartRecord>> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE restarts SET owner = ?3, lease_until = ?4 WHERE id = ?1 AND owner = ?2 AND outcome IS NULL",
+                params![id, from, owner, ts(now + lease)],
+            )
+        })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.restart(id)
+    }
+
+    /// Extends `owner`'s lease on restart `id` to `now + lease`. `false` if `owner` does not hold it any more
+    /// (another Warden claimed it, it was released, or it ended): the caller must stop driving it.
+    pub fn renew_restart_lease(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<bool> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE restarts SET lease_until = ?3 WHERE id = ?1 AND owner = ?2 AND outcome IS NULL",
+                params![id, owner, ts(now + lease)],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    /// Gives up `owner`'s lease on restart `id` at once (it was interrupted), so another process may resume it
+    /// without waiting for the lease to run out. The record keeps naming its last owner.
+    pub fn release_restart(&self, id: i64, owner: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE restarts SET lease_until = NULL WHERE id = ?1 AND owner = ?2", params![id, owner])
+                .map(|_| ())
+        })
+    }
+
+    /// One restart record.
+    pub fn restart(&self, id: i64) -> Result<Option<RestartRecord>> {
+        self.with(|c| {
+            c.query_row(&format!("SELECT {RESTART_COLS} FROM restarts WHERE id = ?1"), [id], restart_row).optional()
+        })
+    }
+
+    /// The restart of `job` on `target` that is in progress, if any.
+    pub fn restart_in_progress(&self, target: &str, job: &str) -> Result<Option<RestartRecord>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {RESTART_COLS} FROM restarts WHERE target = ?1 AND job = ?2 AND outcome IS NULL"),
+                params![target, job],
+                restart_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Every restart still in progress (to resume at start-up).
+    pub fn unfinished_restarts(&self) -> Result<Vec<RestartRecord>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare(&format!("SELECT {RESTART_COLS} FROM restarts WHERE outcome IS NULL ORDER BY id"))?;
+            let rows = st.query_map([], restart_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Restarts, newest last (the newest `limit` when given).
+    pub fn restarts(&self, limit: Option<usize>) -> Result<Vec<RestartRecord>> {
+        let limit = limit.map(|l| l as i64).unwrap_or(-1);
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {RESTART_COLS} FROM (SELECT * FROM restarts ORDER BY id DESC LIMIT ?1) ORDER BY id"
+            ))?;
+            let rows = st.query_map([limit], restart_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Saves a restart's progress (before and after each step). Only its owner may: when another process has taken
+    /// the restart over (`r.owner` is no longer the owner), nothing is written and the result is an error.
+    pub fn update_restart(&self, r: &RestartRecord, at: DateTime<Utc>) -> Result<()> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE restarts SET step = ?2, trigger_id = ?3, location = ?4, new_jid = ?5, outcome = ?6, updated = ?7
+                 WHERE id = ?1 AND owner IS ?8",
+                params![
+                    r.id,
+                    r.step.as_str(),
+                    r.trigger_id,
+                    r.location,
+                    r.new_jid,
+                    r.outcome.as_ref().map(|o| o.to_string()),
+                    ts(at),
+                    r.owner
+                ],
+            )
+        })?;
+        if n == 0 {
+            return Err(self.err(format!("restart #{} is driven by another process now; this one stops", r.id)));
+        }
+        Ok(())
+    }
+
+    /// Records a savepoint or checkpoint location of a job (newest kept: `keep` per target and job).
+    #[allow(clippy::too_many_arguments)] // one row's columns, named at every call site
+    pub fn record_savepoint(
+        &self,
+        target: &str,
+        job: &str,
+        location: &str,
+        kind: &str,
+        jid: &str,
+        used_by: Option<i64>,
+        at: DateTime<Utc>,
+        keep: usize,
+    ) -> Result<()> {
+        self.with(|c| {
+            let existing: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM savepoints WHERE target = ?1 AND job = ?2 AND location = ?3",
+                    params![target, job, location],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match existing {
+                Some(id) => {
+                    if used_by.is_some() {
+                        c.execute("UPDATE savepoints SET used_by = ?2 WHERE id = ?1", params![id, used_by])?;
+                    }
+                }
+                None => {
+                    c.execute(
+                        "INSERT INTO savepoints (target, job, location, kind, jid, time, used_by)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![target, job, location, kind, jid, ts(at), used_by],
+                    )?;
+                }
+            }
+            c.execute(
+                "DELETE FROM savepoints WHERE target = ?1 AND job = ?2 AND id NOT IN
+                   (SELECT id FROM savepoints WHERE target = ?1 AND job = ?2 ORDER BY id DESC LIMIT ?3)",
+                params![target, job, keep as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The savepoint and checkpoint history of `job` on `target` (all jobs when `job` is `None`), newest first.
+    pub fn savepoints(&self, target: Option<&str>, job: Option<&str>) -> Result<Vec<SavepointRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT target, job, location, kind, jid, time, used_by FROM savepoints
+                 WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR job = ?2) ORDER BY id DESC",
+            )?;
+            let rows = st.query_map(params![target, job], |r| {
+                Ok(SavepointRecord {
+                    target: r.get(0)?,
+                    job: r.get(1)?,
+                    location: r.get(2)?,
+                    kind: r.get(3)?,
+                    jid: r.get(4)?,
+                    time: r.get(5)?,
+                    used_by: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}

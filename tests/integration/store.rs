@@ -1,0 +1,229 @@
+//! The state store: the daemon keeps watching while another process holds the database, a database written by
+//! the first release is upgraded in place, and one written by a newer Warden is refused.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fake_flink::{FakeJobManager, FlinkApiVersion};
+use serde_json::json;
+use warden::event::Event;
+use warden::model::{ActionKind, RestartResult, RestartStep, RestartStrategy};
+use warden::store::schema::SCHEMA_VERSION;
+use warden::store::Store;
+
+use crate::support::{is_alert, write_pack, Daemon, WARDEN};
+
+/// The first release's `warden.db` (made by its own code; see `tests/fixtures/store/README.md`).
+const V1_DB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store/v1-warden.db");
+
+/// One worker thread: if anything blocks it on SQLite, every task of the daemon stops with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_daemon_keeps_polling_while_another_process_holds_the_state_store() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.expect("fake JobManager");
+    fake.submit("clicks");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every evaluation asks for the alert, so every dispatcher step writes (its `seen` count).
+    write_pack(dir.path(), "t", &[("always", "alert(#{ subject: \"clicks\", summary: \"always firing\" });\n")]);
+    let cfg = json!({
+        "state_dir": "state",
+        "pack_paths": ["plugins/*"],
+        "targets": [{"name": "jm", "url": fake.url(), "timeout": "2s"}],
+        "shutdown_grace": "5s",
+    });
+    let mut d = Daemon::start_in(dir, cfg).await;
+    d.wait_for("the alert", |e| is_alert(e, "firing", "t/always", "clicks")).await;
+    // The executor journals the alert's outcome right after announcing it, still with a synchronous store call
+    // on its worker (see the store's docs): let that finish before taking the lock.
+    crate::support::eventually("the alert's outcome journalled", || {
+        d.journal().iter().any(|e| e.action == ActionKind::Alert && e.outcome == "ok")
+    })
+    .await;
+
+    // Another process (`warden history`, a backup, sqlite3) holds the write lock for 2 s.
+    let db = d.state_dir.join("warden.db");
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+    let holder = std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).expect("second connection");
+        c.execute_batch("BEGIN EXCLUSIVE; UPDATE journal SET output = output WHERE id = 1;").expect("write lock");
+        let _ = locked_tx.send(Instant::now());
+        std::thread::sleep(Duration::from_secs(2));
+        c.execute_batch("COMMIT").expect("commit");
+    });
+    let locked_at = locked_rx.await.expect("the lock was taken");
+    // A timer on the worker keeps ticking...
+    let ticker = tokio::spawn(async {
+        let mut last = Instant::now();
+        let mut worst = Duration::ZERO;
+        let mut every = tokio::time::interval(Duration::from_millis(20));
+        for _ in 0..90 {
+            every.tick().await;
+            worst = worst.max(last.elapsed());
+            last = Instant::now();
+        }
+        worst
+    });
+    // ... and the probe keeps polling the fake JobManager (served from the same worker).
+    let mut polls = 0;
+    while locked_at.elapsed() < Duration::from_millis(1800) {
+        d.wait_for("a poll while the store is locked", |e| matches!(e, Event::Observed { .. })).await;
+        if locked_at.elapsed() < Duration::from_millis(1900) {
+            polls += 1;
+        }
+    }
+    let worst = ticker.await.expect("ticker");
+    holder.join().expect("lock holder");
+    assert!(polls >= 4, "only {polls} polls in the 2 s the store was locked: the runtime was blocked");
+    assert!(worst < Duration::from_millis(500), "a 20 ms timer waited {worst:?}: the runtime was blocked");
+
+    // The decisions were only delayed: once the lock is gone, the dispatcher catches up, in order, and the alert
+    // was sent once.
+    let seen = |d: &Daemon| -> u64 {
+        let s = Store::open(&d.state_dir).expect("store");
+        let states = s.dispatch_states().expect("dispatch state");
+        states[&("t/always".to_string(), "jm".to_string())]["alert:clicks"]["seen"].as_u64().unwrap_or(0)
+    };
+    let before = seen(&d);
+    d.polls(3).await;
+    crate::support::eventually("the dispatcher to catch up", || seen(&d) > before).await;
+    let alerts = d.journal().iter().filter(|e| e.action == ActionKind::Alert && e.subject == "clicks").count();
+    assert_eq!(alerts, 1);
+    d.stop().await;
+}
+
+fn copy_fixture(dir: &Path) {
+    std::fs::copy(V1_DB, dir.join("warden.db")).expect("copy the v1 database");
+}
+
+#[tokio::test]
+async fn a_database_from_the_first_release_is_upgraded_in_place_and_reads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_fixture(dir.path());
+    let version = |dir: &Path| -> i64 {
+        let c = rusqlite::Connection::open(dir.join("warden.db")).expect("open");
+        c.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("user_version")
+    };
+    assert_eq!(version(dir.path()), 0, "the first release wrote no version");
+    let s = Store::open(dir.path()).expect("the v1 database opens");
+    assert_eq!(version(dir.path()), i64::from(SCHEMA_VERSION));
+
+    // The journal, as the first release wrote it.
+    let j = s.entries(None).expect("journal");
+    let kinds: Vec<ActionKind> = j.iter().map(|e| e.action).collect();
+    use ActionKind::*;
+    assert_eq!(kinds, [Alert, Run, Notify, Notify, Notify, Notify, Restart, Restart]);
+    assert_eq!((j[1].detail.as_str(), j[1].outcome.as_str(), j[1].output.as_str()), ("relaunch", "ok", "relaunched\n"));
+    assert!(j[5].outcome.starts_with("failed: plugin"), "{:?}", j[5].outcome);
+    assert_eq!(j[7].outcome, "started");
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z").expect("time").to_utc();
+    assert_eq!(s.runs_since("jm", "clicks", t0).expect("runs"), 2, "the relaunch and the restart");
+
+    // Restarts: one done, one in progress, with no owner yet (a new Warden may claim it at once).
+    let r = s.restarts(None).expect("restarts");
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        (r[0].strategy, r[0].step, &r[0].outcome),
+        (RestartStrategy::Savepoint, RestartStep::Done, &Some(RestartResult::Ok))
+    );
+    assert_eq!(r[0].location.as_deref(), Some("file:/sp/savepoint-a1b2"));
+    assert_eq!((r[0].owner.as_deref(), r[0].lease_until.as_deref()), (None, None));
+    let live = s.restart_in_progress("jm", "orders").expect("lock").expect("in progress");
+    assert_eq!((live.strategy, live.step), (RestartStrategy::LastCheckpoint, RestartStep::StateChosen));
+    let now = t0 + chrono::Duration::hours(1);
+    let claimed = s.claim_restart(live.id, "me@here", now, chrono::Duration::seconds(60)).expect("claim");
+    assert_eq!(claimed.and_then(|c| c.owner).as_deref(), Some("me@here"));
+
+    // Savepoint history, rule and dispatcher state, the guard reset.
+    let sp = s.savepoints(Some("jm"), Some("clicks")).expect("savepoints");
+    assert_eq!(
+        sp.iter().map(|p| p.location.as_str()).collect::<Vec<_>>(),
+        ["file:/cp/chk-7", "file:/sp/savepoint-a1b2"]
+    );
+    assert_eq!(sp[1].used_by, Some(r[0].id));
+    let rules = s.rule_states().expect("rule state");
+    assert_eq!(rules[&("flink/job-not-running".into(), "jm".into())], json!({"seen": {"clicks": 3}}));
+    let disp = s.dispatch_states().expect("dispatch state");
+    let slot = &disp[&("flink/job-not-running".into(), "jm".into())];
+    assert_eq!(slot["alert:clicks"]["fired_at"], "2026-03-01T10:00:00Z");
+    assert!(slot["alert:orders"]["fired_at"].is_null(), "still pending");
+    assert!(s.guard_reset_at("jm", "clicks").expect("guard").is_some());
+
+    // A dispatcher resumes that state: `clicks` is not fired again, `orders` fires when its `for` is over.
+    let mut d = warden::dispatch::Dispatcher::new(Default::default(), false, &s).expect("dispatcher");
+    assert_eq!(d.firing().len(), 1);
+    let origin = warden::model::Origin {
+        rule: "flink/job-not-running".into(),
+        target: "jm".into(),
+        target_url: "http://jm:8081".into(),
+        probe: "flink/jobs-overview".into(),
+        time: t0 + chrono::Duration::minutes(10),
+    };
+    let req = |subject: &str| warden::model::ActionRequest {
+        kind: warden::model::RequestKind::Alert,
+        subject: subject.into(),
+        severity: warden::model::Severity::Critical,
+        summary: format!("job {subject} FAILED"),
+        details: json!({"job": subject}),
+        pending: Some(warden::model::Pending::Duration(Duration::from_secs(300))),
+        cooldown: None,
+    };
+    let verdict = warden::script::Verdict::Requests(vec![req("clicks"), req("orders")]);
+    let planned = d.process(&origin, &verdict, &s).expect("a step on the upgraded store");
+    let fired: Vec<String> = planned
+        .iter()
+        .filter_map(|p| match p {
+            warden::model::Planned::Notify { record, .. } => Some(format!("{}:{}", record.event, record.subject)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fired, ["firing:orders"]);
+
+    // The notifier's tables: outbox history, waiting alerts, silences.
+    let (pending, sent, failed): (i64, i64, i64) = s
+        .with_conn(|c| {
+            c.query_row(
+                "SELECT (SELECT COUNT(*) FROM notify_pending),
+                        (SELECT COUNT(*) FROM notify_outbox WHERE status = 'sent'),
+                        (SELECT COUNT(*) FROM notify_outbox WHERE status = 'failed')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+        })
+        .expect("outbox");
+    assert_eq!((pending, sent, failed), (2, 3, 1));
+    let silences = warden::notify::silence::list(&s, now, true).expect("silences");
+    assert_eq!(silences.len(), 2);
+    assert!(silences.iter().any(|x| x.matchers == ["job=clicks"] && x.removed.is_some()));
+    drop(s);
+
+    // Opening it again changes nothing.
+    let s = Store::open(dir.path()).expect("reopen");
+    assert_eq!(s.entries(None).expect("journal").len(), 9);
+    assert_eq!(version(dir.path()), i64::from(SCHEMA_VERSION));
+}
+
+#[test]
+fn a_database_from_a_newer_warden_is_refused_with_both_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_fixture(dir.path());
+    {
+        let c = rusqlite::Connection::open(dir.path().join("warden.db")).expect("open");
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).expect("set version");
+    }
+    let out = std::process::Command::new(WARDEN)
+        .args(["history", "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run warden history");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let want = format!(
+        "state store `{}` has schema version {}, this Warden knows up to {SCHEMA_VERSION}: upgrade Warden",
+        dir.path().join("warden.db").display(),
+        SCHEMA_VERSION + 1
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    // Refused, not touched.
+    let c = rusqlite::Connection::open(dir.path().join("warden.db")).expect("open");
+    let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+    assert_eq!(v, i64::from(SCHEMA_VERSION) + 1);
+}
