@@ -750,7 +750,7 @@ mod retention_tests {
 
     #[test]
     fn retention_has_defaults_and_takes_human_units() {
-        let c = load("").unwrap().retention;
+        let c = load("targets: []\n").unwrap().retention;
         assert_eq!(c, RetentionConfig::default());
         assert_eq!(c.journal, Duration::from_secs(90 * 86400));
         assert_eq!(c.alert_log, RotationConfig { max_size: ByteSize(64 << 20), keep: 5 });

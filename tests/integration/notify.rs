@@ -840,6 +840,11 @@ async fn daemon_restart_delivers_the_queued_message_once_then_the_resolved() {
     for n in 1..=2 {
         clock.advance(Duration::from_secs(1));
         eventually("a failed attempt", || rx.got().len() >= n).await;
+        // ... and recorded, with its next attempt scheduled (before the clock moves again).
+        eventually("the attempt recorded", || {
+            outbox::heads(&d.store(), |_| false).unwrap().iter().any(|q| q.attempts >= n as u32)
+        })
+        .await;
     }
     d.stop().await;
     let before = rx.got().len();
