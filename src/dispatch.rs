@@ -32,6 +32,11 @@ struct KeyState {
     severity: Severity,
     summary: String,
     details: serde_json::Value,
+    /// A run or restart key that stopped being asked for after it acted: kept only for its `last_action`, so that
+    /// if it is asked again (a rule file saved in two steps, a flapping job) the cooldown and backoff still hold.
+    /// Pending `for` starts over. Dropped once the storm guard's window has passed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    dormant: bool,
 }
 
 type Slot = BTreeMap<String, KeyState>;
@@ -131,7 +136,15 @@ impl Dispatcher {
                 severity: r.severity,
                 summary: r.summary.clone(),
                 details: r.details.clone(),
+                dormant: false,
             });
+            if st.dormant {
+                // Asked again: pending starts over, but the last run still counts for the cooldown.
+                st.dormant = false;
+                st.first_seen = now;
+                st.seen = 0;
+                st.fired_at = None;
+            }
             st.seen += 1;
             st.severity = r.severity;
             st.summary = r.summary.clone();
@@ -189,10 +202,18 @@ impl Dispatcher {
             }
         }
 
-        // Keys not asked for any more: alerts resolve, pending ones are forgotten.
+        // Keys not asked for any more: alerts resolve, pending ones are forgotten, and a run that acted stays
+        // dormant for its cooldown (see `KeyState::dormant`).
+        let memory = chrono_d(self.policy.storm_guard.window.max(self.policy.run_cooldown));
         let gone: Vec<String> = slot.keys().filter(|k| !asked.contains(*k)).cloned().collect();
         for k in gone {
             let Some(st) = slot.remove(&k) else { continue };
+            if let (false, Some(last)) = (st.alert, st.last_action) {
+                if now - last < memory {
+                    slot.insert(k, KeyState { dormant: true, seen: 0, fired_at: None, ..st });
+                }
+                continue;
+            }
             if st.alert && st.fired_at.is_some() {
                 let rec = AlertRecord {
                     time: now,

@@ -230,3 +230,26 @@ fn a_step_that_fails_half_way_writes_nothing_and_is_decided_again() {
     assert_eq!(s.dispatch_states().unwrap().len(), 1);
     assert!(step(&mut d, &s, 20, both()).is_empty(), "fired once, in cooldown");
 }
+
+#[test]
+fn a_run_that_stops_being_asked_for_and_comes_back_still_waits_out_its_cooldown() {
+    // A rule file saved in two steps can, for one evaluation, leave out its `run(...)` and then ask again.
+    let s = Store::in_memory();
+    let mut pol = policy();
+    pol.run_cooldown = Duration::from_secs(120);
+    let mut d = Dispatcher::new(pol, false, &s).unwrap();
+    assert_eq!(step(&mut d, &s, 0, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
+    assert!(step(&mut d, &s, 10, vec![]).is_empty(), "not asked: nothing happens");
+    assert!(step(&mut d, &s, 20, vec![relaunch("clicks")]).is_empty(), "asked again within the cooldown: no 2nd run");
+    // The memory survives a restart of Warden (it is in the saved state).
+    let mut d = Dispatcher::new(d.policy.clone(), false, &s).unwrap();
+    assert!(step(&mut d, &s, 60, vec![relaunch("clicks")]).is_empty());
+    assert_eq!(step(&mut d, &s, 121, vec![relaunch("clicks")]), ["run:relaunch:clicks"], "after the cooldown");
+    // Long after the storm guard's window, nothing of it is kept.
+    assert!(step(&mut d, &s, 200, vec![]).is_empty());
+    assert!(step(&mut d, &s, 121 + 1800 + 1, vec![]).is_empty());
+    assert_eq!(
+        s.dispatch_states().unwrap()[&("flink/job-not-running".to_string(), "jm".to_string())],
+        serde_json::json!({})
+    );
+}
