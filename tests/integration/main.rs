@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod daemon;
+mod fuzz;
 mod notify;
 mod ownership;
 mod reload_time;
