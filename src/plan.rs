@@ -162,6 +162,7 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
                 p.extend(ov.params.iter().map(|(k, v)| (k.clone(), v.clone())));
                 off.extend(ov.disabled_rules.iter().map(String::as_str));
             }
+            check_restart_jobs(doc, cfg, &spath, &p, &mut diags);
             if p != params {
                 target_params.insert(t.name.clone(), p);
             }
@@ -266,6 +267,27 @@ fn check_params(doc: &YamlDoc, cfg: &Config, pack: &Pack, path: &str, set: &Para
     }
 }
 
+/// A pack that relaunches through `restart_job` (`relaunch_mode: restart_job`, as the Flink pack has it) needs a
+/// `jobs.<name>` entry for every job it watches by name: otherwise the job's first failure would end in a runtime
+/// error instead of a restart.
+fn check_restart_jobs(doc: &YamlDoc, cfg: &Config, spath: &str, params: &Params, diags: &mut Vec<Diagnostic>) {
+    if params.get("relaunch_mode").and_then(|m| m.as_str()) != Some("restart_job") {
+        return;
+    }
+    let Some(expected) = params.get("expected_jobs").and_then(|e| e.as_array()) else { return };
+    for name in expected.iter().filter_map(|n| n.as_str()) {
+        if !cfg.jobs.contains_key(name) && !name.contains(['*', '?']) {
+            diags.push(doc.diag(
+                &join_key(spath, "params.relaunch_mode"),
+                format!(
+                    "`relaunch_mode: restart_job` needs a `jobs.{name}` entry saying how to restart expected job \
+                     `{name}` (its jar or command, savepoint directory)"
+                ),
+            ));
+        }
+    }
+}
+
 /// Checks that every short rule name listed at `path` is a rule of `pack`.
 fn check_rule_names(doc: &YamlDoc, pack: &Pack, path: &str, names: &[String], diags: &mut Vec<Diagnostic>) {
     for (j, d) in names.iter().enumerate() {
@@ -327,10 +349,63 @@ pub fn load_with(
     engine_limits: Option<&crate::config::ScriptLimits>,
     opts: crate::config::LoadOptions,
 ) -> Result<(Plan, ScriptEngine), Diagnostics> {
-    let loaded = crate::config::load_with(path, opts)?;
+    let loaded = match crate::config::load_with(path, opts) {
+        Ok(l) => l,
+        Err(mut d) => {
+            // One `warden check` reports every problem: the packs' own checks still run on what can be read.
+            d.0.extend(pack_checks_on_raw(path));
+            d.sort();
+            return Err(d);
+        }
+    };
     let engine = ScriptEngine::new(engine_limits.unwrap_or(&loaded.config.scripts));
     let plan = build(loaded, PackSource::FromConfig, &engine)?;
     Ok((plan, engine))
+}
+
+/// For a configuration that does not load: the problems of `packs.<pack>.params` against the packs' manifests,
+/// found on the raw document (each pack's settings read on their own), so that they are reported together with
+/// the configuration's own problems instead of after those are fixed.
+fn pack_checks_on_raw(path: &Path) -> Vec<Diagnostic> {
+    let Ok(text) = std::fs::read_to_string(path) else { return vec![] };
+    let Ok(doc) = YamlDoc::parse(path, &text) else { return vec![] };
+    let mut ignore = vec![];
+    let pack_paths: Vec<String> = doc
+        .value
+        .get("pack_paths")
+        .and_then(|v| doc.typed(v, "pack_paths", &mut ignore))
+        .unwrap_or_else(|| vec!["rules".to_string(), "plugins/*".to_string()]);
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut pack_diags = vec![];
+    let packs = crate::pack::discover(&pack_paths, base, &mut pack_diags, &doc.file);
+    // Commands as far as they read, so that a `command` parameter is not reported against a broken section.
+    let commands_ok = match doc.value.get("commands") {
+        None => true,
+        Some(v) => doc.typed::<BTreeMap<String, crate::config::CommandConfig>>(v, "commands", &mut ignore).is_some(),
+    };
+    let mut only_commands = serde_yaml::Mapping::new();
+    if let (true, Some(v)) = (commands_ok, doc.value.get("commands")) {
+        only_commands.insert("commands".into(), v.clone());
+    }
+    let Some(cfg) = doc.typed::<Config>(&serde_yaml::Value::Mapping(only_commands), "", &mut ignore) else {
+        return vec![];
+    };
+    let mut diags = vec![];
+    let Some(serde_yaml::Value::Mapping(settings)) = doc.value.get("packs") else { return diags };
+    for (k, v) in settings {
+        let Some(name) = k.as_str() else { continue };
+        let Some(pack) = packs.iter().find(|p| p.name() == name) else { continue };
+        let spath = join_key("packs", name);
+        let Some(params) =
+            v.get("params").and_then(|p| doc.typed::<Params>(p, &join_key(&spath, "params"), &mut ignore))
+        else {
+            continue;
+        };
+        let mut found = vec![];
+        check_params(&doc, &cfg, pack, &join_key(&spath, "params"), &params, &mut found);
+        diags.extend(found.into_iter().filter(|d| commands_ok || !d.message.contains("`commands:`")));
+    }
+    diags
 }
 
 #[cfg(test)]

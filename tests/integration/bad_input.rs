@@ -614,3 +614,26 @@ fn read_only_commands_need_none_of_the_daemons_secrets() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("WARDEN_TEST_UNSET_TOKEN"));
 }
+
+#[test]
+fn check_reports_configuration_and_pack_parameter_problems_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "pack_paths: [\"{RULES_DIR}\"]\ntargets:\n  - name: jm\n    url: http://127.0.0.1:1\n    timout: 2s\npacks:\n  flink:\n    params:\n      expected_job: [clicks]\n"
+    );
+    let p = problems(dir.path(), &text);
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert!(p[0].starts_with(&at(dir.path(), 5, 5, "unknown field `timout`")), "{p:#?}");
+    assert!(p[1].starts_with(&at(dir.path(), 9, 7, "")) && p[1].contains("did you mean `expected_jobs`"), "{p:#?}");
+}
+
+#[test]
+fn restart_job_relaunches_need_a_jobs_entry_for_every_expected_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "pack_paths: [\"{RULES_DIR}\"]\ntargets:\n  - name: jm\n    url: http://127.0.0.1:1\njobs:\n  clicks: {{jar: {{name: clicks.jar}}}}\npacks:\n  flink:\n    params:\n      expected_jobs: [clicks, orders]\n      relaunch_mode: restart_job\n"
+    );
+    let p = problems(dir.path(), &text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(p[0].starts_with(&at(dir.path(), 11, 22, "")) && p[0].contains("needs a `jobs.orders` entry"), "{p:#?}");
+}
