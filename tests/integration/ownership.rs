@@ -45,7 +45,12 @@ impl Rig {
     }
 
     fn daemon(&self) -> Child {
-        self.warden(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("warden run starts")
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("daemon log");
+        self.warden(&["run"]).stdout(Stdio::null()).stderr(log).spawn().expect("warden run starts")
     }
 
     fn state(&self) -> PathBuf {
@@ -172,4 +177,69 @@ async fn kill_9_of_the_restart_driver_at_any_step_never_starts_the_job_twice() {
     assert_eq!(r.fake.jar_runs().len(), done, "one submission per restart; killed at {killed_at:?}");
     let steps: std::collections::BTreeSet<&str> = killed_at.iter().map(String::as_str).collect();
     assert!(steps.len() >= 3, "the kills should have hit several steps: {killed_at:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_daemon_at_any_step_of_its_own_restart_never_starts_the_job_twice() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.expect("fake JobManager");
+    fake.add_jar("clicks.jar", "demo.Clicks", "clicks");
+    let first = fake.submit("clicks");
+    fake.fast_forward(&first, Duration::from_secs(5));
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The daemon itself restarts the job when it fails (job-not-running with restart_job), as fast as it can.
+    let cfg = flink_config(
+        &fake.url(),
+        json!({
+            "jobs": {"clicks": {"jar": {"name": "clicks.jar"}, "verify_timeout": "20s", "stop_timeout": "10s",
+                                "fallback": "stateless"}},
+            // A short storm-guard window keeps the exponential backoff between rounds at a second.
+            "dispatch": {"run_cooldown": "1s", "storm_guard": {"max_runs": 1000, "window": "2s"}},
+            "packs": {"flink": {"params": {"expected_jobs": ["clicks"], "relaunch_mode": "restart_job",
+                                           "restart_strategy": "last-checkpoint", "not_running_for": "200ms"}}},
+        }),
+    );
+    let config = write_config(dir.path(), &cfg);
+    let r = Rig { fake, dir, config };
+    // Every answer takes a little while, so that a restart spans long enough for the kills to land inside it.
+    r.fake.set_delay(Duration::from_millis(40));
+    let mut daemon = r.daemon();
+    wait_lock_held(&r.state());
+    let mut killed_at = vec![];
+    for round in 0..20u64 {
+        let live = r.live();
+        assert_eq!(live.len(), 1, "round {round}: {live:?}");
+        let before = r.restarts().len();
+        r.fake.fail(&live[0], "java.lang.RuntimeException", "boom");
+        // Wait for the daemon to begin its restart, then kill it somewhere along the way.
+        if tokio::time::timeout(
+            Duration::from_secs(30),
+            wait_until("", Duration::from_secs(31), || r.restarts().len() > before),
+        )
+        .await
+        .is_err()
+        {
+            let log = std::fs::read_to_string(r.dir.path().join("daemon.log")).unwrap_or_default();
+            panic!("round {round}: the daemon began no restart; its log:\n{}", &log[log.len().saturating_sub(4000)..]);
+        }
+        tokio::time::sleep(Duration::from_millis(30 * (round % 10))).await;
+        let step = r.restarts().get(before).map(|x| x.step.to_string()).unwrap_or_default();
+        kill9(&mut daemon);
+        killed_at.push(step);
+        // A new daemon takes the restart over from its last saved step (its driver's pid is gone).
+        daemon = r.daemon();
+        wait_until("the restart to end", Duration::from_secs(40), || {
+            r.restarts().get(before).is_some_and(|x| x.outcome.is_some())
+        })
+        .await;
+        let rec = r.restarts()[before].clone();
+        assert_eq!(rec.outcome, Some(RestartResult::Ok), "round {round} (killed at {:?}): {rec:#?}", killed_at.last());
+        wait_until("one live instance", Duration::from_secs(20), || r.live().len() == 1).await;
+    }
+    kill9(&mut daemon);
+    eprintln!("daemon killed at steps: {killed_at:?}");
+    let restarts = r.restarts();
+    assert_eq!(r.fake.jar_runs().len(), restarts.len(), "one submission per restart; killed at {killed_at:?}");
+    assert_eq!(r.live().len(), 1);
+    let steps: std::collections::BTreeSet<&str> = killed_at.iter().map(String::as_str).collect();
+    assert!(steps.len() >= 2, "the kills should have hit several steps: {killed_at:?}");
 }
