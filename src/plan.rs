@@ -328,7 +328,8 @@ pub fn load_with(
     opts: crate::config::LoadOptions,
 ) -> Result<(Plan, ScriptEngine), Diagnostics> {
     let loaded = crate::config::load_with(path, opts)?;
-    let engine = ScriptEngine::new(engine_limits.unwrap_or(&loaded.config.scripts));
+    let engine =
+        ScriptEngine::new(engine_limits.unwrap_or(&loaded.config.scripts)).with_commands(loaded.config.commands.keys());
     let plan = build(loaded, PackSource::FromConfig, &engine)?;
     Ok((plan, engine))
 }

@@ -614,3 +614,25 @@ fn read_only_commands_need_none_of_the_daemons_secrets() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("WARDEN_TEST_UNSET_TOKEN"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_command_name_not_under_commands_is_a_located_rule_error() {
+    let (fake, _) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = write_pack(
+        dir.path(),
+        "mypack",
+        &[("typo", "let job = \"clicks\";\nif obs.ok {\n    run(\"relaunh\", #{job: job});\n}\n"), ("canary", CANARY)],
+    );
+    let cfg = plugin_config(&fake.url(), json!({"commands": {"relaunch": {"argv": ["true"]}}}));
+    let mut d = Daemon::start_in(dir, cfg).await;
+    let e = d.wait_for("the typo reported", |e| rule_failed(e, "typo.rhai").is_some()).await;
+    let msg = rule_failed(&e, "typo.rhai").unwrap();
+    let want = format!("{}:3:5: rule `mypack/typo`: ", pdir.join("typo.rhai").display());
+    assert!(msg.starts_with(&want), "{msg:?} does not start with {want:?}");
+    assert!(msg.ends_with("run(): no command named `relaunh` under `commands:`, did you mean `relaunch`?"), "{msg}");
+    d.seen_or_wait_for("canary alert", |e| is_alert(e, "firing", "mypack/canary", "canary")).await;
+    d.polls(2).await;
+    assert!(runs(&d.journal(), "clicks").is_empty(), "nothing was journalled to run: {:#?}", d.journal());
+    d.stop().await;
+}
