@@ -636,3 +636,92 @@ async fn run_with_a_command_name_not_under_commands_is_a_located_rule_error() {
     assert!(runs(&d.journal(), "clicks").is_empty(), "nothing was journalled to run: {:#?}", d.journal());
     d.stop().await;
 }
+
+/// `warden run -c <dir>/warden.yaml`, logging to `<dir>/<log>`.
+fn spawn_warden(dir: &Path, log: &str) -> std::process::Child {
+    let log = std::fs::File::create(dir.join(log)).unwrap();
+    Command::new(WARDEN)
+        .args(["run", "-c"])
+        .arg(dir.join("warden.yaml"))
+        .env("WARDEN_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// A config whose relaunch command `slow` (for the missing job `slow`) writes its pid to `<dir>/marker.started`,
+/// sleeps `sleep_s` seconds, then writes `<dir>/marker`.
+fn slow_relaunch_config(dir: &Path, url: &str, sleep_s: u32, grace: &str) -> serde_json::Value {
+    let script = format!("echo $$ > \"$0.started\"; sleep {sleep_s}; echo done > \"$0\"");
+    flink_config(
+        url,
+        json!({
+            "commands": {"slow": {"argv": ["sh", "-c", script, dir.join("marker")], "timeout": "60s"}},
+            "packs": {"flink": {"params": {"expected_jobs": ["slow"], "relaunch_command": "slow"}}},
+            "shutdown_grace": grace,
+        }),
+    )
+}
+
+/// Waits for the relaunch command of [`slow_relaunch_config`] to start; returns its pid.
+async fn command_pid(dir: &Path) -> i32 {
+    let started = dir.join("marker.started");
+    let mut pid = None;
+    eventually("the relaunch command to start", || {
+        pid = std::fs::read_to_string(&started).ok().and_then(|s| s.trim().parse().ok());
+        pid.is_some()
+    })
+    .await;
+    pid.unwrap()
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: signalling a child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+async fn exit_of(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let mut status = None;
+    eventually("warden to exit", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
+    status.unwrap()
+}
+
+fn journal_of(dir: &Path) -> Vec<warden::store::JournalEntry> {
+    warden::store::Store::open(&dir.join("state")).unwrap().entries(None).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_kills_running_commands_and_exits_at_once() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &slow_relaunch_config(dir.path(), &fake.url(), 4, "30s"));
+    let mut child = spawn_warden(dir.path(), "warden.log");
+    command_pid(dir.path()).await;
+    let command_started = Instant::now();
+    signal(&child, libc::SIGTERM);
+    // The first signal is being handled (two at once could arrive as one): the graceful shutdown has begun.
+    let log = dir.path().join("warden.log");
+    eventually("the graceful shutdown", || std::fs::read_to_string(&log).unwrap_or_default().contains("shutting down"))
+        .await;
+    signal(&child, libc::SIGINT);
+    let sent = Instant::now();
+    let status = exit_of(&mut child).await;
+    let took = sent.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{status:?}\n{text}");
+    assert!(took < Duration::from_millis(2500), "exited {took:?} after the second signal (grace 30s)\n{text}");
+    let journal = journal_of(dir.path());
+    let r = runs(&journal, "slow");
+    assert_eq!(r.len(), 1, "{journal:#?}");
+    assert!(r[0].outcome.starts_with("interrupted: "), "{journal:#?}\n{text}");
+    assert!(r[0].finished.is_some());
+    // Its whole process group was killed: the command never gets to write its marker.
+    tokio::time::sleep((command_started + Duration::from_millis(4800)).saturating_duration_since(Instant::now())).await;
+    assert!(!dir.path().join("marker").exists(), "the command outlived Warden");
+}
