@@ -2,6 +2,7 @@
 //! journal.
 
 pub mod command;
+pub mod leftover;
 pub mod limits;
 pub mod log;
 pub mod restart;
@@ -75,7 +76,19 @@ impl Executor {
                     subject: subject.clone(),
                     argv: command::argv(cmd, &vars).unwrap_or_default(),
                 });
-                let r = command::run(cmd, &vars, &self.workdir, cancel).await;
+                let r = match command::start(cmd, &vars, &self.workdir) {
+                    Ok(started) => {
+                        // Which process it is, so that a Warden killed meanwhile is followed by one that knows.
+                        if let Some(process) = started.identity() {
+                            let recorded = self.store.call(move |s| leftover::record(s, journal_id, &process)).await;
+                            if let Err(e) = recorded {
+                                tracing::error!("cannot record the process of action {journal_id}: {e}");
+                            }
+                        }
+                        started.wait(cancel).await
+                    }
+                    Err(r) => r,
+                };
                 let outcome = r.outcome(cmd.timeout);
                 if outcome == "ok" {
                     tracing::info!(rule = %origin.rule, target = %origin.target, subject = %subject, "command `{command}` succeeded");

@@ -155,6 +155,8 @@ pub async fn run(
     // One owner per state directory, held until this function returns (or the process dies).
     let _lock = crate::store::lock::StateLock::acquire(&cfg.state_dir)?;
     let store = Arc::new(Store::open(&cfg.state_dir)?);
+    // Commands a killed Warden left behind: journalled for what became of them, the running ones followed.
+    let left_running = crate::action::leftover::reconcile(&store, opts.clock.now())?;
     let interrupted = store.mark_interrupted(opts.clock.now())?;
     if interrupted > 0 {
         tracing::warn!("{interrupted} action(s) were running when Warden last stopped; journalled as interrupted");
@@ -229,6 +231,13 @@ pub async fn run(
     spawn_jobs(&generation, &mut tasks, &probes, &shared, &stop);
     // Restarts that were in progress when Warden stopped, or whose driver died since, continue from their step.
     actions.spawn(orphans::adopt_orphans(executor.clone(), orphans::ORPHAN_SCAN, stop.clone(), kill.clone()));
+    tokio::spawn(crate::action::leftover::watch(
+        store.clone(),
+        left_running,
+        opts.clock.clone(),
+        crate::action::leftover::WATCH_EVERY,
+        stop.clone(),
+    ));
     // Bounded growth: the store is pruned by the `retention` of the generation in force at each round.
     tokio::spawn(prune_loop(store.clone(), shared.clone(), stop.clone()));
     let disp = tokio::spawn(dispatch_loop(

@@ -725,3 +725,62 @@ async fn a_second_signal_kills_running_commands_and_exits_at_once() {
     tokio::time::sleep((command_started + Duration::from_millis(4800)).saturating_duration_since(Instant::now())).await;
     assert!(!dir.path().join("marker").exists(), "the command outlived Warden");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_still_running_after_warden_was_killed_is_journalled_as_such_and_followed_not_rerun() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &slow_relaunch_config(dir.path(), &fake.url(), 4, "5s"));
+    let mut first = spawn_warden(dir.path(), "first.log");
+    let pid = command_pid(dir.path()).await;
+    signal(&first, libc::SIGKILL);
+    first.wait().unwrap();
+    let mut second = spawn_warden(dir.path(), "second.log");
+    let still = format!("interrupted: warden stopped while it ran; pid {pid} was still running when Warden came back");
+    let outcome = || runs(&journal_of(dir.path()), "slow").first().map(|e| e.outcome.clone()).unwrap_or_default();
+    eventually("the run journalled as still running", || outcome() == still).await;
+    assert!(!dir.path().join("marker").exists(), "checked while the command still ran");
+    // Warden leaves it running and follows it: when it ends, the entry says so.
+    eventually("the command to end", || dir.path().join("marker").exists()).await;
+    eventually("its end journalled", || outcome() != still).await;
+    let o = outcome();
+    assert!(o.starts_with(&format!("{still}; it ended at ")) && o.ends_with(" (exit status unknown)"), "{o}");
+    signal(&second, libc::SIGTERM);
+    let status = exit_of(&mut second).await;
+    assert!(status.success(), "{status:?}");
+    let journal = journal_of(dir.path());
+    assert_eq!(runs(&journal, "slow").len(), 1, "never run a second time: {journal:#?}");
+    let process = &runs(&journal, "slow")[0].details["process"];
+    assert_eq!((process["pid"].as_i64(), process["pgid"].as_i64()), (Some(pid.into()), Some(pid.into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_ended_while_warden_was_down_is_journalled_as_such() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &slow_relaunch_config(dir.path(), &fake.url(), 30, "5s"));
+    let mut first = spawn_warden(dir.path(), "first.log");
+    let pid = command_pid(dir.path()).await;
+    signal(&first, libc::SIGKILL);
+    first.wait().unwrap();
+    // SAFETY: the command's own process group (it leads it), which outlived the Warden that started it.
+    assert_eq!(unsafe { libc::kill(-pid, libc::SIGKILL) }, 0);
+    let gone = || {
+        // SAFETY: signal 0 only checks existence. A zombie still exists: look at its state too.
+        let exists = unsafe { libc::kill(pid, 0) } == 0;
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+            .unwrap_or(false);
+        !exists || zombie
+    };
+    eventually("the command to be gone", gone).await;
+    let mut second = spawn_warden(dir.path(), "second.log");
+    let want = format!(
+        "interrupted: warden stopped while it ran; pid {pid} ended while Warden was down (exit status unknown)"
+    );
+    let outcome = || runs(&journal_of(dir.path()), "slow").first().map(|e| e.outcome.clone()).unwrap_or_default();
+    eventually("the run journalled as ended while Warden was down", || outcome() == want).await;
+    signal(&second, libc::SIGTERM);
+    assert!(exit_of(&mut second).await.success());
+    assert_eq!(runs(&journal_of(dir.path()), "slow").len(), 1);
+}
