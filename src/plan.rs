@@ -358,7 +358,8 @@ pub fn load_with(
             return Err(d);
         }
     };
-    let engine = ScriptEngine::new(engine_limits.unwrap_or(&loaded.config.scripts));
+    let engine =
+        ScriptEngine::new(engine_limits.unwrap_or(&loaded.config.scripts)).with_commands(loaded.config.commands.keys());
     let plan = build(loaded, PackSource::FromConfig, &engine)?;
     Ok((plan, engine))
 }

@@ -44,6 +44,9 @@ impl Schedule {
                  day-of-week [year]), found {fields}"
             ));
         }
+        for (field, text) in FIELDS.iter().zip(expr.split_whitespace()) {
+            field.check(text).map_err(|e| format!("invalid cron expression `{expr}`: {e}"))?;
+        }
         cron::Schedule::from_str(expr)
             .map(|s| Schedule::Cron(Box::new(s)))
             .map_err(|e| format!("invalid cron expression `{expr}`: {e}"))
@@ -55,6 +58,56 @@ impl Schedule {
             Schedule::Every(d) => Some(t + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX)),
             Schedule::Cron(c) => c.after(&t).next(),
         }
+    }
+}
+
+/// One field of a cron expression and the numbers it takes. The `cron` crate checks them too, but its messages
+/// are off by one ("Seconds must be less than 59" while 59 is accepted) and do not say that day of week 1 is
+/// Sunday; numbers are checked here first so that the message states the true range.
+struct CronField {
+    /// The field's name in messages.
+    name: &'static str,
+    /// The smallest and largest number it takes.
+    min: u32,
+    max: u32,
+    /// The range as users write it, for messages.
+    range: &'static str,
+}
+
+/// The fields in order: `sec min hour day-of-month month day-of-week [year]`.
+const FIELDS: [CronField; 7] = [
+    CronField { name: "seconds", min: 0, max: 59, range: "0–59" },
+    CronField { name: "minutes", min: 0, max: 59, range: "0–59" },
+    CronField { name: "hours", min: 0, max: 23, range: "0–23" },
+    CronField { name: "day of month", min: 1, max: 31, range: "1–31" },
+    CronField { name: "month", min: 1, max: 12, range: "1–12 or JAN–DEC" },
+    CronField { name: "day of week", min: 1, max: 7, range: "1–7 (1 is Sunday) or SUN–SAT" },
+    CronField { name: "year", min: 1970, max: 2100, range: "1970–2100" },
+];
+
+impl CronField {
+    /// Checks every number in `text` (a list of `a`, `a-b`, `a/step`, `a-b/step`, `*/step`); names, `*` and `?`
+    /// are left to the `cron` crate.
+    fn check(&self, text: &str) -> Result<(), String> {
+        for item in text.split(',') {
+            let (values, step) = match item.split_once('/') {
+                Some((v, s)) => (v, Some(s)),
+                None => (item, None),
+            };
+            for v in values.split('-') {
+                if let Ok(n) = v.parse::<u64>() {
+                    if n < u64::from(self.min) || n > u64::from(self.max) {
+                        return Err(format!("{} must be {}, not {v}", self.name, self.range));
+                    }
+                }
+            }
+            if let Some(Ok(n)) = step.map(str::parse::<u64>) {
+                if n < 1 || n > u64::from(self.max) {
+                    return Err(format!("a step in {} must be 1–{}, not {n}", self.name, self.max));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -162,6 +215,63 @@ mod tests {
         let s = Schedule::cron("*/15 * * * * *").unwrap();
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 1).unwrap();
         assert_eq!(s.next_after(t), Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 15).unwrap()));
+    }
+
+    #[test]
+    fn cron_field_ranges_are_stated_truly_and_enforced_at_each_boundary() {
+        // (field position, largest accepted, first refused above, smallest accepted, message)
+        let cases = [
+            (0, "59", "60", "0", "seconds must be 0–59"),
+            (1, "59", "60", "0", "minutes must be 0–59"),
+            (2, "23", "24", "0", "hours must be 0–23"),
+            (3, "31", "32", "1", "day of month must be 1–31"),
+            (4, "12", "13", "1", "month must be 1–12 or JAN–DEC"),
+            (5, "7", "8", "1", "day of week must be 1–7 (1 is Sunday) or SUN–SAT"),
+        ];
+        let expr = |at: usize, v: &str| {
+            let mut f = ["0", "0", "0", "*", "*", "?"];
+            if at == 5 {
+                f[3] = "?";
+            }
+            f[at] = v;
+            f.join(" ")
+        };
+        for (at, top, over, bottom, message) in cases {
+            for ok in [top, bottom] {
+                let e = expr(at, ok);
+                assert!(Schedule::cron(&e).is_ok(), "`{e}` is valid: {:?}", Schedule::cron(&e).err());
+            }
+            let e = expr(at, over);
+            assert_eq!(
+                Schedule::cron(&e).unwrap_err(),
+                format!("invalid cron expression `{e}`: {message}, not {over}"),
+                "field {at}"
+            );
+            // In a range and a list too.
+            let e = expr(at, &format!("{bottom}-{over}"));
+            assert!(Schedule::cron(&e).unwrap_err().ends_with(&format!("{message}, not {over}")), "`{e}`");
+            let e = expr(at, &format!("{bottom},{over}"));
+            assert!(Schedule::cron(&e).unwrap_err().ends_with(&format!("{message}, not {over}")), "`{e}`");
+        }
+        // Fields that start at 1 refuse 0 with the same message.
+        for (at, message) in [(3, "day of month must be 1–31"), (4, "month must be 1–12 or JAN–DEC")] {
+            let e = expr(at, "0");
+            assert!(Schedule::cron(&e).unwrap_err().ends_with(&format!("{message}, not 0")), "`{e}`");
+        }
+        let e = expr(5, "0");
+        assert!(Schedule::cron(&e).unwrap_err().ends_with("day of week must be 1–7 (1 is Sunday) or SUN–SAT, not 0"));
+        // Names, and 1 is Sunday: `0 0 12 ? * 1` is noon every Sunday.
+        assert!(Schedule::cron("0 0 0 ? JAN-DEC SUN-SAT").is_ok());
+        let sunday_noon = Schedule::cron("0 0 12 ? * 1").unwrap();
+        let wed = Utc.with_ymd_and_hms(2026, 1, 7, 0, 0, 0).unwrap();
+        assert_eq!(sunday_noon.next_after(wed), Some(Utc.with_ymd_and_hms(2026, 1, 11, 12, 0, 0).unwrap()));
+        // Steps: at most the field's largest value.
+        assert!(Schedule::cron("*/59 * * * * *").is_ok());
+        assert!(Schedule::cron("*/60 * * * * *").unwrap_err().ends_with("a step in seconds must be 1–59, not 60"));
+        assert!(Schedule::cron("*/0 * * * * *").unwrap_err().ends_with("a step in seconds must be 1–59, not 0"));
+        // The optional year.
+        assert!(Schedule::cron("0 0 0 1 1 ? 2100").is_ok());
+        assert!(Schedule::cron("0 0 0 1 1 ? 2101").unwrap_err().ends_with("year must be 1970–2100, not 2101"));
     }
 
     #[test]

@@ -134,11 +134,41 @@ pub async fn run(
     default_dir: &Path,
     cancel: CancellationToken,
 ) -> CommandResult {
+    match start(cmd, vars, default_dir) {
+        Ok(started) => started.wait(cancel).await,
+        Err(r) => r,
+    }
+}
+
+/// A command that was started: [`Started::identity`] says which process it is, [`Started::wait`] sees it to its
+/// end. Dropping it kills the process (not its group: call `wait`).
+#[derive(Debug)]
+pub struct Started {
+    child: tokio::process::Child,
+    pid: Option<i32>,
+    out: tokio::task::JoinHandle<String>,
+    err: tokio::task::JoinHandle<String>,
+    argv: Vec<String>,
+    timeout: std::time::Duration,
+    since: tokio::time::Instant,
+}
+
+/// Starts `cmd` in its own process group, stdin closed, output captured (bounded). `Err` is the result of a
+/// command that could not start (its arguments or the spawn failed).
+pub fn start(
+    cmd: &CommandConfig,
+    vars: &BTreeMap<String, String>,
+    default_dir: &Path,
+) -> Result<Started, CommandResult> {
     let argv = match argv(cmd, vars) {
         Ok(a) => a,
-        Err(e) => return CommandResult { ending: Ending::BadArguments(e), output: String::new(), argv: vec![] },
+        Err(e) => return Err(CommandResult { ending: Ending::BadArguments(e), output: String::new(), argv: vec![] }),
     };
-    let mut c = tokio::process::Command::new(&argv[0]);
+    let Some(program) = argv.first() else {
+        let e = "the command has no program (empty `argv`)".to_string();
+        return Err(CommandResult { ending: Ending::BadArguments(e), output: String::new(), argv });
+    };
+    let mut c = tokio::process::Command::new(program);
     c.args(&argv[1..])
         .current_dir(cmd.workdir.as_deref().unwrap_or(default_dir))
         .stdin(Stdio::null())
@@ -152,56 +182,170 @@ pub async fn run(
     let mut child = match c.spawn() {
         Ok(ch) => ch,
         Err(e) => {
-            return CommandResult {
-                ending: Ending::SpawnFailed(format!("{}: {e}", argv[0])),
+            return Err(CommandResult {
+                ending: Ending::SpawnFailed(format!("{program}: {e}")),
                 output: String::new(),
                 argv,
-            }
+            })
         }
     };
-    let pid = child.id().map(|p| p as i32);
+    let since = tokio::time::Instant::now();
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
     let max = cmd.max_output.as_usize();
     let out = tokio::spawn(capture(child.stdout.take(), max));
     let err = tokio::spawn(capture(child.stderr.take(), max));
-    let kill_group = || {
-        if let Some(pid) = pid {
-            // SAFETY: kill(2) with a negative pid signals the process group we created for the child.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
+    Ok(Started { child, pid, out, err, argv, timeout: cmd.timeout, since })
+}
+
+impl Started {
+    /// Which process it is (its group has the same id): what Warden records so that, if Warden is killed while it
+    /// runs, the next Warden can tell whether it still runs. `None` if it has already been reaped.
+    pub fn identity(&self) -> Option<ProcessIdentity> {
+        self.pid.map(ProcessIdentity::of)
+    }
+
+    /// Waits for the command to end; kills its whole process group on timeout or when `cancel` fires.
+    pub async fn wait(mut self, cancel: CancellationToken) -> CommandResult {
+        let pid = self.pid;
+        let kill_group = || {
+            if let Some(pid) = pid {
+                // SAFETY: kill(2) with a negative pid signals the process group we created for the child.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+        };
+        let child = &mut self.child;
+        let ending = tokio::select! {
+            status = child.wait() => Ending::Exited(status.ok().and_then(|s| s.code())),
+            _ = tokio::time::sleep_until(self.since + self.timeout) => {
+                kill_group();
+                let _ = child.wait().await;
+                Ending::TimedOut
+            }
+            _ = cancel.cancelled() => { kill_group(); let _ = child.wait().await; Ending::Interrupted }
+        };
+        // Grandchildren may hold the pipes open; make sure the group is gone before collecting output.
+        if !matches!(ending, Ending::Exited(_)) {
+            kill_group();
+        }
+        // Both pipes within one bound (a grandchild in another group may keep them open).
+        let bound = std::time::Duration::from_secs(2);
+        let (stdout, stderr) =
+            tokio::join!(tokio::time::timeout(bound, self.out), tokio::time::timeout(bound, self.err));
+        let stdout = stdout.ok().and_then(|r| r.ok()).unwrap_or_default();
+        let stderr = stderr.ok().and_then(|r| r.ok()).unwrap_or_default();
+        let mut output = String::new();
+        if !stdout.is_empty() {
+            output.push_str(&stdout);
+        }
+        if !stderr.is_empty() {
+            if !output.is_empty() && !output.ends_with('\n') {
+                output.push('\n');
+            }
+            output.push_str("[stderr] ");
+            output.push_str(&stderr);
+        }
+        CommandResult { ending, output, argv: self.argv }
+    }
+}
+
+/// Which process a command is, recorded when it starts (in its journal entry's details, as `process`) so that a
+/// Warden started after the one that ran it was killed can tell whether it is still running, and not mistake
+/// another process that got the same pid for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessIdentity {
+    /// Its process id.
+    pub pid: i32,
+    /// Its process group (the command leads its own, so the same number): what a kill signals.
+    pub pgid: i32,
+    /// When it started, in clock ticks since boot (Linux: field 22 of `/proc/<pid>/stat`); `None` where unknown.
+    #[serde(default)]
+    pub start_ticks: Option<u64>,
+    /// The boot it started in (Linux: `/proc/sys/kernel/random/boot_id`); after a reboot no pid is the same process.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// The host it runs on.
+    pub host: String,
+}
+
+/// Whether a recorded process still runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// The same process (same pid, start time and boot) is still running.
+    Running,
+    /// It is gone: no such process, a zombie, another process with the same pid, or the host rebooted since.
+    Gone,
+    /// Warden cannot tell from here (why).
+    Unknown(String),
+}
+
+impl ProcessIdentity {
+    /// The identity of process `pid` (a command Warden just started), read now.
+    pub fn of(pid: i32) -> Self {
+        ProcessIdentity {
+            pid,
+            pgid: pid,
+            start_ticks: proc_stat(pid).map(|s| s.start_ticks),
+            boot_id: boot_id(),
+            host: crate::store::lock::hostname(),
+        }
+    }
+
+    /// Whether this process still runs.
+    pub fn liveness(&self) -> Liveness {
+        if self.host != crate::store::lock::hostname() {
+            return Liveness::Unknown(format!(
+                "it ran on host `{}`, so Warden cannot tell whether it still runs",
+                self.host
+            ));
+        }
+        if self.pid <= 0 {
+            return Liveness::Gone;
+        }
+        if let (Some(then), Some(now)) = (&self.boot_id, boot_id()) {
+            if *then != now {
+                return Liveness::Gone;
             }
         }
-    };
-    let ending = tokio::select! {
-        status = child.wait() => Ending::Exited(status.ok().and_then(|s| s.code())),
-        _ = tokio::time::sleep(cmd.timeout) => { kill_group(); let _ = child.wait().await; Ending::TimedOut }
-        _ = cancel.cancelled() => { kill_group(); let _ = child.wait().await; Ending::Interrupted }
-    };
-    // Grandchildren may hold the pipes open; make sure the group is gone before collecting output.
-    if !matches!(ending, Ending::Exited(_)) {
-        kill_group();
-    }
-    let stdout = tokio::time::timeout(std::time::Duration::from_secs(2), out)
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or_default();
-    let stderr = tokio::time::timeout(std::time::Duration::from_secs(2), err)
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or_default();
-    let mut output = String::new();
-    if !stdout.is_empty() {
-        output.push_str(&stdout);
-    }
-    if !stderr.is_empty() {
-        if !output.is_empty() && !output.ends_with('\n') {
-            output.push('\n');
+        // SAFETY: signal 0 only checks whether the process exists; nothing is delivered.
+        let rc = unsafe { libc::kill(self.pid, 0) };
+        if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            return Liveness::Gone;
         }
-        output.push_str("[stderr] ");
-        output.push_str(&stderr);
+        match (proc_stat(self.pid), self.start_ticks) {
+            (Some(stat), _) if stat.state == 'Z' || stat.state == 'X' => Liveness::Gone,
+            (Some(stat), Some(then)) if stat.start_ticks != then => Liveness::Gone,
+            (Some(_), Some(_)) => Liveness::Running,
+            // The process vanished between the two looks.
+            (None, _) if cfg!(target_os = "linux") => Liveness::Gone,
+            // No start time to compare (not Linux): a process with this pid exists, most likely the same one.
+            _ => Liveness::Running,
+        }
     }
-    CommandResult { ending, output, argv }
+}
+
+/// What Warden reads of `/proc/<pid>/stat`.
+struct ProcStat {
+    state: char,
+    start_ticks: u64,
+}
+
+/// `/proc/<pid>/stat`: its state and start time. `None` where there is no such file (no such process, not Linux).
+fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses; the fields after its last `)` are plain.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 of the file (state) is the first here, so field n is at n - 3; the start time is field 22.
+    let state = fields.first()?.chars().next()?;
+    let start_ticks = fields.get(19)?.parse().ok()?;
+    Some(ProcStat { state, start_ticks })
+}
+
+/// This boot's id (Linux); `None` elsewhere.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string())
 }
 
 async fn capture<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, max: usize) -> String {

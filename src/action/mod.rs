@@ -2,6 +2,7 @@
 //! journal.
 
 pub mod command;
+pub mod leftover;
 pub mod limits;
 pub mod log;
 pub mod restart;
@@ -56,8 +57,10 @@ impl Executor {
         };
         match p {
             Planned::Notify { journal_id, record } => {
-                let outcome = self.announce(record);
+                // Journalled before listeners hear of it: whoever reacts to the event finds the entry finished.
+                let outcome = self.deliver(&record);
                 self.finish(journal_id, &outcome, "");
+                self.events.send(Event::Alert(record));
             }
             Planned::Restart { journal_id, job, jid, strategy, origin } => {
                 self.restart(journal_id, &origin.rule, &origin.target, &job, &jid, strategy, cancel).await;
@@ -75,7 +78,19 @@ impl Executor {
                     subject: subject.clone(),
                     argv: command::argv(cmd, &vars).unwrap_or_default(),
                 });
-                let r = command::run(cmd, &vars, &self.workdir, cancel).await;
+                let r = match command::start(cmd, &vars, &self.workdir) {
+                    Ok(started) => {
+                        // Which process it is, so that a Warden killed meanwhile is followed by one that knows.
+                        if let Some(process) = started.identity() {
+                            let recorded = self.store.call(move |s| leftover::record(s, journal_id, &process)).await;
+                            if let Err(e) = recorded {
+                                tracing::error!("cannot record the process of action {journal_id}: {e}");
+                            }
+                        }
+                        started.wait(cancel).await
+                    }
+                    Err(r) => r,
+                };
                 let outcome = r.outcome(cmd.timeout);
                 if outcome == "ok" {
                     tracing::info!(rule = %origin.rule, target = %origin.target, subject = %subject, "command `{command}` succeeded");
@@ -90,7 +105,14 @@ impl Executor {
 
     /// Writes an alert to the alert log, hands it to the notifier, and tells listeners. Returns the journal outcome.
     pub fn announce(&self, record: AlertRecord) -> String {
-        let outcome = match self.alert_log.append(&record) {
+        let outcome = self.deliver(&record);
+        self.events.send(Event::Alert(record));
+        outcome
+    }
+
+    /// Writes an alert to the alert log and hands it to the notifier. Returns the journal outcome.
+    fn deliver(&self, record: &AlertRecord) -> String {
+        let outcome = match self.alert_log.append(record) {
             Ok(()) => "ok".to_string(),
             Err(e) => {
                 tracing::error!(file = %self.alert_log.path().display(), "cannot write the alert log: {e}");
@@ -98,11 +120,10 @@ impl Executor {
             }
         };
         if let Some(n) = &self.notifier {
-            if let Err(e) = n.submit(&record) {
+            if let Err(e) = n.submit(record) {
                 tracing::error!(rule = %record.rule, subject = %record.subject, "cannot queue notification: {e}");
             }
         }
-        self.events.send(Event::Alert(record));
         outcome
     }
 

@@ -59,13 +59,27 @@ pub struct RunOptions {
     pub reload: Option<ReloadSource>,
     /// Append every observation to this file (JSON lines) for `warden replay`.
     pub record: Option<std::path::PathBuf>,
+    /// Cancelled to stop at once (`warden run`: a second SIGINT/SIGTERM): during the shutdown, running actions are
+    /// killed (commands' process groups, journalled `interrupted: …`) without waiting out `shutdown_grace`.
+    /// Never cancelled by default.
+    pub force: CancellationToken,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { dry_run: false, clock: Clock::System, events: Events::default(), reload: None, record: None }
+        Self {
+            dry_run: false,
+            clock: Clock::System,
+            events: Events::default(),
+            reload: None,
+            record: None,
+            force: CancellationToken::new(),
+        }
     }
 }
+
+/// How long a forced stop waits for killed actions to journal how they ended.
+const FORCED_WAIT: Duration = Duration::from_secs(3);
 
 /// Counters, for the shutdown summary and the status API.
 #[derive(Debug, Default)]
@@ -141,6 +155,8 @@ pub async fn run(
     // One owner per state directory, held until this function returns (or the process dies).
     let _lock = crate::store::lock::StateLock::acquire(&cfg.state_dir)?;
     let store = Arc::new(Store::open(&cfg.state_dir)?);
+    // Commands a killed Warden left behind: journalled for what became of them, the running ones followed.
+    let left_running = crate::action::leftover::reconcile(&store, opts.clock.now())?;
     let interrupted = store.mark_interrupted(opts.clock.now())?;
     if interrupted > 0 {
         tracing::warn!("{interrupted} action(s) were running when Warden last stopped; journalled as interrupted");
@@ -215,6 +231,13 @@ pub async fn run(
     spawn_jobs(&generation, &mut tasks, &probes, &shared, &stop);
     // Restarts that were in progress when Warden stopped, or whose driver died since, continue from their step.
     actions.spawn(orphans::adopt_orphans(executor.clone(), orphans::ORPHAN_SCAN, stop.clone(), kill.clone()));
+    tokio::spawn(crate::action::leftover::watch(
+        store.clone(),
+        left_running,
+        opts.clock.clone(),
+        crate::action::leftover::WATCH_EVERY,
+        stop.clone(),
+    ));
     // Bounded growth: the store is pruned by the `retention` of the generation in force at each round.
     tokio::spawn(prune_loop(store.clone(), shared.clone(), stop.clone()));
     let disp = tokio::spawn(dispatch_loop(
@@ -302,17 +325,42 @@ pub async fn run(
     tracing::info!("shutting down: polling stops; running actions get {:?} to finish", cfg.shutdown_grace);
     stop.cancel();
     probes.close();
-    probes.wait().await;
-    drop(shared);
-    let _ = disp.await; // the channel closed: every verdict was dispatched
-    actions.close();
-    if tokio::time::timeout(cfg.shutdown_grace, actions.wait()).await.is_err() {
-        tracing::warn!("grace period over: killing running actions");
+    let force = opts.force.clone();
+    let graceful = async {
+        probes.wait().await;
+        drop(shared);
+        let _ = disp.await; // the channel closed: every verdict was dispatched
+        actions.close();
+        tokio::time::timeout(cfg.shutdown_grace, actions.wait()).await.is_ok()
+    };
+    let finished = tokio::select! {
+        done = graceful => done,
+        _ = force.cancelled() => false,
+    };
+    if !finished {
+        actions.close();
+        let wait = if force.is_cancelled() {
+            tracing::warn!("stopping at once: killing running actions");
+            FORCED_WAIT
+        } else {
+            tracing::warn!("grace period over: killing running actions");
+            Duration::from_secs(10)
+        };
         kill.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), actions.wait()).await;
+        let killed = tokio::time::timeout(wait, actions.wait());
+        tokio::pin!(killed);
+        tokio::select! {
+            _ = &mut killed => {}
+            _ = force.cancelled(), if !force.is_cancelled() => {
+                let _ = tokio::time::timeout(FORCED_WAIT, actions.wait()).await;
+            }
+        }
     }
     notify_stop.cancel();
-    let _ = notify_task.await;
+    tokio::select! {
+        _ = notify_task => {}
+        _ = force.cancelled() => {}
+    }
     tracing::info!(
         polls = stats.polls.load(Ordering::Relaxed),
         poll_errors = stats.poll_errors.load(Ordering::Relaxed),

@@ -48,6 +48,8 @@ pub(super) struct EvalCtx {
     pub skipped: Option<String>,
     pub follow_up: Option<Box<dyn FollowUp>>,
     pub follow_ups_left: u32,
+    /// The command names under `commands:`, when known: `run()` with another name is an error where it is called.
+    pub commands: Option<std::sync::Arc<std::collections::BTreeSet<String>>>,
 }
 
 type R<T> = Result<T, Box<EvalAltResult>>;
@@ -133,6 +135,15 @@ fn run(command: &str, m: Map) -> R<()> {
     if command.is_empty() {
         return Err("run() needs a command name".into());
     }
+    with_ctx(|c| match &c.commands {
+        Some(known) if !known.contains(command) => {
+            let hint = crate::diag::closest(command, known.iter().map(String::as_str))
+                .map(|x| format!(", did you mean `{x}`?"))
+                .unwrap_or_default();
+            Err(format!("run(): no command named `{command}` under `commands:`{hint}").into())
+        }
+        _ => Ok(()),
+    })?;
     const POLICY: &[&str] = &["subject", "summary", "for", "pending_for", "cooldown", "severity", "details"];
     let mut vars = BTreeMap::new();
     for (k, v) in m.iter() {

@@ -121,6 +121,8 @@ thread_local! {
 pub struct ScriptEngine {
     engine: Engine,
     limits: ScriptLimits,
+    /// The configuration's command names, when known ([`ScriptEngine::with_commands`]).
+    commands: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for ScriptEngine {
@@ -162,7 +164,15 @@ impl ScriptEngine {
         // Job names and ids are thousands of distinct strings: Rhai's small intern cache only costs time here.
         engine.set_max_strings_interned(0);
         api::register(&mut engine);
-        Self { engine, limits: limits.clone() }
+        Self { engine, limits: limits.clone(), commands: None }
+    }
+
+    /// The same engine, knowing the configuration's command names: a rule's `run("name", …)` with any other name
+    /// then fails the evaluation with the call's file:line:col (without them, as in pack tests, any name passes
+    /// and the executor reports an unknown one).
+    pub fn with_commands<'a>(mut self, names: impl IntoIterator<Item = &'a String>) -> Self {
+        self.commands = Some(Arc::new(names.into_iter().cloned().collect()));
+        self
     }
 
     /// The signatures of every function Warden registers for rules (Rhai's own standard library excluded),
@@ -216,6 +226,7 @@ impl ScriptEngine {
             skipped: None,
             follow_up: input.follow_up,
             follow_ups_left: self.limits.max_follow_ups,
+            commands: self.commands.clone(),
         };
         CTX.with(|c| *c.borrow_mut() = Some(ctx));
         let _clear = ClearCtx;

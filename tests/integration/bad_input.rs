@@ -637,3 +637,173 @@ fn restart_job_relaunches_need_a_jobs_entry_for_every_expected_job() {
     assert_eq!(p.len(), 1, "{p:#?}");
     assert!(p[0].starts_with(&at(dir.path(), 11, 22, "")) && p[0].contains("needs a `jobs.orders` entry"), "{p:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_command_name_not_under_commands_is_a_located_rule_error() {
+    let (fake, _) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = write_pack(
+        dir.path(),
+        "mypack",
+        &[("typo", "let job = \"clicks\";\nif obs.ok {\n    run(\"relaunh\", #{job: job});\n}\n"), ("canary", CANARY)],
+    );
+    let cfg = plugin_config(&fake.url(), json!({"commands": {"relaunch": {"argv": ["true"]}}}));
+    let mut d = Daemon::start_in(dir, cfg).await;
+    let e = d.wait_for("the typo reported", |e| rule_failed(e, "typo.rhai").is_some()).await;
+    let msg = rule_failed(&e, "typo.rhai").unwrap();
+    let want = format!("{}:3:5: rule `mypack/typo`: ", pdir.join("typo.rhai").display());
+    assert!(msg.starts_with(&want), "{msg:?} does not start with {want:?}");
+    assert!(msg.ends_with("run(): no command named `relaunh` under `commands:`, did you mean `relaunch`?"), "{msg}");
+    d.seen_or_wait_for("canary alert", |e| is_alert(e, "firing", "mypack/canary", "canary")).await;
+    d.polls(2).await;
+    assert!(runs(&d.journal(), "clicks").is_empty(), "nothing was journalled to run: {:#?}", d.journal());
+    d.stop().await;
+}
+
+/// `warden run -c <dir>/warden.yaml`, logging to `<dir>/<log>`.
+fn spawn_warden(dir: &Path, log: &str) -> std::process::Child {
+    let log = std::fs::File::create(dir.join(log)).unwrap();
+    Command::new(WARDEN)
+        .args(["run", "-c"])
+        .arg(dir.join("warden.yaml"))
+        .env("WARDEN_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// A config whose relaunch command `slow` (for the missing job `slow`) writes its pid to `<dir>/marker.started`,
+/// sleeps `sleep_s` seconds, then writes `<dir>/marker`.
+fn slow_relaunch_config(dir: &Path, url: &str, sleep_s: u32, grace: &str) -> serde_json::Value {
+    let script = format!("echo $$ > \"$0.started\"; sleep {sleep_s}; echo done > \"$0\"");
+    flink_config(
+        url,
+        json!({
+            "commands": {"slow": {"argv": ["sh", "-c", script, dir.join("marker")], "timeout": "60s"}},
+            "packs": {"flink": {"params": {"expected_jobs": ["slow"], "relaunch_command": "slow"}}},
+            "shutdown_grace": grace,
+        }),
+    )
+}
+
+/// Waits for the relaunch command of [`slow_relaunch_config`] to start; returns its pid.
+async fn command_pid(dir: &Path) -> i32 {
+    let started = dir.join("marker.started");
+    let mut pid = None;
+    eventually("the relaunch command to start", || {
+        pid = std::fs::read_to_string(&started).ok().and_then(|s| s.trim().parse().ok());
+        pid.is_some()
+    })
+    .await;
+    pid.unwrap()
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: signalling a child we spawned.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+async fn exit_of(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let mut status = None;
+    eventually("warden to exit", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
+    status.unwrap()
+}
+
+fn journal_of(dir: &Path) -> Vec<warden::store::JournalEntry> {
+    warden::store::Store::open(&dir.join("state")).unwrap().entries(None).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_kills_running_commands_and_exits_at_once() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &slow_relaunch_config(dir.path(), &fake.url(), 4, "30s"));
+    let mut child = spawn_warden(dir.path(), "warden.log");
+    command_pid(dir.path()).await;
+    let command_started = Instant::now();
+    signal(&child, libc::SIGTERM);
+    // The first signal is being handled (two at once could arrive as one): the graceful shutdown has begun.
+    let log = dir.path().join("warden.log");
+    eventually("the graceful shutdown", || std::fs::read_to_string(&log).unwrap_or_default().contains("shutting down"))
+        .await;
+    signal(&child, libc::SIGINT);
+    let sent = Instant::now();
+    let status = exit_of(&mut child).await;
+    let took = sent.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{status:?}\n{text}");
+    assert!(took < Duration::from_millis(2500), "exited {took:?} after the second signal (grace 30s)\n{text}");
+    let journal = journal_of(dir.path());
+    let r = runs(&journal, "slow");
+    assert_eq!(r.len(), 1, "{journal:#?}");
+    assert!(r[0].outcome.starts_with("interrupted: "), "{journal:#?}\n{text}");
+    assert!(r[0].finished.is_some());
+    // Its whole process group was killed: the command never gets to write its marker.
+    tokio::time::sleep((command_started + Duration::from_millis(4800)).saturating_duration_since(Instant::now())).await;
+    assert!(!dir.path().join("marker").exists(), "the command outlived Warden");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_still_running_after_warden_was_killed_is_journalled_as_such_and_followed_not_rerun() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &slow_relaunch_config(dir.path(), &fake.url(), 4, "5s"));
+    let mut first = spawn_warden(dir.path(), "first.log");
+    let pid = command_pid(dir.path()).await;
+    signal(&first, libc::SIGKILL);
+    first.wait().unwrap();
+    let mut second = spawn_warden(dir.path(), "second.log");
+    let still = format!("interrupted: warden stopped while it ran; pid {pid} was still running when Warden came back");
+    let outcome = || runs(&journal_of(dir.path()), "slow").first().map(|e| e.outcome.clone()).unwrap_or_default();
+    eventually("the run journalled as still running", || outcome() == still).await;
+    assert!(!dir.path().join("marker").exists(), "checked while the command still ran");
+    // Warden leaves it running and follows it: when it ends, the entry says so.
+    eventually("the command to end", || dir.path().join("marker").exists()).await;
+    eventually("its end journalled", || outcome() != still).await;
+    let o = outcome();
+    assert!(o.starts_with(&format!("{still}; it ended at ")) && o.ends_with(" (exit status unknown)"), "{o}");
+    signal(&second, libc::SIGTERM);
+    let status = exit_of(&mut second).await;
+    assert!(status.success(), "{status:?}");
+    let journal = journal_of(dir.path());
+    assert_eq!(runs(&journal, "slow").len(), 1, "never run a second time: {journal:#?}");
+    let process = &runs(&journal, "slow")[0].details["process"];
+    assert_eq!((process["pid"].as_i64(), process["pgid"].as_i64()), (Some(pid.into()), Some(pid.into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_ended_while_warden_was_down_is_journalled_as_such() {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &slow_relaunch_config(dir.path(), &fake.url(), 30, "5s"));
+    let mut first = spawn_warden(dir.path(), "first.log");
+    let pid = command_pid(dir.path()).await;
+    signal(&first, libc::SIGKILL);
+    first.wait().unwrap();
+    // SAFETY: the command's own process group (it leads it), which outlived the Warden that started it.
+    assert_eq!(unsafe { libc::kill(-pid, libc::SIGKILL) }, 0);
+    let gone = || {
+        // SAFETY: signal 0 only checks existence. A zombie still exists: look at its state too.
+        let exists = unsafe { libc::kill(pid, 0) } == 0;
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+            .unwrap_or(false);
+        !exists || zombie
+    };
+    eventually("the command to be gone", gone).await;
+    let mut second = spawn_warden(dir.path(), "second.log");
+    let want = format!(
+        "interrupted: warden stopped while it ran; pid {pid} ended while Warden was down (exit status unknown)"
+    );
+    let outcome = || runs(&journal_of(dir.path()), "slow").first().map(|e| e.outcome.clone()).unwrap_or_default();
+    eventually("the run journalled as ended while Warden was down", || outcome() == want).await;
+    signal(&second, libc::SIGTERM);
+    assert!(exit_of(&mut second).await.success());
+    assert_eq!(runs(&journal_of(dir.path()), "slow").len(), 1);
+}
