@@ -413,7 +413,7 @@ scenario_kill_resume() {
   t=$(flink_now)
   wpid=$(warden_start "$dir")
   sleep 2
-  check "warden run resumed the restart" grep -q "resuming a restart" "$dir/warden.log"
+  check "warden run resumed the restart" grep -q "taking over restart #[0-9]* of clicks at step savepoint-triggered" "$dir/warden.log"
   rec=$(warden_history "$dir" --restarts | jsonl 'rows[-1]')
   check "it waits for the same savepoint (step $(jsonl 'rows[0]["step"]' <<<"$rec"))" \
     test "$(jsonl 'rows[0]["step"]' <<<"$rec"),$(jsonl 'rows[0].get("outcome")' <<<"$rec")" = "savepoint-triggered,"
