@@ -26,10 +26,10 @@
 //! | [`evaluate`] | the one evaluation path: an observation through a probe's rules, used by the daemon, `test`, `eval` and `replay` |
 //! | [`model`] | what travels along the pipe (observations, requests, alert records, planned actions) and the domain enums (restart strategy/step/result, journal action kinds) |
 //! | [`dispatch`] | dedup keys, `for`, cooldown with exponential backoff, resolution, restart-storm guard, dry run |
-//! | [`action`] | built-in actions and the executor: alert log, commands ([`action::command`]), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, one owner with a lease, resumable, exactly once) |
+//! | [`action`] | built-in actions and the executor: alert log with rotation ([`action::log`]), commands ([`action::command`]; left-over ones after a crash: [`action::leftover`]), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, one owner with a lease, resumable, exactly once), concurrency limits ([`action::limits`]) |
 //! | [`notify`] | notification channels (e-mail, Slack, file, plugins), routing, grouping, silences, outbox |
-//! | [`store`] | SQLite: journal, rule state, dispatcher state, guard resets, restart records (the per-job lock, with owner and lease), savepoint history; [`store::lock`]: one daemon per state directory |
-//! | [`runtime`] | the daemon: one task per probe × target, the dispatcher task, hot reload (an immutable generation swapped atomically), take-over of orphaned restarts, graceful shutdown |
+//! | [`store`] | SQLite on its own thread, never blocking async workers: journal, rule state, dispatcher state (one transaction per step), guard resets, restart records (the per-job lock, with owner and lease), savepoint history; [`store::schema`]: versioned migrations; [`store::retention`]: pruning; [`store::lock`]: one daemon per state directory |
+//! | [`runtime`] | the daemon: one task per probe × target (on the monotonic clock), the dispatcher task, hot reload (an immutable generation swapped atomically, notifier included), take-over of orphaned restarts, pruning, graceful shutdown (a second signal ends it at once) |
 //! | [`reload`] | watching `warden.yaml` and pack directories (debounced, polling mode), SIGHUP |
 //! | [`ruletest`] | rules on simulated time: `warden test`, `warden eval`, `warden replay` |
 //! | [`flink`] | Flink REST knowledge: root cause across 1.x/2.x, the typed REST calls of restarts ([`flink::client`]) |
