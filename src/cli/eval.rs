@@ -50,7 +50,10 @@ enum ResponseError {
     Json { arg: String, file: PathBuf, source: serde_json::Error },
 }
 
-fn responses(args: &[String]) -> Result<(BTreeMap<String, Response>, BTreeMap<String, String>), ResponseError> {
+/// Canned answers by path, and the file each came from (for the output).
+type Canned = (BTreeMap<String, Response>, BTreeMap<String, String>);
+
+fn responses(args: &[String]) -> Result<Canned, ResponseError> {
     let mut out = BTreeMap::new();
     let mut from = BTreeMap::new();
     for a in args {
