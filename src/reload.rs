@@ -301,9 +301,14 @@ pub fn changed_since(w: &Watched, since: std::time::SystemTime) -> Option<PathBu
     })
 }
 
-/// The directories a configuration's packs live in (for watching): `dir/*` entries name `dir`.
+/// The directories a configuration's packs live in (for watching): `dir/*` entries name `dir`; built-in packs
+/// (`builtin:flink`) have none.
 pub fn pack_dirs(pack_paths: &[String], base: &Path) -> Vec<PathBuf> {
-    pack_paths.iter().map(|p| base.join(p.strip_suffix("/*").unwrap_or(p))).collect()
+    pack_paths
+        .iter()
+        .filter(|p| !crate::pack::is_builtin_path(p))
+        .map(|p| base.join(p.strip_suffix("/*").unwrap_or(p)))
+        .collect()
 }
 
 /// Sends a trigger for every SIGHUP.

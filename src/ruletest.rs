@@ -587,7 +587,51 @@ pub fn discover(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// Runs one rule once on a saved answer (`warden eval`). Returns the verdict and the rule's state, or the error.
+/// One follow-up GET a rule made during `warden eval`, and what answered it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FollowUpRecord {
+    /// The path the rule asked for (`/jobs/<jid>/exceptions?maxExceptions=5`).
+    pub path: String,
+    /// The HTTP status of the answer (404 when no `--response` gave one).
+    pub status: Option<u16>,
+    /// Whether a canned answer (`--response`) matched the path.
+    pub answered: bool,
+    /// `kind: message` when the answer was an error.
+    pub error: Option<String>,
+}
+
+/// Canned answers that remember what was asked.
+struct Recording {
+    inner: Canned,
+    log: Arc<parking_lot::Mutex<Vec<FollowUpRecord>>>,
+}
+
+impl FollowUp for Recording {
+    fn get(&mut self, path: &str) -> FollowUpAnswer {
+        let without_query = path.split('?').next().unwrap_or(path);
+        let answered = self.inner.responses.contains_key(path) || self.inner.responses.contains_key(without_query);
+        let a = self.inner.get(path);
+        self.log.lock().push(FollowUpRecord {
+            path: path.to_string(),
+            status: a.status,
+            answered,
+            error: a.error.as_ref().map(|(k, m)| format!("{k}: {m}")),
+        });
+        a
+    }
+}
+
+/// What one `warden eval` run found: the verdict, the state after, and the follow-ups the rule made.
+#[derive(Debug, Clone)]
+pub struct EvalReport {
+    /// The verdict and the rule's state after the run.
+    pub evaluation: script::Evaluation,
+    /// The rule's `http_get` calls, in order.
+    pub follow_ups: Vec<FollowUpRecord>,
+}
+
+/// Runs one rule once on a saved answer, now, with no follow-up answers. Returns the verdict and the rule's state,
+/// or the error (see [`eval_with`]).
 pub fn eval_once(
     rule: &CompiledRule,
     params: &BTreeMap<String, serde_json::Value>,
@@ -595,10 +639,28 @@ pub fn eval_once(
     body: serde_json::Value,
     engine: &ScriptEngine,
 ) -> Result<script::Evaluation, script::ScriptError> {
+    eval_with(rule, params, target, body, &BTreeMap::new(), serde_json::Value::Null, Utc::now(), engine)
+        .map(|r| r.evaluation)
+}
+
+/// Runs one rule once on a saved answer (`warden eval`) at `now`. `responses` answer the rule's follow-up
+/// `http_get`s by path (a path with a query also matches its entry without one), like a rule test's `responses`;
+/// other paths get a 404. `state` is the rule's state before the run.
+#[allow(clippy::too_many_arguments)]
+pub fn eval_with(
+    rule: &CompiledRule,
+    params: &BTreeMap<String, serde_json::Value>,
+    target: &TargetInfo,
+    body: serde_json::Value,
+    responses: &BTreeMap<String, Response>,
+    state: serde_json::Value,
+    now: DateTime<Utc>,
+    engine: &ScriptEngine,
+) -> Result<EvalReport, script::ScriptError> {
     let obs = Observation {
         probe: "eval".into(),
         target: target.name.clone(),
-        time: Utc::now(),
+        time: now,
         status: Some(200),
         latency: Duration::from_millis(1),
         body: Some(Arc::new(body)),
@@ -606,12 +668,16 @@ pub fn eval_once(
     };
     let o = script::obs_to_dynamic(&obs);
     let seen = Observed { obs: &o, probe: &obs.probe, target, now: obs.time };
-    let mut follow_up =
-        || -> Option<Box<dyn FollowUp>> { Some(Box::new(Canned { base: PathBuf::new(), responses: BTreeMap::new() })) };
-    let result =
-        evaluate_observation(engine, [(rule, params)], &seen, &mut |_| serde_json::Value::Null, &mut follow_up)
-            .pop()
-            .unwrap_or_else(|| {
+    let log = Arc::new(parking_lot::Mutex::new(vec![]));
+    let mut follow_up = || -> Option<Box<dyn FollowUp>> {
+        Some(Box::new(Recording {
+            inner: Canned { base: PathBuf::new(), responses: responses.clone() },
+            log: log.clone(),
+        }))
+    };
+    let result = evaluate_observation(engine, [(rule, params)], &seen, &mut |_| state.clone(), &mut follow_up)
+        .pop()
+        .unwrap_or_else(|| {
             Err(script::ScriptError {
                 file: rule.file.clone(),
                 rule: rule.name.clone(),
@@ -620,7 +686,11 @@ pub fn eval_once(
                 message: "the rule was not evaluated".into(),
             })
         })?;
-    Ok(script::Evaluation { state: result.new_state.unwrap_or_default(), verdict: result.verdict })
+    let follow_ups = log.lock().clone();
+    Ok(EvalReport {
+        evaluation: script::Evaluation { state: result.new_state.unwrap_or(state), verdict: result.verdict },
+        follow_ups,
+    })
 }
 
 /// Feeds recorded observations (JSON lines from `warden run --record`) through the plan's rules on simulated time

@@ -14,6 +14,7 @@ mod demo;
 mod eval;
 mod guard;
 mod history;
+mod init;
 mod pack;
 mod replay;
 mod restart;
@@ -69,6 +70,16 @@ pub enum Command {
         /// Parameter overrides, `name=<JSON>` (e.g. `expected_jobs=["clicks"]`); repeatable.
         #[arg(long = "param", value_name = "NAME=JSON")]
         params: Vec<String>,
+        /// A canned answer for one of the rule's follow-up `http_get`s, `PATH=FILE` (a JSON file; a path with a
+        /// query also matches `PATH` without one); repeatable. Other paths answer 404.
+        #[arg(long = "response", value_name = "PATH=FILE")]
+        responses: Vec<String>,
+        /// Output format: text for people, json for one documented object (see docs/authoring.md).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// The time the rule sees as `now()` and `obs.time` (RFC 3339). Default: now.
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
     },
     /// Feed a recording (`warden run --record`) through the current rules on simulated time and print the actions
     /// they would have taken.
@@ -89,6 +100,16 @@ pub enum Command {
         no_environment: bool,
         /// More configuration files to check (each on its own), e.g. `warden check --no-environment examples/*.yaml`.
         files: Vec<PathBuf>,
+    },
+    /// Write a commented starter configuration (the --config file, default `warden.yaml`; never overwritten). With
+    /// --url, `expected_jobs` are the jobs that JobManager runs now. The result is checked like `warden check`.
+    Init {
+        /// The JobManager's REST URL, e.g. `http://jobmanager:8081`: asked for its RUNNING jobs.
+        #[arg(long)]
+        url: Option<String>,
+        /// The target's name in the configuration.
+        #[arg(long, default_value = "jobmanager")]
+        name: String,
     },
     /// Print the action journal, oldest first.
     History {
@@ -251,6 +272,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(code)
         }
+        Command::Init { url, name } => {
+            init_tracing(log, "warn");
+            Ok(init::run(&cli.config, url.as_deref(), &name).await?)
+        }
         Command::History { format, limit, state_dir, restarts, savepoints, job } => {
             init_tracing(log, "warn");
             history::run(&cli.config, history::Args { format, limit, state_dir, restarts, savepoints, job })
@@ -263,9 +288,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing(log, "warn");
             Ok(test::run(&cli.config, paths))
         }
-        Command::Eval { rule, input, params } => {
+        Command::Eval { rule, input, params, responses, format, now } => {
             init_tracing(log, "warn");
-            eval::run(&cli.config, &rule, &input, &params)
+            let args = eval::Args {
+                rule: &rule,
+                input: &input,
+                params: &params,
+                responses: &responses,
+                format,
+                now: now.as_deref(),
+            };
+            eval::run(&cli.config, args)
         }
         Command::Replay { file } => {
             init_tracing(log, "warn");

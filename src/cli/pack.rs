@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use warden::pack::package::{add, new_pack, package, PackCliError, PackPaths, Result};
+use warden::pack::package::{add, new_pack, package, PackCliError, PackPaths, PackageTests, Result, TestsOutcome};
 
 /// `warden pack` subcommands.
 #[derive(Subcommand, Debug, Clone)]
@@ -19,13 +19,24 @@ pub enum PackCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Check a pack and package it as `<name>-<version>.tar.gz`, with its SHA-256 in `<file>.sha256` next to it.
+    /// Check a pack, run its rule tests (a failing test refuses the package) and package it as `<name>-<version>.tar.gz`, with its SHA-256 in `<file>.sha256` next to it.
     Package {
         /// The pack's directory.
         dir: PathBuf,
         /// The package to write. Default: `<name>-<version>.tar.gz` in the current directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Package even if the pack's rule tests (`tests/*.yaml`) fail or without running them (said in the output).
+        #[arg(long)]
+        skip_tests: bool,
+    },
+    /// Write a pack built into the binary (e.g. `flink`: rules, manifest, tests) into DIR for editing. Put DIR
+    /// under a `pack_paths` entry (e.g. `plugins/flink`) and it replaces `builtin:flink`.
+    Export {
+        /// The built-in pack's name.
+        name: String,
+        /// The directory to create (must not exist, or be empty).
+        dir: PathBuf,
     },
     /// Install a pack from its directory or from a `.tar.gz` made by `warden pack package` (whose `.sha256` file
     /// must be next to it). Refuses a pack that is already installed, unless `--upgrade` and a higher version.
@@ -88,11 +99,32 @@ fn run_blocking(cmd: PackCommand, config: &Path) -> Result<u8> {
             }
             Ok(0)
         }
-        PackCommand::Package { dir, out } => {
+        PackCommand::Package { dir, out, skip_tests } => {
             let (installed, _) = ctx.discover();
-            let p = package(&dir, out.as_deref(), &installed)?;
+            let tests = if skip_tests { PackageTests::Skip } else { PackageTests::Run };
+            let p = package(&dir, out.as_deref(), &installed, tests)?;
+            match p.tests {
+                TestsOutcome::Passed(0) => {
+                    outln!("no rule tests in {} (add some under tests/)", dir.join("tests").display())
+                }
+                TestsOutcome::Passed(n) => outln!("{n} rule test(s) passed"),
+                TestsOutcome::Skipped => outln!("rule tests NOT run (--skip-tests)"),
+            }
             outln!("packaged `{}` {} as {}", p.name, p.version, p.file.display());
             outln!("sha256 {}  (in {})", p.sha256, p.checksum_file.display());
+            Ok(0)
+        }
+        PackCommand::Export { name, dir } => {
+            let written = warden::pack::export_builtin(&name, &dir)?;
+            outln!("exported the built-in pack `{name}` to {} ({} files)", dir.display(), written.len());
+            if ctx.covers(dir.parent().unwrap_or(Path::new("."))) {
+                outln!("it replaces `builtin:{name}` from now on (a directory pack wins over the built-in one)");
+            } else {
+                outln!(
+                    "note: add `{}` to `pack_paths` in the configuration to load it instead of `builtin:{name}`",
+                    dir.display()
+                );
+            }
             Ok(0)
         }
         PackCommand::Add { source, into, upgrade } => {

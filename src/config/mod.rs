@@ -554,7 +554,7 @@ mod tests {
         let opts = LoadOptions { environment: false };
         let c = load_str_with(Path::new("/etc/warden/warden.yaml"), "targets: []\n", opts).unwrap().config;
         assert_eq!(c.state_dir, PathBuf::from("/etc/warden/warden-state"));
-        assert_eq!(c.pack_paths, vec!["rules", "plugins/*"]);
+        assert_eq!(c.pack_paths, vec!["builtin:flink", "rules", "plugins/*"]);
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub struct Config {
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Where rule packs are loaded from, relative to `warden.yaml`. A path ending in `/*` means "every
-    /// subdirectory that has a `pack.yaml`". Default: `["rules", "plugins/*"]`.
+    /// subdirectory that has a `pack.yaml`"; `builtin:flink` is the Flink pack built into the binary (a directory
+    /// pack named `flink` replaces it). Default: `["builtin:flink", "rules", "plugins/*"]`.
     #[serde(default = "default_pack_paths")]
     pub pack_paths: Vec<String>,
     /// The endpoints Warden polls: Flink JobManagers, a YARN proxy, the Kubernetes API, any JSON REST service.
@@ -65,7 +66,7 @@ pub(crate) fn default_state_dir() -> PathBuf {
     PathBuf::from("warden-state")
 }
 fn default_pack_paths() -> Vec<String> {
-    vec!["rules".into(), "plugins/*".into()]
+    vec![crate::pack::BUILTIN_FLINK.into(), "rules".into(), "plugins/*".into()]
 }
 fn default_grace() -> Duration {
     Duration::from_secs(30)

@@ -432,6 +432,17 @@ fn describe(action: &str, detail: &str, outcome: &str, summary: &str, output: &s
         o => o,
     };
     match action {
+        "run" if outcome.starts_with("failed") || outcome.starts_with("interrupted") => {
+            // The journal keeps the command's output: its last stderr lines say why, where on-call reads.
+            let err = output.rsplit_once("[stderr] ").map(|(_, e)| e).unwrap_or("");
+            let lines: Vec<&str> = err.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let tail = &lines[lines.len().saturating_sub(3)..];
+            if tail.is_empty() {
+                format!("ran `{detail}`: {outcome}")
+            } else {
+                format!("ran `{detail}`: {outcome}; stderr: {}", tail.join(" | "))
+            }
+        }
         "run" => format!("ran `{detail}`: {outcome}"),
         "guard" => format!("gave up: {summary}"),
         "restart" => {
@@ -461,6 +472,11 @@ mod tests {
     fn journal_entries_read_as_what_warden_did() {
         let d = super::describe;
         assert_eq!(d("run", "relaunch", "ok", "", ""), "ran `relaunch`: succeeded");
+        // A failed command shows the last lines of its stderr (the journal keeps its output).
+        assert_eq!(
+            d("run", "relaunch", "failed: exit status 1", "", "submitting\n[stderr] one\ntwo\n\nthree\nfour\n"),
+            "ran `relaunch`: failed: exit status 1; stderr: two | three | four"
+        );
         assert_eq!(d("run", "relaunch", "started", "", ""), "ran `relaunch`: running");
         assert_eq!(
             d(

@@ -88,7 +88,8 @@ fn cut(s: &str, max: usize) -> String {
     out
 }
 
-fn alert_section(a: &AlertView) -> String {
+/// One alert's section. `summary` is false when the header already says it (a message with one alert).
+fn alert_section(a: &AlertView, summary: bool) -> String {
     let job = match &a.link {
         Some(l) if a.jid.is_some() => format!("*<{}|{}>*", escape(l), escape(&a.job)),
         _ => format!("*{}*", escape(&a.job)),
@@ -98,13 +99,25 @@ fn alert_section(a: &AlertView) -> String {
         Some(f) => format!("since {} ({f})", a.since),
         None => format!("since {}", a.since),
     };
-    let mut s = format!("{job} on *{}*{state} {since}\n{}", escape(&a.target), escape(&a.summary));
+    let mut s = format!("{job} on *{}*{state} {since} · rule `{}`", escape(&a.target), escape(&a.rule));
+    if summary {
+        s.push_str(&format!("\n{}", escape(&a.summary)));
+    }
+    if let Some(r) = &a.resolution {
+        s.push_str(&format!("\n_Resolved:_ {}", escape(r)));
+    }
+    if let Some(w) = &a.was {
+        s.push_str(&format!("\n_Was:_ {}", escape(w)));
+    }
     if !a.root_cause_lines.is_empty() {
         let lines = a.root_cause_lines.join("\n").replace("```", "'''");
         s.push_str(&format!("\n```{}```", escape(&lines)));
     }
     if let (Some(l), None) = (&a.link, &a.jid) {
         s.push_str(&format!("\n<{}|Flink web UI>", escape(l)));
+    }
+    if let Some(u) = &a.runbook_url {
+        s.push_str(&format!("\n<{}|Runbook>", escape(u)));
     }
     let did = if a.actions.is_empty() { "nothing (alert only)".to_string() } else { a.actions.join("; ") };
     s.push_str(&format!("\n_Warden:_ {}", escape(&did)));
@@ -136,8 +149,10 @@ pub fn payload(env: &minijinja::Environment<'static>, channel: &str, c: &SlackCo
             }
         }
         None => {
+            // One alert: the header is its summary already (unless the header had to cut it).
+            let repeat = v.alerts.len() > 1 || v.headline.chars().count() > MAX_HEADER;
             for a in v.alerts.iter().take(MAX_ALERT_SECTIONS) {
-                blocks.push(section(&alert_section(a)));
+                blocks.push(section(&alert_section(a, repeat)));
             }
             if v.alerts.len() > MAX_ALERT_SECTIONS {
                 let rest: Vec<String> =

@@ -11,7 +11,10 @@
 //! | `count` | how many alerts the message carries |
 //! | `target` | `{name, url, labels}` |
 //! | `time` | when the message was made (UTC) |
-//! | `alerts[]` | `rule`, `pack`, `target`, `target_url`, `job`, `jid`, `state`, `severity`, `summary`, `since`, `for`, `time`, `root_cause`, `root_cause_lines`, `link` (Flink web UI), `actions` (what Warden did), `details` (the rule's details) |
+//! | `alerts[]` | `rule`, `pack`, `target`, `target_url`, `job`, `jid`, `state`, `severity`, `summary` (for a resolved alert: what is fine again), `was` (resolved: the summary it fired with), `resolution` (resolved: how, when the journal says so), `since`, `for`, `time`, `root_cause`, `root_cause_lines` (the root exception's first line and its `Caused by:` chain first), `link` (Flink web UI), `runbook_url`, `actions` (what Warden did, with the last lines of a failed command's stderr), `details` (the rule's details) |
+//!
+//! Durations in summaries are written for people (`5m 15s`, never `315s`). A rule attaches a runbook with
+//! `details: #{runbook_url: "https://…"}`; a route can give one for every alert it matches.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +45,12 @@ pub const DEFAULT_BODY: &str = "\
   since:      {{ a.since }}{% if a.for %} ({{ a.for }}){% endif %}
 
 {% endif %}
+{% if a.was %}
+  was:        {{ a.was }}
+{% endif %}
+{% if a.resolution %}
+  resolved:   {{ a.resolution }}
+{% endif %}
   rule:       {{ a.rule }} ({{ a.severity }})
 {% if a.root_cause_lines %}
   root cause:
@@ -51,6 +60,9 @@ pub const DEFAULT_BODY: &str = "\
 {% endif %}
 {% if a.link %}
   Flink UI:   {{ a.link }}
+{% endif %}
+{% if a.runbook_url %}
+  runbook:    {{ a.runbook_url }}
 {% endif %}
   Warden:     {{ a.actions | join(\"; \") if a.actions else \"nothing (alert only)\" }}
 {% endfor %}
@@ -94,8 +106,14 @@ pub struct AlertView {
     pub state: Option<String>,
     /// `info`, `warning`, `critical`.
     pub severity: String,
-    /// The rule's one line.
+    /// The rule's one line; for a resolved alert, what is fine again (`job clicks is running again`).
     pub summary: String,
+    /// For a resolved alert: the summary it fired with.
+    pub was: Option<String>,
+    /// For a resolved alert: how it resolved, when the journal says so (`relaunched with \`relaunch\``).
+    pub resolution: Option<String>,
+    /// A runbook for this alert: the rule's `details.runbook_url`, else the matching route's `runbook_url`.
+    pub runbook_url: Option<String>,
     /// Since when (the job ended, or the alert started firing), `YYYY-MM-DD HH:MM:SS UTC`.
     pub since: String,
     /// How long it has been (reminders) or was (resolved) firing, e.g. `12m 3s`.
@@ -196,6 +214,83 @@ fn first_line(s: &str, max: usize) -> String {
     }
 }
 
+/// `text` with every whole number of seconds of a minute or more (`315s`) written as people read it (`5m 15s`).
+pub fn humanize_seconds(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_word = i == 0 || !chars[i - 1].is_alphanumeric();
+        if chars[i].is_ascii_digit() && starts_word {
+            let mut j = i;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            let ends_word = j + 1 >= chars.len() || !chars[j + 1].is_alphanumeric();
+            let digits: String = chars[i..j].iter().collect();
+            if j < chars.len() && chars[j] == 's' && ends_word {
+                if let Ok(n) = digits.parse::<u64>() {
+                    if n >= 60 {
+                        out.push_str(&humantime::format_duration(std::time::Duration::from_secs(n)).to_string());
+                        i = j + 1;
+                        continue;
+                    }
+                }
+            }
+            out.push_str(&digits);
+            i = j;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The lines of a root exception with the first line and the `Caused by:` chain first, then the rest in order:
+/// the lines that say what happened before the frames that say where.
+pub fn cause_first(trace: Vec<String>) -> Vec<String> {
+    let mut head = vec![];
+    let mut rest = vec![];
+    for (i, l) in trace.into_iter().enumerate() {
+        if i == 0 || l.trim_start().starts_with("Caused by:") {
+            head.push(l);
+        } else if !l.trim().is_empty() {
+            rest.push(l);
+        }
+    }
+    head.extend(rest);
+    head
+}
+
+/// What a resolved alert says: the rule's own `details.resolved_summary` when it gave one, else a sentence for
+/// the shipped Flink rules, else `<subject>: <rule> no longer fires`. Never the failure it fired with.
+fn resolved_summary(r: &AlertRecord) -> String {
+    if let Some(s) = str_field(&r.details, "resolved_summary") {
+        return humanize_seconds(&s);
+    }
+    let s = &r.subject;
+    match r.rule.as_str() {
+        "flink/job-not-running" => format!("job {s} is running again"),
+        "flink/tasks-failing" => format!("job {s}: all its tasks are running again"),
+        "flink/restart-loop" => format!("job {s} is no longer restarting"),
+        "flink/jobmanager-unreachable" => format!("JobManager {s} answers again"),
+        _ => format!("{s}: {} no longer fires", r.rule),
+    }
+}
+
+/// How an alert resolved, read from what Warden did (the journal): a successful restart or relaunch.
+fn resolution(actions: &[String]) -> Option<String> {
+    actions.iter().rev().find_map(|a| {
+        if let Some(rest) = a.strip_prefix("restarted (") {
+            let (strategy, tail) = rest.split_once(')').unwrap_or((rest, ""));
+            return Some(format!("restarted by Warden ({strategy}){tail}"));
+        }
+        let cmd = a.strip_prefix("ran `")?.strip_suffix("`: succeeded")?;
+        Some(format!("relaunched by Warden with `{cmd}`"))
+    })
+}
+
 /// Builds one alert's view. `actions` is what Warden did (from the journal); `now` is for durations.
 pub fn alert_view(
     r: &AlertRecord,
@@ -224,6 +319,14 @@ pub fn alert_view(
         _ => root_cause.as_deref().map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default(),
     };
     let (pack, _) = r.rule.split_once('/').unwrap_or(("", ""));
+    let fired_with = humanize_seconds(r.summary.strip_prefix("resolved: ").unwrap_or(&r.summary));
+    let resolved = r.event == "resolved";
+    let (summary, was, resolution) =
+        if resolved { (resolved_summary(r), Some(fired_with), resolution(&actions)) } else { (fired_with, None, None) };
+    let link = flink_link(&target.url, jid.as_deref(), state.as_deref());
+    // A resolved message says what is fine again: not the failed state or its exception (those are under `was`
+    // and in `details`).
+    let (state, root_cause, trace) = if resolved { (None, None, vec![]) } else { (state, root_cause, trace) };
     AlertView {
         event: r.event.clone(),
         rule: r.rule.clone(),
@@ -231,16 +334,19 @@ pub fn alert_view(
         target: r.target.clone(),
         target_url: target.url.clone(),
         job: r.subject.clone(),
-        link: flink_link(&target.url, jid.as_deref(), state.as_deref()),
+        link,
         jid,
         state,
         severity: r.severity.as_str().to_string(),
-        summary: r.summary.clone(),
+        summary,
+        was,
+        resolution,
+        runbook_url: str_field(d, "runbook_url"),
         since: human_time(since),
         for_,
         time: crate::store::ts(r.time),
         root_cause: root_cause.as_deref().map(|s| first_line(s, 500)),
-        root_cause_lines: trace.into_iter().take(root_cause_lines).map(|l| first_line(&l, 300)).collect(),
+        root_cause_lines: cause_first(trace).into_iter().take(root_cause_lines).map(|l| first_line(&l, 300)).collect(),
         actions,
         details: d.clone(),
     }
@@ -254,10 +360,13 @@ pub fn view(event: &str, target: TargetView, alerts: Vec<AlertView>, now: DateTi
     let headline = match alerts.as_slice() {
         [] => format!("[{label}] {}", target.name),
         [a] => {
-            let s = a.summary.strip_prefix("resolved: ").unwrap_or(&a.summary);
-            match (&a.for_, event) {
-                (Some(f), "resolved") => format!("[{label}] {} ({f})", first_line(s, 200)),
-                _ => format!("[{label}] {}", first_line(s, 200)),
+            let notes: Vec<&str> = match event {
+                "resolved" => a.resolution.iter().chain(a.for_.iter()).map(String::as_str).collect(),
+                _ => vec![],
+            };
+            match notes.as_slice() {
+                [] => format!("[{label}] {}", first_line(&a.summary, 200)),
+                n => format!("[{label}] {} ({})", first_line(&a.summary, 200), n.join("; ")),
             }
         }
         many => {
@@ -405,7 +514,7 @@ job clicks FAILED: java.io.IOException: disk full
   rule:       flink/job-not-running (critical)
   root cause:
     org.apache.flink.runtime.JobException: Recovery is suppressed
-    at a.b(C.java:1)
+    Caused by: java.io.IOException: disk full
   Flink UI:   http://jm:8081/#/job/completed/abc123/overview
   Warden:     run relaunch: ok
 
@@ -445,3 +554,6 @@ Warden · firing · 2026-03-01T10:02:13.000Z
         assert_eq!(flink_link("", Some("j"), None), None);
     }
 }
+
+#[cfg(test)]
+mod message_snapshots;

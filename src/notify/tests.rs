@@ -200,7 +200,8 @@ async fn reminders_respect_repeat_interval_and_resolved_goes_once_to_those_told(
     let events: Vec<String> = r.docs().iter().map(|d| d["event"].as_str().unwrap().to_string()).collect();
     assert_eq!(events, ["firing", "reminder", "resolved"]);
     let d = r.docs();
-    assert_eq!(d[2]["headline"], "[RESOLVED] job clicks FAILED");
+    // A resolved message says what is fine again, never the failure.
+    assert_eq!(d[2]["headline"], "[RESOLVED] job clicks is running again");
     assert_eq!(d[0]["alerts"][0]["link"], "http://jm:8081/#/job/completed/clicks-id/overview");
 }
 

@@ -1,8 +1,10 @@
 //! Rule packs: a directory with `pack.yaml` (name, version, Warden range, dependencies, parameters, probes), `.rhai`
 //! rule files, Rhai modules under `modules/` that its rules can `import`, and rule tests under `tests/`.
 //!
-//! Rules are namespaced by pack (`flink/job-not-running`). The shipped Flink pack (`rules/`) is also embedded in
-//! the binary, so `warden demo` works from anywhere. Optional packs live under `plugins/`.
+//! Rules are namespaced by pack (`flink/job-not-running`). The shipped Flink pack (`rules/`) is embedded in the
+//! binary and loaded through the default `pack_paths` entry `builtin:flink`, so a `warden.yaml` works wherever it
+//! is; `warden pack export flink DIR` writes it out for editing, and a directory pack named `flink` replaces the
+//! built-in one. Optional packs live under `plugins/`.
 //!
 //! ```text
 //! plugins/mypack/
@@ -197,20 +199,141 @@ pub struct PackFiles {
     pub modules: Vec<(String, String)>,
 }
 
-/// The shipped Flink pack, embedded in the binary.
+/// The `pack_paths` entry of the shipped Flink pack: loaded from the binary, so a `warden.yaml` works wherever it
+/// is. A directory pack named `flink` (from another `pack_paths` entry) replaces it.
+pub const BUILTIN_FLINK: &str = "builtin:flink";
+
+/// The prefix of `pack_paths` entries that name a pack embedded in the binary.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
+/// Every file of the shipped Flink pack (`rules/`), as (path relative to the pack, text): the manifest, the rules,
+/// the rule tests and their fixtures. What `warden pack export flink DIR` writes.
+pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
+    ("pack.yaml", include_str!("../../rules/pack.yaml")),
+    ("job-not-running.rhai", include_str!("../../rules/job-not-running.rhai")),
+    ("jobmanager-unreachable.rhai", include_str!("../../rules/jobmanager-unreachable.rhai")),
+    ("restart-loop.rhai", include_str!("../../rules/restart-loop.rhai")),
+    ("tasks-failing.rhai", include_str!("../../rules/tasks-failing.rhai")),
+    (
+        "tests/fixtures/job-exceptions-history.json",
+        include_str!("../../rules/tests/fixtures/job-exceptions-history.json"),
+    ),
+    (
+        "tests/fixtures/job-failed-exceptions.json",
+        include_str!("../../rules/tests/fixtures/job-failed-exceptions.json"),
+    ),
+    (
+        "tests/fixtures/jobs-overview-cancelled.json",
+        include_str!("../../rules/tests/fixtures/jobs-overview-cancelled.json"),
+    ),
+    (
+        "tests/fixtures/jobs-overview-failed-only.json",
+        include_str!("../../rules/tests/fixtures/jobs-overview-failed-only.json"),
+    ),
+    (
+        "tests/fixtures/jobs-overview-restarting.json",
+        include_str!("../../rules/tests/fixtures/jobs-overview-restarting.json"),
+    ),
+    (
+        "tests/fixtures/jobs-overview-tasks-failing.json",
+        include_str!("../../rules/tests/fixtures/jobs-overview-tasks-failing.json"),
+    ),
+    ("tests/fixtures/jobs-overview.json", include_str!("../../rules/tests/fixtures/jobs-overview.json")),
+    ("tests/job-not-running-cancelled.yaml", include_str!("../../rules/tests/job-not-running-cancelled.yaml")),
+    ("tests/job-not-running-cause-wait.yaml", include_str!("../../rules/tests/job-not-running-cause-wait.yaml")),
+    (
+        "tests/job-not-running-flink-restarting.yaml",
+        include_str!("../../rules/tests/job-not-running-flink-restarting.yaml"),
+    ),
+    ("tests/job-not-running-restart-job.yaml", include_str!("../../rules/tests/job-not-running-restart-job.yaml")),
+    ("tests/job-not-running-storm-guard.yaml", include_str!("../../rules/tests/job-not-running-storm-guard.yaml")),
+    ("tests/job-not-running.yaml", include_str!("../../rules/tests/job-not-running.yaml")),
+    ("tests/jobmanager-unreachable.yaml", include_str!("../../rules/tests/jobmanager-unreachable.yaml")),
+    ("tests/restart-loop-count.yaml", include_str!("../../rules/tests/restart-loop-count.yaml")),
+    ("tests/restart-loop.yaml", include_str!("../../rules/tests/restart-loop.yaml")),
+    ("tests/tasks-failing.yaml", include_str!("../../rules/tests/tasks-failing.yaml")),
+];
+
+/// The shipped Flink pack, embedded in the binary (its directory reads `builtin:flink` in messages).
 pub fn embedded_flink_pack() -> PackFiles {
+    let rhai = |rel: &&str| !rel.contains('/') && rel.ends_with(".rhai");
     PackFiles {
-        dir: PathBuf::from("<embedded>/rules"),
+        dir: PathBuf::from(BUILTIN_FLINK),
         manifest: include_str!("../../rules/pack.yaml").into(),
-        rules: vec![
-            ("job-not-running.rhai".into(), include_str!("../../rules/job-not-running.rhai").into()),
-            ("tasks-failing.rhai".into(), include_str!("../../rules/tasks-failing.rhai").into()),
-            ("restart-loop.rhai".into(), include_str!("../../rules/restart-loop.rhai").into()),
-            ("jobmanager-unreachable.rhai".into(), include_str!("../../rules/jobmanager-unreachable.rhai").into()),
-        ],
-        // The shipped pack has no modules yet; a `rules/modules/x.rhai` would be listed here with `include_str!`.
-        modules: vec![],
+        rules: EMBEDDED_FLINK_FILES
+            .iter()
+            .filter(|(rel, _)| rhai(rel))
+            .map(|(rel, text)| (rel.to_string(), text.to_string()))
+            .collect(),
+        // The shipped pack has no modules yet; a `rules/modules/x.rhai` would be listed above as `modules/x.rhai`.
+        modules: EMBEDDED_FLINK_FILES
+            .iter()
+            .filter_map(|(rel, text)| Some((rel.strip_prefix("modules/")?.to_string(), text.to_string())))
+            .collect(),
     }
+}
+
+/// The names of the packs built into the binary (`pack_paths` entries `builtin:<name>`).
+pub const BUILTIN_PACKS: &[&str] = &["flink"];
+
+/// The embedded pack called `name`, if there is one.
+pub fn builtin_pack(name: &str) -> Option<PackFiles> {
+    match name {
+        "flink" => Some(embedded_flink_pack()),
+        _ => None,
+    }
+}
+
+/// All files of the embedded pack `name` (see [`EMBEDDED_FLINK_FILES`]).
+pub fn builtin_pack_files(name: &str) -> Option<&'static [(&'static str, &'static str)]> {
+    match name {
+        "flink" => Some(EMBEDDED_FLINK_FILES),
+        _ => None,
+    }
+}
+
+/// Why `warden pack export` did not write a pack.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// No embedded pack has this name.
+    #[error("no built-in pack named `{name}` (built in: {})", BUILTIN_PACKS.join(", "))]
+    Unknown {
+        /// The name asked for.
+        name: String,
+    },
+    /// The destination exists and is not an empty directory.
+    #[error("`{}` already exists and is not empty; export into a new directory", dir.display())]
+    NotEmpty {
+        /// The destination.
+        dir: PathBuf,
+    },
+    /// A file could not be written.
+    #[error("cannot write `{}`: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+}
+
+/// Writes the embedded pack `name` (rules, manifest, tests and fixtures) into `dir`, which must not exist or be
+/// empty. Put `dir` under a `pack_paths` entry (e.g. `plugins/flink`) and it replaces `builtin:<name>`.
+pub fn export_builtin(name: &str, dir: &Path) -> Result<Vec<PathBuf>, ExportError> {
+    let files = builtin_pack_files(name).ok_or_else(|| ExportError::Unknown { name: name.to_string() })?;
+    if dir.exists() && std::fs::read_dir(dir).map(|mut r| r.next().is_some()).unwrap_or(true) {
+        return Err(ExportError::NotEmpty { dir: dir.to_path_buf() });
+    }
+    let mut written = vec![];
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ExportError::Io { path: parent.to_path_buf(), source })?;
+        }
+        std::fs::write(&path, text).map_err(|source| ExportError::Io { path: path.clone(), source })?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// Reads a pack directory: `pack.yaml`, its `*.rhai` rules and its `modules/*.rhai`.
@@ -435,12 +558,34 @@ pub fn module_set(packs: &[Pack]) -> Arc<ModuleSet> {
 }
 
 /// Finds and loads the packs named by `pack_paths` (relative to `base`): `dir` is one pack, `dir/*` every
-/// non-hidden subdirectory with a `pack.yaml`. Paths that are the defaults and do not exist are skipped quietly;
-/// any other missing path is an error. Two packs with the same name are an error naming both directories.
+/// non-hidden subdirectory with a `pack.yaml`, `builtin:<name>` a pack embedded in the binary. Paths that are the
+/// defaults and do not exist are skipped quietly; any other missing path is an error. Two directory packs with the
+/// same name are an error naming both directories; a directory pack replaces a built-in pack of the same name (said
+/// at debug level), so an exported and edited `flink` pack wins over `builtin:flink`.
 pub fn discover(pack_paths: &[String], base: &Path, diags: &mut Vec<Diagnostic>, config_file: &Path) -> Vec<Pack> {
     let defaults = ["rules", "plugins/*"];
     let mut packs: Vec<Pack> = vec![];
+    let mut builtins: Vec<Pack> = vec![];
     for p in pack_paths {
+        if let Some(name) = p.strip_prefix(BUILTIN_PREFIX) {
+            match builtin_pack(name) {
+                Some(files) => {
+                    if let Some(pack) = load(files, diags) {
+                        if !builtins.iter().any(|b| b.name() == pack.name()) {
+                            builtins.push(pack);
+                        }
+                    }
+                }
+                None => {
+                    let known: Vec<String> = BUILTIN_PACKS.iter().map(|n| format!("{BUILTIN_PREFIX}{n}")).collect();
+                    diags.push(Diagnostic::file(
+                        config_file,
+                        format!("pack path `{p}` names no built-in pack (built in: {})", known.join(", ")),
+                    ));
+                }
+            }
+            continue;
+        }
         let (dir, many) = match p.strip_suffix("/*") {
             Some(d) => (base.join(d), true),
             None => (base.join(p), false),
@@ -481,7 +626,25 @@ pub fn discover(pack_paths: &[String], base: &Path, diags: &mut Vec<Diagnostic>,
             }
         }
     }
-    packs
+    let mut out = vec![];
+    for b in builtins {
+        match packs.iter().find(|p| p.name() == b.name()) {
+            Some(p) => tracing::debug!(
+                "pack `{}` in `{}` replaces the built-in one ({BUILTIN_PREFIX}{})",
+                p.name(),
+                p.dir.display(),
+                b.name()
+            ),
+            None => out.push(b),
+        }
+    }
+    out.extend(packs);
+    out
+}
+
+/// True for a `pack_paths` entry that names a built-in pack (`builtin:flink`) rather than a directory.
+pub fn is_builtin_path(p: &str) -> bool {
+    p.starts_with(BUILTIN_PREFIX)
 }
 
 #[cfg(test)]
@@ -494,6 +657,76 @@ mod tests {
         let p = load(embedded_flink_pack(), &mut diags).unwrap_or_else(|| panic!("{diags:?}"));
         assert_eq!(p.name(), "flink");
         assert_eq!(p.rules.len(), 4);
+    }
+
+    #[test]
+    fn the_embedded_files_are_exactly_the_rules_directory() {
+        // A file added to `rules/` without being embedded would be missing from `builtin:flink` and exports.
+        fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(root.join(rel)).unwrap().flatten() {
+                let r = rel.join(e.file_name());
+                if e.path().is_dir() {
+                    walk(root, &r, out);
+                } else {
+                    out.push(r.display().to_string());
+                }
+            }
+        }
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
+        let mut on_disk = vec![];
+        walk(root, Path::new(""), &mut on_disk);
+        on_disk.sort();
+        let mut embedded: Vec<String> = EMBEDDED_FLINK_FILES.iter().map(|(r, _)| r.to_string()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
+        for (rel, text) in EMBEDDED_FLINK_FILES {
+            assert_eq!(std::fs::read_to_string(root.join(rel)).unwrap(), *text, "{rel}");
+        }
+    }
+
+    #[test]
+    fn builtin_flink_loads_without_a_directory_and_a_directory_pack_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<String> = vec![BUILTIN_FLINK.into(), "rules".into(), "plugins/*".into()];
+        let mut diags = vec![];
+        let packs = discover(&paths, dir.path(), &mut diags, Path::new("warden.yaml"));
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(
+            packs.iter().map(|p| (p.name(), p.dir.display().to_string())).collect::<Vec<_>>(),
+            [("flink", BUILTIN_FLINK.to_string())]
+        );
+        assert_eq!(packs[0].rules.len(), 4);
+
+        // An exported, edited copy under plugins/ wins, with no duplicate-pack error.
+        let exported = dir.path().join("plugins/flink");
+        export_builtin("flink", &exported).unwrap();
+        std::fs::write(exported.join("extra.rhai"), "1").unwrap();
+        let mut diags = vec![];
+        let packs = discover(&paths, dir.path(), &mut diags, Path::new("warden.yaml"));
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(packs.len(), 1);
+        assert_eq!(packs[0].dir, exported);
+        assert_eq!(packs[0].rules.len(), 5);
+        // The export carries the tests, which pass.
+        for f in crate::ruletest::discover(std::slice::from_ref(&exported)) {
+            assert!(crate::ruletest::run_file(&f).failures.is_empty(), "{}", f.display());
+        }
+        // Exporting over it is refused.
+        let e = export_builtin("flink", &exported).unwrap_err().to_string();
+        assert_eq!(e, format!("`{}` already exists and is not empty; export into a new directory", exported.display()));
+        let e = export_builtin("flnk", &dir.path().join("x")).unwrap_err().to_string();
+        assert_eq!(e, "no built-in pack named `flnk` (built in: flink)");
+    }
+
+    #[test]
+    fn an_unknown_builtin_is_reported() {
+        let mut diags = vec![];
+        let packs = discover(&["builtin:yarn".into()], Path::new("."), &mut diags, Path::new("w.yaml"));
+        assert!(packs.is_empty());
+        assert_eq!(
+            diags[0].to_string(),
+            "w.yaml: pack path `builtin:yarn` names no built-in pack (built in: builtin:flink)"
+        );
     }
 
     #[test]

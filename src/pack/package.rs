@@ -47,6 +47,23 @@ pub enum PackCliError {
         /// Every problem, as `path:line:col: message`.
         problems: Diagnostics,
     },
+    /// The pack's rule tests (`tests/*.yaml`) fail: it is not packaged.
+    #[error(
+        "pack `{}` is not packaged: {failed} of {total} rule test(s) failed (fix them, or package anyway with \
+         --skip-tests)\n{}",
+        dir.display(),
+        failures.join("\n")
+    )]
+    TestsFailed {
+        /// The pack's directory.
+        dir: PathBuf,
+        /// How many test files failed.
+        failed: usize,
+        /// How many test files ran.
+        total: usize,
+        /// Each failing test with its failures, as `warden test` prints them.
+        failures: Vec<String>,
+    },
     /// A name that cannot be a pack's.
     #[error("`{0}` is not a valid pack name: use letters, digits, `-` and `_`")]
     BadName(String),
@@ -129,6 +146,9 @@ pub enum PackCliError {
         /// Where it is installed.
         dir: PathBuf,
     },
+    /// `warden pack export` failed.
+    #[error(transparent)]
+    Export(#[from] pack::ExportError),
     /// `--upgrade` of a pack that is installed outside the target directory.
     #[error(
         "pack `{name}` is installed at `{}`, not in `{}`; remove it there or use --into with its directory",
@@ -166,10 +186,10 @@ pub struct PackPaths {
 
 impl PackPaths {
     /// Reads `pack_paths` from the configuration file without checking the rest of it (a pack can be listed or
-    /// installed while, say, a secret is unset). A missing file means the default `[rules, plugins/*]`.
+    /// installed while, say, a secret is unset). A missing file means the default `[builtin:flink, rules, plugins/*]`.
     pub fn of_config(config: &Path) -> Result<Self> {
         let base = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        let defaults = vec!["rules".to_string(), "plugins/*".to_string()];
+        let defaults = vec![pack::BUILTIN_FLINK.to_string(), "rules".to_string(), "plugins/*".to_string()];
         if !config.exists() {
             return Ok(Self { config: config.to_path_buf(), base, paths: defaults });
         }
@@ -411,9 +431,50 @@ Share it: `warden pack package <dir>` writes `{name}-<version>.tar.gz` and its `
 // ---------------------------------------------------------------------------------------------------------------
 // pack package
 
+/// Whether [`package`] runs the pack's rule tests first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageTests {
+    /// Run them; a failing test refuses the package.
+    Run,
+    /// Do not run them (`--skip-tests`).
+    Skip,
+}
+
+/// What became of the pack's rule tests when it was packaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestsOutcome {
+    /// This many test files ran and passed (0: the pack has none).
+    Passed(usize),
+    /// They were not run (`--skip-tests`).
+    Skipped,
+}
+
+/// Runs the rule tests of the pack in `dir` (`tests/*.yaml`, with [`crate::ruletest::run_file`]): `Ok(n)` when
+/// all `n` pass, else [`PackCliError::TestsFailed`] with every failure.
+pub fn run_pack_tests(dir: &Path) -> Result<usize> {
+    let files = crate::ruletest::discover(&[dir.to_path_buf()]);
+    let mut failures = vec![];
+    let mut failed = 0;
+    for f in &files {
+        let r = crate::ruletest::run_file(f);
+        if !r.failures.is_empty() {
+            failed += 1;
+            failures.push(format!("FAIL {} ({})", r.name, f.display()));
+            failures.extend(r.failures.iter().map(|x| format!("  {x}")));
+        }
+    }
+    if failed == 0 {
+        Ok(files.len())
+    } else {
+        Err(PackCliError::TestsFailed { dir: dir.to_path_buf(), failed, total: files.len(), failures })
+    }
+}
+
 /// A package written by [`package`].
 #[derive(Debug, Clone)]
 pub struct Packaged {
+    /// What became of the pack's rule tests.
+    pub tests: TestsOutcome,
     /// The pack's name.
     pub name: String,
     /// Its version.
@@ -463,11 +524,16 @@ fn pack_entries(dir: &Path) -> Result<Vec<(PathBuf, bool)>> {
     Ok(out)
 }
 
-/// Checks the pack in `dir` (with `others` available as dependencies) and writes it as a gzip-compressed tar file
-/// whose entries are `<name>/…` in sorted order with fixed times and owners (the same pack gives the same bytes),
-/// plus `<file>.sha256`.
-pub fn package(dir: &Path, out: Option<&Path>, others: &[Pack]) -> Result<Packaged> {
+/// Checks the pack in `dir` (with `others` available as dependencies), runs its rule tests unless `tests` is
+/// [`PackageTests::Skip`] (a failing test refuses the package), and writes it as a gzip-compressed tar file whose
+/// entries are `<name>/…` in sorted order with fixed times and owners (the same pack gives the same bytes), plus
+/// `<file>.sha256`.
+pub fn package(dir: &Path, out: Option<&Path>, others: &[Pack], tests: PackageTests) -> Result<Packaged> {
     let p = validate_dir(dir, others)?;
+    let tests = match tests {
+        PackageTests::Run => TestsOutcome::Passed(run_pack_tests(dir)?),
+        PackageTests::Skip => TestsOutcome::Skipped,
+    };
     let file =
         out.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(format!("{}-{}.tar.gz", p.name(), p.version)));
     let entries = pack_entries(dir)?;
@@ -508,7 +574,7 @@ pub fn package(dir: &Path, out: Option<&Path>, others: &[Pack]) -> Result<Packag
     let checksum_file = checksum_path(&file);
     let base = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     std::fs::write(&checksum_file, format!("{sha256}  {base}\n")).map_err(io("write", &checksum_file))?;
-    Ok(Packaged { name: p.name().to_string(), version: p.manifest.version.clone(), file, checksum_file, sha256 })
+    Ok(Packaged { tests, name: p.name().to_string(), version: p.manifest.version.clone(), file, checksum_file, sha256 })
 }
 
 fn dir_header() -> tar::Header {

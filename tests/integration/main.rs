@@ -3,6 +3,7 @@
 
 mod support;
 
+mod authoring;
 mod bad_input;
 mod cli;
 mod daemon;

@@ -952,7 +952,7 @@ async fn reconfigure_moves_a_running_notifier_to_a_new_slack_url_and_sends_nothi
     assert_eq!(old.got().len(), 1, "the old URL heard nothing after the reload");
     assert_eq!(
         texts(&new),
-        ["[FIRING] job views FAILED", "[RESOLVED] job clicks FAILED", "[FIRING] job orders FAILED"],
+        ["[FIRING] job views FAILED", "[RESOLVED] job clicks is running again", "[FIRING] job orders FAILED"],
         "each once, in order"
     );
     assert_eq!(new.got().len(), 3);

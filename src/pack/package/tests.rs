@@ -54,12 +54,12 @@ fn new_package_add_round_trip() {
     assert_eq!(std::fs::read_dir(here.path().join("plugins")).unwrap().count(), 1);
 
     let out = here.path().join("dist/team-checks.tar.gz");
-    let p = package(&created, Some(&out), &[]).unwrap();
+    let p = package(&created, Some(&out), &[], PackageTests::Run).unwrap();
     assert_eq!((p.name.as_str(), p.version.as_str()), ("team-checks", "0.1.0"));
     let sum = std::fs::read_to_string(&p.checksum_file).unwrap();
     assert_eq!(sum, format!("{}  team-checks.tar.gz\n", p.sha256));
     // Deterministic: the same pack gives the same bytes.
-    let again = package(&created, Some(&here.path().join("again.tar.gz")), &[]).unwrap();
+    let again = package(&created, Some(&here.path().join("again.tar.gz")), &[], PackageTests::Run).unwrap();
     assert_eq!(again.sha256, p.sha256);
 
     let a = add(&out, &there.path().join("plugins"), &installed(there.path()), false).unwrap();
@@ -79,7 +79,8 @@ fn new_package_add_round_trip() {
     let (plan, _) = crate::plan::load(&cfg, None).unwrap_or_else(|d| panic!("{d}"));
     assert!(plan.rules.contains_key("team-checks/taskmanagers-missing"));
     assert_eq!(plan.params_for("team-checks/taskmanagers-missing", "jm").unwrap()["min_taskmanagers"], 2);
-    assert_eq!(plan.jobs.len(), 1);
+    // Its one probe job (the built-in Flink pack, loaded by default, brings its own).
+    assert_eq!(plan.jobs.iter().filter(|j| j.probe.starts_with("team-checks/")).count(), 1);
 
     // Adding it again is refused; an upgrade needs a higher version.
     let err = add(&out, &there.path().join("plugins"), &installed(there.path()), false).unwrap_err();
@@ -109,7 +110,7 @@ fn a_package_with_a_bad_or_missing_checksum_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let src = new_pack("p", &d.path().join("src")).unwrap();
     let out = d.path().join("p.tar.gz");
-    package(&src, Some(&out), &[]).unwrap();
+    package(&src, Some(&out), &[], PackageTests::Skip).unwrap();
     std::fs::write(checksum_path(&out), format!("{}  p.tar.gz\n", "0".repeat(64))).unwrap();
     let err = add(&out, &d.path().join("plugins"), &[], false).unwrap_err();
     assert!(matches!(err, PackCliError::ChecksumMismatch { .. }), "{err}");
@@ -194,7 +195,7 @@ fn pack_paths_come_from_the_configuration_or_the_defaults() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("warden.yaml");
     let p = PackPaths::of_config(&cfg).unwrap();
-    assert_eq!(p.paths, vec!["rules", "plugins/*"]);
+    assert_eq!(p.paths, vec!["builtin:flink", "rules", "plugins/*"]);
     std::fs::write(&cfg, "pack_paths: [mine/*]\ntargets: {not: valid here}\n").unwrap();
     let p = PackPaths::of_config(&cfg).unwrap();
     assert_eq!(p.paths, vec!["mine/*"]);
@@ -221,4 +222,24 @@ fn the_skeletons_rule_test_passes() {
         .replace("have < params", "have > params");
     std::fs::write(dir.join("taskmanagers-missing.rhai"), rule).unwrap();
     assert!(!crate::ruletest::run_file(&dir.join("tests/taskmanagers-missing.yaml")).failures.is_empty());
+}
+
+#[test]
+fn a_pack_whose_tests_fail_is_not_packaged_unless_tests_are_skipped() {
+    let here = tempfile::tempdir().unwrap();
+    let created = new_pack("failing", here.path()).unwrap();
+    let test = created.join("tests/taskmanagers-missing.yaml");
+    let text = std::fs::read_to_string(&test).unwrap().replace("2 expected", "3 expected");
+    std::fs::write(&test, text).unwrap();
+    let out = here.path().join("failing.tar.gz");
+    let e = package(&created, Some(&out), &[], PackageTests::Run).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, PackCliError::TestsFailed { failed: 1, total: 1, .. }), "{msg}");
+    assert!(msg.contains("1 of 1 rule test(s) failed"), "{msg}");
+    assert!(msg.contains("--skip-tests"), "{msg}");
+    assert!(msg.contains("expected: alert event=\"firing\" subject=\"taskmanagers\" summary contains=\"1 TaskManager(s) registered, 3 expected\""), "{msg}");
+    assert!(!out.exists(), "a refused pack leaves no package behind");
+    let p = package(&created, Some(&out), &[], PackageTests::Skip).unwrap();
+    assert_eq!(p.tests, TestsOutcome::Skipped);
+    assert!(out.exists());
 }
