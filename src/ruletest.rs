@@ -134,6 +134,27 @@ impl FollowUp for Canned {
     }
 }
 
+/// The recorded answers of one observation's follow-up requests (`warden replay`): each request gets the next
+/// unused answer recorded for its path.
+struct Replayed {
+    answers: std::sync::Arc<std::sync::Mutex<Vec<Option<crate::model::RecordedFollowUp>>>>,
+}
+
+impl FollowUp for Replayed {
+    fn get(&mut self, path: &str) -> FollowUpAnswer {
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        let next = answers.iter_mut().find(|a| a.as_ref().is_some_and(|a| a.path == path)).and_then(Option::take);
+        match next {
+            Some(a) => FollowUpAnswer { status: a.status, body: a.body, error: a.error },
+            None => FollowUpAnswer {
+                status: None,
+                body: None,
+                error: Some(("connect".into(), format!("{path} was not asked for when this was recorded"))),
+            },
+        }
+    }
+}
+
 /// What the dispatcher decided in one step, in a form tests match against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actual {
@@ -698,19 +719,23 @@ pub fn eval_with(
 pub fn replay(plan: &crate::plan::Plan, recording: &Path) -> Result<Vec<(DateTime<Utc>, Actual)>, TestError> {
     let text = std::fs::read_to_string(recording)
         .map_err(|e| TestError::Input(format!("cannot read `{}`: {e}", recording.display())))?;
-    let mut obs: Vec<Observation> = vec![];
+    let mut lines: Vec<crate::model::Recorded> = vec![];
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        obs.push(
+        lines.push(
             serde_json::from_str(line)
                 .map_err(|e| TestError::Input(format!("{}:{}: {e}", recording.display(), i + 1)))?,
         );
     }
-    obs.sort_by_key(|o| o.time);
+    // Judged when the daemon judged them (recordings of older versions: when the request was sent).
+    let at = |r: &crate::model::Recorded| r.evaluated_at.unwrap_or(r.obs.time);
+    lines.sort_by_key(at);
     let cfg = &plan.loaded.config;
-    let start = obs.first().map(|o| o.time).unwrap_or_else(Utc::now);
+    let start = lines.first().map(at).unwrap_or_else(Utc::now);
     let mut sim = Sim::new(cfg.dispatch.clone(), &cfg.scripts, start);
     let mut out = vec![];
-    for o in &obs {
+    for rec in &lines {
+        let o = &rec.obs;
+        let when = at(rec);
         let Some(job) = plan.jobs.iter().find(|j| j.probe == o.probe && j.target == o.target) else { continue };
         let rules: Vec<(CompiledRule, BTreeMap<String, serde_json::Value>)> = job
             .rules
@@ -724,13 +749,13 @@ pub fn replay(plan: &crate::plan::Plan, recording: &Path) -> Result<Vec<(DateTim
             url: t.map(|t| t.url.clone()).unwrap_or_default(),
             labels: t.map(|t| t.labels.clone()).unwrap_or_default(),
         };
-        let mut follow =
-            || -> Box<dyn FollowUp> { Box::new(Canned { base: PathBuf::new(), responses: BTreeMap::new() }) };
-        let (got, errors) = sim.step(o.time, &rules, &target, o, &mut follow)?;
+        let answers = std::sync::Arc::new(std::sync::Mutex::new(rec.follow_ups.iter().cloned().map(Some).collect()));
+        let mut follow = || -> Box<dyn FollowUp> { Box::new(Replayed { answers: answers.clone() }) };
+        let (got, errors) = sim.step(when, &rules, &target, o, &mut follow)?;
         for e in errors {
             tracing::warn!("{e}");
         }
-        out.extend(got.into_iter().map(|a| (o.time, a)));
+        out.extend(got.into_iter().map(|a| (when, a)));
     }
     Ok(out)
 }

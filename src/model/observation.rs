@@ -86,3 +86,34 @@ impl std::fmt::Display for FetchErrorKind {
         f.write_str(self.as_str())
     }
 }
+
+/// One line of a recording (`warden run --record`): the observation, when the rules judged it, and what their
+/// follow-up requests (`http_get`) were answered, so that `warden replay` decides exactly as the daemon did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recorded {
+    /// The observation.
+    #[serde(flatten)]
+    pub obs: Observation,
+    /// When the rules judged it (the clock reading they saw; absent in recordings of older versions: then
+    /// `time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<DateTime<Utc>>,
+    /// The follow-up requests the rules made, in order, with their answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follow_ups: Vec<RecordedFollowUp>,
+}
+
+/// A follow-up request of a rule and its answer, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedFollowUp {
+    /// The path asked for.
+    pub path: String,
+    /// The HTTP status, if an answer arrived.
+    pub status: Option<u16>,
+    /// The JSON body, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+    /// The error kind and message, if the answer was not usable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<(String, String)>,
+}

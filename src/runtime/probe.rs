@@ -6,7 +6,7 @@
 //! A rule whose evaluation panics is reported as that rule's error; the probe's other rules still run.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,7 @@ use super::Shared;
 use crate::evaluate::{evaluate_observation, Observed};
 use crate::event::Event;
 use crate::fetch::{HttpRequest, TargetClient};
-use crate::model::Origin;
+use crate::model::{Origin, Recorded, RecordedFollowUp};
 use crate::plan::{PlannedRule, ProbeJob};
 use crate::schedule::Ticker;
 use crate::script::{self, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
@@ -41,11 +41,6 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
             _ = stop.cancelled() => return,
         };
         shared.stats.polls.fetch_add(1, Ordering::Relaxed);
-        if let Some(r) = &shared.record {
-            if let Err(e) = r.write(&obs) {
-                tracing::warn!(probe = %job.probe, target = %job.target, "cannot record the observation: {e}");
-            }
-        }
         let err = obs.error.as_ref().map(|e| e.to_string());
         if err.is_some() {
             shared.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
@@ -68,11 +63,22 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
         let probe = job.probe.clone();
         let max_body = job.request.max_body;
         let handle = tokio::runtime::Handle::current();
+        let now = shared.clock.now();
+        let asked = shared.record.as_ref().map(|_| Arc::new(Mutex::new(Vec::new())));
+        let log = asked.clone();
         let evaluated = tokio::task::spawn_blocking(move || {
-            let done = evaluate_all(&sh, &generation.engine, &rules, &obs_dyn, &probe, &client2, &handle, max_body);
+            let follow = FollowUps { client: client2, handle, max_body, log };
+            let done = evaluate_all(&sh, &generation.engine, &rules, &obs_dyn, &probe, now, &follow);
             commit(&sh, done)
         })
         .await;
+        if let (Some(r), Some(asked)) = (&shared.record, asked) {
+            let follow_ups = std::mem::take(&mut *asked.lock().unwrap_or_else(|p| p.into_inner()));
+            let line = Recorded { obs, evaluated_at: Some(now), follow_ups };
+            if let Err(e) = r.write(&line) {
+                tracing::warn!(probe = %job.probe, target = %job.target, "cannot record the observation: {e}");
+            }
+        }
         match evaluated {
             Ok(true) => {}
             Ok(false) => return, // the dispatcher is gone: shutting down
@@ -81,10 +87,20 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
     }
 }
 
+/// What the follow-up requests of one observation's evaluations need, and where they are recorded (with
+/// `--record`).
+struct FollowUps {
+    client: Arc<TargetClient>,
+    handle: tokio::runtime::Handle,
+    max_body: usize,
+    log: Option<Arc<Mutex<Vec<RecordedFollowUp>>>>,
+}
+
 struct HttpFollowUp {
     client: Arc<TargetClient>,
     handle: tokio::runtime::Handle,
     max_body: usize,
+    log: Option<Arc<Mutex<Vec<RecordedFollowUp>>>>,
 }
 
 impl FollowUp for HttpFollowUp {
@@ -93,6 +109,21 @@ impl FollowUp for HttpFollowUp {
     }
 
     fn get_within(&mut self, path: &str, limit: Duration) -> FollowUpAnswer {
+        let answer = self.ask(path, limit);
+        if let Some(log) = &self.log {
+            log.lock().unwrap_or_else(|p| p.into_inner()).push(RecordedFollowUp {
+                path: path.to_string(),
+                status: answer.status,
+                body: answer.body.clone(),
+                error: answer.error.clone(),
+            });
+        }
+        answer
+    }
+}
+
+impl HttpFollowUp {
+    fn ask(&mut self, path: &str, limit: Duration) -> FollowUpAnswer {
         let req = HttpRequest::get(path, self.max_body);
         let send = self.client.send(&req);
         let answer = self.handle.block_on(async { tokio::time::timeout(limit, send).await });
@@ -132,18 +163,23 @@ fn evaluate_all(
     rules: &[Arc<PlannedRule>],
     obs: &rhai::Dynamic,
     probe: &str,
-    client: &Arc<TargetClient>,
-    handle: &tokio::runtime::Handle,
-    max_body: usize,
+    now: chrono::DateTime<chrono::Utc>,
+    follow: &FollowUps,
 ) -> Vec<Done> {
+    let client = &follow.client;
     let target = TargetInfo { name: client.name.clone(), url: client.base.clone(), labels: client.labels.clone() };
-    let seen = Observed { obs, probe, target: &target, now: sh.clock.now() };
+    let seen = Observed { obs, probe, target: &target, now };
     let mut state_of = |rule: &str| {
         let states = sh.states.lock().unwrap_or_else(|p| p.into_inner());
         states.get(&(rule.to_string(), client.name.clone())).cloned().unwrap_or_default()
     };
     let mut follow_up = || -> Option<Box<dyn FollowUp>> {
-        Some(Box::new(HttpFollowUp { client: client.clone(), handle: handle.clone(), max_body }))
+        Some(Box::new(HttpFollowUp {
+            client: client.clone(),
+            handle: follow.handle.clone(),
+            max_body: follow.max_body,
+            log: follow.log.clone(),
+        }))
     };
     sh.stats.evaluations.fetch_add(rules.len() as u64, Ordering::Relaxed);
     let results = evaluate_observation(
