@@ -29,7 +29,8 @@
 //! | [`action`] | built-in actions and the executor: alert log, commands ([`action::command`]), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, one owner with a lease, resumable, exactly once) |
 //! | [`notify`] | notification channels (e-mail, Slack, file, plugins), routing, grouping, silences, outbox |
 //! | [`store`] | SQLite: journal, rule state, dispatcher state, guard resets, restart records (the per-job lock, with owner and lease), savepoint history; [`store::lock`]: one daemon per state directory |
-//! | [`runtime`] | the daemon: one task per probe × target, the dispatcher task, hot reload (an immutable generation swapped atomically), take-over of orphaned restarts, graceful shutdown |
+//! | [`runtime`] | the daemon: one task per probe × target, the dispatcher task, hot reload (an immutable generation swapped atomically), take-over of orphaned restarts, graceful shutdown; [`runtime::status`]: what it knows about itself, for the server |
+//! | [`server`] | Warden's own HTTP server: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/api/status`, `/api/history`, `POST /-/reload`, the status page; reads [`runtime::status`] |
 //! | [`reload`] | watching `warden.yaml` and pack directories (debounced, polling mode), SIGHUP |
 //! | [`ruletest`] | rules on simulated time: `warden test`, `warden eval`, `warden replay` |
 //! | [`flink`] | Flink REST knowledge: root cause across 1.x/2.x, the typed REST calls of restarts ([`flink::client`]) |
@@ -56,4 +57,5 @@ pub mod ruletest;
 pub mod runtime;
 pub mod schedule;
 pub mod script;
+pub mod server;
 pub mod store;

@@ -19,6 +19,7 @@ pub async fn run(config: &Path, dry_run: bool, record: Option<PathBuf>) -> anyho
         dry_run,
         record,
         reload: Some(runtime::ReloadSource { config: config.to_path_buf() }),
+        serve: true,
         ..Default::default()
     };
     runtime::run(plan, engine, opts, shutdown_signal()).await.context("warden could not start")?;

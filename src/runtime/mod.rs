@@ -44,6 +44,9 @@ pub enum RuntimeError {
     /// The notification subsystem could not start.
     #[error(transparent)]
     Notify(#[from] crate::notify::NotifyError),
+    /// The HTTP server could not listen on the address `server.listen` names.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
 }
 
 /// How to run.
@@ -59,11 +62,24 @@ pub struct RunOptions {
     pub reload: Option<ReloadSource>,
     /// Append every observation to this file (JSON lines) for `warden replay`.
     pub record: Option<std::path::PathBuf>,
+    /// Where the daemon tells what it knows about itself (read by the HTTP server and tests).
+    pub status: StatusHandle,
+    /// Start the HTTP server the configuration's `server` section describes (`warden run` does; tests and the
+    /// demo usually do not).
+    pub serve: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { dry_run: false, clock: Clock::System, events: Events::default(), reload: None, record: None }
+        Self {
+            dry_run: false,
+            clock: Clock::System,
+            events: Events::default(),
+            reload: None,
+            record: None,
+            status: StatusHandle::new(),
+            serve: false,
+        }
     }
 }
 
@@ -103,6 +119,7 @@ struct Shared {
     events: Events,
     tx: mpsc::Sender<(Origin, Verdict)>,
     record: Option<Arc<crate::action::log::RecordWriter>>,
+    status: StatusHandle,
 }
 
 impl Shared {
@@ -165,6 +182,7 @@ pub async fn run(
         events: opts.events.clone(),
         tx,
         record,
+        status: opts.status.clone(),
     });
     let notifier = Arc::new(crate::notify::Notifier::new(
         cfg.notify.clone(),
@@ -199,6 +217,14 @@ pub async fn run(
     let dispatcher = Dispatcher::new(cfg.dispatch.clone(), opts.dry_run, &store)?;
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.dispatch.clone());
 
+    // What the server and `warden status` read; the server itself (if asked for) starts once the store is ours.
+    opts.status.started_with(generation.clone(), store.clone(), stats.clone(), opts.dry_run);
+    let server_stop = CancellationToken::new();
+    let server = match opts.serve {
+        true => crate::server::start(&cfg.server, opts.status.clone(), server_stop.clone()).await?,
+        false => None,
+    };
+
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
     let probes = TaskTracker::new();
@@ -226,6 +252,7 @@ pub async fn run(
         actions.clone(),
         kill.clone(),
         stats.clone(),
+        opts.status.clone(),
     ));
 
     // Rules that existed when Warden last ran and no longer do: their state goes, their alerts resolve.
@@ -257,6 +284,9 @@ pub async fn run(
                 let _ = reload_tx.try_send(crate::reload::Trigger::Changed(p));
             }
         }
+    }
+    if opts.reload.is_some() {
+        opts.status.set_reload_trigger(reload_tx.clone());
     }
     drop(reload_tx);
 
@@ -294,6 +324,8 @@ pub async fn run(
                         tracing::error!(trigger = ?trigger, problems = errors.len(), "reload rejected: Warden keeps running with what it had");
                     }
                 }
+                let applied = outcome.is_ok().then(|| shared.generation());
+                opts.status.reloaded(applied, &trigger, outcome.as_ref().err().cloned().unwrap_or_default());
                 opts.events.send(Event::Reloaded { ok: outcome.is_ok(), errors: outcome.err().unwrap_or_default(), took });
             }
         }
@@ -313,6 +345,10 @@ pub async fn run(
     }
     notify_stop.cancel();
     let _ = notify_task.await;
+    server_stop.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     tracing::info!(
         polls = stats.polls.load(Ordering::Relaxed),
         poll_errors = stats.poll_errors.load(Ordering::Relaxed),
@@ -502,11 +538,13 @@ mod dispatch_loop;
 mod generation;
 mod orphans;
 mod probe;
+pub mod status;
 
 use dispatch_loop::dispatch_loop;
 use generation::job_signature;
 pub use generation::Generation;
 use probe::probe_loop;
+pub use status::StatusHandle;
 
 #[cfg(test)]
 mod tests;
