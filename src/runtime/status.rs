@@ -278,6 +278,7 @@ struct Inner {
     store: OnceLock<Arc<Store>>,
     stats: OnceLock<Arc<Stats>>,
     reload_tx: OnceLock<mpsc::Sender<Trigger>>,
+    server: OnceLock<std::net::SocketAddr>,
     probes: Mutex<HashMap<(String, String), ProbeRun>>,
     rules: Mutex<HashMap<String, RuleRun>>,
     jobs: Mutex<HashMap<String, Vec<JobSeen>>>,
@@ -309,6 +310,7 @@ impl StatusHandle {
             store: OnceLock::new(),
             stats: OnceLock::new(),
             reload_tx: OnceLock::new(),
+            server: OnceLock::new(),
             probes: Mutex::new(HashMap::new()),
             rules: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
@@ -342,6 +344,16 @@ impl StatusHandle {
     /// The daemon's counters, once running.
     pub fn stats(&self) -> Option<Arc<Stats>> {
         self.0.stats.get().cloned()
+    }
+
+    /// The address the HTTP server listens on, once it does.
+    pub fn server_addr(&self) -> Option<std::net::SocketAddr> {
+        self.0.server.get().copied()
+    }
+
+    /// Records the address the HTTP server listens on.
+    pub fn set_server_addr(&self, a: std::net::SocketAddr) {
+        let _ = self.0.server.set(a);
     }
 
     /// Whether the daemon runs in dry-run mode.

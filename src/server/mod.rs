@@ -75,6 +75,7 @@ pub async fn start(
         Err(source) => return Err(ServerError::Bind { addr: addr.to_string(), source }),
     };
     let local = listener.local_addr().unwrap_or(addr);
+    status.set_server_addr(local);
     tracing::info!(listen = %local, auth = cfg.token.is_some(), "serving /metrics, /api/status and the status page on http://{local}/");
     let app = router(status, cfg.token.as_ref().map(|t| Arc::from(t.expose())));
     Ok(Some(tokio::spawn(async move {
