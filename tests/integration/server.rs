@@ -122,9 +122,9 @@ fn config_with_secrets(url: &str) -> Value {
 fn strict_families(text: &str) -> Vec<String> {
     let mut families: Vec<String> = vec![];
     let mut typed: Vec<(String, String)> = vec![];
-    let mut lines = text.lines().peekable();
+    let lines = text.lines();
     let mut ended = false;
-    while let Some(line) = lines.next() {
+    for line in lines {
         assert!(!ended, "text after # EOF: {line}");
         if line == "# EOF" {
             ended = true;
