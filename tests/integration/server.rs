@@ -343,6 +343,46 @@ async fn the_server_reports_health_metrics_status_history_and_reloads_without_a_
 
     let (code, _) = s.get("/nope").await;
     assert_eq!(code, 404);
+
+    // `warden status` asks the daemon (a configuration naming its address and token) or reads the store.
+    let state = s.status.store().expect("store").path().parent().unwrap().to_path_buf();
+    let other = tempfile::tempdir().unwrap();
+    let addr = s.status.server_addr().unwrap().to_string();
+    let cfg2 = json!({"state_dir": state, "targets": [], "server": {"listen": addr, "token": TOKEN}});
+    let path2 = write_config(other.path(), &cfg2);
+    let warden = |args: Vec<String>| async move {
+        let shown = args.join(" ");
+        let out =
+            tokio::task::spawn_blocking(move || Command::new(WARDEN).args(&args).output().unwrap()).await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "warden {shown}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        for sec in SECRETS {
+            assert!(!text.contains(sec), "a secret leaked into `warden {shown}`");
+        }
+        text
+    };
+    let c2 = path2.display().to_string();
+    let live = warden(vec!["status".into(), "-c".into(), c2.clone()]).await;
+    assert!(live.contains("alert(s) firing") && live.contains("daemon up since"), "{live}");
+    assert!(live.contains("clicks") && live.contains("FAILED") && live.contains("flink/job-not-running"), "{live}");
+    let saved =
+        warden(vec!["status".into(), "-c".into(), c2.clone(), "--state-dir".into(), state.display().to_string()]).await;
+    assert!(saved.contains("from the state directory") && saved.contains("clicks"), "{saved}");
+    let h = warden(vec![
+        "history".into(),
+        "-c".into(),
+        c2.clone(),
+        "--job".into(),
+        "clicks".into(),
+        "--kind".into(),
+        "alert".into(),
+        "--since".into(),
+        "1h".into(),
+    ])
+    .await;
+    assert!(h.lines().count() >= 1 && h.lines().all(|l| l.contains("alert") && l.contains("clicks")), "{h}");
+    let none = warden(vec!["history".into(), "-c".into(), c2, "--rule".into(), "nope/none".into()]).await;
+    assert_eq!(none.trim(), "(no journal entries match)");
     s.stop().await;
 }
 
