@@ -78,9 +78,10 @@ h2{font-size:13px;text-transform:uppercase;letter-spacing:.06em;color:var(--mut)
 .alert.warning{border-color:var(--warn);background:rgba(241,161,13,.08)}.alert.info{border-color:var(--info);background:rgba(91,155,213,.08)}
 .alert .title{font-size:17px;font-weight:600}.alert .cause{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;white-space:pre-wrap;word-break:break-word;margin-top:4px;color:#ffb4b6}
 .mut{color:var(--mut);font-size:13px}
-table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
+table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
+td.mut,td.err{overflow-wrap:anywhere}
 th{color:var(--mut);font-weight:500;font-size:12px;text-transform:uppercase}
-.badge{display:inline-block;min-width:64px;text-align:center;border-radius:999px;padding:1px 10px;font-size:12px;font-weight:700;text-transform:uppercase}
+.badge{white-space:nowrap;display:inline-block;min-width:64px;text-align:center;border-radius:999px;padding:1px 10px;font-size:12px;font-weight:700;text-transform:uppercase}
 .badge.ok{background:rgba(47,179,109,.18);color:var(--ok)}.badge.bad{background:var(--bad);color:#fff}.badge.warn{background:rgba(241,161,13,.2);color:var(--warn)}.badge.info{background:rgba(91,155,213,.2);color:var(--info)}
 .target{margin-bottom:14px}.target h3{margin:0 0 6px;font-size:16px;display:flex;gap:10px;align-items:center}
 .err{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px;color:#ffb4b6;white-space:pre-wrap;word-break:break-word}
