@@ -41,6 +41,25 @@ struct KeyState {
 
 type Slot = BTreeMap<String, KeyState>;
 
+/// An alert that is firing, as [`Dispatcher::firing_alerts`] reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FiringAlert {
+    /// The rule that asks for it.
+    pub rule: String,
+    /// The target.
+    pub target: String,
+    /// What it is about (job name).
+    pub subject: String,
+    /// Its severity.
+    pub severity: Severity,
+    /// One line for people.
+    pub summary: String,
+    /// The rule's details (the Flink pack puts the job's `root_cause` here).
+    pub details: serde_json::Value,
+    /// When it first fired.
+    pub since: DateTime<Utc>,
+}
+
 /// The dispatcher. Owned by one task; every decision is a function of the evaluation, the clock and the store.
 pub struct Dispatcher {
     policy: DispatchConfig,
@@ -76,6 +95,28 @@ impl Dispatcher {
             }
         }
         out.sort();
+        out
+    }
+
+    /// Alerts currently firing, with what the status API and page show of them, sorted by rule, target, subject.
+    pub fn firing_alerts(&self) -> Vec<FiringAlert> {
+        let mut out = vec![];
+        for ((rule, target), slot) in &self.states {
+            for k in slot.values() {
+                if let (true, Some(since)) = (k.alert, k.fired_at) {
+                    out.push(FiringAlert {
+                        rule: rule.clone(),
+                        target: target.clone(),
+                        subject: k.subject.clone(),
+                        severity: k.severity,
+                        summary: k.summary.clone(),
+                        details: k.details.clone(),
+                        since,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.rule, &a.target, &a.subject).cmp(&(&b.rule, &b.target, &b.subject)));
         out
     }
 

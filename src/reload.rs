@@ -30,6 +30,8 @@ pub enum Trigger {
     Changed(PathBuf),
     /// SIGHUP.
     Signal,
+    /// `POST /-/reload` on Warden's HTTP server.
+    Http,
 }
 
 /// True for files editors write next to the real one (`.x.swp`, `x~`, `4913`, `#x#`, `.#x`).

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use warden::store::Store;
+use warden::store::{JournalFilter, Store};
 
 use super::Format;
 
@@ -15,9 +15,13 @@ pub struct Args {
     pub restarts: bool,
     pub savepoints: bool,
     pub job: Option<String>,
+    pub rule: Option<String>,
+    pub kind: Option<warden::model::ActionKind>,
+    pub since: Option<String>,
+    pub follow: bool,
 }
 
-pub fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
     let dir = super::state_dir(config, a.state_dir)?;
     if !dir.join("warden.db").is_file() {
         anyhow::bail!("no journal in `{}` yet (has `warden run` been started?)", dir.display());
@@ -61,8 +65,45 @@ pub fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    for e in store.entries(a.limit)? {
-        match a.format {
+    let mut filter = JournalFilter { job: a.job.clone(), rule: a.rule.clone(), kind: a.kind, ..Default::default() };
+    if let Some(s) = &a.since {
+        filter.since =
+            Some(warden::server::api::parse_since(s, chrono::Utc::now()).map_err(|e| anyhow::anyhow!("--since: {e}"))?);
+    }
+    let filtered = filter != JournalFilter::default();
+    let entries = store.find_entries(&filter, a.limit)?;
+    if entries.is_empty() && a.format == Format::Text {
+        if filtered {
+            outln!("(no journal entries match)");
+        } else {
+            outln!("(the journal is empty: Warden has not acted yet)");
+        }
+    }
+    let mut last = entries.last().map(|e| e.id).unwrap_or(0);
+    print_entries(entries, a.format)?;
+    if !a.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Follow: look for new entries every second until Ctrl-C.
+    let store = std::sync::Arc::new(store);
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+        let f = JournalFilter { after_id: Some(last), ..filter.clone() };
+        let new = store.call(move |s| s.find_entries(&f, None)).await?;
+        if let Some(e) = new.last() {
+            last = e.id;
+        }
+        print_entries(new, a.format)?;
+    }
+}
+
+fn print_entries(entries: Vec<warden::store::JournalEntry>, format: Format) -> anyhow::Result<()> {
+    for e in entries {
+        match format {
             Format::Json => outln!("{}", serde_json::to_string(&e)?),
             Format::Text => {
                 let what = if e.detail.is_empty() || e.detail == e.action.as_str() {
@@ -83,5 +124,5 @@ pub fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

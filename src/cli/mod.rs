@@ -20,6 +20,7 @@ mod replay;
 mod restart;
 mod run;
 mod silence;
+mod status;
 mod test;
 
 use std::path::PathBuf;
@@ -38,6 +39,10 @@ pub struct Cli {
     /// Log level or filter for messages on stderr (`info`, `debug`, `warden=debug`). Also `WARDEN_LOG`.
     #[arg(long, global = true, env = "WARDEN_LOG")]
     pub log: Option<String>,
+    /// How log lines on stderr look: `text` for people (coloured on a terminal only) or `json`, one object per
+    /// line, for log shippers. Also `WARDEN_LOG_FORMAT`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "WARDEN_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -128,9 +133,31 @@ pub enum Command {
         /// Show the savepoint and checkpoint history per job instead of the action journal.
         #[arg(long)]
         savepoints: bool,
-        /// With --savepoints: only this job.
+        /// Only entries about this job (with --savepoints: only this job's history).
         #[arg(long)]
         job: Option<String>,
+        /// Only entries from this rule (`flink/job-not-running`).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only entries of this kind: alert, resolved, run, restart, log, guard, guard-reset, notify.
+        #[arg(long)]
+        kind: Option<warden::model::ActionKind>,
+        /// Only entries at or after this time: RFC 3339 (`2026-01-01T00:00:00Z`) or a duration ago (`1h`, `2d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Keep printing new entries as they are journalled (until Ctrl-C).
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// What the daemon sees now: targets, jobs, firing alerts, restarts in progress, failing probes and rules.
+    /// Asks the running daemon's server (`server:` in warden.yaml); without one, reads the state directory.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Read this state directory (and do not ask a daemon).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Restart a job now from its state (a savepoint of the running job, its last retained checkpoint, or none),
     /// exactly once and verified, like the `restart_job` action. Exit 0 when the new job runs and restored.
@@ -200,6 +227,17 @@ pub enum GuardCommand {
     },
 }
 
+/// How log lines look.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people: one line each, coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (time, level, message, fields such as target, job, jid).
+    Json,
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// For people.
@@ -244,13 +282,19 @@ pub fn check_log_filter(filter: Option<&str>) -> Result<(), BadLogFilter> {
 }
 
 fn init_tracing(filter: Option<&str>, default: &str) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_new(filter.unwrap_or(default)).unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text) {
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 /// Runs the parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let log = cli.log.as_deref();
+    let _ = LOG_FORMAT.set(cli.log_format);
     if let Err(e) = check_log_filter(log) {
         eprintln!("warden: {e}");
         return Ok(ExitCode::from(2));
@@ -276,9 +320,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing(log, "warn");
             Ok(init::run(&cli.config, url.as_deref(), &name).await?)
         }
-        Command::History { format, limit, state_dir, restarts, savepoints, job } => {
+        Command::History { format, limit, state_dir, restarts, savepoints, job, rule, kind, since, follow } => {
             init_tracing(log, "warn");
-            history::run(&cli.config, history::Args { format, limit, state_dir, restarts, savepoints, job })
+            let a = history::Args { format, limit, state_dir, restarts, savepoints, job, rule, kind, since, follow };
+            history::run(&cli.config, a).await
+        }
+        Command::Status { format, state_dir } => {
+            init_tracing(log, "warn");
+            status::run(&cli.config, format, state_dir).await
         }
         Command::Restart { target, job, strategy, jid } => {
             init_tracing(log, "info");

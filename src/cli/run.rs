@@ -28,6 +28,7 @@ pub async fn run(config: &Path, dry_run: bool, record: Option<PathBuf>) -> anyho
         record,
         reload: Some(runtime::ReloadSource { config: config.to_path_buf() }),
         force,
+        serve: true,
         ..Default::default()
     };
     runtime::run(plan, engine, opts, shutdown).await.context("warden could not start")?;

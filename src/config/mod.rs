@@ -45,6 +45,7 @@ const TOP_KEYS: &[&str] = &[
     "alert_log",
     "shutdown_grace",
     "retention",
+    "server",
 ];
 
 /// Finds the state directory for any command: `given` (a `--state-dir` flag) when there is one, else `state_dir`
@@ -441,6 +442,31 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
         ));
     }
     config.retention.check(doc, &config.dispatch.storm_guard, diags);
+    check_server(doc, base, &mut config.server, opts, diags);
+}
+
+/// `server.listen` must be an IP socket address; `server.token` is resolved like every other secret.
+fn check_server(doc: &YamlDoc, base: &Path, s: &mut ServerConfig, opts: LoadOptions, diags: &mut Vec<Diagnostic>) {
+    if let Some(l) = &s.listen {
+        if let Err(e) = l.parse::<std::net::SocketAddr>() {
+            diags.push(doc.diag(
+                "server.listen",
+                format!(
+                    "`server.listen`: `{l}` is not an address and port ({e}); write e.g. `127.0.0.1:9464`, \
+                     `0.0.0.0:9464` or `[::1]:9464`"
+                ),
+            ));
+        }
+    }
+    if let Some(t) = &mut s.token {
+        if opts.environment || !t.is_reference() {
+            if let Err(e) = t.resolve(base) {
+                diags.push(doc.diag("server.token", format!("`server.token`: {e}")));
+            } else if t.expose().is_empty() {
+                diags.push(doc.diag("server.token", "`server.token` is empty: give a token or leave it out"));
+            }
+        }
+    }
 }
 
 /// Whether Warden can keep its state in `dir`: an existing writable directory, or one it can create (the nearest

@@ -60,6 +60,10 @@ pub struct Config {
     /// and recordings may grow. The defaults keep a few months of history and at most a few hundred MiB of files.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Warden's own HTTP server: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/api/status`, `/api/history`,
+    /// `POST /-/reload` and the status page at `/`. On by default, on loopback (`127.0.0.1:9464`).
+    #[serde(default)]
+    pub server: ServerConfig,
 }
 
 pub(crate) fn default_state_dir() -> PathBuf {
@@ -787,5 +791,46 @@ mod retention_tests {
         assert!(e[0].starts_with("warden.yaml:3:13: `retention.savepoints.max_age` (30days)"), "{e:?}");
         let e = load("retention:\n  jornal: 1d\n").unwrap_err();
         assert!(e[0].contains("unknown field `jornal`, did you mean `journal`?"), "{e:?}");
+    }
+}
+
+/// Warden's own HTTP server, under `server:`. It is on by default and listens on loopback only
+/// (`127.0.0.1:9464`), which is what a Prometheus on the same host (or a sidecar) expects; set `listen` to
+/// `0.0.0.0:9464` to be scraped from elsewhere (then set a `token`), or `enabled: false` to turn it off.
+///
+/// If the default address is taken Warden logs an error and watches without its server; an address written in
+/// `listen` that cannot be bound stops `warden run` with exit code 1. The section is read at start: a reload does
+/// not move the server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Serve at all. Default `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The address and port to listen on, `host:port` with an IP address (`127.0.0.1:9464`, `[::1]:9464`,
+    /// `0.0.0.0:9464`). Default `127.0.0.1:9464`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// A bearer token (a secret reference such as `${WARDEN_TOKEN}` or `file:/run/secrets/warden-token`) that
+    /// every request but `GET /healthz` must carry as `Authorization: Bearer <token>` (browsers: HTTP basic
+    /// authentication with any user name and the token as password). Default: none (no authentication).
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: None, token: None }
+    }
+}
+
+impl ServerConfig {
+    /// The address used when `listen` is not set.
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:9464";
+
+    /// The address to listen on (`listen`, else [`ServerConfig::DEFAULT_LISTEN`]); `None` if `listen` is not a
+    /// valid socket address (which loading reports).
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.as_deref().unwrap_or(Self::DEFAULT_LISTEN).parse().ok()
     }
 }

@@ -29,7 +29,9 @@ pub(super) async fn dispatch_loop(
     actions: TaskTracker,
     kill: CancellationToken,
     stats: Arc<Stats>,
+    status: super::StatusHandle,
 ) {
+    status.set_firing(dispatcher.firing_alerts());
     while let Some((origin, verdict)) = rx.recv().await {
         if policy.has_changed().unwrap_or(false) {
             dispatcher.set_policy(policy.borrow_and_update().clone());
@@ -41,6 +43,10 @@ pub(super) async fn dispatch_loop(
             })
             .await;
         dispatcher = d;
+        // Firing alerts change only with an alert or resolution (an action), or, in dry run, silently.
+        if matches!(&decided, Ok(p) if !p.is_empty()) || status.dry_run() {
+            status.set_firing(dispatcher.firing_alerts());
+        }
         match decided {
             Ok(planned) if planned.is_empty() => {}
             Ok(planned) => {
@@ -49,13 +55,30 @@ pub(super) async fn dispatch_loop(
                 stats.actions.fetch_add(planned.len() as u64, Ordering::Relaxed);
                 let ex = executor.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let k = kill.clone();
+                let (store, status) = (store.clone(), status.clone());
                 actions.spawn(async move {
                     for p in planned {
+                        let id = journal_id(&p);
                         ex.execute(p, k.clone()).await;
+                        // For `warden_actions_total{kind,outcome}`: the outcome the executor journalled.
+                        if let Ok(Some((kind, outcome))) =
+                            store.call(move |s| super::status::journal_outcome(s, id)).await
+                        {
+                            status.action_done(&kind, &outcome);
+                        }
                     }
                 });
             }
             Err(e) => tracing::error!(rule = %origin.rule, target = %origin.target, "cannot journal: {e}"),
+        }
+    }
+}
+
+fn journal_id(p: &crate::model::Planned) -> i64 {
+    use crate::model::Planned;
+    match p {
+        Planned::Notify { journal_id, .. } | Planned::Restart { journal_id, .. } | Planned::Run { journal_id, .. } => {
+            *journal_id
         }
     }
 }

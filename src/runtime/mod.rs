@@ -44,6 +44,9 @@ pub enum RuntimeError {
     /// The notification subsystem could not start.
     #[error(transparent)]
     Notify(#[from] crate::notify::NotifyError),
+    /// The HTTP server could not listen on the address `server.listen` names.
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
 }
 
 /// How to run.
@@ -63,6 +66,11 @@ pub struct RunOptions {
     /// killed (commands' process groups, journalled `interrupted: …`) without waiting out `shutdown_grace`.
     /// Never cancelled by default.
     pub force: CancellationToken,
+    /// Where the daemon tells what it knows about itself (read by the HTTP server and tests).
+    pub status: StatusHandle,
+    /// Start the HTTP server the configuration's `server` section describes (`warden run` does; tests and the
+    /// demo usually do not).
+    pub serve: bool,
 }
 
 impl Default for RunOptions {
@@ -74,6 +82,8 @@ impl Default for RunOptions {
             reload: None,
             record: None,
             force: CancellationToken::new(),
+            status: StatusHandle::new(),
+            serve: false,
         }
     }
 }
@@ -117,6 +127,7 @@ struct Shared {
     events: Events,
     tx: mpsc::Sender<(Origin, Verdict)>,
     record: Option<Arc<crate::action::log::RecordWriter>>,
+    status: StatusHandle,
 }
 
 impl Shared {
@@ -181,6 +192,7 @@ pub async fn run(
         events: opts.events.clone(),
         tx,
         record,
+        status: opts.status.clone(),
     });
     let notifier = Arc::new(crate::notify::Notifier::new(
         cfg.notify.clone(),
@@ -214,6 +226,14 @@ pub async fn run(
     let executor = Arc::new(std::sync::RwLock::new(make_executor(&generation)));
     let dispatcher = Dispatcher::new(cfg.dispatch.clone(), opts.dry_run, &store)?;
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.dispatch.clone());
+
+    // What the server and `warden status` read; the server itself (if asked for) starts once the store is ours.
+    opts.status.started_with(generation.clone(), store.clone(), stats.clone(), opts.dry_run);
+    let server_stop = CancellationToken::new();
+    let server = match opts.serve {
+        true => crate::server::start(&cfg.server, opts.status.clone(), server_stop.clone()).await?,
+        false => None,
+    };
 
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
@@ -249,6 +269,7 @@ pub async fn run(
         actions.clone(),
         kill.clone(),
         stats.clone(),
+        opts.status.clone(),
     ));
 
     // Rules that existed when Warden last ran and no longer do: their state goes, their alerts resolve.
@@ -280,6 +301,9 @@ pub async fn run(
                 let _ = reload_tx.try_send(crate::reload::Trigger::Changed(p));
             }
         }
+    }
+    if opts.reload.is_some() {
+        opts.status.set_reload_trigger(reload_tx.clone());
     }
     drop(reload_tx);
 
@@ -317,6 +341,8 @@ pub async fn run(
                         tracing::error!(trigger = ?trigger, problems = errors.len(), "reload rejected: Warden keeps running with what it had");
                     }
                 }
+                let applied = outcome.is_ok().then(|| shared.generation());
+                opts.status.reloaded(applied, &trigger, outcome.as_ref().err().cloned().unwrap_or_default());
                 opts.events.send(Event::Reloaded { ok: outcome.is_ok(), errors: outcome.err().unwrap_or_default(), took });
             }
         }
@@ -360,6 +386,13 @@ pub async fn run(
     tokio::select! {
         _ = notify_task => {}
         _ = force.cancelled() => {}
+    }
+    server_stop.cancel();
+    if let Some(server) = server {
+        tokio::select! {
+            _ = server => {}
+            _ = force.cancelled() => {}
+        }
     }
     tracing::info!(
         polls = stats.polls.load(Ordering::Relaxed),
@@ -550,11 +583,13 @@ mod dispatch_loop;
 mod generation;
 mod orphans;
 mod probe;
+pub mod status;
 
 use dispatch_loop::dispatch_loop;
 use generation::job_signature;
 pub use generation::Generation;
 use probe::probe_loop;
+pub use status::StatusHandle;
 
 #[cfg(test)]
 mod tests;

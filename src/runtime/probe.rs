@@ -24,6 +24,7 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
     let key = (job.probe.clone(), job.target.clone());
     let mut ticker = Ticker::new(&job.schedule, shared.clock.clone());
     let mut last_error: Option<String> = None;
+    let labels = super::status::ProbeLabels { probe: job.probe.clone(), target: job.target.clone() };
     loop {
         let skipped = tokio::select! {
             t = ticker.tick() => match t {
@@ -34,12 +35,15 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
         };
         if skipped > 0 {
             shared.stats.skipped_runs.fetch_add(skipped, Ordering::Relaxed);
+            shared.status.skipped(&labels, skipped);
             tracing::warn!(probe = %job.probe, target = %job.target, skipped, "a run took longer than the schedule; skipped runs");
         }
+        let (polled_at, started) = (shared.clock.now(), std::time::Instant::now());
         let obs = tokio::select! {
             o = client.observe(&job.probe, &job.request) => o,
             _ = stop.cancelled() => return,
         };
+        let took = started.elapsed();
         shared.stats.polls.fetch_add(1, Ordering::Relaxed);
         let err = obs.error.as_ref().map(|e| e.to_string());
         if err.is_some() {
@@ -51,6 +55,14 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
                 None => tracing::info!(probe = %job.probe, target = %job.target, "poll succeeds again"),
             }
             last_error = err.clone();
+        }
+        let next = match &job.schedule {
+            crate::schedule::Schedule::Every(d) => chrono::Duration::from_std(*d).ok().map(|d| polled_at + d),
+            s => s.next_after(shared.clock.now()),
+        };
+        shared.status.polled(&labels, polled_at, took, err.clone(), next);
+        if let Some(body) = &obs.body {
+            shared.status.saw_jobs(&job.target, body, polled_at);
         }
         shared.events.send(Event::Observed { probe: job.probe.clone(), target: job.target.clone(), error: err });
 
@@ -182,15 +194,21 @@ fn evaluate_all(
         }))
     };
     sh.stats.evaluations.fetch_add(rules.len() as u64, Ordering::Relaxed);
-    let results = evaluate_observation(
-        engine,
-        rules.iter().map(|r| (&r.compiled, r.params_for(&client.name))),
-        &seen,
-        &mut state_of,
-        &mut follow_up,
-    );
     let mut out = Vec::with_capacity(rules.len());
-    for (r, result) in rules.iter().zip(results) {
+    for r in rules {
+        // One rule at a time through the one evaluation path, to time each (status and metrics).
+        let started = std::time::Instant::now();
+        let result = evaluate_observation(
+            engine,
+            std::iter::once((&r.compiled, r.params_for(&client.name))),
+            &seen,
+            &mut state_of,
+            &mut follow_up,
+        )
+        .pop();
+        let Some(result) = result else { continue };
+        let error = result.as_ref().err().map(|e| e.to_string());
+        sh.status.evaluated(&r.compiled.name, seen.now, started.elapsed(), error);
         match result {
             Ok(v) => out.push(Done { rule: r.clone(), origin: v.origin, verdict: v.verdict, state: v.new_state }),
             Err(e) => {

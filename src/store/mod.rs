@@ -156,6 +156,21 @@ pub struct JournalEntry {
     pub finished: Option<String>,
 }
 
+/// Which journal entries [`Store::find_entries`] returns: all of the given conditions hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JournalFilter {
+    /// About this job (the entry's subject).
+    pub job: Option<String>,
+    /// From this rule.
+    pub rule: Option<String>,
+    /// Of this kind.
+    pub kind: Option<ActionKind>,
+    /// At or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// With an id above this one (for following the journal).
+    pub after_id: Option<i64>,
+}
+
 /// A new journal entry (the store assigns id and outcome fields).
 #[derive(Debug, Clone)]
 pub struct NewEntry {
@@ -368,6 +383,55 @@ impl Store {
                  FROM (SELECT * FROM journal ORDER BY id DESC LIMIT ?1) ORDER BY id",
             )?;
             let rows = st.query_map([limit], |r| {
+                let details: String = r.get(10)?;
+                Ok(JournalEntry {
+                    id: r.get(0)?,
+                    time: r.get(1)?,
+                    rule: r.get(2)?,
+                    target: r.get(3)?,
+                    probe: r.get(4)?,
+                    subject: r.get(5)?,
+                    action: parse_col(r, 6)?,
+                    detail: r.get(7)?,
+                    severity: r.get(8)?,
+                    summary: r.get(9)?,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                    outcome: r.get(11)?,
+                    output: r.get(12)?,
+                    finished: r.get(13)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Journal entries that match `f`, oldest first; the newest `limit` when given.
+    pub fn find_entries(&self, f: &JournalFilter, limit: Option<usize>) -> Result<Vec<JournalEntry>> {
+        let mut clauses = vec!["1 = 1".to_string()];
+        let mut args: Vec<String> = vec![];
+        let mut add = |col: &str, op: &str, v: Option<String>| {
+            if let Some(v) = v {
+                args.push(v);
+                clauses.push(format!("{col} {op} ?{}", args.len() + 1));
+            }
+        };
+        add("subject", "=", f.job.clone());
+        add("rule", "=", f.rule.clone());
+        add("action", "=", f.kind.map(|k| k.as_str().to_string()));
+        add("time", ">=", f.since.map(ts));
+        add("id", ">", f.after_id.map(|i| i.to_string()));
+        let sql = format!(
+            "SELECT id, time, rule, target, probe, subject, action, detail, severity, summary, details, outcome,
+                    output, finished
+             FROM (SELECT * FROM journal WHERE {} ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            clauses.join(" AND ")
+        );
+        let limit = limit.map(|l| l as i64).unwrap_or(-1);
+        self.with(|c| {
+            let mut st = c.prepare(&sql)?;
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&limit];
+            params.extend(args.iter().map(|a| a as &dyn rusqlite::ToSql));
+            let rows = st.query_map(params.as_slice(), |r| {
                 let details: String = r.get(10)?;
                 Ok(JournalEntry {
                     id: r.get(0)?,

@@ -12,4 +12,5 @@ mod notify;
 mod ownership;
 mod reload_time;
 mod rules;
+mod server;
 mod store;
