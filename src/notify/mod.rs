@@ -675,12 +675,16 @@ impl Notifier {
         let now = self.clock.now();
         match r {
             Ok(()) => {
-                outbox::sent(&self.store, q.id, now)?;
                 let outcome =
                     if q.attempts == 0 { "sent".to_string() } else { format!("sent after {} retries", q.attempts) };
-                if let Some(j) = q.journal_id {
-                    self.store.finish(j, &outcome, "", now)?;
-                }
+                // The outbox and the journal say "sent" together, or neither does.
+                self.store.transaction(|s| {
+                    outbox::sent(s, q.id, now)?;
+                    if let Some(j) = q.journal_id {
+                        s.finish(j, &outcome, "", now)?;
+                    }
+                    Ok(())
+                })?;
                 tracing::info!(channel = %q.channel, message = %q.message.id, "{outcome}: {}", q.message.view.headline);
             }
             Err(DeliveryError::Permanent { reason }) => self.fail(&mut q, now, &reason)?,

@@ -3,6 +3,7 @@
 use fake_flink::FlinkApiVersion;
 use serde_json::json;
 use warden::event::Event;
+use warden::store::Store;
 
 use crate::support::*;
 
@@ -151,4 +152,75 @@ async fn a_disabled_rule_stays_silent_while_the_others_judge() {
     assert!(!d.seen.iter().any(|e| matches!(e, Event::Alert(a) if a.rule == JNR)), "{:#?}", d.seen);
     assert!(runs(&d.journal(), "clicks").is_empty());
     d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_recording_decides_what_the_daemon_did_at_the_same_times() {
+    use warden::runtime::{self, RunOptions};
+    let (fake, jid) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("relaunches.txt");
+    let cfg = flink_config(
+        &fake.url(),
+        json!({
+            "commands": {"relaunch": recording_relaunch(&record)},
+            "packs": {"flink": {"params": {"expected_jobs": ["clicks"], "relaunch_command": "relaunch",
+                                           "not_running_for": "1s", "cause_wait": "2s"}}},
+        }),
+    );
+    let path = write_config(dir.path(), &cfg);
+    let recording = dir.path().join("recording.jsonl");
+    let (plan, engine) = warden::plan::load(&path, None).unwrap_or_else(|d| panic!("{d}"));
+    let events = warden::event::Events::default();
+    let mut rx = events.subscribe();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = RunOptions { events, record: Some(recording.clone()), ..Default::default() };
+    let daemon = tokio::spawn(runtime::run(plan, engine, opts, async move {
+        let _ = stop_rx.await;
+    }));
+    // A job fails with a root cause (fetched by a follow-up request), is relaunched, runs again.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    fake.fail(&jid, "java.lang.IllegalStateException", "Kafka partition clicks-3 has no leader");
+    wait_alert(&mut rx, "firing").await;
+    wait_alert(&mut rx, "resolved").await;
+    let _ = stop_tx.send(());
+    daemon.await.unwrap().unwrap();
+
+    let journal = Store::open(&dir.path().join("state")).unwrap().entries(None).unwrap();
+    let live: Vec<(String, String, String)> = journal
+        .iter()
+        .filter(|e| matches!(e.action.as_str(), "alert" | "resolved" | "run"))
+        .map(|e| (e.time.clone(), e.action.to_string(), e.subject.clone()))
+        .collect();
+    assert!(live.iter().any(|(_, a, _)| a == "run"), "the daemon relaunched: {live:?}");
+    let firing = journal.iter().find(|e| e.action == "alert").unwrap();
+    assert!(firing.summary.contains("no leader") || firing.details.to_string().contains("no leader"), "{firing:?}");
+
+    let (plan, _) = warden::plan::load(&path, None).unwrap();
+    let replayed = warden::ruletest::replay(&plan, &recording).unwrap();
+    let again: Vec<(String, String, String)> = replayed
+        .iter()
+        .map(|(t, a)| {
+            let kind = if a.action == "alert" && a.event == "resolved" { "resolved" } else { a.action.as_str() };
+            (warden::store::ts(*t), kind.to_string(), a.subject.clone())
+        })
+        .collect();
+    assert_eq!(again, live, "replay must decide what the daemon did, at the same times");
+    // The root cause came from a recorded follow-up answer, not from a 404.
+    let replayed_firing = replayed.iter().find(|(_, a)| a.event == "firing").unwrap();
+    assert!(!replayed_firing.1.summary.contains("404"), "{:?}", replayed_firing.1);
+}
+
+async fn wait_alert(rx: &mut tokio::sync::broadcast::Receiver<Event>, want: &str) {
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(Event::Alert(a)) if a.event == want && a.subject == "clicks" => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("timed out waiting for {want}"));
 }
