@@ -356,6 +356,10 @@ pub struct RouteConfig {
     /// Overrides `notify.send_resolved` for this route's channels.
     #[serde(default)]
     pub send_resolved: Option<bool>,
+    /// A runbook link shown with every alert this route sends that does not bring its own (a rule's
+    /// `details.runbook_url` wins).
+    #[serde(default)]
+    pub runbook_url: Option<String>,
 }
 
 /// The route for alerts that no route matched.

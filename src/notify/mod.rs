@@ -122,6 +122,7 @@ struct Route {
     group_wait: Option<Duration>,
     repeat_interval: Option<Duration>,
     send_resolved: Option<bool>,
+    runbook_url: Option<String>,
 }
 
 /// One channel an alert is routed to, with the lifecycle settings in force there.
@@ -131,6 +132,7 @@ struct Hit {
     group_wait: Duration,
     repeat_interval: Option<Duration>,
     send_resolved: bool,
+    runbook_url: Option<String>,
 }
 
 /// Everything the `notify` section decides (routes, channels with their templates, maintenance windows, the
@@ -226,6 +228,7 @@ impl Setup {
                 group_wait: r.group_wait,
                 repeat_interval: r.repeat_interval,
                 send_resolved: r.send_resolved,
+                runbook_url: r.runbook_url.clone(),
             });
         }
         let default = match &config.default {
@@ -238,6 +241,7 @@ impl Setup {
                     group_wait: d.group_wait,
                     repeat_interval: d.repeat_interval,
                     send_resolved: d.send_resolved,
+                    runbook_url: None,
                 })
             }
             None => None,
@@ -279,6 +283,7 @@ impl Setup {
                     group_wait: r.group_wait.unwrap_or(self.config.group_wait),
                     repeat_interval: r.repeat_interval.or(self.config.repeat_interval),
                     send_resolved: r.send_resolved.unwrap_or(self.config.send_resolved),
+                    runbook_url: r.runbook_url.clone(),
                 });
             }
         }
@@ -400,7 +405,7 @@ impl Notifier {
                 channel: h.channel.clone(),
                 grp: outbox::group_key(&r.target, &r.event),
                 due: now + chrono_d(h.group_wait),
-                record: r.clone(),
+                record: with_runbook(r, h.runbook_url.as_deref()),
             };
             match record.event.as_str() {
                 "firing" | "reminder" => {
@@ -873,6 +878,21 @@ pub async fn send_test(config: &NotifyConfig, targets: &[TargetConfig], name: &s
         reason: e.reason().to_string(),
     })?;
     Ok(sender.describe())
+}
+
+/// `r` with the route's runbook link, unless the rule gave one.
+fn with_runbook(r: &AlertRecord, runbook: Option<&str>) -> AlertRecord {
+    let mut r = r.clone();
+    if let Some(url) = runbook {
+        match &mut r.details {
+            serde_json::Value::Object(m) => {
+                m.entry("runbook_url").or_insert_with(|| url.into());
+            }
+            serde_json::Value::Null => r.details = serde_json::json!({ "runbook_url": url }),
+            _ => {}
+        }
+    }
+    r
 }
 
 #[cfg(test)]

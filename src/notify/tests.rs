@@ -490,6 +490,7 @@ async fn a_reconfiguration_with_an_error_keeps_the_old_settings() {
         group_wait: None,
         repeat_interval: None,
         send_resolved: None,
+        runbook_url: None,
     });
     let e = r.n.reconfigure(bad, &targets(r.dir.path())).unwrap_err();
     assert_eq!(e.to_string(), "notify.routes[0].channels: unknown channel `nope`");
@@ -561,4 +562,23 @@ async fn a_running_loop_picks_up_channels_added_by_a_reconfiguration() {
     }
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(3), task).await.expect("stops").unwrap();
+}
+
+#[tokio::test]
+async fn a_route_attaches_its_runbook_to_alerts_that_bring_none() {
+    let r = Rig::new(
+        "  group_wait: 0s\n  routes:\n    - {match: {job: clicks}, channels: [hook], runbook_url: \"https://runbooks.example/clicks\"}\n  default: {channels: [hook]}\n",
+    );
+    r.submit("firing", "jm", "clicks");
+    r.submit("firing", "jm", "views");
+    r.pump().await;
+    let docs = r.docs();
+    let runbook_of = |job: &str| {
+        docs.iter()
+            .flat_map(|d| d["alerts"].as_array().cloned().unwrap_or_default())
+            .find(|a| a["job"] == job)
+            .map(|a| a["runbook_url"].clone())
+    };
+    assert_eq!(runbook_of("clicks"), Some(serde_json::json!("https://runbooks.example/clicks")), "{docs:#?}");
+    assert_eq!(runbook_of("views"), Some(serde_json::Value::Null), "the default route gives none: {docs:#?}");
 }

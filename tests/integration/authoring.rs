@@ -214,15 +214,51 @@ async fn the_walkthrough_in_docs_authoring_runs_as_written() {
             "the walkthrough lost `{want}`: {lines:?}"
         );
     }
-    let (fake, _) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let (fake, jid) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
     let url = fake.url();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let bin_dir = Path::new(WARDEN).parent().unwrap().to_path_buf();
+    // The other Warden, `elsewhere/`, runs (and records) while the pack is installed into it: the install must be
+    // picked up by hot reload, and a replay of its recording must decide what it did.
+    let add_line = lines.iter().position(|l| l.contains("pack add")).expect("the walkthrough installs the pack");
+    let other = d.join("elsewhere");
+    let mut daemon: Option<std::process::Child> = None;
+    let (d2, other2, url2) = (d.clone(), other.clone(), url.clone());
+    let start_other = move || {
+        std::fs::create_dir_all(&other2).unwrap();
+        // The configuration `warden init` wrote, polling every second.
+        let yaml = std::fs::read_to_string(d2.join("warden.yaml")).unwrap();
+        let yaml = yaml
+            .replace("  flink:\n    params:\n", "  flink:\n    every: 1s\n    params:\n      not_running_for: 1s\n");
+        std::fs::write(other2.join("warden.yaml"), yaml).unwrap();
+        let log = std::fs::File::create(other2.join("warden.log")).unwrap();
+        let child = std::process::Command::new(WARDEN)
+            .args(["--config", "warden.yaml", "run", "--record", "recording.jsonl"])
+            .current_dir(&other2)
+            .env("WARDEN_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let _ = &url2;
+        child
+    };
+    let log_has = |what: &str| std::fs::read_to_string(other.join("warden.log")).unwrap_or_default().contains(what);
     let results = tokio::task::spawn_blocking(move || {
         let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
         let mut results = vec![];
-        for l in &lines {
+        for (i, l) in lines.iter().enumerate() {
+            if i == add_line {
+                daemon = Some(start_other());
+                let log = d.join("elsewhere/warden.log");
+                let deadline = std::time::Instant::now() + WAIT;
+                while !std::fs::read_to_string(&log).unwrap_or_default().contains("warden is watching") {
+                    assert!(std::time::Instant::now() < deadline, "the other Warden did not start");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
             let o = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(l)
@@ -239,10 +275,51 @@ async fn the_walkthrough_in_docs_authoring_runs_as_written() {
                 panic!("walkthrough step `{l}` failed:\n{}", out(&o));
             }
         }
-        results
+        (results, daemon)
     })
     .await
     .unwrap();
+    let (results, daemon) = results;
+    let mut daemon = daemon.expect("the other Warden ran");
+    // Hot reload picked the installed pack up: its probe is polled and recorded.
+    let recording = other.join("recording.jsonl");
+    let rec_has = |what: &str| std::fs::read_to_string(&recording).unwrap_or_default().contains(what);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !(log_has("reloaded") && rec_has("\"probe\":\"team-checks/")) {
+        assert!(std::time::Instant::now() < deadline, "the installed pack was not hot-reloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The job fails: the other Warden alerts with its root cause.
+    fake.fail(&jid, "java.lang.IllegalStateException", "Kafka partition clicks-3 has no leader");
+    let alerts = other.join("warden-state/alerts.jsonl");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !std::fs::read_to_string(&alerts).unwrap_or_default().contains("\"firing\"") {
+        assert!(std::time::Instant::now() < deadline, "no alert from the other Warden");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // SAFETY: SIGTERM to our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    // Its recording, replayed, decides the same alerts at the same times as its journal says.
+    let (plan, _) = warden::plan::load(&other.join("warden.yaml"), None).unwrap_or_else(|e| panic!("{e}"));
+    let replayed: Vec<(String, String, String)> = warden::ruletest::replay(&plan, &recording)
+        .unwrap()
+        .into_iter()
+        .map(|(t, a)| {
+            let kind = if a.action == "alert" && a.event == "resolved" { "resolved".to_string() } else { a.action };
+            (warden::store::ts(t), kind, a.subject)
+        })
+        .collect();
+    let journal: Vec<(String, String, String)> = warden::store::Store::open(&other.join("warden-state"))
+        .unwrap()
+        .entries(None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.action.as_str(), "alert" | "resolved" | "run" | "restart"))
+        .map(|e| (e.time, e.action.to_string(), e.subject))
+        .collect();
+    assert!(!journal.is_empty());
+    assert_eq!(replayed, journal, "replay must equal the live journal");
     let said = |prefix: &str| results.iter().find(|(l, _)| l.starts_with(prefix)).map(|(_, o)| o.clone()).unwrap();
     assert!(said("warden init").contains("with 1 expected job(s)"), "{}", said("warden init"));
     assert!(said("warden eval").contains("why: 1 TaskManager(s) registered, 2 expected"), "{}", said("warden eval"));
