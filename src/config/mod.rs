@@ -46,6 +46,7 @@ const TOP_KEYS: &[&str] = &[
     "shutdown_grace",
     "retention",
     "server",
+    "self_alerts",
 ];
 
 /// Finds the state directory for any command: `given` (a `--state-dir` flag) when there is one, else `state_dir`

@@ -64,6 +64,11 @@ pub struct Config {
     /// `POST /-/reload` and the status page at `/`. On by default, on loopback (`127.0.0.1:9464`).
     #[serde(default)]
     pub server: ServerConfig,
+    /// Warden watching itself: alerts (rule `warden/self`, target `warden`) through the normal notification path
+    /// when a rule keeps failing, a probe has stopped running, notifications are stuck, or the last reload failed;
+    /// each resolves when the cause goes away.
+    #[serde(default)]
+    pub self_alerts: SelfAlertsConfig,
 }
 
 pub(crate) fn default_state_dir() -> PathBuf {
@@ -833,4 +838,51 @@ impl ServerConfig {
     pub fn address(&self) -> Option<std::net::SocketAddr> {
         self.listen.as_deref().unwrap_or(Self::DEFAULT_LISTEN).parse().ok()
     }
+}
+
+/// When Warden alerts on itself (`self_alerts:`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfAlertsConfig {
+    /// Set to `false` to turn self-alerts off. Default `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A rule whose last this many evaluations in a row failed raises an alert. Default `3`.
+    #[serde(default = "default_self_rule_errors")]
+    pub rule_errors: u32,
+    /// An `every:` probe that has not run for this many intervals raises an alert. Default `3`.
+    #[serde(default = "default_self_probe_intervals")]
+    pub probe_intervals: u32,
+    /// A notification still undelivered after this long raises an alert (it goes to every channel, so it may not
+    /// reach the one that is down). Default `15m`.
+    #[serde(default = "default_self_outbox_age", with = "units::duration")]
+    pub outbox_age: Duration,
+    /// How often Warden looks at itself. Default `10s`.
+    #[serde(default = "default_self_every", with = "units::duration")]
+    pub every: Duration,
+}
+
+impl Default for SelfAlertsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rule_errors: default_self_rule_errors(),
+            probe_intervals: default_self_probe_intervals(),
+            outbox_age: default_self_outbox_age(),
+            every: default_self_every(),
+        }
+    }
+}
+
+fn default_self_rule_errors() -> u32 {
+    3
+}
+fn default_self_probe_intervals() -> u32 {
+    3
+}
+fn default_self_outbox_age() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_self_every() -> Duration {
+    Duration::from_secs(10)
 }

@@ -260,6 +260,8 @@ pub async fn run(
     ));
     // Bounded growth: the store is pruned by the `retention` of the generation in force at each round.
     tokio::spawn(prune_loop(store.clone(), shared.clone(), stop.clone()));
+    // Warden watching itself (`self_alerts`).
+    tokio::spawn(self_alerts::watch_self(shared.clone(), stop.clone()));
     let disp = tokio::spawn(dispatch_loop(
         rx,
         dispatcher,
@@ -278,7 +280,7 @@ pub async fn run(
         let mut gone: Vec<(String, String)> =
             store.dispatch_states()?.into_iter().filter(|(_, v)| kept(v)).map(|(k, _)| k).collect();
         gone.extend(store.rule_states()?.into_keys());
-        gone.retain(|(rule, _)| !generation.plan.rules.contains_key(rule));
+        gone.retain(|(rule, _)| !generation.plan.rules.contains_key(rule) && rule != self_alerts::SELF_RULE);
         gone.sort();
         gone.dedup();
         retire_rules(&gone, &generation, &shared, "warden/start").await;
@@ -583,6 +585,7 @@ mod dispatch_loop;
 mod generation;
 mod orphans;
 mod probe;
+pub mod self_alerts;
 pub mod status;
 
 use dispatch_loop::dispatch_loop;

@@ -232,6 +232,8 @@ pub struct RuleRun {
     pub last_error_at: Option<DateTime<Utc>>,
     /// When the rule last evaluated.
     pub last_run: Option<DateTime<Utc>>,
+    /// How many of its last evaluations in a row failed (0 after a good one).
+    pub failing_in_a_row: u64,
 }
 
 /// A Flink job as the last answer listing it showed it (any probe whose answer has Flink's `jobs: [{jid, name,
@@ -545,8 +547,11 @@ impl StatusHandle {
         r.last_run = Some(at);
         if let Some(e) = error {
             r.errors += 1;
+            r.failing_in_a_row += 1;
             r.last_error = Some(e);
             r.last_error_at = Some(at);
+        } else {
+            r.failing_in_a_row = 0;
         }
     }
 

@@ -1,7 +1,7 @@
 //! Daemon behaviour users rely on beyond single rules: state across restarts, dry runs, `warden guard reset`.
 
 use fake_flink::FlinkApiVersion;
-use serde_json::json;
+use serde_json::{json, Value};
 use warden::event::Event;
 use warden::store::Store;
 
@@ -223,4 +223,106 @@ async fn wait_alert(rx: &mut tokio::sync::broadcast::Receiver<Event>, want: &str
     })
     .await;
     found.unwrap_or_else(|_| panic!("timed out waiting for {want}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warden_alerts_on_itself_through_the_normal_path_and_resolves() {
+    use warden::runtime::{self, ReloadSource, RunOptions};
+    let (fake, _) = fake_with_job(FlinkApiVersion::V2, "clicks").await;
+    let dir = tempfile::tempdir().unwrap();
+    let pack = write_pack(dir.path(), "team", &[("flaky", "throw \"the cluster API changed\";\n")]);
+    let cfg = json!({
+        "state_dir": "state",
+        "pack_paths": ["plugins/*"],
+        "targets": [{"name": "jm", "url": fake.url()}],
+        "self_alerts": {"every": "200ms", "rule_errors": 2},
+        "server": {"enabled": false},
+    });
+    let path = write_config(dir.path(), &cfg);
+    let (plan, engine) = warden::plan::load(&path, None).unwrap_or_else(|d| panic!("{d}"));
+    let events = warden::event::Events::default();
+    let mut rx = events.subscribe();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = RunOptions { events, reload: Some(ReloadSource { config: path.clone() }), ..Default::default() };
+    let daemon = tokio::spawn(runtime::run(plan, engine, opts, async move {
+        let _ = stop_rx.await;
+    }));
+    // A rule that keeps failing: one alert, about that rule.
+    let a = wait_self(&mut rx, "firing", "rule team/flaky").await;
+    assert!(a.summary.contains("the cluster API changed"), "{}", a.summary);
+    // Fixed (hot reload): it resolves.
+    std::fs::write(pack.join("flaky.rhai"), "if !obs.ok { return; }\n").unwrap();
+    wait_self(&mut rx, "resolved", "rule team/flaky").await;
+    // A reload that is refused: one alert with the problem; fixed: resolved.
+    std::fs::write(&path, "targets: [{name: jm, url: 12}]\nbogus: true\n").unwrap();
+    let a = wait_self(&mut rx, "firing", "configuration").await;
+    assert!(a.summary.contains("the last reload was refused"), "{}", a.summary);
+    write_config(dir.path(), &cfg);
+    wait_self(&mut rx, "resolved", "configuration").await;
+    let _ = stop_tx.send(());
+    daemon.await.unwrap().unwrap();
+    // Each went through the journal and the alert log like any alert: fired once, resolved once.
+    let log: Vec<Value> = std::fs::read_to_string(dir.path().join("state/alerts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &Value| r["rule"] == "warden/self")
+        .collect();
+    let count = |ev: &str, subject: &str| log.iter().filter(|r| r["event"] == ev && r["subject"] == subject).count();
+    assert_eq!((count("firing", "rule team/flaky"), count("resolved", "rule team/flaky")), (1, 1), "{log:#?}");
+    assert_eq!((count("firing", "configuration"), count("resolved", "configuration")), (1, 1), "{log:#?}");
+}
+
+async fn wait_self(
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    want: &str,
+    subject: &str,
+) -> warden::model::AlertRecord {
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(Event::Alert(a)) if a.rule == "warden/self" && a.event == want && a.subject == subject => return a,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("timed out waiting for a self-alert {want} about {subject}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_notifications_and_a_probe_that_stopped_raise_self_alerts() {
+    use warden::runtime::{self, RunOptions};
+    let dir = tempfile::tempdir().unwrap();
+    write_pack(dir.path(), "team", &[("loud", "alert(#{subject: \"x\", summary: \"something to say\"});\n")]);
+    // A JobManager that takes connections and never answers: each poll waits out its timeout, so the probe
+    // (every 200ms) falls behind.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let cfg = json!({
+        "state_dir": "state",
+        "pack_paths": ["plugins/*"],
+        "targets": [{"name": "jm", "url": url, "timeout": "3s"}],
+        "self_alerts": {"every": "200ms", "outbox_age": "1s", "probe_intervals": 3},
+        "notify": {"group_wait": "0s", "channels": {"down": {"type": "plugin", "command": ["sh", "-c", "exit 75"]}},
+                   "default": {"channels": ["down"]}},
+        "server": {"enabled": false},
+    });
+    let path = write_config(dir.path(), &cfg);
+    let (plan, engine) = warden::plan::load(&path, None).unwrap_or_else(|d| panic!("{d}"));
+    let events = warden::event::Events::default();
+    let mut rx = events.subscribe();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = RunOptions { events, ..Default::default() };
+    let daemon = tokio::spawn(runtime::run(plan, engine, opts, async move {
+        let _ = stop_rx.await;
+    }));
+    let a = wait_self(&mut rx, "firing", "probe team/p on jm").await;
+    assert!(a.summary.contains("has not run for"), "{}", a.summary);
+    let a = wait_self(&mut rx, "firing", "notifications").await;
+    assert!(a.summary.contains("waited"), "{}", a.summary);
+    let _ = stop_tx.send(());
+    daemon.await.unwrap().unwrap();
+    drop(silent);
 }
