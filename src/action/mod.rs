@@ -93,9 +93,9 @@ impl Executor {
                 };
                 let outcome = r.outcome(cmd.timeout);
                 if outcome == "ok" {
-                    tracing::info!(rule = %origin.rule, target = %origin.target, subject = %subject, "command `{command}` succeeded");
+                    tracing::info!(rule = %origin.rule, target = %origin.target, job = %subject, jid = %vars.get("jid").map(String::as_str).unwrap_or(""), "command `{command}` succeeded");
                 } else {
-                    tracing::warn!(rule = %origin.rule, target = %origin.target, subject = %subject, "command `{command}` {outcome}");
+                    tracing::warn!(rule = %origin.rule, target = %origin.target, job = %subject, jid = %vars.get("jid").map(String::as_str).unwrap_or(""), "command `{command}` {outcome}");
                 }
                 self.finish(journal_id, &outcome, &r.output);
                 self.events.send(Event::RunFinished { command, subject, outcome, output: r.output });
@@ -168,7 +168,7 @@ impl Executor {
     ) -> RestartOutcome {
         let events = self.events.clone();
         let progress = move |r: &RestartRecord, msg: &str| {
-            tracing::info!(target_name = %r.target, job = %r.job, restart = r.id, step = %r.step, "{msg}");
+            tracing::info!(target = %r.target, job = %r.job, jid = %r.old_jid, new_jid = %r.new_jid.as_deref().unwrap_or(""), restart = r.id, step = %r.step, "{msg}");
             events.send(Event::RestartProgress { job: r.job.clone(), step: r.step, message: msg.to_string() });
         };
         let outcome = match self.restart_context(target, job, cancel, &progress) {
@@ -226,7 +226,7 @@ impl Executor {
     pub async fn take_over(&self, rec: &RestartRecord, cancel: CancellationToken) -> Option<RestartOutcome> {
         let events = self.events.clone();
         let progress = move |r: &RestartRecord, msg: &str| {
-            tracing::info!(target_name = %r.target, job = %r.job, restart = r.id, step = %r.step, "{msg}");
+            tracing::info!(target = %r.target, job = %r.job, jid = %r.old_jid, new_jid = %r.new_jid.as_deref().unwrap_or(""), restart = r.id, step = %r.step, "{msg}");
             events.send(Event::RestartProgress { job: r.job.clone(), step: r.step, message: msg.to_string() });
         };
         let outcome = match self.restart_context(&rec.target, &rec.job, cancel, &progress) {
