@@ -427,14 +427,7 @@ pub fn render(
     default: &str,
     v: &View,
 ) -> String {
-    let ctx = minijinja::Value::from_serialize(v);
-    if let Some(s) = src {
-        match env.render_named_str(&format!("notify.channels.{channel}.{what}"), s, &ctx) {
-            Ok(out) => return out,
-            Err(e) => tracing::error!(channel, "template `{what}` failed, using the built-in one: {}", describe(&e)),
-        }
-    }
-    env.render_str(default, &ctx).unwrap_or_else(|e| format!("{}\n\n(template error: {})", v.headline, describe(&e)))
+    render_ctx(env, channel, what, src, default, &minijinja::Value::from_serialize(v), &v.headline)
 }
 
 /// [`render`] with every text value of the view passed through `escape` first (job names, summaries, exceptions,
@@ -460,14 +453,26 @@ pub fn render_escaped(
     let mut json = serde_json::to_value(v).unwrap_or(serde_json::Value::Null);
     walk(&mut json, escape);
     let ctx = minijinja::Value::from_serialize(&json);
+    render_ctx(env, channel, what, src, default, &ctx, &escape(&v.headline))
+}
+
+/// The one rendering path: the channel's template, else (or when it fails at render time) the built-in one.
+fn render_ctx(
+    env: &Environment<'static>,
+    channel: &str,
+    what: &str,
+    src: Option<&str>,
+    default: &str,
+    ctx: &minijinja::Value,
+    headline: &str,
+) -> String {
     if let Some(s) = src {
-        match env.render_named_str(&format!("notify.channels.{channel}.{what}"), s, &ctx) {
+        match env.render_named_str(&format!("notify.channels.{channel}.{what}"), s, ctx) {
             Ok(out) => return out,
             Err(e) => tracing::error!(channel, "template `{what}` failed, using the built-in one: {}", describe(&e)),
         }
     }
-    env.render_str(default, &ctx)
-        .unwrap_or_else(|e| format!("{}\n\n(template error: {})", escape(&v.headline), describe(&e)))
+    env.render_str(default, ctx).unwrap_or_else(|e| format!("{headline}\n\n(template error: {})", describe(&e)))
 }
 
 #[cfg(test)]

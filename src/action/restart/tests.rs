@@ -69,6 +69,14 @@ async fn rig(version: FlinkApiVersion) -> Rig {
 }
 
 impl Rig {
+    /// A restart record of `clicks` begun at `at` by `owner` (a 30 s lease), as a driver would have left it.
+    fn begin(&self, strategy: RestartStrategy, old: &str, at: DateTime<Utc>, owner: &str) -> RestartRecord {
+        self.store
+            .begin_restart(self.journal(), "jm", "clicks", strategy, old, at, owner, chrono::Duration::seconds(30))
+            .unwrap()
+            .unwrap()
+    }
+
     fn journal(&self) -> i64 {
         self.store
             .journal(&NewEntry {
@@ -323,20 +331,7 @@ async fn resuming_after_a_crash_right_after_submitting_does_not_submit_again() {
     let old = r.running_job();
     r.fake.fail(&old, "java.lang.RuntimeException", "boom");
     // Warden journalled `submitting`, submitted, and died before recording the new job id.
-    let mut rec = r
-        .store
-        .begin_restart(
-            r.journal(),
-            "jm",
-            "clicks",
-            RestartStrategy::Stateless,
-            &old,
-            Utc::now(),
-            &super::owner_id(),
-            chrono::Duration::seconds(30),
-        )
-        .unwrap()
-        .unwrap();
+    let mut rec = r.begin(RestartStrategy::Stateless, &old, Utc::now(), &super::owner_id());
     rec.step = crate::model::RestartStep::Submitting;
     r.store.update_restart(&rec, Utc::now()).unwrap();
     let new = r.fake.submit("clicks");
@@ -438,20 +433,7 @@ async fn a_live_instance_is_adopted_at_submit_whatever_its_start_time_says() {
     // The restart's clock ran an hour ahead of the JobManager's when it began (a clock step, or skew between
     // hosts): the instance it submitted before dying "started before" the restart did.
     let ahead = Utc::now() + chrono::Duration::hours(1);
-    let mut rec = r
-        .store
-        .begin_restart(
-            r.journal(),
-            "jm",
-            "clicks",
-            RestartStrategy::Stateless,
-            &old,
-            ahead,
-            &super::owner_id(),
-            chrono::Duration::seconds(30),
-        )
-        .unwrap()
-        .unwrap();
+    let mut rec = r.begin(RestartStrategy::Stateless, &old, ahead, &super::owner_id());
     rec.step = crate::model::RestartStep::Submitting;
     r.store.update_restart(&rec, ahead).unwrap();
     let new = r.fake.submit("clicks");
@@ -465,20 +447,7 @@ async fn a_live_instance_is_adopted_at_submit_whatever_its_start_time_says() {
 #[tokio::test]
 async fn two_live_instances_at_submit_are_refused_not_joined_by_a_third() {
     let r = rig(FlinkApiVersion::V2).await;
-    let mut rec = r
-        .store
-        .begin_restart(
-            r.journal(),
-            "jm",
-            "clicks",
-            RestartStrategy::Stateless,
-            "",
-            Utc::now(),
-            &super::owner_id(),
-            chrono::Duration::seconds(30),
-        )
-        .unwrap()
-        .unwrap();
+    let mut rec = r.begin(RestartStrategy::Stateless, "", Utc::now(), &super::owner_id());
     rec.step = crate::model::RestartStep::Submitting;
     r.store.update_restart(&rec, Utc::now()).unwrap();
     let (a, b) = (r.fake.submit("clicks"), r.fake.submit("clicks"));
@@ -496,20 +465,7 @@ async fn a_restart_owned_by_a_live_driver_is_not_taken_over_until_its_lease_runs
     r.fake.fail(&old, "java.lang.RuntimeException", "boom");
     // Another live process (pid 1 on this host: init, always alive) owns it with a valid lease.
     let other = format!("pid 1 on {}", crate::store::lock::hostname());
-    let rec = r
-        .store
-        .begin_restart(
-            r.journal(),
-            "jm",
-            "clicks",
-            RestartStrategy::Stateless,
-            &old,
-            Utc::now(),
-            &other,
-            chrono::Duration::seconds(30),
-        )
-        .unwrap()
-        .unwrap();
+    let rec = r.begin(RestartStrategy::Stateless, &old, Utc::now(), &other);
     let progress = |_: &RestartRecord, _: &str| {};
     let ctx = r.ctx(&progress, CancellationToken::new());
     assert!(super::take_over(&ctx, &rec).await.is_none(), "took over a restart a live process drives");
@@ -537,20 +493,7 @@ async fn a_restart_whose_driver_process_is_gone_is_taken_over_at_once() {
     child.wait().unwrap();
     let gone = format!("pid {} on {}", child.id(), crate::store::lock::hostname());
     assert!(super::owner_is_gone(&gone));
-    let rec = r
-        .store
-        .begin_restart(
-            r.journal(),
-            "jm",
-            "clicks",
-            RestartStrategy::Stateless,
-            &old,
-            Utc::now(),
-            &gone,
-            chrono::Duration::seconds(30),
-        )
-        .unwrap()
-        .unwrap();
+    let rec = r.begin(RestartStrategy::Stateless, &old, Utc::now(), &gone);
     let progress = |_: &RestartRecord, _: &str| {};
     let ctx = r.ctx(&progress, CancellationToken::new());
     let outcome = super::take_over(&ctx, &rec).await.expect("taken over");
