@@ -137,11 +137,34 @@ fn requests_seen(fakes: &[FakeJobManager]) -> (usize, usize) {
     (polls, other)
 }
 
+/// `s` without ANSI colour sequences (`ESC [ ... m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The polls Warden says it skipped (its warn lines "... skipped runs ... skipped=N") in `log` from byte `from`.
 fn skipped_polls(log: &Path, from: usize) -> u64 {
-    let s = std::fs::read_to_string(log).unwrap_or_default();
-    s.get(from..)
-        .unwrap_or("")
+    let s = strip_ansi(
+        std::fs::read(log)
+            .ok()
+            .and_then(|b| b.get(from..).map(|b| String::from_utf8_lossy(b).into_owned()))
+            .unwrap_or_default()
+            .as_str(),
+    );
+    s.as_str()
         .lines()
         .filter(|l| l.contains("skipped runs"))
         .map(|l| {
@@ -156,6 +179,7 @@ fn skipped_polls(log: &Path, from: usize) -> u64 {
 
 fn stderr_tail(path: &Path) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
+    let s = strip_ansi(&s);
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
