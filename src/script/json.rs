@@ -851,3 +851,6 @@ fn module() -> Module {
     module
 }
 
+#[cfg(test)]
+#[path = "json_tests.rs"]
+mod tests;

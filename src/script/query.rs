@@ -242,6 +242,20 @@ impl<'a> V<'a> {
         }
     }
 
+    /// The text Rhai's `+` gives a scalar next to a string (`()` is empty; floats as Rhai prints them).
+    fn text(&self) -> Option<String> {
+        Some(match self {
+            V::Unit => String::new(),
+            V::Bool(b) => b.to_string(),
+            V::Int(i) => i.to_string(),
+            V::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.1}"),
+            V::Float(f) => f.to_string(),
+            V::Str(s) => s.to_string(),
+            V::Owned(s) => s.to_string(),
+            V::Json(_) | V::List(_) => return None,
+        })
+    }
+
     fn num(&self) -> Option<f64> {
         match self {
             V::Int(i) => Some(*i as f64),
@@ -326,11 +340,11 @@ fn arith<'a>(op: Op, a: V<'a>, b: V<'a>) -> Result<V<'a>, E> {
                 _ => x % y,
             }))
         }
-        _ if op == Op::Add && a.str().is_some() && b.str().is_some() => {
-            Ok(V::Owned(format!("{}{}", a.str().unwrap_or(""), b.str().unwrap_or("")).into()))
-        }
-        (V::Str(_) | V::Owned(_), V::Unit) if op == Op::Add => Ok(a),
-        (V::Unit, V::Str(_) | V::Owned(_)) if op == Op::Add => Ok(b),
+        // As in Rhai, `+` with a string on either side joins the texts.
+        _ if op == Op::Add && (a.str().is_some() || b.str().is_some()) => match (a.text(), b.text()) {
+            (Some(x), Some(y)) => Ok(V::Owned(format!("{x}{y}").into())),
+            _ => err(format!("cannot apply + to {} and {}", a.type_name(), b.type_name())),
+        },
         _ => err(format!("cannot apply {sym} to {} and {}", a.type_name(), b.type_name())),
     }
 }
@@ -1010,6 +1024,7 @@ mod tests {
             "[state, name] == ['RUNNING', 'a'] && name in [state, 'a']",
             "!(state == 'X') && true",
             "\"a\" + name == 'aa'",
+            "'a' + 1 == 'a1' && 1 + 'a' == '1a' && 'a' + missing == 'a' && 'a' + 1.0 == 'a1.0'",
             "list == [1, 2, 3]",
         ];
         for src in yes {
