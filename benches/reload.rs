@@ -1,5 +1,9 @@
-//! Hot reload under load. Targets (issue 5): from saving a rule file to the new rule deciding, p95 ≤ 300 ms over
+//! Hot reload under load. Targets (issue 10): from saving a rule file to the reload applied, p95 ≤ 100 ms over
 //! 50 edits; no poll missed during 50 reloads with 100 targets.
+//!
+//! Save → applied includes the watcher's debounce (`reload.debounce`, Warden's default 100 ms unless
+//! `WARDEN_RELOAD_DEBOUNCE`, e.g. `50ms`, sets it in the bench's configuration): the time Warden itself spends
+//! (parse, validate, compile, swap) is printed as save → applied minus the debounce.
 //!
 //! One in-process daemon watches 100 targets (10 fake JobManagers, 10 targets each) with `every: 1s`. Each edit
 //! replaces the rule file (write + rename, as editors do) with one that alerts a new subject. Measured per edit:
@@ -51,7 +55,12 @@ async fn main() {
     .unwrap();
     let rule_file = pack.join("r.rhai");
     write(&rule_file, &rule("v0"));
-    let mut cfg = String::from("state_dir: state\npack_paths: [\"plugins/*\"]\ntargets:\n");
+    let debounce = std::env::var("WARDEN_RELOAD_DEBOUNCE").ok().filter(|d| !d.trim().is_empty());
+    let mut cfg = String::from("state_dir: state\npack_paths: [\"plugins/*\"]\n");
+    if let Some(d) = &debounce {
+        cfg.push_str(&format!("reload: {{debounce: {d}}}\n"));
+    }
+    cfg.push_str("targets:\n");
     for i in 0..100 {
         cfg.push_str(&format!("  - name: t{i}\n    url: {}\n", fakes[i % 10].url()));
     }
@@ -59,6 +68,7 @@ async fn main() {
     std::fs::write(&config, cfg).unwrap();
 
     let (plan, engine) = warden::plan::load(&config, None).unwrap();
+    let debounce_ms = plan.loaded.config.reload.debounce.as_secs_f64() * 1000.0;
     let events = Events::default();
     let mut rx = events.subscribe();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -132,10 +142,16 @@ async fn main() {
     let stats = daemon.await.unwrap().unwrap();
     let (s50, s95) = (pct(&mut to_swap.clone(), 0.5), pct(&mut to_swap, 0.95));
     let (d50, d95) = (pct(&mut to_decide.clone(), 0.5), pct(&mut to_decide, 0.95));
-    println!("reload: {edits} edits, 100 targets × every 1s");
+    println!("reload: {edits} edits, 100 targets × every 1s, reload.debounce {debounce_ms:.0} ms");
     println!(
-        "reload: save → reload applied: median {s50:.0} ms, p95 {s95:.0} ms (target p95 <= 300 ms): {}",
-        if s95 <= 300.0 { "PASS" } else { "FAIL" }
+        "reload: save → reload applied: median {s50:.0} ms, p95 {s95:.0} ms (target p95 <= 100 ms): {}",
+        if s95 <= 100.0 { "PASS" } else { "FAIL" }
+    );
+    println!(
+        "reload: of which after the {debounce_ms:.0} ms debounce (parse, validate, compile, swap): median {:.0} ms, \
+         p95 {:.0} ms",
+        s50 - debounce_ms,
+        s95 - debounce_ms
     );
     println!("reload: save → new rule decided (incl. waiting for the next poll, <= 1 s): median {d50:.0} ms, p95 {d95:.0} ms");
     println!(

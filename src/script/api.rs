@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use rhai::{Dynamic, Engine, EvalAltResult, Map};
 
-use super::convert::{to_dynamic, to_json};
+use super::convert::to_json;
 use super::CTX;
 use crate::model::{ActionRequest, Pending, RequestKind, Severity};
 
@@ -269,7 +269,7 @@ fn http_get(path: &str) -> R<Map> {
     let mut m = Map::new();
     m.insert("ok".into(), Dynamic::from_bool(answer.error.is_none()));
     m.insert("status".into(), answer.status.map(|s| Dynamic::from_int(s.into())).unwrap_or(Dynamic::UNIT));
-    m.insert("body".into(), answer.body.as_ref().map(to_dynamic).unwrap_or(Dynamic::UNIT));
+    m.insert("body".into(), answer.body.map(|b| super::json::view(std::sync::Arc::new(b))).unwrap_or(Dynamic::UNIT));
     let err = match answer.error {
         None => Dynamic::UNIT,
         Some((kind, message)) => {

@@ -3,8 +3,9 @@
 use rhai::{Array, Dynamic, Map};
 use serde_json::Value;
 
-/// Converts JSON into a Rhai value: objects become maps, arrays arrays, integers `i64`, other numbers `f64`,
-/// `null` becomes `()`.
+/// Converts JSON into plain Rhai values (a deep copy): objects become maps, arrays arrays, integers `i64`, other
+/// numbers `f64`, `null` becomes `()`. Used for rule state and parameters; observation bodies are not copied but
+/// viewed ([`super::json::view`]).
 pub fn to_dynamic(v: &Value) -> Dynamic {
     match v {
         Value::Null => Dynamic::UNIT,
@@ -28,10 +29,14 @@ pub fn to_dynamic(v: &Value) -> Dynamic {
     }
 }
 
-/// Converts a Rhai value into JSON. Values with no JSON form (functions, custom types) become their text.
+/// Converts a Rhai value into JSON. JSON views ([`super::json`]) become the JSON they show; values with no JSON form
+/// (functions, other custom types) become their text.
 pub fn to_json(d: &Dynamic) -> Value {
     if d.is_unit() {
         return Value::Null;
+    }
+    if let Some(v) = super::json::view_to_json(d) {
+        return v;
     }
     if let Ok(b) = d.as_bool() {
         return Value::Bool(b);

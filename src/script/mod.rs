@@ -21,7 +21,9 @@
 mod api;
 pub mod convert;
 mod empty;
+pub mod json;
 pub mod modules;
+mod query;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -164,6 +166,8 @@ impl ScriptEngine {
         // Job names and ids are thousands of distinct strings: Rhai's small intern cache only costs time here.
         engine.set_max_strings_interned(0);
         api::register(&mut engine);
+        // The read-only JSON view of `obs.body` and `http_get(..).body` (src/script/json.rs).
+        json::register(&mut engine);
         Self { engine, limits: limits.clone(), commands: None }
     }
 
@@ -175,10 +179,13 @@ impl ScriptEngine {
         self
     }
 
-    /// The signatures of every function Warden registers for rules (Rhai's own standard library excluded),
+    /// The signatures of every function Warden registers for rules (Rhai's own standard library excluded, and so
+    /// are the operators and Rhai map and array functions made to work on JSON views: [`json::compat_names`]),
     /// e.g. `alert(m: Map)`.
     pub fn registered_functions(&self) -> Vec<String> {
         let mut v = self.engine.gen_fn_signatures(false);
+        let compat = json::compat_signatures();
+        v.retain(|s| !compat.contains(s));
         v.sort();
         v
     }
@@ -305,7 +312,8 @@ fn hash(s: &str) -> u64 {
 }
 
 /// Converts an observation into the `obs` value rules see. Done once per poll; the result is shared by every rule
-/// of the probe (cloning a shared value is cheap).
+/// of the probe (cloning a shared value is cheap). The body is not copied: rules read it through a read-only view
+/// of the parsed document ([`json::view`]).
 pub fn obs_to_dynamic(o: &Observation) -> Dynamic {
     let mut m = Map::new();
     m.insert("probe".into(), o.probe.as_str().into());
@@ -314,7 +322,7 @@ pub fn obs_to_dynamic(o: &Observation) -> Dynamic {
     m.insert("ok".into(), Dynamic::from_bool(o.error.is_none()));
     m.insert("status".into(), o.status.map(|s| Dynamic::from_int(s.into())).unwrap_or(Dynamic::UNIT));
     m.insert("latency_ms".into(), Dynamic::from_int(o.latency.as_millis() as i64));
-    m.insert("body".into(), o.body.as_deref().map(convert::to_dynamic).unwrap_or(Dynamic::UNIT));
+    m.insert("body".into(), o.body.clone().map(json::view).unwrap_or(Dynamic::UNIT));
     let err = match &o.error {
         None => Dynamic::UNIT,
         Some(e) => {
@@ -341,13 +349,14 @@ pub fn target_to_dynamic(t: &TargetInfo) -> Dynamic {
     Dynamic::from_map(m)
 }
 
-/// Converts parameters into the `params` value rules see.
+/// Converts parameters into the `params` value rules see. Shared, like `obs`, so that handing it to each
+/// evaluation does not copy it (a rule that assigns it to a variable or passes it to a function still gets a copy).
 pub fn params_to_dynamic(p: &std::collections::BTreeMap<String, serde_json::Value>) -> Dynamic {
     let mut m = Map::new();
     for (k, v) in p {
         m.insert(k.as_str().into(), convert::to_dynamic(v));
     }
-    Dynamic::from_map(m)
+    Dynamic::from_map(m).into_shared()
 }
 
 #[cfg(test)]
