@@ -284,9 +284,14 @@ async fn the_walkthrough_in_docs_authoring_runs_as_written() {
     // Hot reload picked the installed pack up: its probe is polled and recorded.
     let recording = other.join("recording.jsonl");
     let rec_has = |what: &str| std::fs::read_to_string(&recording).unwrap_or_default().contains(what);
-    let deadline = std::time::Instant::now() + WAIT;
+    // The new pack's probe runs `every: 30s`, its first poll at a random point of its first interval.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
     while !(log_has("reloaded") && rec_has("\"probe\":\"team-checks/")) {
-        assert!(std::time::Instant::now() < deadline, "the installed pack was not hot-reloaded");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the installed pack was not hot-reloaded; the other Warden's log:\n{}",
+            std::fs::read_to_string(other.join("warden.log")).unwrap_or_default()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // The job fails: the other Warden alerts with its root cause.
