@@ -384,6 +384,7 @@ struct Cx<'a> {
 
 impl<'a> Cx<'a> {
     /// The value at path `slot`, `None` when it is missing.
+    #[inline]
     fn path(&mut self, slot: usize) -> Result<Option<&'a Value>, E> {
         if let Some(Some(hit)) = self.memo.get(slot) {
             return Ok(*hit);
@@ -423,7 +424,7 @@ impl Expr {
             Expr::Or(a, b) => Ok(a.test(cx, "`||`")? || b.test(cx, "`||`")?),
             Expr::Not(e) => Ok(!e.test(cx, "`!`")?),
             Expr::Bin(op @ (Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge), a, b) => {
-                let (a, b) = (a.eval(cx)?, b.eval(cx)?);
+                let (a, b) = (a.operand(cx)?, b.operand(cx)?);
                 match op {
                     Op::Eq => Ok(eq(&a, &b)),
                     Op::Ne => Ok(!eq(&a, &b)),
@@ -444,6 +445,24 @@ impl Expr {
                 Ok(contains(&a, &b)? != *negate)
             }
             e => truth(&e.eval(cx)?, what),
+        }
+    }
+
+    /// [`Expr::eval`] with the common leaves (literals, paths, `path ?? literal`) evaluated in place: most of an
+    /// expression's nodes are these, and a call per node costs more than the work.
+    #[inline(always)]
+    fn operand<'a>(&'a self, cx: &mut Cx<'a>) -> Result<V<'a>, E> {
+        match self {
+            Expr::Lit(v) => Ok(V::of(v)),
+            Expr::Path(slot) => Ok(cx.path(*slot)?.map_or(V::Unit, V::of)),
+            Expr::Coalesce(a, b) => match (&**a, &**b) {
+                (Expr::Path(slot), Expr::Lit(v)) => Ok(cx.path(*slot)?.map_or(V::of(v), |x| match x {
+                    Value::Null => V::of(v),
+                    x => V::of(x),
+                })),
+                _ => self.eval(cx),
+            },
+            _ => self.eval(cx),
         }
     }
 
@@ -481,7 +500,7 @@ impl Expr {
                 v => return err(format!("cannot negate {}", v.type_name())),
             },
             Expr::Bin(op @ (Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem), a, b) => {
-                let (a, b) = (a.eval(cx)?, b.eval(cx)?);
+                let (a, b) = (a.operand(cx)?, b.operand(cx)?);
                 arith(*op, a, b)?
             }
             Expr::Coalesce(a, b) => match a.eval(cx)? {
@@ -1099,3 +1118,4 @@ mod tests {
         assert!(q("this").key(&json!({})).is_err());
     }
 }
+
