@@ -201,6 +201,12 @@ enum V<'a> {
     List(Box<[V<'a>]>),
 }
 
+impl Default for V<'_> {
+    fn default() -> Self {
+        V::Unit
+    }
+}
+
 /// An error while an expression runs (boxed: the `Ok` path stays small and fast).
 type E = Box<String>;
 
@@ -380,10 +386,38 @@ struct Cx<'a> {
     bound: &'a [Bound],
     /// Per path: `None` not looked up yet for this element, `Some(None)` missing, `Some(Some(v))` found.
     memo: Vec<Option<Option<&'a Value>>>,
+    /// The first error while the expression ran on this element.
+    err: Option<E>,
 }
 
 impl<'a> Cx<'a> {
+    /// Records an error (the first one counts); gives the value expressions continue with.
+    #[cold]
+    fn fail<T: Default>(&mut self, msg: String) -> T {
+        if self.err.is_none() {
+            self.err = Some(Box::new(msg));
+        }
+        T::default()
+    }
+
+    /// `r`'s value, or the error recorded and a default.
+    #[inline]
+    fn ok<T: Default>(&mut self, r: Result<T, E>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => self.fail(*e),
+        }
+    }
+
+    /// The value at path `slot`, `None` when it is missing (or after an error, recorded).
+    #[inline]
+    fn value_at(&mut self, slot: usize) -> Option<&'a Value> {
+        let r = self.path(slot);
+        self.ok(r)
+    }
+
     /// The value at path `slot`, `None` when it is missing.
+    #[inline]
     fn path(&mut self, slot: usize) -> Result<Option<&'a Value>, E> {
         if let Some(Some(hit)) = self.memo.get(slot) {
             return Ok(*hit);
@@ -415,77 +449,119 @@ impl<'a> Cx<'a> {
 }
 
 impl Expr {
-    /// The expression as a condition: `true` or `false`, else an error naming `what` needs it. Conditions made of
-    /// `&&`, `||`, `!`, comparisons and `in` are decided without building intermediate values.
-    fn test<'a>(&'a self, cx: &mut Cx<'a>, what: &str) -> Result<bool, E> {
+    /// The expression as a condition: `true` or `false`, else an error (in `cx`) naming `what` needs it.
+    /// Conditions made of `&&`, `||`, `!`, comparisons and `in` are decided without building intermediate values.
+    /// After an error the result does not matter: the caller reports the error.
+    fn test<'a>(&'a self, cx: &mut Cx<'a>, what: &str) -> bool {
         match self {
-            Expr::And(a, b) => Ok(a.test(cx, "`&&`")? && b.test(cx, "`&&`")?),
-            Expr::Or(a, b) => Ok(a.test(cx, "`||`")? || b.test(cx, "`||`")?),
-            Expr::Not(e) => Ok(!e.test(cx, "`!`")?),
+            Expr::And(a, b) => a.test(cx, "`&&`") && b.test(cx, "`&&`"),
+            Expr::Or(a, b) => a.test(cx, "`||`") || b.test(cx, "`||`"),
+            Expr::Not(e) => !e.test(cx, "`!`"),
             Expr::Bin(op @ (Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge), a, b) => {
-                let (a, b) = (a.eval(cx)?, b.eval(cx)?);
+                let (a, b) = (a.operand(cx), b.operand(cx));
                 match op {
-                    Op::Eq => Ok(eq(&a, &b)),
-                    Op::Ne => Ok(!eq(&a, &b)),
-                    _ => order(*op, &a, &b),
+                    Op::Eq => eq(&a, &b),
+                    Op::Ne => !eq(&a, &b),
+                    _ => {
+                        let r = order(*op, &a, &b);
+                        cx.ok(r)
+                    }
                 }
             }
-            Expr::InSet(a, set, negate) => Ok(set.contains(&a.eval(cx)?)? != *negate),
+            Expr::InSet(a, set, negate) => {
+                let a = a.operand(cx);
+                let r = set.contains(&a);
+                cx.ok(r) != *negate
+            }
             Expr::InBind(a, i, negate) => {
-                let a = a.eval(cx)?;
-                let found = match &cx.bound[*i] {
-                    Bound::Set(set) => set.contains(&a)?,
-                    Bound::Value(v) => contains(&a, &V::of(v))?,
+                let a = a.operand(cx);
+                let r = match &cx.bound[*i] {
+                    Bound::Set(set) => set.contains(&a),
+                    Bound::Value(v) => contains(&a, &V::of(v)),
                 };
-                Ok(found != *negate)
+                cx.ok(r) != *negate
             }
             Expr::In(a, b, negate) => {
-                let (a, b) = (a.eval(cx)?, b.eval(cx)?);
-                Ok(contains(&a, &b)? != *negate)
+                let (a, b) = (a.eval(cx), b.eval(cx));
+                let r = contains(&a, &b);
+                cx.ok(r) != *negate
             }
-            e => truth(&e.eval(cx)?, what),
+            e => {
+                let v = e.eval(cx);
+                let r = truth(&v, what);
+                cx.ok(r)
+            }
         }
     }
 
-    fn eval<'a>(&'a self, cx: &mut Cx<'a>) -> Result<V<'a>, E> {
-        Ok(match self {
+    /// [`Expr::eval`] with the common leaves (literals, paths, `path ?? literal`) evaluated in place: most of an
+    /// expression's nodes are these, and a call per node costs more than the work.
+    #[inline(always)]
+    fn operand<'a>(&'a self, cx: &mut Cx<'a>) -> V<'a> {
+        match self {
+            Expr::Lit(v) => V::of(v),
+            Expr::Path(slot) => cx.value_at(*slot).map_or(V::Unit, V::of),
+            Expr::Coalesce(a, b) => match (&**a, &**b) {
+                (Expr::Path(slot), Expr::Lit(v)) => match cx.value_at(*slot) {
+                    None | Some(Value::Null) => V::of(v),
+                    Some(x) => V::of(x),
+                },
+                _ => self.eval(cx),
+            },
+            _ => self.eval(cx),
+        }
+    }
+
+    /// The expression's value; `()` after an error (in `cx`).
+    fn eval<'a>(&'a self, cx: &mut Cx<'a>) -> V<'a> {
+        match self {
             Expr::Lit(v) => V::of(v),
             Expr::This => V::of(cx.this),
-            Expr::Path(slot) => cx.path(*slot)?.map_or(V::Unit, V::of),
+            Expr::Path(slot) => cx.value_at(*slot).map_or(V::Unit, V::of),
             Expr::Bind(i) => match &cx.bound[*i] {
                 Bound::Value(v) => V::of(v),
-                Bound::Set(_) => return err("internal: a set used as a value".into()),
+                Bound::Set(_) => cx.fail("internal: a set used as a value".into()),
             },
-            Expr::Field(base, name, elvis) => match base.eval(cx)? {
+            Expr::Field(base, name, elvis) => match base.eval(cx) {
                 V::Json(Value::Object(o)) => super::json::field(o, name).map_or(V::Unit, V::of),
                 V::Unit if *elvis => V::Unit,
-                v => return err(format!("cannot read `{name}` of {} (`?.` reads `()` as `()`)", v.type_name())),
+                v => cx.fail(format!("cannot read `{name}` of {} (`?.` reads `()` as `()`)", v.type_name())),
             },
             Expr::Index(base, index, elvis) => {
-                let b = base.eval(cx)?;
-                let i = index.eval(cx)?;
+                let b = base.eval(cx);
+                let i = index.eval(cx);
                 match (&b, &i) {
                     (V::Json(Value::Object(o)), k) if k.str().is_some() => {
                         super::json::field(o, k.str().unwrap_or_default()).map_or(V::Unit, V::of)
                     }
-                    (V::Json(Value::Array(a)), V::Int(n)) => V::of(at(a, *n)?),
-                    (V::List(a), V::Int(n)) => at(a, *n)?.clone(),
+                    (V::Json(Value::Array(a)), V::Int(n)) => {
+                        let r = at(a, *n).map(V::of);
+                        cx.ok(r)
+                    }
+                    (V::List(a), V::Int(n)) => {
+                        let r = at(a, *n).cloned();
+                        cx.ok(r)
+                    }
                     (V::Unit, _) if *elvis => V::Unit,
-                    _ => return err(format!("cannot index {} with {}", b.type_name(), i.type_name())),
+                    _ => cx.fail(format!("cannot index {} with {}", b.type_name(), i.type_name())),
                 }
             }
-            Expr::List(items) => V::List(items.iter().map(|e| e.eval(cx)).collect::<Result<_, _>>()?),
-            Expr::Neg(e) => match e.eval(cx)? {
-                V::Int(i) => V::Int(i.checked_neg().ok_or_else(|| Box::new("arithmetic overflow in negation".into()))?),
+            Expr::List(items) => V::List(items.iter().map(|e| e.eval(cx)).collect()),
+            Expr::Neg(e) => match e.eval(cx) {
+                V::Int(i) => match i.checked_neg() {
+                    Some(n) => V::Int(n),
+                    None => cx.fail("arithmetic overflow in negation".into()),
+                },
                 V::Float(f) => V::Float(-f),
-                v => return err(format!("cannot negate {}", v.type_name())),
+                v => cx.fail(format!("cannot negate {}", v.type_name())),
             },
             Expr::Bin(op @ (Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Rem), a, b) => {
-                let (a, b) = (a.eval(cx)?, b.eval(cx)?);
-                arith(*op, a, b)?
+                let (a, b) = (a.operand(cx), b.operand(cx));
+                let r = arith(*op, a, b);
+                cx.ok(r)
             }
-            Expr::Coalesce(a, b) => match a.eval(cx)? {
-                V::Unit => b.eval(cx)?,
+            Expr::Coalesce(a, b) => match a.eval(cx) {
+                V::Unit => b.eval(cx),
                 v => v,
             },
             Expr::Not(_)
@@ -494,8 +570,8 @@ impl Expr {
             | Expr::Bin(..)
             | Expr::In(..)
             | Expr::InSet(..)
-            | Expr::InBind(..) => V::Bool(self.test(cx, "")?),
-        })
+            | Expr::InBind(..) => V::Bool(self.test(cx, "")),
+        }
     }
 }
 
@@ -549,7 +625,13 @@ impl Query {
     pub fn tester<'a>(&'a self) -> Tester<'a> {
         static NULL: Value = Value::Null;
         Tester {
-            cx: Cx { this: &NULL, parsed: &self.parsed, bound: &self.bound, memo: vec![None; self.parsed.paths.len()] },
+            cx: Cx {
+                this: &NULL,
+                parsed: &self.parsed,
+                bound: &self.bound,
+                memo: vec![None; self.parsed.paths.len()],
+                err: None,
+            },
         }
     }
 
@@ -573,19 +655,28 @@ impl<'a> Tester<'a> {
     fn on(&mut self, element: &'a Value) -> &mut Cx<'a> {
         self.cx.this = element;
         self.cx.memo.fill(None);
+        self.cx.err = None;
         &mut self.cx
     }
 
     /// Whether `element` is picked: the expression must give `true` or `false`.
     pub fn test(&mut self, element: &'a Value) -> Result<bool, String> {
         let parsed = self.cx.parsed;
-        parsed.expr.test(self.on(element), "the expression").map_err(|e| *e)
+        let r = parsed.expr.test(self.on(element), "the expression");
+        match self.cx.err.take() {
+            Some(e) => Err(*e),
+            None => Ok(r),
+        }
     }
 
     /// The group of `element`: the expression's string (numbers and bools as text); `None` for `()`.
     pub fn key(&mut self, element: &'a Value) -> Result<Option<String>, String> {
         let parsed = self.cx.parsed;
-        match parsed.expr.eval(self.on(element)).map_err(|e| *e)? {
+        let v = parsed.expr.eval(self.on(element));
+        if let Some(e) = self.cx.err.take() {
+            return Err(*e);
+        }
+        match v {
             V::Unit => Ok(None),
             V::Str(s) => Ok(Some(s.to_string())),
             V::Owned(s) => Ok(Some(s.into())),
