@@ -299,13 +299,17 @@ async fn stuck_notifications_and_a_probe_that_stopped_raise_self_alerts() {
     // A JobManager that takes connections and never answers: each poll waits out its timeout, so the probe
     // (every 200ms) falls behind.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", silent.local_addr().unwrap());
+    let addr = silent.local_addr().unwrap();
+    let url = format!("http://{addr}");
+    // A channel that fails (and is retried) until the file `up` exists.
+    let up = dir.path().join("up");
     let cfg = json!({
         "state_dir": "state",
         "pack_paths": ["plugins/*"],
         "targets": [{"name": "jm", "url": url, "timeout": "3s"}],
         "self_alerts": {"every": "200ms", "outbox_age": "1s", "probe_intervals": 3},
-        "notify": {"group_wait": "0s", "channels": {"down": {"type": "plugin", "command": ["sh", "-c", "exit 75"]}},
+        "notify": {"group_wait": "0s", "retry": {"initial_backoff": "100ms", "max_backoff": "200ms"},
+                   "channels": {"down": {"type": "plugin", "command": ["sh", "-c", "test -f \"$0\" || exit 75", up]}},
                    "default": {"channels": ["down"]}},
         "server": {"enabled": false},
     });
@@ -322,7 +326,12 @@ async fn stuck_notifications_and_a_probe_that_stopped_raise_self_alerts() {
     assert!(a.summary.contains("has not run for"), "{}", a.summary);
     let a = wait_self(&mut rx, "firing", "notifications").await;
     assert!(a.summary.contains("waited"), "{}", a.summary);
+    // The JobManager answers again, and the channel comes back: both resolve.
+    drop(silent);
+    let _fake = fake_flink::FakeJobManager::start_on(addr, FlinkApiVersion::V2).await.unwrap();
+    wait_self(&mut rx, "resolved", "probe team/p on jm").await;
+    std::fs::write(&up, "").unwrap();
+    wait_self(&mut rx, "resolved", "notifications").await;
     let _ = stop_tx.send(());
     daemon.await.unwrap().unwrap();
-    drop(silent);
 }
