@@ -186,8 +186,9 @@ enum Op {
 }
 
 /// A value while an expression runs: borrowed from the element or the expression where it can be.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 enum V<'a> {
+    #[default]
     Unit,
     Bool(bool),
     Int(i64),
@@ -199,12 +200,6 @@ enum V<'a> {
     Json(&'a Value),
     /// An array literal that depends on the element.
     List(Box<[V<'a>]>),
-}
-
-impl Default for V<'_> {
-    fn default() -> Self {
-        V::Unit
-    }
 }
 
 /// An error while an expression runs (boxed: the `Ok` path stays small and fast).
