@@ -8,7 +8,7 @@
 //!   a copy of the data. A missing field is `()`; an array index out of bounds is an error, as in Rhai.
 //! - Views cannot be changed (assigning to one is an error that says so); `to_map()`, `to_array()` and
 //!   `to_dynamic()` make a plain, changeable copy when a rule wants one.
-//! - [`JsonArray::where_`] and [`JsonArray::group_by`] run a small expression (see [`super::query`]) natively on
+//! - [`JsonArray::where_`] and [`JsonArray::group_by`] run a small expression (src/script/query.rs) natively on
 //!   every element, so that a rule over thousands of jobs only loops, in Rhai, over the few that matter.
 //!
 //! The view keeps its document alive with an `Arc` and points into it. The document is never changed while a view
