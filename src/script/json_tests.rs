@@ -542,3 +542,39 @@ fn the_flink_pack_decides_as_before_the_view() {
     assert!(failures < compared / 5, "{failures} of {compared} evaluations failed");
     eprintln!("compared {compared} evaluations: {requests} requests, {failures} failed in both versions");
 }
+
+#[test]
+fn a_quiet_cluster_leaves_rule_state_alone() {
+    // Healthy jobs, every expected one running: no requests, no follow-ups, and from the second poll on every rule's
+    // state stays as it was, so the daemon (which saves a state only when it changed) writes nothing.
+    let e = engine();
+    let rules: Vec<CompiledRule> = PACK.iter().map(|r| compile(&e, &format!("flink/{r}"), now_shipped(r))).collect();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut p = params(&mut rng);
+    p.insert("expected_jobs".into(), json!(["job-1", "job-2", "job-3"]));
+    let params = params_to_dynamic(&p);
+    let mut states = vec![Value::Null; PACK.len()];
+    let mut now = t0();
+    for poll in 0..5 {
+        now += chrono::Duration::seconds(10);
+        let jobs: Vec<Value> = (0..50)
+            .map(|i| {
+                json!({"jid": format!("{i:032x}"), "name": format!("job-{i}"), "state": "RUNNING",
+                       "start-time": 1, "end-time": -1, "duration": poll * 10_000,
+                       "tasks": {"total": 2, "running": 2, "finished": 0, "failed": 0}})
+            })
+            .collect();
+        let o = Observation { time: now, ..observation(Some(json!({ "jobs": jobs }))) };
+        let obs = obs_to_dynamic(&o);
+        for (i, rule) in rules.iter().enumerate() {
+            let out = outcome(&e, rule, &obs, &params, &states[i], now, 0);
+            let Ok((verdict, state, asked)) = out else { panic!("{} failed", PACK[i]) };
+            assert_eq!(verdict, Verdict::Requests(vec![]), "{}", PACK[i]);
+            assert!(asked.is_empty(), "{}: {asked:?}", PACK[i]);
+            if poll > 0 {
+                assert_eq!(state, states[i], "{}: the state changed on a quiet poll", PACK[i]);
+            }
+            states[i] = state;
+        }
+    }
+}
