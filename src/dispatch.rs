@@ -231,7 +231,7 @@ impl Dispatcher {
                         RequestKind::Run { command, vars } => (command.as_str(), vars.clone()),
                         _ => ("", BTreeMap::new()),
                     };
-                    let acts = self.run(o, r, command, &vars, store)?;
+                    let acts = self.run(o, r, requests, command, &vars, store)?;
                     // Held back by the storm guard: not an action, so the backoff clock keeps its last real run.
                     if !acts.iter().any(|p| matches!(p, Planned::Run { .. } | Planned::Restart { .. })) && !self.dry_run
                     {
@@ -315,6 +315,7 @@ impl Dispatcher {
         &self,
         o: &Origin,
         r: &ActionRequest,
+        evaluation: &[ActionRequest],
         command: &str,
         vars: &BTreeMap<String, String>,
         store: &Store,
@@ -355,9 +356,10 @@ impl Dispatcher {
             };
             return Ok(self.notify(o, rec, "giving_up", store)?.into_iter().collect());
         }
-        // Journalled before it runs (outcome `started`), or only journalled in dry-run mode.
+        // Journalled before it runs (outcome `started`), or only journalled in dry-run mode, with its decision
+        // record (why), in this step's transaction.
         let journal = |action: ActionKind, detail: &str, details: serde_json::Value| {
-            store.journal(&NewEntry {
+            let id = store.journal(&NewEntry {
                 time: Some(now),
                 rule: o.rule.clone(),
                 target: o.target.clone(),
@@ -369,8 +371,14 @@ impl Dispatcher {
                 summary: r.summary.clone(),
                 details,
                 outcome: if self.dry_run { "dry-run".into() } else { "started".into() },
-            })
+            })?;
+            if let Some(d) = crate::action::decision::decide(o, r, evaluation) {
+                store.save_decision(id, &d)?;
+            }
+            Ok::<_, StoreError>(id)
         };
+        // The actions do not need the observation: a long restart should not keep it alive.
+        let origin = Origin { observed: None, ..o.clone() };
         if let RequestKind::Restart { job, jid, strategy } = &r.kind {
             let id = journal(
                 ActionKind::Restart,
@@ -385,7 +393,7 @@ impl Dispatcher {
                 job: job.clone(),
                 jid: jid.clone(),
                 strategy: *strategy,
-                origin: o.clone(),
+                origin,
             }]);
         }
         let id = journal(ActionKind::Run, command, with_field(r.details.clone(), "vars", serde_json::json!(vars)))?;
@@ -402,7 +410,7 @@ impl Dispatcher {
             journal_id: id,
             command: command.into(),
             vars: all,
-            origin: o.clone(),
+            origin,
             subject: r.subject.clone(),
         }])
     }

@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 use chrono::{DateTime, Utc};
 use rhai::Dynamic;
 
-use crate::model::Origin;
+use crate::model::{Origin, RequestKind};
 use crate::plan::Params;
 use crate::script::{self, CompiledRule, EvalInput, FollowUp, ScriptEngine, ScriptError, TargetInfo, Verdict};
 
@@ -102,12 +102,24 @@ pub fn evaluate_observation<'r>(
                 target_url: seen.target.url.clone(),
                 probe: seen.probe.to_string(),
                 time: seen.now,
+                observed: if acts(&ev.verdict) { observed_body(seen.obs) } else { None },
             },
             new_state: (ev.state != before).then_some(ev.state),
             verdict: ev.verdict,
         }));
     }
     out
+}
+
+/// Whether a verdict asks for a command or a restart (whose decision record keeps an excerpt of the observation).
+fn acts(v: &Verdict) -> bool {
+    matches!(v, Verdict::Requests(r) if r.iter().any(|r| matches!(r.kind, RequestKind::Run { .. } | RequestKind::Restart { .. })))
+}
+
+/// The observation's body as the shared document the rules read (an `Arc` clone, not a copy).
+fn observed_body(obs: &Dynamic) -> Option<std::sync::Arc<serde_json::Value>> {
+    let m = obs.read_lock::<rhai::Map>()?;
+    script::json::view_doc(m.get("body")?)
 }
 
 #[cfg(test)]

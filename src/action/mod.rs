@@ -2,6 +2,7 @@
 //! journal.
 
 pub mod command;
+pub mod decision;
 pub mod leftover;
 pub mod limits;
 pub mod log;

@@ -12,6 +12,7 @@ fn origin(at: i64) -> Origin {
         target_url: "http://jm:8081".into(),
         probe: "flink/jobs-overview".into(),
         time: t(at),
+        observed: None,
     }
 }
 

@@ -3,11 +3,13 @@
 //! Every stage imports its inputs from here instead of from the stage before it.
 
 mod alert;
+mod decision;
 mod kinds;
 mod observation;
 mod request;
 
 pub use alert::*;
+pub use decision::*;
 pub use kinds::*;
 pub use observation::*;
 pub use request::*;

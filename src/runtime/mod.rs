@@ -574,6 +574,7 @@ async fn retire_rules(gone: &[(String, String)], g: &Generation, shared: &Shared
             target_url: g.clients.get(target).map(|c| c.base.clone()).unwrap_or_default(),
             probe: why.into(),
             time: shared.clock.now(),
+            observed: None,
         };
         if shared.tx.send((origin, Verdict::Requests(vec![]))).await.is_err() {
             return;

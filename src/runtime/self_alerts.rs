@@ -39,6 +39,7 @@ pub(super) async fn watch_self(shared: Arc<Shared>, stop: CancellationToken) {
             target_url: String::new(),
             probe: SELF_RULE.into(),
             time: now,
+            observed: None,
         };
         tokio::select! {
             sent = shared.tx.send((origin, Verdict::Requests(requests))) => if sent.is_err() { return },

@@ -294,6 +294,17 @@ pub fn view_to_json(d: &Dynamic) -> Option<Value> {
     d.read_lock::<JsonArray>().map(|a| a.to_value())
 }
 
+/// The whole document a view belongs to (shared, not copied), `None` if `d` is not a view.
+pub fn view_doc(d: &Dynamic) -> Option<Arc<Value>> {
+    if let Some(m) = d.read_lock::<JsonMap>() {
+        return Some(m.0.doc.clone());
+    }
+    match &d.read_lock::<JsonArray>()?.0 {
+        Seq::View(n) => Some(n.doc.clone()),
+        _ => None,
+    }
+}
+
 /// Whether `d` is a view (a [`JsonMap`] or a [`JsonArray`]).
 pub fn is_view(d: &Dynamic) -> bool {
     d.is::<JsonMap>() || d.is::<JsonArray>()

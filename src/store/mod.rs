@@ -60,6 +60,7 @@
 //! ended silences, never something still needed (see its docs); rotation of the alert log and recordings is in
 //! [`crate::action::log`].
 
+mod decisions;
 mod guard;
 pub mod lock;
 mod restarts;
@@ -77,6 +78,7 @@ use serde::Serialize;
 
 use crate::model::ActionKind;
 
+pub use decisions::Explanation;
 pub use restarts::{RestartRecord, SavepointRecord};
 pub use schema::SchemaTooNew;
 
@@ -154,6 +156,31 @@ pub struct JournalEntry {
     pub output: String,
     /// When the action finished, if it has.
     pub finished: Option<String>,
+}
+
+/// The columns [`journal_row`] reads, in its order.
+pub(crate) const JOURNAL_COLS: &str =
+    "id, time, rule, target, probe, subject, action, detail, severity, summary, details, outcome, output, finished";
+
+/// A journal row (selected as [`JOURNAL_COLS`]).
+pub(crate) fn journal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntry> {
+    let details: String = r.get(10)?;
+    Ok(JournalEntry {
+        id: r.get(0)?,
+        time: r.get(1)?,
+        rule: r.get(2)?,
+        target: r.get(3)?,
+        probe: r.get(4)?,
+        subject: r.get(5)?,
+        action: parse_col(r, 6)?,
+        detail: r.get(7)?,
+        severity: r.get(8)?,
+        summary: r.get(9)?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+        outcome: r.get(11)?,
+        output: r.get(12)?,
+        finished: r.get(13)?,
+    })
 }
 
 /// Which journal entries [`Store::find_entries`] returns: all of the given conditions hold.
@@ -382,25 +409,7 @@ impl Store {
                         output, finished
                  FROM (SELECT * FROM journal ORDER BY id DESC LIMIT ?1) ORDER BY id",
             )?;
-            let rows = st.query_map([limit], |r| {
-                let details: String = r.get(10)?;
-                Ok(JournalEntry {
-                    id: r.get(0)?,
-                    time: r.get(1)?,
-                    rule: r.get(2)?,
-                    target: r.get(3)?,
-                    probe: r.get(4)?,
-                    subject: r.get(5)?,
-                    action: parse_col(r, 6)?,
-                    detail: r.get(7)?,
-                    severity: r.get(8)?,
-                    summary: r.get(9)?,
-                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
-                    outcome: r.get(11)?,
-                    output: r.get(12)?,
-                    finished: r.get(13)?,
-                })
-            })?;
+            let rows = st.query_map([limit], journal_row)?;
             rows.collect()
         })
     }
@@ -431,25 +440,7 @@ impl Store {
             let mut st = c.prepare(&sql)?;
             let mut params: Vec<&dyn rusqlite::ToSql> = vec![&limit];
             params.extend(args.iter().map(|a| a as &dyn rusqlite::ToSql));
-            let rows = st.query_map(params.as_slice(), |r| {
-                let details: String = r.get(10)?;
-                Ok(JournalEntry {
-                    id: r.get(0)?,
-                    time: r.get(1)?,
-                    rule: r.get(2)?,
-                    target: r.get(3)?,
-                    probe: r.get(4)?,
-                    subject: r.get(5)?,
-                    action: parse_col(r, 6)?,
-                    detail: r.get(7)?,
-                    severity: r.get(8)?,
-                    summary: r.get(9)?,
-                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
-                    outcome: r.get(11)?,
-                    output: r.get(12)?,
-                    finished: r.get(13)?,
-                })
-            })?;
+            let rows = st.query_map(params.as_slice(), journal_row)?;
             rows.collect()
         })
     }

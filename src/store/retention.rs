@@ -2,7 +2,7 @@
 //!
 //! [`prune`] deletes, oldest first and at most `batch` rows per table per call:
 //!
-//! - journal entries older than `retention.journal`, except an action that has not finished (`finished` is empty
+//! - journal entries older than `retention.journal` (with their decision records), except an action that has not finished (`finished` is empty
 //!   and it is not a dry run), the entry of a restart in progress, and the entry of a notification still in the
 //!   outbox;
 //! - finished restart records last moved before the same cutoff (a restart in progress is never touched);
@@ -101,6 +101,8 @@ pub fn prune(store: &Store, retention: &Retention, now: DateTime<Utc>, batch: us
                    ORDER BY id LIMIT ?2)",
                 params![journal_cutoff, batch],
             )?;
+            // Decision records go with their journal entries.
+            c.execute("DELETE FROM decisions WHERE journal_id NOT IN (SELECT id FROM journal)", [])?;
             let restarts = c.execute(
                 "DELETE FROM restarts WHERE id IN (
                    SELECT id FROM restarts WHERE outcome IS NOT NULL AND updated < ?1 ORDER BY id LIMIT ?2)",

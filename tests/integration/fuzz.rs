@@ -84,6 +84,7 @@ fn configuration_values_of_every_size_load_or_fail_cleanly_and_never_panic_later
                         target_url: String::new(),
                         probe: "p".into(),
                         time: far + chrono::Duration::seconds(at),
+                        observed: None,
                     };
                     let req = |kind| ActionRequest {
                         kind,

@@ -156,6 +156,7 @@ async fn a_database_from_the_first_release_is_upgraded_in_place_and_reads_back()
         target_url: "http://jm:8081".into(),
         probe: "flink/jobs-overview".into(),
         time: t0 + chrono::Duration::minutes(10),
+        observed: None,
     };
     let req = |subject: &str| warden::model::ActionRequest {
         kind: warden::model::RequestKind::Alert,
