@@ -26,11 +26,12 @@
 //! | [`evaluate`] | the one evaluation path: an observation through a probe's rules, used by the daemon, `test`, `eval` and `replay` |
 //! | [`model`] | what travels along the pipe (observations, requests, alert records, planned actions) and the domain enums (restart strategy/step/result, journal action kinds) |
 //! | [`dispatch`] | dedup keys, `for`, cooldown with exponential backoff, resolution, restart-storm guard, dry run |
-//! | [`action`] | built-in actions and the executor: alert log with rotation ([`action::log`]), commands ([`action::command`]; left-over ones after a crash: [`action::leftover`]), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, one owner with a lease, resumable, exactly once), concurrency limits ([`action::limits`]) |
+//! | [`action`] | built-in actions and the executor: alert log with rotation ([`action::log`]), commands ([`action::command`]; left-over ones after a crash: [`action::leftover`]), decision records, why a command ran or a job was restarted ([`action::decision`], shown by `warden explain`), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, one owner with a lease, resumable, exactly once), concurrency limits ([`action::limits`]) |
 //! | [`notify`] | notification channels (e-mail, Slack, file, plugins), routing, grouping, silences, outbox |
 //! | [`store`] | SQLite on its own thread, never blocking async workers: journal, rule state, dispatcher state (one transaction per step), guard resets, restart records (the per-job lock, with owner and lease), savepoint history; [`store::schema`]: versioned migrations; [`store::retention`]: pruning; [`store::lock`]: one daemon per state directory |
 //! | [`runtime`] | the daemon: one task per probe × target (on the monotonic clock), the dispatcher task, hot reload (an immutable generation swapped atomically, notifier included), take-over of orphaned restarts, pruning, graceful shutdown (a second signal ends it at once); [`runtime::status`]: what it knows about itself, for the server |
 //! | [`server`] | Warden's own HTTP server: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/api/status`, `/api/history`, `POST /-/reload`, the status page; reads [`runtime::status`] |
+//! | [`report`] | `warden report`: an inventory across targets (jobs, Flink version, checkpointing, last checkpoint, state size and trend, restarts in the last day), asked of each JobManager directly |
 //! | [`reload`] | watching `warden.yaml` and pack directories (debounced, polling mode), SIGHUP |
 //! | [`ruletest`] | rules on simulated time: `warden test`, `warden eval`, `warden replay` |
 //! | [`flink`] | Flink REST knowledge: root cause across 1.x/2.x, the typed REST calls of restarts ([`flink::client`]) |
@@ -52,6 +53,7 @@ pub mod pack;
 
 pub mod plan;
 pub mod reload;
+pub mod report;
 
 pub mod ruletest;
 pub mod runtime;

@@ -111,8 +111,10 @@ fn print_entries(entries: Vec<warden::store::JournalEntry>, format: Format) -> a
                 } else {
                     format!("{} {}", e.action, e.detail)
                 };
+                // The id first: `warden explain <id>` takes it.
                 outln!(
-                    "{}  {:<18} {:<28} {:<14} {:<14} {:<24} {}",
+                    "#{:<5} {}  {:<18} {:<28} {:<14} {:<14} {:<24} {}",
+                    e.id,
                     e.time,
                     what,
                     e.rule,

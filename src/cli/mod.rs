@@ -12,11 +12,13 @@ macro_rules! outln {
 mod check;
 mod demo;
 mod eval;
+mod explain;
 mod guard;
 mod history;
 mod init;
 mod pack;
 mod replay;
+mod report;
 mod restart;
 mod run;
 mod silence;
@@ -148,6 +150,40 @@ pub enum Command {
         /// Keep printing new entries as they are journalled (until Ctrl-C).
         #[arg(long, short)]
         follow: bool,
+    },
+    /// Why Warden ran a command or restarted a job: the rule that asked, the job's entry in the answer it judged,
+    /// the root exception, the checkpoint or savepoint the job restored from, and the job ids before and after.
+    /// Exit 1 when there is no such entry.
+    Explain {
+        /// The journal entry's id: the `#12` (or `12`) in the first column of `warden history` (e.g.
+        /// `warden history --kind restart`), or `id` in `warden history --format json`.
+        entry: String,
+        /// Output format: text for people, json for one object (entry, decision, restart, restored_from).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Same as `--format json`.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
+        /// Read this state directory instead of the configuration's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// An inventory across targets, asked of each JobManager now: jobs, Flink version, checkpointing mode,
+    /// interval and storage, last checkpoint age, state size and its trend, Warden's restarts in the last day. A
+    /// target that does not answer is a row that says so. Exit 0 even then; 1 when the configuration does not load.
+    Report {
+        /// Output format: text for a table, json for one object.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Same as `--format json`.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
+        /// Only these targets (repeatable). Default: all.
+        #[arg(long = "target", value_name = "NAME")]
+        targets: Vec<String>,
+        /// Read restarts from this state directory instead of the configuration's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// What the daemon sees now: targets, jobs, firing alerts, restarts in progress, failing probes and rules.
     /// Asks the running daemon's server (`server:` in warden.yaml); without one, reads the state directory.
@@ -324,6 +360,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing(log, "warn");
             let a = history::Args { format, limit, state_dir, restarts, savepoints, job, rule, kind, since, follow };
             history::run(&cli.config, a).await
+        }
+        Command::Explain { entry, format, json, state_dir } => {
+            init_tracing(log, "warn");
+            explain::run(&cli.config, &entry, if json { Format::Json } else { format }, state_dir).await
+        }
+        Command::Report { format, json, targets, state_dir } => {
+            init_tracing(log, "warn");
+            report::run(&cli.config, if json { Format::Json } else { format }, &targets, state_dir).await
         }
         Command::Status { format, state_dir } => {
             init_tracing(log, "warn");

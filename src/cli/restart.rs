@@ -126,18 +126,37 @@ async fn restart(
     let outcome = match store.restart_in_progress(target, job)? {
         Some(rec) => follow(&executor, &store, rec, cancel).await?,
         None => {
-            let journal_id = store.journal(&NewEntry {
-                time: None,
-                rule: "cli".into(),
-                target: target.into(),
-                probe: String::new(),
-                subject: job.into(),
-                action: ActionKind::Restart,
-                detail: strategy.to_string(),
-                severity: "info".into(),
-                summary: format!("operator restart of {job} ({strategy})"),
-                details: serde_json::json!({"old_jid": jid}),
-                outcome: "started".into(),
+            // Journalled with its decision record (asked for by hand), in one transaction.
+            let now = chrono::Utc::now();
+            let journal_id = store.transaction(|s| {
+                let id = s.journal(&NewEntry {
+                    time: Some(now),
+                    rule: "cli".into(),
+                    target: target.into(),
+                    probe: String::new(),
+                    subject: job.into(),
+                    action: ActionKind::Restart,
+                    detail: strategy.to_string(),
+                    severity: "info".into(),
+                    summary: format!("operator restart of {job} ({strategy})"),
+                    details: serde_json::json!({"old_jid": jid}),
+                    outcome: "started".into(),
+                })?;
+                let why = warden::model::Decision {
+                    rule: "cli".into(),
+                    probe: String::new(),
+                    target: target.into(),
+                    subject: job.into(),
+                    decided_at: now,
+                    asked: warden::model::Asked::Restart { job: job.into(), strategy },
+                    jid_before: Some(jid.clone()).filter(|j| !j.is_empty()),
+                    root_cause: None,
+                    details: serde_json::Value::Null,
+                    observed: None,
+                    notes: vec!["asked for by an operator with `warden restart`".into()],
+                };
+                s.save_decision(id, &why)?;
+                Ok(id)
             })?;
             match executor.restart(journal_id, "cli", target, job, &jid, strategy, cancel.clone()).await {
                 RestartOutcome::Busy(rec) => {
