@@ -140,6 +140,7 @@ fn restart(o: &mut String, r: &RestartRecord, e: &Explanation) {
 /// A JSON value on one line: texts without quotes, the rest as JSON.
 fn compact(v: &serde_json::Value) -> String {
     match v {
+        serde_json::Value::String(s) if s.is_empty() => "\"\"".into(),
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     }
