@@ -83,3 +83,58 @@ impl Store {
         Ok(Some(Explanation { entry, decision, restart, restored_from }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::config::RetentionConfig;
+    use crate::model::{ActionKind, Asked, RestartStrategy};
+    use crate::store::retention::{prune, Retention};
+    use crate::store::NewEntry;
+
+    fn decision() -> Decision {
+        Decision {
+            rule: "flink/job-not-running".into(),
+            probe: "flink/jobs-overview".into(),
+            target: "jm".into(),
+            subject: "clicks".into(),
+            decided_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            asked: Asked::Restart { job: "clicks".into(), strategy: RestartStrategy::Stateless },
+            jid_before: None,
+            root_cause: None,
+            details: serde_json::Value::Null,
+            observed: None,
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_and_goes_with_its_pruned_entry() {
+        let s = Store::in_memory();
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let new = |at| NewEntry {
+            time: Some(at),
+            action: ActionKind::Restart,
+            subject: "clicks".into(),
+            outcome: "started".into(),
+            ..Default::default()
+        };
+        let old = s.journal(&new(t0)).unwrap();
+        s.finish(old, "ok", "", t0).unwrap();
+        let young = s.journal(&new(t0 + chrono::Duration::days(20))).unwrap();
+        s.save_decision(old, &decision()).unwrap();
+        s.save_decision(young, &decision()).unwrap();
+        assert_eq!(s.decision(old).unwrap(), Some(decision()));
+        assert_eq!(s.explain(old).unwrap().unwrap().decision, Some(decision()));
+
+        let config = RetentionConfig { journal: std::time::Duration::from_secs(10 * 86400), ..Default::default() };
+        let r = Retention { config, guard_window: std::time::Duration::from_secs(3600) };
+        let p = prune(&s, &r, t0 + chrono::Duration::days(21), 100).unwrap();
+        assert_eq!(p.journal, 1);
+        assert_eq!(s.decision(old).unwrap(), None, "pruned with its entry");
+        assert_eq!(s.explain(old).unwrap(), None);
+        assert_eq!(s.decision(young).unwrap(), Some(decision()), "the young one stays");
+    }
+}
