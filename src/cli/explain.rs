@@ -127,8 +127,11 @@ fn restart(o: &mut String, r: &RestartRecord, e: &Explanation) {
         (Some(loc), Some(s)) => format!("{} {loc} (of run {}, recorded {})", s.kind, s.jid, s.time),
         (Some(loc), None) => loc.clone(),
         (None, _) if r.strategy == warden::model::RestartStrategy::Stateless => "nothing (stateless)".into(),
-        (None, _) if r.outcome.is_none() => "(not chosen yet)".into(),
-        (None, _) => "nothing (no state was found; the job's fallback applied)".into(),
+        (None, _) if r.step < warden::model::RestartStep::StateChosen => match r.outcome {
+            None => "(not chosen yet)".into(),
+            Some(_) => "nothing: the restart ended before a state was chosen".into(),
+        },
+        (None, _) => "nothing (no retained state was found; the job's fallback applied)".into(),
     };
     line(o, "restored from", &from);
     line(o, "job id after", r.new_jid.as_deref().unwrap_or("(none yet)"));
@@ -255,6 +258,37 @@ mod tests {
         };
         let text = render(&e);
         assert!(text.contains("Warden keeps one for command runs and restarts"), "{text}");
+    }
+
+    #[test]
+    fn a_restart_that_failed_before_choosing_a_state_says_so() {
+        let r = RestartRecord {
+            id: 4,
+            journal_id: 12,
+            target: "jm".into(),
+            job: "clicks".into(),
+            strategy: RestartStrategy::Savepoint,
+            old_jid: "7c2c".into(),
+            step: RestartStep::SavepointTriggered,
+            trigger_id: Some("t".into()),
+            location: None,
+            new_jid: None,
+            outcome: Some(RestartResult::Failed { step: "savepoint".into(), message: "timed out".into() }),
+            started: "2026-12-01T12:00:00.100Z".into(),
+            updated: "2026-12-01T12:05:00.000Z".into(),
+            owner: None,
+            lease_until: None,
+        };
+        let e = Explanation {
+            entry: entry(ActionKind::Restart, "savepoint"),
+            decision: Some(decision()),
+            restart: Some(r),
+            restored_from: None,
+        };
+        let text = render(&e);
+        assert!(text.contains("restored from  nothing: the restart ended before a state was chosen"), "{text}");
+        assert!(text.contains("job id after   (none yet)"), "{text}");
+        assert!(text.contains("outcome        failed at savepoint: timed out"), "{text}");
     }
 
     #[test]
