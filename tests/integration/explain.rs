@@ -45,7 +45,8 @@ async fn a_restart_the_daemon_made_is_explained_and_counted_in_the_report() {
     let entry = d.journal().into_iter().find(|e| e.action == "restart").expect("a restart entry");
     let id = entry.id.to_string();
 
-    // Read while the daemon runs, as an operator would.
+    // Read while the daemon runs, as an operator would: the id from `warden history`, then `warden explain`.
+    let history = stdout(&warden(&config, &["history", "--kind", "restart"]));
     let e = json_of(&warden(&config, &["explain", &id, "--json"]));
     let text = warden(&config, &["explain", &format!("#{id}")]);
     let report = json_of(&warden(&config, &["report", "--format", "json"]));
@@ -83,6 +84,7 @@ async fn a_restart_the_daemon_made_is_explained_and_counted_in_the_report() {
     assert_eq!(e["restored_from"]["kind"], "checkpoint");
     assert_eq!(e["restored_from"]["location"], location);
 
+    assert!(history.lines().any(|l| l.starts_with(&format!("#{id} "))), "history shows the id first: {history}");
     assert!(text.status.success());
     let text = stdout(&text);
     let mut settings = insta::Settings::clone_current();
