@@ -9,7 +9,7 @@
 //! - the job's entry of the observation (its element of `/jobs/overview`, found by job id, else by name), never
 //!   the whole answer;
 //! - no secrets: values under secret-looking keys (`password`, `token`, `secret`, `authorization`, …) are masked,
-//!   URLs lose their user information and query ([`crate::server::redact_url`]), and the target's URL, credentials
+//!   URLs lose their user information and query (as on the status page), and the target's URL, credentials
 //!   and the commands' environment are not part of it at all;
 //! - bounded: each part is cut to [`MAX_PART`] bytes of JSON (long texts shortened, long lists cut, deep nesting
 //!   left out), which [`Decision::notes`] says.
@@ -94,7 +94,7 @@ pub fn decide(o: &Origin, r: &ActionRequest, evaluation: &[ActionRequest]) -> Op
 }
 
 /// The job's entry in an observation: the object whose `jid` (or `id`) is `jid`, else the newest (by
-/// `start-time`) whose `name` is `subject`. Searched breadth first, a few levels deep, at most [`SEARCH_LIMIT`]
+/// `start-time`) whose `name` is `subject`. Searched breadth first, a few levels deep, over a bounded number of
 /// values.
 pub fn find_entry<'a>(body: &'a Value, subject: &str, jid: Option<&str>) -> Option<&'a Value> {
     let mut by_name: Option<&Value> = None;
