@@ -131,10 +131,7 @@ pub(super) async fn fan_out_loop(
                 };
                 shared.stats.polls.fetch_add(1, Ordering::Relaxed);
                 match (o.body, o.error) {
-                    (Some(b), None) => {
-                        shared.overviews.put(&job.target, &b);
-                        Ok(b)
-                    }
+                    (Some(b), None) => Ok(b),
                     (_, Some(e)) => Err(format!("cannot list the jobs: {e}")),
                     (None, None) => Err("cannot list the jobs: the overview had no body".to_string()),
                 }

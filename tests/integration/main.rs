@@ -7,6 +7,7 @@ mod authoring;
 mod bad_input;
 mod cli;
 mod daemon;
+mod fanout;
 mod fuzz;
 mod notify;
 mod ownership;
