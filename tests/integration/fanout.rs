@@ -104,6 +104,34 @@ async fn a_fan_out_probe_polls_500_jobs_each_once_per_tick_within_its_concurrenc
     assert_eq!(fired, 1, "one alert for job-007, not resolved by the other jobs' evaluations");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_list_comes_from_the_targets_own_overview_probe_when_it_is_fresh() {
+    let (fake, _) = fake_with_jobs(20).await;
+    let dir = tempfile::tempdir().unwrap();
+    fan_out_pack(dir.path(), "500ms");
+    write_pack(dir.path(), "ov", &[("quiet", "1;")]); // `ov/p` polls /jobs/overview every 200 ms
+    let cfg = json!({
+        "state_dir": "state",
+        "pack_paths": ["plugins/*"],
+        "targets": [{"name": "jm", "url": fake.url(), "timeout": "5s"}],
+    });
+    let mut d = Daemon::start_in(dir, cfg).await;
+    let fan_ticks = |d: &Daemon| {
+        d.seen.iter().filter(|e| matches!(e, Event::Observed { probe, .. } if probe == "fan/checkpoints")).count()
+    };
+    while fan_ticks(&d) < 4 {
+        d.polls(1).await;
+    }
+    let overview_polls =
+        d.seen.iter().filter(|e| matches!(e, Event::Observed { probe, .. } if probe == "ov/p")).count();
+    let fetched = fake.request_log().iter().filter(|r| *r == "GET /jobs/overview").count();
+    // Every /jobs/overview request is the overview probe's (one may be in flight); the fan-out asked for none.
+    assert!((overview_polls..=overview_polls + 1).contains(&fetched), "{fetched} fetched, {overview_polls} by ov/p");
+    let polled = fake.request_log().iter().filter(|r| r.ends_with("/checkpoints")).count();
+    assert!(polled >= 4 * 20, "{polled} job polls in 4 ticks of 20 jobs");
+    d.stop().await;
+}
+
 /// The figures of one fan-out probe over 500 jobs on loopback, with the `warden` binary as a separate process (so
 /// that its CPU time is its own): wall time of a tick (the status API's `last_duration_ms`), CPU time of the
 /// daemon per tick (`/proc/<pid>/stat`), and the requests a minute at a 30 s interval. Run with
