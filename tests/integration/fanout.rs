@@ -132,16 +132,19 @@ async fn the_job_list_comes_from_the_targets_own_overview_probe_when_it_is_fresh
     d.stop().await;
 }
 
-/// The figures of one fan-out probe over 500 jobs on loopback, with the `warden` binary as a separate process (so
-/// that its CPU time is its own): wall time of a tick (the status API's `last_duration_ms`), CPU time of the
-/// daemon per tick (`/proc/<pid>/stat`), and the requests a minute at a 30 s interval. Run with
-/// `cargo test --test integration fan_out_figures -- --ignored --nocapture` (a debug build unless `--release`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "prints figures; run by hand"]
-async fn fan_out_figures_for_500_jobs() {
-    let (fake, _) = fake_with_jobs(500).await;
-    let dir = tempfile::tempdir().unwrap();
-    fan_out_pack(dir.path(), "2s");
+/// `warden run` as a child process on a fan-out pack (every `every`) over the fake's jobs, with its HTTP server on
+/// a free port; returns the child (killed on drop) and the port.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_warden(dir: &std::path::Path, fake: &FakeJobManager, every: &str) -> (Child, u16) {
+    fan_out_pack(dir, every);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = json!({
         "state_dir": "state",
@@ -149,13 +152,74 @@ async fn fan_out_figures_for_500_jobs() {
         "targets": [{"name": "jm", "url": fake.url(), "timeout": "5s"}],
         "server": {"listen": format!("127.0.0.1:{port}")},
     });
-    let path = write_config(dir.path(), &cfg);
-    let mut child = std::process::Command::new(WARDEN)
+    let path = write_config(dir, &cfg);
+    let child = std::process::Command::new(WARDEN)
         .args(["run", "-c"])
         .arg(&path)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    (Child(child), port)
+}
+
+/// The status API's rows of the fan-out probe (`None` while the server is not up).
+async fn fan_out_rows(port: u16) -> Option<Vec<serde_json::Value>> {
+    let v: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{port}/api/status")).await.ok()?.json().await.ok()?;
+    Some(v["probes"].as_array()?.iter().filter(|p| p["probe"] == "fan/checkpoints").cloned().collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_api_shows_one_row_per_probe_and_target_with_the_last_ticks_jobs() {
+    let (fake, jobs) = fake_with_jobs(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, port) = spawn_warden(dir.path(), &fake, "300ms");
+    let mut rows = vec![];
+    for _ in 0..200 {
+        rows = fan_out_rows(port).await.unwrap_or_default();
+        if rows.first().is_some_and(|r| r["runs"].as_u64() >= Some(2)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows.len(), 1, "one row for 30 jobs: {rows:#?}");
+    let row = &rows[0];
+    assert_eq!(row["fan_out"]["jobs"], json!(30), "{row}");
+    assert_eq!(row["fan_out"]["failed"], json!(0), "{row}");
+    assert_eq!(row["schedule"], json!("every 300ms, per RUNNING job, 4 at a time"));
+    assert!(row["fan_out"]["polls"].as_u64() >= Some(60), "{row}");
+
+    // Polls that fail are counted in the tick's row, with the first one's error.
+    let jid = jobs.keys().next().unwrap();
+    fake.set_override(
+        &format!("/jobs/{jid}/checkpoints"),
+        500,
+        "application/json",
+        b"{\"errors\": [\"boom\"]}".to_vec(),
+    );
+    let mut row = serde_json::Value::Null;
+    for _ in 0..100 {
+        row = fan_out_rows(port).await.and_then(|r| r.first().cloned()).unwrap_or_default();
+        if row["fan_out"]["failed"] == json!(1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(row["fan_out"]["failed"], json!(1), "{row}");
+    let err = row["last_error"].as_str().unwrap_or_default();
+    assert!(err.starts_with("1 of 30 job polls failed; job `"), "{err}");
+}
+
+/// The figures of one fan-out probe over 500 jobs on loopback, with the `warden` binary as a separate process (so
+/// that its CPU time is its own): wall time of a tick (the status API's `last_duration_ms`), CPU time of the
+/// daemon per tick (`/proc/<pid>/stat`), and the requests per tick. Run with
+/// `cargo test --test integration fan_out_figures -- --ignored --nocapture` (a debug build unless `--release`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints figures; run by hand"]
+async fn fan_out_figures_for_500_jobs() {
+    let (fake, _) = fake_with_jobs(500).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, port) = spawn_warden(dir.path(), &fake, "2s");
     let cpu = |pid: u32| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let after = &stat[stat.rfind(')').unwrap() + 2..];
@@ -163,12 +227,7 @@ async fn fan_out_figures_for_500_jobs() {
         let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
         ticks / 100.0 // USER_HZ
     };
-    let http = reqwest::Client::new();
-    let status = || async {
-        let v: serde_json::Value =
-            http.get(format!("http://127.0.0.1:{port}/api/status")).send().await.ok()?.json().await.ok()?;
-        v["probes"].as_array()?.iter().find(|p| p["probe"] == "fan/checkpoints").cloned()
-    };
+    let status = || async { fan_out_rows(port).await.and_then(|r| r.first().cloned()) };
     // Warm up: the first tick (connections, rule compilation caches).
     let mut row = None;
     for _ in 0..100 {
@@ -179,7 +238,8 @@ async fn fan_out_figures_for_500_jobs() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let first = row.expect("a first tick").clone();
-    let (cpu0, runs0) = (cpu(child.id()), first["runs"].as_u64().unwrap());
+    let pid = child.0.id();
+    let (cpu0, runs0) = (cpu(pid), first["runs"].as_u64().unwrap());
     let requests0 = fake.request_log().len();
     let mut walls = vec![];
     let mut last_runs = runs0;
@@ -195,10 +255,9 @@ async fn fan_out_figures_for_500_jobs() {
         }
     }
     let ticks = last_runs - runs0;
-    let cpu_per_tick = (cpu(child.id()) - cpu0) / ticks as f64;
+    let cpu_per_tick = (cpu(pid) - cpu0) / ticks as f64;
     let requests = fake.request_log().len() - requests0;
-    child.kill().unwrap();
-    let _ = child.wait();
+    drop(child);
     let per_tick = requests as f64 / ticks as f64;
     println!(
         "fan-out over 500 jobs, concurrency 4, loopback: tick wall time {walls:?} ms; daemon CPU per tick {:.0} ms; \
