@@ -5,12 +5,13 @@
 //! A rule that fails — a script error, a limit, even a panic inside the engine — fails alone, as that rule's
 //! error with its file:line:col; the other rules of the observation still run.
 
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 
 use chrono::{DateTime, Utc};
 use rhai::Dynamic;
 
-use crate::model::{Origin, RequestKind};
+use crate::model::{ActionRequest, Origin, RequestKind};
 use crate::plan::Params;
 use crate::script::{self, CompiledRule, EvalInput, FollowUp, ScriptEngine, ScriptError, TargetInfo, Verdict};
 
@@ -122,10 +123,121 @@ fn observed_body(obs: &Dynamic) -> Option<std::sync::Arc<serde_json::Value>> {
     script::json::view_doc(m.get("body")?)
 }
 
+/// The verdicts of a `for_each: job` probe's rules over the jobs of one tick, merged into one evaluation per rule
+/// for the dispatcher.
+///
+/// The dispatcher keeps one memory per (rule, target) and takes each evaluation as the full list of what is wrong
+/// *now*: handed each job's verdict on its own, the evaluation of job B would resolve job A's alert. So the
+/// verdicts of a tick are merged: the requests of every job, in the tick's job order. A job whose evaluation was
+/// skipped (`skip()`) or failed keeps what it asked for last time (its one-shot `log` requests excepted), like a
+/// skipped evaluation of an ordinary probe. The daemon drops jobs that were not in the tick (gone from the cluster
+/// or out of `states`), so their alerts resolve; `warden test` and `replay` keep them ([`JobVerdicts::finish`]).
+#[derive(Debug, Default)]
+pub struct JobVerdicts {
+    /// What each (rule, job name) asked for at its last judged evaluation.
+    last: BTreeMap<(String, String), Vec<ActionRequest>>,
+    /// The tick being gathered: (rule, job name) → requests, in arrival order.
+    tick: Vec<((String, String), Vec<ActionRequest>)>,
+}
+
+impl JobVerdicts {
+    /// Adds what `rule` decided about job `job` (its name) in this tick: `None` when the evaluation failed.
+    pub fn add(&mut self, rule: &str, job: &str, verdict: Option<&Verdict>) {
+        let key = (rule.to_string(), job.to_string());
+        let requests = match verdict {
+            Some(Verdict::Requests(r)) => r.clone(),
+            Some(Verdict::Skipped(_)) | None => self
+                .last
+                .get(&key)
+                .map(|r| r.iter().filter(|r| !matches!(r.kind, RequestKind::Log)).cloned().collect())
+                .unwrap_or_default(),
+        };
+        self.tick.push((key, requests));
+    }
+
+    /// Ends the tick: one merged verdict per rule of `rules` (in that order; a rule no job asked anything of gets
+    /// an empty one, which resolves its alerts). With `drop_absent`, jobs that were not in this tick are
+    /// forgotten; without, they keep contributing what they asked for last.
+    pub fn finish<'a>(
+        &mut self,
+        rules: impl IntoIterator<Item = &'a str>,
+        drop_absent: bool,
+    ) -> Vec<(String, Verdict)> {
+        let tick = std::mem::take(&mut self.tick);
+        if drop_absent {
+            self.last.clear();
+        }
+        for (key, requests) in tick {
+            self.last.insert(key, requests);
+        }
+        let mut out = vec![];
+        for rule in rules {
+            let merged: Vec<ActionRequest> = self
+                .last
+                .range((rule.to_string(), String::new())..)
+                .take_while(|((r, _), _)| r == rule)
+                .flat_map(|(_, v)| v.iter().cloned())
+                .collect();
+            out.push((rule.to_string(), Verdict::Requests(merged)));
+        }
+        // One-shot requests are sent once.
+        for v in self.last.values_mut() {
+            v.retain(|r| !matches!(r.kind, RequestKind::Log));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::ScriptLimits;
+
+    fn req(kind: RequestKind, subject: &str) -> ActionRequest {
+        ActionRequest {
+            kind,
+            subject: subject.into(),
+            severity: Default::default(),
+            summary: String::new(),
+            details: serde_json::Value::Null,
+            pending: None,
+            cooldown: None,
+        }
+    }
+
+    fn subjects(v: &Verdict) -> Vec<String> {
+        match v {
+            Verdict::Requests(r) => r.iter().map(|r| r.key()).collect(),
+            Verdict::Skipped(s) => vec![format!("skipped: {s}")],
+        }
+    }
+
+    #[test]
+    fn a_ticks_verdicts_are_merged_per_rule_and_skipped_or_failed_jobs_keep_their_requests() {
+        let mut m = JobVerdicts::default();
+        let asks = |s: &[&str]| Verdict::Requests(s.iter().map(|s| req(RequestKind::Alert, s)).collect());
+        m.add("r", "a", Some(&asks(&["a"])));
+        m.add("r", "b", Some(&Verdict::Requests(vec![req(RequestKind::Log, "b")])));
+        m.add("s", "a", Some(&asks(&[])));
+        let out = m.finish(["r", "s"], true);
+        assert_eq!(
+            out.iter().map(|(r, v)| (r.as_str(), subjects(v))).collect::<Vec<_>>(),
+            [("r", vec!["alert:a".to_string(), "log:b".into()]), ("s", vec![])]
+        );
+        // Next tick: a is skipped (keeps its alert), b failed (its one-shot log is not repeated).
+        m.add("r", "a", Some(&Verdict::Skipped("no answer".into())));
+        m.add("r", "b", None);
+        let out = m.finish(["r"], true);
+        assert_eq!(subjects(&out[0].1), ["alert:a"]);
+        // A tick without a: with `drop_absent` (the daemon) its alert goes; without (tests, replay) it stays.
+        m.add("r", "b", Some(&asks(&["b"])));
+        let mut kept = JobVerdicts::default();
+        kept.add("r", "a", Some(&asks(&["a"])));
+        kept.finish(["r"], false);
+        kept.add("r", "b", Some(&asks(&["b"])));
+        assert_eq!(subjects(&m.finish(["r"], true)[0].1), ["alert:b"]);
+        assert_eq!(subjects(&kept.finish(["r"], false)[0].1), ["alert:a", "alert:b"]);
+    }
 
     #[test]
     fn a_rule_whose_state_outgrows_max_state_fails_alone_and_keeps_its_old_state() {

@@ -109,6 +109,10 @@ pub struct ProbeView {
     pub runs: u64,
     /// Failed polls.
     pub errors: u64,
+    /// For a probe with `for_each: job`: its last tick over the target's jobs (jobs polled, failed polls, job
+    /// polls since start). `runs` and `errors` then count ticks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<crate::runtime::status::FanOutRun>,
 }
 
 /// A rule.
@@ -315,9 +319,18 @@ pub async fn build_view(status: &StatusHandle) -> Result<StatusView, String> {
         view.probes.push(ProbeView {
             probe: j.probe.clone(),
             target: j.target.clone(),
-            schedule: match &j.schedule {
-                crate::schedule::Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
-                crate::schedule::Schedule::Cron(c) => format!("cron {}", c.source()),
+            schedule: {
+                let when = match &j.schedule {
+                    crate::schedule::Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
+                    crate::schedule::Schedule::Cron(c) => format!("cron {}", c.source()),
+                };
+                match &j.for_each {
+                    None => when,
+                    Some(fe) => {
+                        let states: Vec<&str> = fe.states.iter().map(|s| s.as_str()).collect();
+                        format!("{when}, per {} job, {} at a time", states.join("/"), fe.concurrency)
+                    }
+                }
             },
             last_run: run.last_run,
             last_duration_ms: run.last_duration_ms,
@@ -325,6 +338,7 @@ pub async fn build_view(status: &StatusHandle) -> Result<StatusView, String> {
             next_run: run.next_run,
             runs: run.runs,
             errors: run.errors,
+            fan_out: run.fan_out.or_else(|| j.for_each.as_ref().map(|_| Default::default())),
         });
     }
     view.probes.sort_by(|a, b| (&a.target, &a.probe).cmp(&(&b.target, &b.probe)));

@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use super::{Result, StoreError};
 
 /// The schema version this Warden writes and the newest it can read.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// One step of the ladder.
 #[derive(Debug)]
@@ -59,6 +59,16 @@ pub const MIGRATIONS: &[Migration] = &[
         apply: |c| {
             c.execute_batch(
                 "CREATE TABLE IF NOT EXISTS decisions (journal_id INTEGER PRIMARY KEY, record TEXT NOT NULL);",
+            )
+        },
+    },
+    Migration {
+        version: 5,
+        what: "rule state per job (probes with `for_each: job`)",
+        apply: |c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS job_rule_state (rule TEXT NOT NULL, target TEXT NOT NULL,
+                   job TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (rule, target, job));",
             )
         },
     },

@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod daemon;
 mod explain;
+mod fanout;
 mod fuzz;
 mod notify;
 mod ownership;
