@@ -65,6 +65,8 @@ pub struct Plan {
     /// When the packs were about to be read: a file changed after this may not be in the plan (the daemon checks
     /// once its file watcher is armed).
     pub loaded_at: std::time::SystemTime,
+    /// The inhibit rules in force: the packs' defaults (unless turned off) and `inhibit.rules`.
+    pub inhibit: Vec<crate::notify::inhibit::InhibitRule>,
 }
 
 impl Plan {
@@ -226,6 +228,8 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
         expand(p, p.targets.as_ref(), &cfg.targets, &mut jobs);
     }
 
+    let inhibit = crate::notify::inhibit::in_force(&cfg.inhibit, doc, &packs, &mut diags);
+
     if !diags.is_empty() {
         let mut d = Diagnostics(diags);
         d.sort();
@@ -233,7 +237,7 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
     }
     let packs =
         packs.iter().map(|p| (p.name().to_string(), p.manifest.version.clone(), p.dir.display().to_string())).collect();
-    Ok(Plan { loaded, rules, jobs, packs, loaded_at })
+    Ok(Plan { loaded, rules, jobs, packs, loaded_at, inhibit })
 }
 
 /// Checks parameter values set at `path` (`packs.<name>.params` or an override's `params`) against the pack.
