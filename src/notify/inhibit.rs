@@ -371,26 +371,29 @@ mod tests {
         let other = rec("flink/job-not-running", "staging", "clicks", "firing");
         let unrelated = rec("flink/restart-loop", "prod", "clicks", "firing");
         let labels = BTreeMap::new();
-        let f = |r: &'_ AlertRecord| Facts { record: r, labels: &labels };
-        assert!(r.inhibits(&f(&down), &f(&job)));
-        assert!(!r.inhibits(&f(&down), &f(&other)), "equal: [target] by default");
-        assert!(!r.inhibits(&f(&down), &f(&unrelated)), "not a target of the rule");
-        assert!(!r.inhibits(&f(&job), &f(&down)), "the other way round");
+        fn f<'a>(r: &'a AlertRecord, labels: &'a BTreeMap<String, String>) -> Facts<'a> {
+            Facts { record: r, labels }
+        }
+        assert!(r.inhibits(&f(&down, &labels), &f(&job, &labels)));
+        assert!(!r.inhibits(&f(&down, &labels), &f(&other, &labels)), "equal: [target] by default");
+        assert!(!r.inhibits(&f(&down, &labels), &f(&unrelated, &labels)), "not a target of the rule");
+        assert!(!r.inhibits(&f(&job, &labels), &f(&down, &labels)), "the other way round");
         let firing = vec![job.clone(), down.clone()];
-        let by = inhibited_by(&[r.clone()], &f(&job), &firing, &none).unwrap();
+        let by = inhibited_by(&[r.clone()], &f(&job, &labels), &firing, &none).unwrap();
         assert_eq!(by.to_string(), "by flink/jobmanager-unreachable (prod) on prod [inhibit rule r]");
-        assert_eq!(inhibited_by(&[r.clone()], &f(&other), &firing, &none), None);
-        assert_eq!(inhibited_by(&[r.clone()], &f(&job), &[job.clone()], &none), None, "no source firing");
+        assert_eq!(inhibited_by(&[r.clone()], &f(&other, &labels), &firing, &none), None);
+        assert_eq!(inhibited_by(&[r.clone()], &f(&job, &labels), &[job.clone()], &none), None, "no source firing");
         let resolved = rec("flink/job-not-running", "prod", "clicks", "resolved");
-        assert_eq!(inhibited_by(&[r], &f(&resolved), &firing, &none), None, "only firing alerts are inhibited");
+        assert_eq!(
+            inhibited_by(&[r], &f(&resolved, &labels), &firing, &none),
+            None,
+            "only firing alerts are inhibited"
+        );
     }
 
     #[test]
     fn equal_compares_target_labels_and_details_and_a_missing_label_is_not_equal() {
-        let r = rule(
-            "source: {rule: down}\ntarget: {rule: job-*}\nequal: [labels.cluster, details.kind]",
-        )
-        .unwrap();
+        let r = rule("source: {rule: down}\ntarget: {rule: job-*}\nequal: [labels.cluster, details.kind]").unwrap();
         let down = rec("flink/down", "jm-a", "jm-a", "firing");
         let job = rec("flink/job-x", "jm-b", "clicks", "firing");
         let a = BTreeMap::from([("cluster".to_string(), "eu".to_string())]);
@@ -404,8 +407,7 @@ mod tests {
         other_kind.details = serde_json::json!({"kind": "timeout"});
         assert!(!r.inhibits(&Facts { record: &down, labels: &a }, &Facts { record: &other_kind, labels: &b }));
         let everywhere = rule("source: {rule: down}\ntarget: {rule: job-*}\nequal: []").unwrap();
-        assert!(everywhere
-            .inhibits(&Facts { record: &down, labels: &empty }, &Facts { record: &job, labels: &empty }));
+        assert!(everywhere.inhibits(&Facts { record: &down, labels: &empty }, &Facts { record: &job, labels: &empty }));
     }
 
     #[test]

@@ -628,13 +628,13 @@ impl Notifier {
     }
 
     fn release_held(&self, s: &Setup, now: DateTime<Utc>) -> Result<(), NotifyError> {
-        let held = outbox::held(&self.store)?;
+        let held = outbox::held_why(&self.store)?;
         if held.is_empty() {
             return Ok(());
         }
         let silences = silence::list(&self.store, now, false)?;
         let firing = if s.inhibit.is_empty() { vec![] } else { inhibit::firing(&self.store)? };
-        for (channel, key, mut rec) in held {
+        for (channel, key, why, mut rec) in held {
             let target = s.target(&rec.target);
             let facts = Facts { record: &rec, labels: &target.labels };
             if silence::silenced_by(&silences, &s.windows, &facts, now).is_some() {
@@ -649,12 +649,17 @@ impl Notifier {
             };
             tracing::info!(channel = %channel, rule = %rec.rule, subject = %rec.subject, "no longer silenced or inhibited and still firing: sending");
             rec.event = "firing".into();
+            let grp = if why.starts_with("inhibited ") {
+                outbox::released_group_key(&rec.target)
+            } else {
+                outbox::group_key(&rec.target, "firing")
+            };
             outbox::apply(
                 &self.store,
                 &[
                     Change::Pending {
                         channel: channel.clone(),
-                        grp: outbox::group_key(&rec.target, "firing"),
+                        grp,
                         due: now + chrono_d(h.group_wait),
                         record: rec.clone(),
                     },
@@ -694,7 +699,7 @@ impl Notifier {
         for earlier in outbox::predecessors(&self.store, channel, grp)? {
             self.flush(s, channel, &earlier, now)?;
         }
-        if !s.inhibit.is_empty() {
+        if !s.inhibit.is_empty() || outbox::is_released_group(grp) {
             self.inhibit_waiting(s, channel, grp, now)?;
         }
         let (ids, records) = outbox::group(&self.store, channel, grp)?;
@@ -730,13 +735,24 @@ impl Notifier {
             return Ok(());
         }
         let firing = inhibit::firing(&self.store)?;
+        let released = outbox::is_released_group(grp);
         for (id, r) in rows {
+            let key = outbox::alert_key(&r);
+            if released && r.event == "firing" && !firing.iter().any(|f| outbox::alert_key(f) == key) {
+                // Released from an inhibition, then resolved before its message went out: it never went out.
+                let changes = [
+                    Change::Unqueue { channel: channel.into(), alert: key.clone() },
+                    Change::Forget { channel: channel.into(), alert: key },
+                ];
+                outbox::apply(&self.store, &changes)?;
+                self.journal_not_sent(&r, &[channel.to_string()], now);
+                continue;
+            }
             let target = s.target(&r.target);
             let facts = Facts { record: &r, labels: &target.labels };
             let Some(by) = inhibit::inhibited_by(&s.inhibit, &facts, &firing, &|t| s.target(t).labels) else {
                 continue;
             };
-            let key = outbox::alert_key(&r);
             let changes = if r.event == "firing" {
                 let still = firing.iter().any(|f| outbox::alert_key(f) == key);
                 let after = if still {

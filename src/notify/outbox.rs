@@ -56,6 +56,18 @@ pub fn group_key(target: &str, event: &str) -> String {
     format!("{target}\u{1f}{event}")
 }
 
+/// The group of alerts released from an inhibition (sent as firing when nothing inhibits them any more): kept
+/// apart from other firing alerts so that, when its wait is over, the ones that resolved meanwhile (a JobManager
+/// and its jobs coming back at once) are dropped rather than sent as firing and then resolved.
+pub fn released_group_key(target: &str) -> String {
+    format!("{target}\u{1f}firing\u{1f}released")
+}
+
+/// True for a group made by [`released_group_key`].
+pub fn is_released_group(grp: &str) -> bool {
+    grp.ends_with("\u{1f}firing\u{1f}released")
+}
+
 /// The lane of a message: same channel and target are delivered in order.
 pub fn lane(channel: &str, target: &str) -> String {
     format!("{channel}\u{1f}{target}")
@@ -222,6 +234,26 @@ pub fn held(store: &Store) -> Result<Vec<(String, String, AlertRecord)>, StoreEr
             let (ch, a, rec) = row?;
             if let Ok(rec) = serde_json::from_str(&rec) {
                 out.push((ch, a, rec));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Alerts held back by silences or inhibitions: `(channel, alert key, why, latest record)`.
+pub fn held_why(store: &Store) -> Result<Vec<(String, String, String, AlertRecord)>, StoreError> {
+    store.with_conn(|c| {
+        let mut st = c.prepare(
+            "SELECT channel, alert, silenced_by, record FROM notify_alert WHERE state = 'held' ORDER BY rowid",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (ch, a, why, rec) = row?;
+            if let Ok(rec) = serde_json::from_str(&rec) {
+                out.push((ch, a, why, rec));
             }
         }
         Ok(out)

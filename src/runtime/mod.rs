@@ -194,14 +194,16 @@ pub async fn run(
         record,
         status: opts.status.clone(),
     });
-    let notifier = Arc::new(crate::notify::Notifier::new(
-        cfg.notify.clone(),
-        &cfg.targets,
-        store.clone(),
-        opts.clock.clone(),
-        opts.events.clone(),
-    )?
-    .with_inhibit_rules(generation.plan.inhibit.clone()));
+    let notifier = Arc::new(
+        crate::notify::Notifier::new(
+            cfg.notify.clone(),
+            &cfg.targets,
+            store.clone(),
+            opts.clock.clone(),
+            opts.events.clone(),
+        )?
+        .with_inhibit_rules(generation.plan.inhibit.clone()),
+    );
     let notify_stop = CancellationToken::new();
     let notify_task = tokio::spawn(notifier.clone().run(notify_stop.clone()));
     let make_executor = |g: &Generation| {

@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod daemon;
 mod fuzz;
+mod inhibit;
 mod notify;
 mod ownership;
 mod reload_time;
