@@ -379,13 +379,17 @@ mod tests {
         assert!(!r.inhibits(&f(&down, &labels), &f(&unrelated, &labels)), "not a target of the rule");
         assert!(!r.inhibits(&f(&job, &labels), &f(&down, &labels)), "the other way round");
         let firing = vec![job.clone(), down.clone()];
-        let by = inhibited_by(&[r.clone()], &f(&job, &labels), &firing, &none).unwrap();
+        let by = inhibited_by(std::slice::from_ref(&r), &f(&job, &labels), &firing, &none).unwrap();
         assert_eq!(by.to_string(), "by flink/jobmanager-unreachable (prod) on prod [inhibit rule r]");
-        assert_eq!(inhibited_by(&[r.clone()], &f(&other, &labels), &firing, &none), None);
-        assert_eq!(inhibited_by(&[r.clone()], &f(&job, &labels), &[job.clone()], &none), None, "no source firing");
+        assert_eq!(inhibited_by(std::slice::from_ref(&r), &f(&other, &labels), &firing, &none), None);
+        assert_eq!(
+            inhibited_by(std::slice::from_ref(&r), &f(&job, &labels), std::slice::from_ref(&job), &none),
+            None,
+            "no source firing"
+        );
         let resolved = rec("flink/job-not-running", "prod", "clicks", "resolved");
         assert_eq!(
-            inhibited_by(&[r], &f(&resolved, &labels), &firing, &none),
+            inhibited_by(std::slice::from_ref(&r), &f(&resolved, &labels), &firing, &none),
             None,
             "only firing alerts are inhibited"
         );
