@@ -470,4 +470,103 @@ mod tests {
         let left = firing(&store).unwrap();
         assert_eq!(left.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>(), vec!["clicks"]);
     }
+
+    fn plan(cfg: &str, packs: Vec<crate::pack::PackFiles>) -> Result<crate::plan::Plan, Vec<String>> {
+        let loaded = crate::config::load_str(std::path::Path::new("warden.yaml"), cfg)
+            .map_err(|d| d.0.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
+        let engine = crate::script::ScriptEngine::new(&crate::config::ScriptLimits::default());
+        crate::plan::build(loaded, crate::plan::PackSource::Files(packs), &engine)
+            .map_err(|d| d.0.iter().map(|d| d.to_string()).collect())
+    }
+
+    const TARGETS: &str = "targets:\n  - {name: prod, url: 'http://a:1'}\n";
+
+    #[test]
+    fn the_flink_pack_inhibits_its_job_alerts_while_the_jobmanager_is_unreachable_unless_turned_off() {
+        let p = plan(TARGETS, vec![crate::pack::embedded_flink_pack()]).unwrap();
+        let names: Vec<&str> = p.inhibit.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["flink/jobmanager-unreachable"]);
+        let labels = BTreeMap::new();
+        fn f<'a>(r: &'a AlertRecord, labels: &'a BTreeMap<String, String>) -> Facts<'a> {
+            Facts { record: r, labels }
+        }
+        let down = rec("flink/jobmanager-unreachable", "prod", "prod", "firing");
+        for rule in ["flink/job-not-running", "flink/tasks-failing", "flink/restart-loop"] {
+            let job = rec(rule, "prod", "clicks", "firing");
+            assert!(
+                inhibited_by(&p.inhibit, &f(&job, &labels), std::slice::from_ref(&down), &none).is_some(),
+                "{rule}"
+            );
+        }
+        let mine = rec("ops/other", "prod", "clicks", "firing");
+        assert!(inhibited_by(&p.inhibit, &f(&mine, &labels), std::slice::from_ref(&down), &none).is_none());
+
+        let off =
+            plan(&format!("{TARGETS}inhibit: {{pack_defaults: false}}\n"), vec![crate::pack::embedded_flink_pack()]);
+        assert!(off.unwrap().inhibit.is_empty());
+        let cfg = format!(
+            "{TARGETS}inhibit:\n  disable: [flink/jobmanager-unreachable]\n  rules:\n    - source: {{rule: a}}\n      target: {{rule: b}}\n"
+        );
+        let mine = plan(&cfg, vec![crate::pack::embedded_flink_pack()]).unwrap();
+        assert_eq!(mine.inhibit.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["inhibit.rules[0]"]);
+        let e = plan(
+            &format!("{TARGETS}inhibit:\n  disable: [flink/jobmanager-unreachabel]\n"),
+            vec![crate::pack::embedded_flink_pack()],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            ["warden.yaml:4:13: no pack has an inhibit rule named `flink/jobmanager-unreachabel`, did you mean \
+              `flink/jobmanager-unreachable`?"]
+        );
+    }
+
+    #[test]
+    fn check_reports_bad_inhibit_rules_in_warden_yaml_with_positions() {
+        let text = format!(
+            "{TARGETS}inhibit:\n  rules:\n    - name: jm-down\n      source:\n        rule: flink/jobmanager-unreachable\n        event: firing\n      target:\n        severity: high\n      equal: [target, labels.env, jbo]\n    - name: jm-down\n      source: {{rule: a}}\n      target: {{}}\n"
+        );
+        let e = plan(&text, vec![]).unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "warden.yaml:8:16: inhibit rule: `event` cannot be used here: inhibit rules apply to alerts while they fire",
+                "warden.yaml:10:19: inhibit rule: unknown severity `high`; expected info, warning or critical",
+                "warden.yaml:11:35: inhibit rule: unknown label `jbo` in `equal`, did you mean `job`?",
+                "warden.yaml:12:13: duplicate inhibit rule `jm-down`",
+                "warden.yaml:14:15: inhibit rule: `target` matches every alert; name at least one of rule, pack, \
+                 target, job, severity or labels",
+            ]
+        );
+        let e = plan(&format!("{TARGETS}inhibit:\n  rules:\n    - source: {{rule: a}}\n      target: {{rule: b}}\n      equals: [target]\n"), vec![]).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("warden.yaml:7:7: unknown field `equals`"), "{e:?}");
+        let e = plan(&format!("{TARGETS}inhibit:\n  pack_default: false\n"), vec![]).unwrap_err();
+        assert!(e[0].starts_with("warden.yaml:4:3: unknown field `pack_default`"), "{e:?}");
+    }
+
+    #[test]
+    fn a_pack_can_ship_inhibit_rules_and_bad_ones_are_reported_in_its_pack_yaml() {
+        let files = |manifest: &str| crate::pack::PackFiles {
+            dir: std::path::PathBuf::from("packs/ops"),
+            manifest: manifest.into(),
+            rules: vec![("down.rhai".into(), "1;".into())],
+            modules: vec![],
+        };
+        let good = "name: ops\nversion: 1.0.0\ninhibit:\n  - name: down\n    source: {rule: ops/down}\n    target: {pack: ops}\n    equal: [target, labels.zone]\n";
+        let p = plan(TARGETS, vec![files(good)]).unwrap();
+        assert_eq!(p.inhibit.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["ops/down"]);
+        let bad = "name: ops\nversion: 1.0.0\ninhibit:\n  - name: down\n    source: {rule: ops/down, labels: {}}\n    target: {pack: ops, evnt: firing}\n";
+        let e = plan(TARGETS, vec![files(bad)]).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("packs/ops/pack.yaml:6:"), "{e:?}");
+        assert!(e[0].contains("unknown field `evnt`"), "{e:?}");
+        let bad = "name: ops\nversion: 1.0.0\ninhibit:\n  - name: down\n    source: {rule: ops/down}\n    target: {pack: ops}\n    equal: [zone]\n";
+        let e = plan(TARGETS, vec![files(bad)]).unwrap_err();
+        assert_eq!(
+            e,
+            ["packs/ops/pack.yaml:7:13: inhibit rule: unknown label `zone` in `equal`; use one of target, job, subject, \
+              rule, pack, severity, labels.NAME or details.NAME"]
+        );
+    }
 }
