@@ -320,6 +320,19 @@ pub fn firing(store: &Store) -> Result<Vec<AlertRecord>, StoreError> {
     })
 }
 
+/// The alerts held back by inhibition now, as `(rule, target, subject)` → what inhibits them (`by … [inhibit rule
+/// …]`), whichever channel holds them.
+pub fn held_inhibited(store: &Store) -> Result<BTreeMap<(String, String, String), String>, StoreError> {
+    let held = super::outbox::held_why(store)?;
+    Ok(held
+        .into_iter()
+        .filter_map(|(_, _, why, r)| {
+            let by = why.strip_prefix("inhibited ")?.to_string();
+            Some(((r.rule, r.target, r.subject), by))
+        })
+        .collect())
+}
+
 /// How many alerts are held back by inhibition now, counted per alert (not per channel).
 pub fn held_count(store: &Store) -> Result<u64, StoreError> {
     store.with_conn(|c| {

@@ -61,6 +61,7 @@ impl Receiver {
 
 struct Daemon {
     state_dir: PathBuf,
+    status: warden::runtime::status::StatusHandle,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<Arc<warden::runtime::Stats>, warden::runtime::RuntimeError>>,
 }
@@ -70,11 +71,23 @@ impl Daemon {
         let (plan, engine) = warden::plan::load(&dir.join("warden.yaml"), None).unwrap_or_else(|d| panic!("{d}"));
         let state_dir = plan.loaded.config.state_dir.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let opts = warden::runtime::RunOptions { clock: clock.clone(), ..Default::default() };
+        let status = warden::runtime::status::StatusHandle::new();
+        let opts = warden::runtime::RunOptions {
+            clock: clock.clone(),
+            status: status.clone(),
+            serve: true,
+            ..Default::default()
+        };
         let task = tokio::spawn(warden::runtime::run(plan, engine, opts, async move {
             let _ = rx.await;
         }));
-        Daemon { state_dir, stop: Some(tx), task }
+        Daemon { state_dir, status, stop: Some(tx), task }
+    }
+    /// `GET path` on Warden's own server.
+    async fn get(&self, path: &str) -> String {
+        eventually("the server listens", || self.status.server_addr().is_some()).await;
+        let url = format!("http://{}{path}", self.status.server_addr().unwrap());
+        reqwest::get(&url).await.unwrap().text().await.unwrap()
     }
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
@@ -146,6 +159,7 @@ fn write_config(dir: &Path, fake: &FakeJobManager, hook: SocketAddr, jobs: &[Str
         }]},
         "scripts": {"max_follow_ups": 60},
         "shutdown_grace": "5s",
+        "server": {"listen": "127.0.0.1:0"},
         "notify": {
             "group_wait": "2s",
             "channels": {"slack": {"type": "slack", "webhook_url": "file:slack-hook"}},
@@ -192,6 +206,22 @@ async fn an_outage_of_a_jobmanager_with_100_jobs_sends_one_message_not_101() {
             .all(|e| e.rule == "ops/job-unverified"
                 && e.details["inhibited_by"]["rule"] == "flink/jobmanager-unreachable")
     );
+
+    // The metrics, the status API and `warden history` say so.
+    let metrics = d.get("/metrics").await;
+    assert!(metrics.lines().any(|l| l == "warden_alerts_inhibited 100"), "{metrics}");
+    let status: Value = serde_json::from_str(&d.get("/api/status").await).unwrap();
+    let alerts = status["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), JOBS + 1);
+    let by = "by flink/jobmanager-unreachable (jm) on jm [inhibit rule jm-down]";
+    assert_eq!(alerts.iter().filter(|a| a["inhibited_by"] == by).count(), JOBS);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["history", "--kind", "notify", "--job", "job-042", "-c"])
+        .arg(dir.path().join("warden.yaml"))
+        .output()
+        .unwrap();
+    let history = String::from_utf8_lossy(&out.stdout);
+    assert!(history.contains("notify slack") && history.contains(&format!("inhibited: {by}")), "{history}");
 
     // Warden restarts during the outage: nothing is sent again, nothing held is lost.
     d.stop().await;
