@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use super::{Result, StoreError};
 
 /// The schema version this Warden writes and the newest it can read.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// One step of the ladder.
 #[derive(Debug)]
@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
                  CREATE INDEX IF NOT EXISTS notify_outbox_done ON notify_outbox(done) WHERE status <> 'pending';",
             )
         },
+    },
+    Migration {
+        version: 4,
+        what: "the alerts firing now, for inhibit rules",
+        apply: |c| c.execute_batch(crate::notify::inhibit::SCHEMA),
     },
 ];
 
