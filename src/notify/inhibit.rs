@@ -162,6 +162,11 @@ impl InhibitRule {
         }
     }
 
+    /// True when `f` matches the rule's `source` (it may inhibit others while it fires).
+    pub fn is_source(&self, f: &Facts<'_>) -> bool {
+        self.source.matches(f)
+    }
+
     /// True when `source` (firing) inhibits `target` under this rule. An alert never inhibits itself, and when an
     /// alert matches both sides, only a source that does not also match `target` inhibits it (so two alerts cannot
     /// mute each other).
@@ -285,20 +290,26 @@ pub fn init(store: &Store) -> Result<(), StoreError> {
 /// Keeps the set of firing alerts up to date with one the notifier is handed: `firing` and `reminder` add (or
 /// refresh) it, `resolved` removes it; other events change nothing.
 pub fn track(store: &Store, r: &AlertRecord) -> Result<(), StoreError> {
+    if matches!(r.event.as_str(), "firing" | "reminder" | "resolved") {
+        store.with_conn(|c| track_on(c, r))?;
+    }
+    Ok(())
+}
+
+/// [`track`] on a connection (inside the notifier's transaction for the alert, see [`super::outbox::Change`]).
+pub(crate) fn track_on(c: &rusqlite::Connection, r: &AlertRecord) -> rusqlite::Result<()> {
     let key = super::outbox::alert_key(r);
     match r.event.as_str() {
         "firing" | "reminder" => {
             let rec = serde_json::to_string(r).expect("record");
-            store.with_conn(|c| {
-                c.execute(
-                    "INSERT INTO notify_firing (alert, record) VALUES (?1, ?2)
-                     ON CONFLICT (alert) DO UPDATE SET record = excluded.record",
-                    params![key, rec],
-                )
-            })?;
+            c.execute(
+                "INSERT INTO notify_firing (alert, record) VALUES (?1, ?2)
+                 ON CONFLICT (alert) DO UPDATE SET record = excluded.record",
+                params![key, rec],
+            )?;
         }
         "resolved" => {
-            store.with_conn(|c| c.execute("DELETE FROM notify_firing WHERE alert = ?1", [key]))?;
+            c.execute("DELETE FROM notify_firing WHERE alert = ?1", [key])?;
         }
         _ => {}
     }
@@ -331,6 +342,13 @@ pub fn held_inhibited(store: &Store) -> Result<BTreeMap<(String, String, String)
             Some(((r.rule, r.target, r.subject), by))
         })
         .collect())
+}
+
+/// True when the alert with key `alert` ([`super::outbox::alert_key`]) fires now.
+pub fn is_firing(store: &Store, alert: &str) -> Result<bool, StoreError> {
+    store.with_conn(|c| {
+        c.query_row("SELECT EXISTS (SELECT 1 FROM notify_firing WHERE alert = ?1)", [alert], |r| r.get(0))
+    })
 }
 
 /// How many alerts are held back by inhibition now, counted per alert (not per channel).

@@ -164,6 +164,10 @@ pub struct Notifier {
     wake: tokio::sync::Notify,
     /// Channels that asked us to wait (Slack `429 Retry-After`), until when.
     blocked: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// The firing alerts that match a `source` of the inhibit rules in force, for the settings they were picked
+    /// with (read again from the store after a reconfiguration): what may inhibit, without reading and matching
+    /// every firing alert for every alert submitted (a burst of thousands of job alerts).
+    sources: Mutex<Option<(Arc<Setup>, Vec<AlertRecord>)>>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -323,6 +327,13 @@ impl Setup {
         out
     }
 
+    /// True when `r` may inhibit other alerts under the rules in force.
+    fn is_source(&self, r: &AlertRecord) -> bool {
+        let t = self.target(&r.target);
+        let f = Facts { record: r, labels: &t.labels };
+        self.inhibit.iter().any(|rule| rule.is_source(&f))
+    }
+
     fn target(&self, name: &str) -> TargetView {
         self.targets.get(name).cloned().unwrap_or_else(|| TargetView { name: name.to_string(), ..Default::default() })
     }
@@ -355,6 +366,7 @@ impl Notifier {
             clock,
             wake: tokio::sync::Notify::new(),
             blocked: Mutex::new(HashMap::new()),
+            sources: Mutex::new(None),
         })
     }
 
@@ -420,15 +432,17 @@ impl Notifier {
     /// outbox (or journalled as silenced) before this returns.
     pub fn submit(&self, record: &AlertRecord) -> Result<(), NotifyError> {
         let s = self.setup();
-        // Every alert counts as a possible source of inhibition, whether or not a route sends it anywhere.
-        inhibit::track(&self.store, record)?;
-        if s.senders.is_empty() {
-            return Ok(());
-        }
+        // Every alert counts as a possible source of inhibition, whether or not a route sends it anywhere: the
+        // set of firing alerts is updated in the same transaction as the rest of what this alert changes.
+        let track = matches!(record.event.as_str(), "firing" | "reminder" | "resolved");
         let target = s.target(&record.target);
         let facts = Facts { record, labels: &target.labels };
-        let hits = s.route(&facts);
+        let hits = if s.senders.is_empty() { vec![] } else { s.route(&facts) };
         if hits.is_empty() {
+            if track {
+                inhibit::track(&self.store, record)?;
+                self.track_source(&s, record);
+            }
             return Ok(());
         }
         let now = self.clock.now();
@@ -510,20 +524,30 @@ impl Notifier {
                 }
             }
         }
-        outbox::apply(&self.store, &changes)?;
-        match &inhibited {
-            Some(by) => {
-                let channels: Vec<String> = journal_silenced.into_iter().map(|(c, _)| c).collect();
-                self.journal_inhibited(record, &channels, by, now);
-            }
-            None => {
-                for (channel, why) in journal_silenced {
-                    self.journal_silenced(record, &channel, &why, now);
-                }
-            }
+        if track {
+            changes.push(Change::Track { record: record.clone() });
         }
-        if !never_sent.is_empty() {
-            self.journal_not_sent(record, &never_sent, now);
+        // What this alert changes and the journal lines about its inhibition: one transaction (one sync to disk).
+        self.store.transaction(|st| {
+            outbox::apply(st, &changes)?;
+            if let Some(by) = &inhibited {
+                let channels: Vec<String> = journal_silenced.iter().map(|(c, _)| c.clone()).collect();
+                journal_inhibited(st, record, &channels, by, now)?;
+            }
+            if !never_sent.is_empty() {
+                journal_not_sent(st, record, &never_sent, now)?;
+            }
+            Ok(())
+        })?;
+        if track {
+            self.track_source(&s, record);
+        }
+        if let Some(by) = &inhibited {
+            tracing::info!(rule = %record.rule, target = %record.target, subject = %record.subject, event = %record.event, "not sent: inhibited {by}");
+        } else {
+            for (channel, why) in journal_silenced {
+                self.journal_silenced(record, &channel, &why, now);
+            }
         }
         self.wake.notify_one();
         Ok(())
@@ -534,56 +558,46 @@ impl Notifier {
         if s.inhibit.is_empty() || !matches!(f.record.event.as_str(), "firing" | "reminder") {
             return Ok(None);
         }
-        let firing = inhibit::firing(&self.store)?;
-        Ok(inhibit::inhibited_by(&s.inhibit, f, &firing, &|t| s.target(t).labels))
+        let sources = self.sources(s)?;
+        Ok(inhibit::inhibited_by(&s.inhibit, f, &sources, &|t| s.target(t).labels))
     }
 
-    /// One journal entry for an alert that was not sent to `channels` because another alert inhibits it.
-    fn journal_inhibited(&self, r: &AlertRecord, channels: &[String], by: &inhibit::InhibitedBy, now: DateTime<Utc>) {
-        let outcome = format!("inhibited: {by}");
-        let entry = NewEntry {
-            time: Some(now),
-            rule: r.rule.clone(),
-            target: r.target.clone(),
-            probe: String::new(),
-            subject: r.subject.clone(),
-            action: crate::model::ActionKind::Notify,
-            detail: channels.join(", "),
-            severity: r.severity.as_str().into(),
-            summary: r.summary.clone(),
-            details: serde_json::json!({"event": r.event, "inhibited_by": by}),
-            outcome: outcome.clone(),
-        };
-        match self.store.journal(&entry) {
-            Ok(id) => {
-                let _ = self.store.finish(id, &outcome, "", now);
-            }
-            Err(e) => tracing::error!("cannot journal an inhibited notification: {e}"),
+    /// The firing alerts that may inhibit others under `s`'s rules (see [`Notifier::sources`]).
+    fn sources(&self, s: &Setup) -> Result<Vec<AlertRecord>, NotifyError> {
+        if s.inhibit.is_empty() {
+            return Ok(vec![]);
         }
-        tracing::info!(rule = %r.rule, target = %r.target, subject = %r.subject, event = %r.event, "not sent: inhibited {by}");
+        let mut cache = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((for_setup, v)) = &*cache {
+            if std::ptr::eq(Arc::as_ptr(for_setup), s) {
+                return Ok(v.clone());
+            }
+        }
+        let v: Vec<AlertRecord> = inhibit::firing(&self.store)?.into_iter().filter(|r| s.is_source(r)).collect();
+        // Cached only for the settings in force (the cache keeps them alive, so the comparison above is sound).
+        let current = self.setup();
+        if std::ptr::eq(Arc::as_ptr(&current), s) {
+            *cache = Some((current, v.clone()));
+        }
+        Ok(v)
     }
 
-    /// One journal entry for an alert that resolved while it was inhibited: nothing is sent about it.
-    fn journal_not_sent(&self, r: &AlertRecord, channels: &[String], now: DateTime<Utc>) {
-        let outcome = "not sent: it resolved while inhibited and had never been sent".to_string();
-        let entry = NewEntry {
-            time: Some(now),
-            rule: r.rule.clone(),
-            target: r.target.clone(),
-            probe: String::new(),
-            subject: r.subject.clone(),
-            action: crate::model::ActionKind::Notify,
-            detail: channels.join(", "),
-            severity: r.severity.as_str().into(),
-            summary: r.summary.clone(),
-            details: serde_json::json!({"event": r.event, "inhibited": true}),
-            outcome: outcome.clone(),
-        };
-        match self.store.journal(&entry) {
-            Ok(id) => {
-                let _ = self.store.finish(id, &outcome, "", now);
+    /// Keeps the cached sources up to date with an alert just handed to [`inhibit::track`].
+    fn track_source(&self, s: &Setup, r: &AlertRecord) {
+        let mut cache = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((for_setup, v)) = &mut *cache else { return };
+        if !std::ptr::eq(Arc::as_ptr(for_setup), s) {
+            *cache = None; // settings changed: read again on next use
+            return;
+        }
+        match r.event.as_str() {
+            "firing" | "reminder" | "resolved" => {
+                v.retain(|x| !(x.rule == r.rule && x.target == r.target && x.subject == r.subject));
+                if r.event != "resolved" && s.is_source(r) {
+                    v.push(r.clone());
+                }
             }
-            Err(e) => tracing::error!("cannot journal a notification that was not sent: {e}"),
+            _ => {}
         }
     }
 
@@ -633,7 +647,7 @@ impl Notifier {
             return Ok(());
         }
         let silences = silence::list(&self.store, now, false)?;
-        let firing = if s.inhibit.is_empty() { vec![] } else { inhibit::firing(&self.store)? };
+        let firing = self.sources(s)?;
         for (channel, key, why, mut rec) in held {
             let target = s.target(&rec.target);
             let facts = Facts { record: &rec, labels: &target.labels };
@@ -734,18 +748,20 @@ impl Notifier {
         if !rows.iter().any(|(_, r)| matches!(r.event.as_str(), "firing" | "reminder")) {
             return Ok(());
         }
-        let firing = inhibit::firing(&self.store)?;
+        let firing = self.sources(s)?;
         let released = outbox::is_released_group(grp);
         for (id, r) in rows {
             let key = outbox::alert_key(&r);
-            if released && r.event == "firing" && !firing.iter().any(|f| outbox::alert_key(f) == key) {
+            if released && r.event == "firing" && !inhibit::is_firing(&self.store, &key)? {
                 // Released from an inhibition, then resolved before its message went out: it never went out.
                 let changes = [
                     Change::Unqueue { channel: channel.into(), alert: key.clone() },
                     Change::Forget { channel: channel.into(), alert: key },
                 ];
-                outbox::apply(&self.store, &changes)?;
-                self.journal_not_sent(&r, &[channel.to_string()], now);
+                self.store.transaction(|st| {
+                    outbox::apply(st, &changes)?;
+                    journal_not_sent(st, &r, &[channel.to_string()], now)
+                })?;
                 continue;
             }
             let target = s.target(&r.target);
@@ -754,7 +770,7 @@ impl Notifier {
                 continue;
             };
             let changes = if r.event == "firing" {
-                let still = firing.iter().any(|f| outbox::alert_key(f) == key);
+                let still = inhibit::is_firing(&self.store, &key)?;
                 let after = if still {
                     Change::Hold {
                         channel: channel.into(),
@@ -769,8 +785,11 @@ impl Notifier {
             } else {
                 vec![Change::DropPending { id }]
             };
-            outbox::apply(&self.store, &changes)?;
-            self.journal_inhibited(&r, &[channel.to_string()], &by, now);
+            self.store.transaction(|st| {
+                outbox::apply(st, &changes)?;
+                journal_inhibited(st, &r, &[channel.to_string()], &by, now)
+            })?;
+            tracing::info!(channel, rule = %r.rule, subject = %r.subject, "not sent: inhibited {by}");
         }
         Ok(())
     }
@@ -979,6 +998,54 @@ impl Notifier {
             }
         }
     }
+}
+
+/// One journal entry (finished) for an alert not sent to `channels` because another alert inhibits it.
+fn journal_inhibited(
+    st: &Store,
+    r: &AlertRecord,
+    channels: &[String],
+    by: &inhibit::InhibitedBy,
+    now: DateTime<Utc>,
+) -> Result<(), crate::store::StoreError> {
+    let details = serde_json::json!({"event": r.event, "inhibited_by": by});
+    journal_done(st, r, channels, format!("inhibited: {by}"), details, now)
+}
+
+/// One journal entry (finished) for an alert that resolved while it was inhibited: nothing is sent about it.
+fn journal_not_sent(
+    st: &Store,
+    r: &AlertRecord,
+    channels: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), crate::store::StoreError> {
+    let outcome = "not sent: it resolved while inhibited and had never been sent".to_string();
+    journal_done(st, r, channels, outcome, serde_json::json!({"event": r.event, "inhibited": true}), now)
+}
+
+fn journal_done(
+    st: &Store,
+    r: &AlertRecord,
+    channels: &[String],
+    outcome: String,
+    details: serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(), crate::store::StoreError> {
+    let entry = NewEntry {
+        time: Some(now),
+        rule: r.rule.clone(),
+        target: r.target.clone(),
+        probe: String::new(),
+        subject: r.subject.clone(),
+        action: crate::model::ActionKind::Notify,
+        detail: channels.join(", "),
+        severity: r.severity.as_str().into(),
+        summary: r.summary.clone(),
+        details,
+        outcome: outcome.clone(),
+    };
+    let id = st.journal(&entry)?;
+    st.finish(id, &outcome, "", now)
 }
 
 /// When a queued message may be tried: its next attempt, not before its channel's `Retry-After`.

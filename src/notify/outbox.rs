@@ -146,6 +146,11 @@ pub enum Change {
         /// The row.
         id: i64,
     },
+    /// Keep the set of firing alerts up to date ([`super::inhibit::track`]).
+    Track {
+        /// The alert (firing, reminder or resolved).
+        record: AlertRecord,
+    },
 }
 
 /// What `channel` knows about `alert`.
@@ -173,7 +178,13 @@ pub fn apply(store: &Store, changes: &[Change]) -> Result<(), StoreError> {
         return Ok(());
     }
     store.with_conn(|c| {
-        let tx = c.unchecked_transaction()?;
+        // Its own transaction, or a part of the caller's ([`Store::transaction`]).
+        let own = c.is_autocommit();
+        if own {
+            c.execute_batch("BEGIN")?;
+        }
+        let tx = c;
+        let applied = (|| -> rusqlite::Result<()> {
         for ch in changes {
             match ch {
                 Change::Pending { channel, grp, due, record } => {
@@ -216,9 +227,19 @@ pub fn apply(store: &Store, changes: &[Change]) -> Result<(), StoreError> {
                 Change::DropPending { id } => {
                     tx.execute("DELETE FROM notify_pending WHERE id = ?1", [id])?;
                 }
+                Change::Track { record } => super::inhibit::track_on(tx, record)?,
             }
         }
-        tx.commit()
+        Ok(())
+        })();
+        match (own, applied) {
+            (true, Ok(())) => c.execute_batch("COMMIT"),
+            (true, Err(e)) => {
+                let _ = c.execute_batch("ROLLBACK");
+                Err(e)
+            }
+            (false, r) => r,
+        }
     })
 }
 

@@ -704,3 +704,16 @@ async fn a_channel_that_heard_an_alert_fire_before_the_outage_gets_no_reminder_b
     r.pump().await;
     assert_eq!(headlines(&r).last().unwrap(), "[RESOLVED] job clicks is running again");
 }
+
+#[tokio::test]
+async fn a_burst_of_job_alerts_during_an_outage_is_held_back_and_one_message_goes_out() {
+    let r = inhibiting("  group_wait: 10s\n  default: {channels: [hook]}\n");
+    r.n.submit(&jm_down(r.clock.now(), "firing", "jm")).unwrap();
+    for i in 0..300 {
+        r.submit("firing", "jm", &format!("job-{i:04}"));
+    }
+    assert_eq!(inhibit::held_count(&r.store).unwrap(), 300);
+    r.advance(10);
+    r.pump().await;
+    assert_eq!(headlines(&r), ["[FIRING] JobManager jm cannot be reached"]);
+}
