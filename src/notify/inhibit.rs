@@ -15,7 +15,12 @@
 //! - a *reminder* of an alert the channel heard fire before the source fired is not sent, and its *resolved* is
 //!   (a channel that was told an alert fires is told when it stops);
 //! - inhibition is looked at when the alert arrives and again when its group's `group_wait` is over, so an alert
-//!   that fired a poll before its source is still held back if `group_wait` covers the gap.
+//!   that fired a poll before its source is still held back if `group_wait` covers the gap;
+//! - alerts released when their source resolves wait out `group_wait` in a group of their own; those that resolve
+//!   meanwhile (a JobManager and its jobs coming back at once) are dropped, not sent as firing and then resolved.
+//!
+//! Inhibit rules are part of the notifier's settings ([`super::Notifier::reconfigure_with`]): a reload swaps them
+//! with the rest, and an alert held by a rule that is gone is sent on the next round if it still fires.
 //!
 //! Each inhibited alert is journalled once (action `notify`, outcome `inhibited: …` naming the inhibiting alert and
 //! the inhibit rule). Only alerts are inhibited: actions (relaunches, restarts), `giving_up`, restart results and

@@ -717,3 +717,24 @@ async fn a_burst_of_job_alerts_during_an_outage_is_held_back_and_one_message_goe
     r.pump().await;
     assert_eq!(headlines(&r), ["[FIRING] JobManager jm cannot be reached"]);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_what_is_held_and_one_without_the_rule_sends_it_once() {
+    let r = inhibiting(HOOK_ONLY);
+    r.n.submit(&jm_down(r.clock.now(), "firing", "jm")).unwrap();
+    r.submit("firing", "jm", "clicks");
+    r.pump().await;
+    assert_eq!(r.docs().len(), 1);
+    // The same settings again (`reconfigure` keeps the inhibit rules): still held, nothing sent.
+    r.n.reconfigure(config(r.dir.path(), HOOK_ONLY), &targets(r.dir.path())).unwrap();
+    r.advance(60);
+    r.pump().await;
+    assert_eq!(r.docs().len(), 1);
+    assert_eq!(inhibit::held_count(&r.store).unwrap(), 1);
+    // Reloaded without inhibit rules: clicks, still firing, is sent once.
+    r.n.reconfigure_with(config(r.dir.path(), HOOK_ONLY), &targets(r.dir.path()), vec![]).unwrap();
+    r.pump().await;
+    r.advance(60);
+    r.pump().await;
+    assert_eq!(headlines(&r), ["[FIRING] JobManager jm cannot be reached", "[FIRING] job clicks FAILED"]);
+}
