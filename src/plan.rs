@@ -67,6 +67,8 @@ pub struct Plan {
     /// When the packs were about to be read: a file changed after this may not be in the plan (the daemon checks
     /// once its file watcher is armed).
     pub loaded_at: std::time::SystemTime,
+    /// The inhibit rules in force: the packs' defaults (unless turned off) and `inhibit.rules`.
+    pub inhibit: Vec<crate::notify::inhibit::InhibitRule>,
 }
 
 impl Plan {
@@ -229,6 +231,7 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
     }
 
     check_fan_out_rules(doc, cfg, &packs, &jobs, &mut diags);
+    let inhibit = crate::notify::inhibit::in_force(&cfg.inhibit, doc, &packs, &mut diags);
 
     if !diags.is_empty() {
         let mut d = Diagnostics(diags);
@@ -237,7 +240,7 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
     }
     let packs =
         packs.iter().map(|p| (p.name().to_string(), p.manifest.version.clone(), p.dir.display().to_string())).collect();
-    Ok(Plan { loaded, rules, jobs, packs, loaded_at })
+    Ok(Plan { loaded, rules, jobs, packs, loaded_at, inhibit })
 }
 
 /// A rule that judges a `for_each: job` probe judges no other probe: the dispatcher keeps one memory per (rule,

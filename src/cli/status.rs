@@ -73,10 +73,12 @@ fn short(e: &reqwest::Error) -> String {
 fn from_store(dir: &Path, policy: warden::config::DispatchConfig) -> anyhow::Result<StatusView> {
     let store = Store::open(dir)?;
     let d = warden::dispatch::Dispatcher::new(policy, false, &store)?;
+    let inhibited = warden::notify::inhibit::held_inhibited(&store).unwrap_or_default();
     let alerts = d
         .firing_alerts()
         .into_iter()
         .map(|a| AlertView {
+            inhibited_by: inhibited.get(&(a.rule.clone(), a.target.clone(), a.subject.clone())).cloned(),
             rule: a.rule,
             target: a.target,
             subject: a.subject,
@@ -209,8 +211,11 @@ fn print_view(v: &StatusView) {
                         a.target.clone(),
                         a.rule.clone(),
                         a.since.format("%Y-%m-%d %H:%M:%S").to_string(),
-                        match &a.root_cause {
-                            Some(c) if !a.summary.contains(c.as_str()) => format!("{} (root cause: {c})", a.summary),
+                        match (&a.root_cause, &a.inhibited_by) {
+                            (_, Some(by)) => format!("{} (inhibited {by}: not sent)", a.summary),
+                            (Some(c), None) if !a.summary.contains(c.as_str()) => {
+                                format!("{} (root cause: {c})", a.summary)
+                            }
                             _ => a.summary.clone(),
                         },
                     ]

@@ -47,6 +47,7 @@ const TOP_KEYS: &[&str] = &[
     "retention",
     "server",
     "self_alerts",
+    "inhibit",
 ];
 
 /// Finds the state directory for any command: `given` (a `--state-dir` flag) when there is one, else `state_dir`
@@ -420,6 +421,7 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
         }
     }
     config.notify.check(doc, base, opts.environment, diags);
+    check_inhibit(doc, &config.inhibit, diags);
     if config.dispatch.storm_guard.max_runs == 0 {
         diags.push(doc.diag("dispatch.storm_guard.max_runs", "max_runs must be at least 1"));
     }
@@ -445,6 +447,27 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
     }
     config.retention.check(doc, &config.dispatch.storm_guard, diags);
     check_server(doc, base, &mut config.server, opts, diags);
+}
+
+/// Inhibit rules: matchers, `equal` labels, unique names. (Names under `inhibit.disable` are checked against the
+/// packs' rules when the packs are loaded.)
+fn check_inhibit(doc: &YamlDoc, c: &InhibitConfig, diags: &mut Vec<Diagnostic>) {
+    let mut names = HashSet::new();
+    for (i, r) in c.rules.iter().enumerate() {
+        let path = join_index("inhibit.rules", i);
+        if let Some(n) = &r.name {
+            if n.trim().is_empty() {
+                diags.push(doc.diag(&join_key(&path, "name"), "an inhibit rule's name cannot be empty"));
+            } else if !names.insert(n.clone()) {
+                diags.push(doc.diag(&join_key(&path, "name"), format!("duplicate inhibit rule `{n}`")));
+            }
+        }
+        if let Err(errors) = crate::notify::inhibit::InhibitRule::compile(String::new(), r) {
+            for (field, e) in errors {
+                diags.push(doc.diag(&join_key(&path, &field), format!("inhibit rule: {e}")));
+            }
+        }
+    }
 }
 
 /// `server.listen` must be an IP socket address; `server.token` is resolved like every other secret.

@@ -69,6 +69,12 @@ pub struct Config {
     /// each resolves when the cause goes away.
     #[serde(default)]
     pub self_alerts: SelfAlertsConfig,
+    /// Inhibition, Alertmanager-style: while an alert matching a rule's `source` fires (a JobManager is
+    /// unreachable), the alerts matching its `target` that share the `equal` labels (the same target) are
+    /// journalled but not sent. Packs bring defaults (the Flink pack: `jobmanager-unreachable` inhibits the pack's
+    /// per-job alerts of the same target); the rules here come on top of them.
+    #[serde(default)]
+    pub inhibit: InhibitConfig,
 }
 
 pub(crate) fn default_state_dir() -> PathBuf {
@@ -1058,4 +1064,57 @@ fn default_self_outbox_age() -> Duration {
 }
 fn default_self_every() -> Duration {
     Duration::from_secs(10)
+}
+
+/// The `inhibit:` section: your inhibit rules, and whether the packs' default ones apply.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitConfig {
+    /// Apply the inhibit rules that packs ship in their `pack.yaml` (named `<pack>/<name>`). Default `true`.
+    #[serde(default = "yes")]
+    pub pack_defaults: bool,
+    /// Pack inhibit rules to leave out, by name (`flink/jobmanager-unreachable`), when the others should apply.
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// Your own inhibit rules, applied in addition to the packs' ones.
+    #[serde(default)]
+    pub rules: Vec<InhibitRuleConfig>,
+}
+
+impl Default for InhibitConfig {
+    fn default() -> Self {
+        Self { pack_defaults: true, disable: vec![], rules: vec![] }
+    }
+}
+
+/// One inhibit rule (in `warden.yaml` under `inhibit.rules`, or in a pack's `pack.yaml` under `inhibit`).
+///
+/// While an alert that matches `source` is firing, every alert that matches `target` and has the same value as
+/// that source alert for each of the `equal` labels is *inhibited*: journalled (`warden history` shows it with the
+/// alert that inhibits it) but not sent. If it still fires when the last source alert resolves, it is sent then,
+/// once, as firing; if it resolves first, nothing is sent about it at all. An alert never inhibits itself.
+/// Only alerts are inhibited (their firing, reminders and resolution): actions, `giving_up`, restart results and
+/// log lines are not.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitRuleConfig {
+    /// A name for the journal and `warden history` (`jobmanager-down`). In a pack it is prefixed with the pack's
+    /// name (`flink/jobmanager-unreachable`). Default: `inhibit.rules[N]` (in a pack: `<pack>/inhibit[N]`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The alerts that inhibit: same keys as a route's `match` (`rule`, `pack`, `target`, `job`, `severity`,
+    /// `labels`), except `event` (a source is a firing alert). An empty `source` is refused.
+    pub source: crate::notify::config::MatchConfig,
+    /// The alerts that are inhibited, with the same keys as `source`. An empty `target` is refused.
+    pub target: crate::notify::config::MatchConfig,
+    /// What must be the same in the source alert and the inhibited one: `target`, `job` (the subject), `rule`,
+    /// `pack`, `severity`, `labels.NAME` (a label of the alert's target) or `details.NAME` (a field of the rule's
+    /// alert map `details`). A label that one of them lacks is not equal. Default `[target]`: a JobManager
+    /// that is down mutes its own jobs' alerts, not those of other clusters; write `equal: []` to drop that.
+    #[serde(default = "default_inhibit_equal")]
+    pub equal: Vec<String>,
+}
+
+fn default_inhibit_equal() -> Vec<String> {
+    vec!["target".into()]
 }

@@ -8,7 +8,10 @@
 //! reload): the settings are swapped whole, what the notifier remembers stays in the store.
 //!
 //! ```text
-//! submit ─► routes ─► silenced? ──yes──► journal "silenced", hold (sent when the silence ends)
+//! submit ─► firing set ─► routes ─► inhibited? ──yes──► journal "inhibited", hold (sent when nothing inhibits it)
+//!                                      │no
+//!                                      ▼
+//!                                  silenced? ──yes──► journal "silenced", hold (sent when the silence ends)
 //!                        │no
 //!                        ▼
 //!            notify_pending (group: channel × target × event, wait group_wait)
@@ -23,7 +26,8 @@
 //! | module | concern |
 //! |---|---|
 //! | [`config`] | the `notify:` section and its checks |
-//! | [`matcher`] | matching alerts (routes, silences, maintenance windows) |
+//! | [`matcher`] | matching alerts (routes, silences, maintenance windows, inhibit rules) |
+//! | [`inhibit`] | inhibit rules: one alert for a JobManager that is down, not one per job |
 //! | [`template`] | what a message says: the view, the built-in templates, rendering |
 //! | [`channel`], [`email`], [`slack`], [`plugin`] | rendering per channel kind and delivery |
 //! | [`outbox`] | the notifier's SQLite tables |
@@ -34,6 +38,7 @@ pub mod channel;
 
 pub mod config;
 pub mod email;
+pub mod inhibit;
 pub mod matcher;
 pub mod outbox;
 pub mod plugin;
@@ -139,12 +144,14 @@ struct Hit {
 /// lifecycle settings) and the targets it knows: built whole, then swapped whole by [`Notifier::reconfigure`].
 /// What the notifier remembers (the outbox, alerts waiting out `group_wait`, which channel heard which alert fire,
 /// held alerts) lives in the store, keyed by channel name, and is not part of it.
+#[derive(Clone)]
 struct Setup {
     config: NotifyConfig,
     routes: Vec<Route>,
     default: Option<Route>,
     senders: BTreeMap<String, Arc<Sender>>,
     windows: Vec<silence::Window>,
+    inhibit: Vec<inhibit::InhibitRule>,
     targets: HashMap<String, TargetView>,
     env: minijinja::Environment<'static>,
 }
@@ -157,6 +164,10 @@ pub struct Notifier {
     wake: tokio::sync::Notify,
     /// Channels that asked us to wait (Slack `429 Retry-After`), until when.
     blocked: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// The firing alerts that match a `source` of the inhibit rules in force, for the settings they were picked
+    /// with (read again from the store after a reconfiguration): what may inhibit, without reading and matching
+    /// every firing alert for every alert submitted (a burst of thousands of job alerts).
+    sources: Mutex<Option<(Arc<Setup>, Vec<AlertRecord>)>>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -203,7 +214,11 @@ impl Setup {
     /// Builds everything `config` describes: compiles matchers and templates, checks that routes name existing
     /// channels, parses maintenance windows, and builds every channel (TLS settings, CA files, HTTP clients).
     /// Nothing is half-built: the first problem is the error.
-    fn build(config: NotifyConfig, targets: &[TargetConfig]) -> Result<Setup, NotifyError> {
+    fn build(
+        config: NotifyConfig,
+        targets: &[TargetConfig],
+        inhibit: Vec<inhibit::InhibitRule>,
+    ) -> Result<Setup, NotifyError> {
         let invalid = |at: String, message: String| NotifyError::Invalid { at, message };
         let compile = |at: &str, m: &config::MatchConfig| {
             Matcher::from_config(m).map_err(|(field, e)| invalid(format!("{at}.match.{field}"), e))
@@ -269,6 +284,7 @@ impl Setup {
             routes,
             default,
             windows,
+            inhibit,
             targets: target_views(targets),
             env: template::environment(),
             config,
@@ -311,6 +327,13 @@ impl Setup {
         out
     }
 
+    /// True when `r` may inhibit other alerts under the rules in force.
+    fn is_source(&self, r: &AlertRecord) -> bool {
+        let t = self.target(&r.target);
+        let f = Facts { record: r, labels: &t.labels };
+        self.inhibit.iter().any(|rule| rule.is_source(&f))
+    }
+
     fn target(&self, name: &str) -> TargetView {
         self.targets.get(name).cloned().unwrap_or_else(|| TargetView { name: name.to_string(), ..Default::default() })
     }
@@ -338,11 +361,12 @@ impl Notifier {
         let _ = events;
         outbox::init(&store)?;
         Ok(Self {
-            setup: RwLock::new(Arc::new(Setup::build(config, targets)?)),
+            setup: RwLock::new(Arc::new(Setup::build(config, targets, vec![])?)),
             store,
             clock,
             wake: tokio::sync::Notify::new(),
             blocked: Mutex::new(HashMap::new()),
+            sources: Mutex::new(None),
         })
     }
 
@@ -362,7 +386,29 @@ impl Notifier {
     /// alerts are dropped with a warning and its queued messages are journalled as failed. Deliveries already in
     /// flight finish with the settings they started with.
     pub fn reconfigure(&self, cfg: NotifyConfig, targets: &[crate::config::TargetConfig]) -> Result<(), NotifyError> {
-        let new = Arc::new(Setup::build(cfg, targets)?);
+        let inhibit = self.setup().inhibit.clone();
+        self.reconfigure_with(cfg, targets, inhibit)
+    }
+
+    /// Installs the inhibit rules in force (the packs' defaults and `inhibit.rules`, see [`inhibit`]) at start,
+    /// keeping the rest of the settings.
+    pub fn with_inhibit_rules(self, rules: Vec<inhibit::InhibitRule>) -> Self {
+        let old = self.setup();
+        let new = Setup { inhibit: rules, ..Setup::clone(&old) };
+        *self.setup.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        self
+    }
+
+    /// [`Notifier::reconfigure`] with a new set of inhibit rules, swapped in the same step as the rest. Alerts
+    /// held back by an inhibition that no longer applies are sent (as firing, if they still fire) on the next
+    /// round of [`Notifier::run`].
+    pub fn reconfigure_with(
+        &self,
+        cfg: NotifyConfig,
+        targets: &[crate::config::TargetConfig],
+        inhibit: Vec<inhibit::InhibitRule>,
+    ) -> Result<(), NotifyError> {
+        let new = Arc::new(Setup::build(cfg, targets, inhibit)?);
         let names: Vec<String> = new.senders.keys().cloned().collect();
         *self.setup.write().unwrap_or_else(|p| p.into_inner()) = new;
         // A channel that is gone no longer waits for anyone's Retry-After.
@@ -386,20 +432,29 @@ impl Notifier {
     /// outbox (or journalled as silenced) before this returns.
     pub fn submit(&self, record: &AlertRecord) -> Result<(), NotifyError> {
         let s = self.setup();
-        if s.senders.is_empty() {
-            return Ok(());
-        }
+        // Every alert counts as a possible source of inhibition, whether or not a route sends it anywhere: the
+        // set of firing alerts is updated in the same transaction as the rest of what this alert changes.
+        let track = matches!(record.event.as_str(), "firing" | "reminder" | "resolved");
         let target = s.target(&record.target);
         let facts = Facts { record, labels: &target.labels };
-        let hits = s.route(&facts);
+        let hits = if s.senders.is_empty() { vec![] } else { s.route(&facts) };
         if hits.is_empty() {
+            if track {
+                inhibit::track(&self.store, record)?;
+                self.track_source(&s, record);
+            }
             return Ok(());
         }
         let now = self.clock.now();
-        let silenced = self.silenced_by(&s, &facts, now)?;
+        let inhibited = self.inhibited_by(&s, &facts)?;
+        let silenced = match &inhibited {
+            Some(by) => Some(format!("inhibited {by}")),
+            None => self.silenced_by(&s, &facts, now)?,
+        };
         let key = outbox::alert_key(record);
         let mut changes = vec![];
         let mut journal_silenced = vec![];
+        let mut never_sent = vec![];
         for h in hits {
             let pending = |r: &AlertRecord| Change::Pending {
                 channel: h.channel.clone(),
@@ -444,6 +499,13 @@ impl Notifier {
                 "resolved" => {
                     let state = outbox::alert_state(&self.store, &h.channel, &key)?;
                     changes.push(Change::Forget { channel: h.channel.clone(), alert: key.clone() });
+                    if let Some(AlertState::Held { why }) = &state {
+                        if why.starts_with("inhibited ") {
+                            // Held back by an inhibition all along: the channel never heard it fire.
+                            never_sent.push(h.channel.clone());
+                            continue;
+                        }
+                    }
                     if let Some(why) = &silenced {
                         journal_silenced.push((h.channel.clone(), why.clone()));
                         continue;
@@ -462,12 +524,81 @@ impl Notifier {
                 }
             }
         }
-        outbox::apply(&self.store, &changes)?;
-        for (channel, why) in journal_silenced {
-            self.journal_silenced(record, &channel, &why, now);
+        if track {
+            changes.push(Change::Track { record: record.clone() });
+        }
+        // What this alert changes and the journal lines about its inhibition: one transaction (one sync to disk).
+        self.store.transaction(|st| {
+            outbox::apply(st, &changes)?;
+            if let Some(by) = &inhibited {
+                let channels: Vec<String> = journal_silenced.iter().map(|(c, _)| c.clone()).collect();
+                journal_inhibited(st, record, &channels, by, now)?;
+            }
+            if !never_sent.is_empty() {
+                journal_not_sent(st, record, &never_sent, now)?;
+            }
+            Ok(())
+        })?;
+        if track {
+            self.track_source(&s, record);
+        }
+        if let Some(by) = &inhibited {
+            tracing::info!(rule = %record.rule, target = %record.target, subject = %record.subject, event = %record.event, "not sent: inhibited {by}");
+        } else {
+            for (channel, why) in journal_silenced {
+                self.journal_silenced(record, &channel, &why, now);
+            }
         }
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// What inhibits `f` now, if anything (see [`inhibit`]).
+    fn inhibited_by(&self, s: &Setup, f: &Facts<'_>) -> Result<Option<inhibit::InhibitedBy>, NotifyError> {
+        if s.inhibit.is_empty() || !matches!(f.record.event.as_str(), "firing" | "reminder") {
+            return Ok(None);
+        }
+        let sources = self.sources(s)?;
+        Ok(inhibit::inhibited_by(&s.inhibit, f, &sources, &|t| s.target(t).labels))
+    }
+
+    /// The firing alerts that may inhibit others under `s`'s rules (see [`Notifier::sources`]).
+    fn sources(&self, s: &Setup) -> Result<Vec<AlertRecord>, NotifyError> {
+        if s.inhibit.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut cache = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((for_setup, v)) = &*cache {
+            if std::ptr::eq(Arc::as_ptr(for_setup), s) {
+                return Ok(v.clone());
+            }
+        }
+        let v: Vec<AlertRecord> = inhibit::firing(&self.store)?.into_iter().filter(|r| s.is_source(r)).collect();
+        // Cached only for the settings in force (the cache keeps them alive, so the comparison above is sound).
+        let current = self.setup();
+        if std::ptr::eq(Arc::as_ptr(&current), s) {
+            *cache = Some((current, v.clone()));
+        }
+        Ok(v)
+    }
+
+    /// Keeps the cached sources up to date with an alert just handed to [`inhibit::track`].
+    fn track_source(&self, s: &Setup, r: &AlertRecord) {
+        let mut cache = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((for_setup, v)) = &mut *cache else { return };
+        if !std::ptr::eq(Arc::as_ptr(for_setup), s) {
+            *cache = None; // settings changed: read again on next use
+            return;
+        }
+        match r.event.as_str() {
+            "firing" | "reminder" | "resolved" => {
+                v.retain(|x| !(x.rule == r.rule && x.target == r.target && x.subject == r.subject));
+                if r.event != "resolved" && s.is_source(r) {
+                    v.push(r.clone());
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Makes the delivery loop look at its timers now (after `warden silence rm`, or a manual clock moved in tests).
@@ -511,29 +642,38 @@ impl Notifier {
     }
 
     fn release_held(&self, s: &Setup, now: DateTime<Utc>) -> Result<(), NotifyError> {
-        let held = outbox::held(&self.store)?;
+        let held = outbox::held_why(&self.store)?;
         if held.is_empty() {
             return Ok(());
         }
         let silences = silence::list(&self.store, now, false)?;
-        for (channel, key, mut rec) in held {
+        let firing = self.sources(s)?;
+        for (channel, key, why, mut rec) in held {
             let target = s.target(&rec.target);
             let facts = Facts { record: &rec, labels: &target.labels };
             if silence::silenced_by(&silences, &s.windows, &facts, now).is_some() {
+                continue;
+            }
+            if inhibit::inhibited_by(&s.inhibit, &facts, &firing, &|t| s.target(t).labels).is_some() {
                 continue;
             }
             let Some(h) = s.route(&facts).into_iter().find(|h| h.channel == channel) else {
                 outbox::apply(&self.store, &[Change::Forget { channel, alert: key }])?;
                 continue;
             };
-            tracing::info!(channel = %channel, rule = %rec.rule, subject = %rec.subject, "silence over and still firing: sending");
+            tracing::info!(channel = %channel, rule = %rec.rule, subject = %rec.subject, "no longer silenced or inhibited and still firing: sending");
             rec.event = "firing".into();
+            let grp = if why.starts_with("inhibited ") {
+                outbox::released_group_key(&rec.target)
+            } else {
+                outbox::group_key(&rec.target, "firing")
+            };
             outbox::apply(
                 &self.store,
                 &[
                     Change::Pending {
                         channel: channel.clone(),
-                        grp: outbox::group_key(&rec.target, "firing"),
+                        grp,
                         due: now + chrono_d(h.group_wait),
                         record: rec.clone(),
                     },
@@ -573,6 +713,9 @@ impl Notifier {
         for earlier in outbox::predecessors(&self.store, channel, grp)? {
             self.flush(s, channel, &earlier, now)?;
         }
+        if !s.inhibit.is_empty() || outbox::is_released_group(grp) {
+            self.inhibit_waiting(s, channel, grp, now)?;
+        }
         let (ids, records) = outbox::group(&self.store, channel, grp)?;
         let Some(sender) = s.senders.get(channel) else {
             tracing::warn!(channel, "dropping {} waiting alert(s): the channel is no longer configured", ids.len());
@@ -594,6 +737,60 @@ impl Notifier {
         let row = outbox::enqueue(&self.store, &msg, &outbox::lane(channel, &target.name), &ids)?;
         let jid = self.store.journal(&queued_entry(&msg, now))?;
         outbox::set_journal(&self.store, row, jid)?;
+        Ok(())
+    }
+
+    /// Looks at inhibition again when a group's wait is over (a per-job alert may have arrived a poll before the
+    /// alert that inhibits it): an inhibited *firing* is taken out of the group, with anything else waiting about
+    /// it, and held (or forgotten, if it has resolved since); an inhibited *reminder* is dropped.
+    fn inhibit_waiting(&self, s: &Setup, channel: &str, grp: &str, now: DateTime<Utc>) -> Result<(), NotifyError> {
+        let rows = outbox::group_rows(&self.store, channel, grp)?;
+        if !rows.iter().any(|(_, r)| matches!(r.event.as_str(), "firing" | "reminder")) {
+            return Ok(());
+        }
+        let firing = self.sources(s)?;
+        let released = outbox::is_released_group(grp);
+        for (id, r) in rows {
+            let key = outbox::alert_key(&r);
+            if released && r.event == "firing" && !inhibit::is_firing(&self.store, &key)? {
+                // Released from an inhibition, then resolved before its message went out: it never went out.
+                let changes = [
+                    Change::Unqueue { channel: channel.into(), alert: key.clone() },
+                    Change::Forget { channel: channel.into(), alert: key },
+                ];
+                self.store.transaction(|st| {
+                    outbox::apply(st, &changes)?;
+                    journal_not_sent(st, &r, &[channel.to_string()], now)
+                })?;
+                continue;
+            }
+            let target = s.target(&r.target);
+            let facts = Facts { record: &r, labels: &target.labels };
+            let Some(by) = inhibit::inhibited_by(&s.inhibit, &facts, &firing, &|t| s.target(t).labels) else {
+                continue;
+            };
+            let changes = if r.event == "firing" {
+                let still = inhibit::is_firing(&self.store, &key)?;
+                let after = if still {
+                    Change::Hold {
+                        channel: channel.into(),
+                        alert: key.clone(),
+                        record: r.clone(),
+                        silenced_by: format!("inhibited {by}"),
+                    }
+                } else {
+                    Change::Forget { channel: channel.into(), alert: key.clone() }
+                };
+                vec![Change::Unqueue { channel: channel.into(), alert: key }, after]
+            } else {
+                vec![Change::DropPending { id }]
+            };
+            self.store.transaction(|st| {
+                outbox::apply(st, &changes)?;
+                journal_inhibited(st, &r, &[channel.to_string()], &by, now)
+            })?;
+            tracing::info!(channel, rule = %r.rule, subject = %r.subject, "not sent: inhibited {by}");
+        }
         Ok(())
     }
 
@@ -801,6 +998,54 @@ impl Notifier {
             }
         }
     }
+}
+
+/// One journal entry (finished) for an alert not sent to `channels` because another alert inhibits it.
+fn journal_inhibited(
+    st: &Store,
+    r: &AlertRecord,
+    channels: &[String],
+    by: &inhibit::InhibitedBy,
+    now: DateTime<Utc>,
+) -> Result<(), crate::store::StoreError> {
+    let details = serde_json::json!({"event": r.event, "inhibited_by": by});
+    journal_done(st, r, channels, format!("inhibited: {by}"), details, now)
+}
+
+/// One journal entry (finished) for an alert that resolved while it was inhibited: nothing is sent about it.
+fn journal_not_sent(
+    st: &Store,
+    r: &AlertRecord,
+    channels: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), crate::store::StoreError> {
+    let outcome = "not sent: it resolved while inhibited and had never been sent".to_string();
+    journal_done(st, r, channels, outcome, serde_json::json!({"event": r.event, "inhibited": true}), now)
+}
+
+fn journal_done(
+    st: &Store,
+    r: &AlertRecord,
+    channels: &[String],
+    outcome: String,
+    details: serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(), crate::store::StoreError> {
+    let entry = NewEntry {
+        time: Some(now),
+        rule: r.rule.clone(),
+        target: r.target.clone(),
+        probe: String::new(),
+        subject: r.subject.clone(),
+        action: crate::model::ActionKind::Notify,
+        detail: channels.join(", "),
+        severity: r.severity.as_str().into(),
+        summary: r.summary.clone(),
+        details,
+        outcome: outcome.clone(),
+    };
+    let id = st.journal(&entry)?;
+    st.finish(id, &outcome, "", now)
 }
 
 /// When a queued message may be tried: its next attempt, not before its channel's `Retry-After`.

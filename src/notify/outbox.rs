@@ -5,7 +5,8 @@
 //!   the messages about one alert keep their order); `pending` until `sent` or `failed`;
 //! - `notify_alert`: per channel and alert, whether its firing was `sent` (and when: for `repeat_interval` and
 //!   for sending *resolved* only to channels that heard it fire) or `held` by a silence (to send it when the
-//!   silence ends).
+//!   silence ends) or by an inhibition (to send it when nothing inhibits it any more);
+//! - `notify_firing` ([`super::inhibit`]): the alerts firing now, which may inhibit others.
 //!
 //! Every change is a transaction, so a crash leaves each alert either waiting, queued or sent — never lost, and
 //! a sent message is never queued again.
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS notify_alert (
 /// Creates the tables if needed.
 pub fn init(store: &Store) -> Result<(), StoreError> {
     store.with_conn(|c| c.execute_batch(SCHEMA))?;
+    super::inhibit::init(store)?;
     super::silence::init(store)
 }
 
@@ -52,6 +54,18 @@ pub fn alert_key(r: &AlertRecord) -> String {
 /// The group an alert joins on a channel: same target, same event.
 pub fn group_key(target: &str, event: &str) -> String {
     format!("{target}\u{1f}{event}")
+}
+
+/// The group of alerts released from an inhibition (sent as firing when nothing inhibits them any more): kept
+/// apart from other firing alerts so that, when its wait is over, the ones that resolved meanwhile (a JobManager
+/// and its jobs coming back at once) are dropped rather than sent as firing and then resolved.
+pub fn released_group_key(target: &str) -> String {
+    format!("{target}\u{1f}firing\u{1f}released")
+}
+
+/// True for a group made by [`released_group_key`].
+pub fn is_released_group(grp: &str) -> bool {
+    grp.ends_with("\u{1f}firing\u{1f}released")
 }
 
 /// The lane of a message: same channel and target are delivered in order.
@@ -67,8 +81,11 @@ pub enum AlertState {
         /// When the last message about it was queued.
         last_sent: DateTime<Utc>,
     },
-    /// A silence holds it back.
-    Held,
+    /// A silence or an inhibition holds it back.
+    Held {
+        /// Why (`silence 3 (…) until …`, `inhibited by …`).
+        why: String,
+    },
 }
 
 fn parse_ts(s: &str) -> DateTime<Utc> {
@@ -116,19 +133,37 @@ pub enum Change {
         /// Alert key.
         alert: String,
     },
+    /// Take everything about the alert out of the channel's waiting groups (it became inhibited before its first
+    /// message went out).
+    Unqueue {
+        /// Channel.
+        channel: String,
+        /// Alert key.
+        alert: String,
+    },
+    /// Take one waiting row out of its group.
+    DropPending {
+        /// The row.
+        id: i64,
+    },
+    /// Keep the set of firing alerts up to date ([`super::inhibit::track`]).
+    Track {
+        /// The alert (firing, reminder or resolved).
+        record: AlertRecord,
+    },
 }
 
 /// What `channel` knows about `alert`.
 pub fn alert_state(store: &Store, channel: &str, alert: &str) -> Result<Option<AlertState>, StoreError> {
     store.with_conn(|c| {
         c.query_row(
-            "SELECT state, last_sent FROM notify_alert WHERE channel = ?1 AND alert = ?2",
+            "SELECT state, last_sent, silenced_by FROM notify_alert WHERE channel = ?1 AND alert = ?2",
             params![channel, alert],
             |r| {
                 let state: String = r.get(0)?;
                 let last: Option<String> = r.get(1)?;
                 Ok(match state.as_str() {
-                    "held" => AlertState::Held,
+                    "held" => AlertState::Held { why: r.get(2)? },
                     _ => AlertState::Sent { last_sent: last.map(|s| parse_ts(&s)).unwrap_or_default() },
                 })
             },
@@ -143,7 +178,13 @@ pub fn apply(store: &Store, changes: &[Change]) -> Result<(), StoreError> {
         return Ok(());
     }
     store.with_conn(|c| {
-        let tx = c.unchecked_transaction()?;
+        // Its own transaction, or a part of the caller's ([`Store::transaction`]).
+        let own = c.is_autocommit();
+        if own {
+            c.execute_batch("BEGIN")?;
+        }
+        let tx = c;
+        let applied = (|| -> rusqlite::Result<()> {
         for ch in changes {
             match ch {
                 Change::Pending { channel, grp, due, record } => {
@@ -180,9 +221,25 @@ pub fn apply(store: &Store, changes: &[Change]) -> Result<(), StoreError> {
                 Change::Forget { channel, alert } => {
                     tx.execute("DELETE FROM notify_alert WHERE channel = ?1 AND alert = ?2", params![channel, alert])?;
                 }
+                Change::Unqueue { channel, alert } => {
+                    tx.execute("DELETE FROM notify_pending WHERE channel = ?1 AND alert = ?2", params![channel, alert])?;
+                }
+                Change::DropPending { id } => {
+                    tx.execute("DELETE FROM notify_pending WHERE id = ?1", [id])?;
+                }
+                Change::Track { record } => super::inhibit::track_on(tx, record)?,
             }
         }
-        tx.commit()
+        Ok(())
+        })();
+        match (own, applied) {
+            (true, Ok(())) => c.execute_batch("COMMIT"),
+            (true, Err(e)) => {
+                let _ = c.execute_batch("ROLLBACK");
+                Err(e)
+            }
+            (false, r) => r,
+        }
     })
 }
 
@@ -198,6 +255,26 @@ pub fn held(store: &Store) -> Result<Vec<(String, String, AlertRecord)>, StoreEr
             let (ch, a, rec) = row?;
             if let Ok(rec) = serde_json::from_str(&rec) {
                 out.push((ch, a, rec));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Alerts held back by silences or inhibitions: `(channel, alert key, why, latest record)`.
+pub fn held_why(store: &Store) -> Result<Vec<(String, String, String, AlertRecord)>, StoreError> {
+    store.with_conn(|c| {
+        let mut st = c.prepare(
+            "SELECT channel, alert, silenced_by, record FROM notify_alert WHERE state = 'held' ORDER BY rowid",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?;
+        let mut out = vec![];
+        for row in rows {
+            let (ch, a, why, rec) = row?;
+            if let Ok(rec) = serde_json::from_str(&rec) {
+                out.push((ch, a, why, rec));
             }
         }
         Ok(out)
@@ -249,6 +326,22 @@ pub fn group(store: &Store, channel: &str, grp: &str) -> Result<(Vec<i64>, Vec<A
             }
         }
         Ok((ids, records))
+    })
+}
+
+/// The readable rows of a group, in arrival order, with their ids.
+pub fn group_rows(store: &Store, channel: &str, grp: &str) -> Result<Vec<(i64, AlertRecord)>, StoreError> {
+    store.with_conn(|c| {
+        let mut st = c.prepare("SELECT id, record FROM notify_pending WHERE channel = ?1 AND grp = ?2 ORDER BY id")?;
+        let rows = st.query_map(params![channel, grp], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = vec![];
+        for row in rows {
+            let (id, rec) = row?;
+            if let Ok(rec) = serde_json::from_str(&rec) {
+                out.push((id, rec));
+            }
+        }
+        Ok(out)
     })
 }
 

@@ -582,3 +582,159 @@ async fn a_route_attaches_its_runbook_to_alerts_that_bring_none() {
     assert_eq!(runbook_of("clicks"), Some(serde_json::json!("https://runbooks.example/clicks")), "{docs:#?}");
     assert_eq!(runbook_of("views"), Some(serde_json::Value::Null), "the default route gives none: {docs:#?}");
 }
+
+// ------------------------------------------------------------------------------------------------------------
+// Inhibition
+
+/// A rig whose notifier has the Flink pack's inhibit rule: `jobmanager-unreachable` inhibits `job-not-running` of
+/// the same target.
+fn inhibiting(notify: &str) -> Rig {
+    let Rig { dir, store, clock, n } = Rig::new(notify);
+    let c: crate::config::InhibitRuleConfig = serde_yaml::from_str(
+        "source: {rule: flink/jobmanager-unreachable}\ntarget: {rule: flink/job-not-running}\nequal: [target]",
+    )
+    .unwrap();
+    let rule = inhibit::InhibitRule::compile("flink/jobmanager-unreachable".into(), &c).unwrap();
+    Rig { dir, store, clock, n: n.with_inhibit_rules(vec![rule]) }
+}
+
+fn jm_down(time: DateTime<Utc>, event: &str, target: &str) -> AlertRecord {
+    AlertRecord {
+        rule: "flink/jobmanager-unreachable".into(),
+        summary: format!("JobManager {target} cannot be reached"),
+        details: serde_json::json!({"kind": "connect"}),
+        ..rec(time, event, target, target)
+    }
+}
+
+fn headlines(r: &Rig) -> Vec<String> {
+    r.docs().iter().map(|d| d["headline"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn an_inhibited_alert_is_sent_once_as_firing_when_its_source_resolves_while_it_still_fires() {
+    let r = inhibiting(HOOK_ONLY);
+    r.n.submit(&jm_down(r.clock.now(), "firing", "jm")).unwrap();
+    r.submit("firing", "jm", "clicks");
+    r.submit("firing", "jm2", "views"); // another target: not inhibited
+    r.pump().await;
+    let mut h = headlines(&r);
+    h.sort(); // two targets: two lanes, delivered side by side
+    assert_eq!(h, ["[FIRING] JobManager jm cannot be reached", "[FIRING] job views FAILED"], "clicks is held back");
+    let j = r.notify_journal();
+    let inhibited: Vec<&crate::store::JournalEntry> =
+        j.iter().filter(|e| e.outcome.starts_with("inhibited:")).collect();
+    assert_eq!(inhibited.len(), 1, "{j:#?}");
+    assert_eq!(inhibited[0].subject, "clicks");
+    assert_eq!(
+        inhibited[0].outcome,
+        "inhibited: by flink/jobmanager-unreachable (jm) on jm [inhibit rule flink/jobmanager-unreachable]"
+    );
+    assert_eq!(inhibited[0].details["inhibited_by"]["inhibit_rule"], "flink/jobmanager-unreachable");
+    assert_eq!(inhibit::held_count(&r.store).unwrap(), 1);
+    r.advance(600);
+    r.submit("reminder", "jm", "clicks"); // still inhibited
+    r.pump().await;
+    assert_eq!(r.docs().len(), 2);
+    // The JobManager answers again, clicks still fails: clicks is sent now, once, as firing.
+    r.n.submit(&jm_down(r.clock.now(), "resolved", "jm")).unwrap();
+    r.pump().await;
+    r.advance(60);
+    r.pump().await;
+    let h = headlines(&r);
+    assert_eq!(h.len(), 4, "{h:#?}");
+    assert!(h[2..].contains(&"[FIRING] job clicks FAILED".to_string()), "{h:#?}");
+    assert!(h[2..].iter().any(|l| l.starts_with("[RESOLVED] JobManager jm")), "{h:#?}");
+    assert_eq!(inhibit::held_count(&r.store).unwrap(), 0);
+    // It was sent: its resolution is sent too.
+    r.submit("resolved", "jm", "clicks");
+    r.pump().await;
+    assert_eq!(headlines(&r).last().unwrap(), "[RESOLVED] job clicks is running again");
+    assert_eq!(r.docs().len(), 5);
+}
+
+#[tokio::test]
+async fn an_inhibited_alert_that_resolves_during_the_outage_sends_nothing() {
+    let r = inhibiting(HOOK_ONLY);
+    r.n.submit(&jm_down(r.clock.now(), "firing", "jm")).unwrap();
+    r.submit("firing", "jm", "clicks");
+    r.pump().await;
+    r.submit("resolved", "jm", "clicks");
+    r.n.submit(&jm_down(r.clock.now(), "resolved", "jm")).unwrap();
+    r.advance(60);
+    r.pump().await;
+    let h = headlines(&r);
+    assert_eq!(h.len(), 2, "nothing about clicks: {h:#?}");
+    assert_eq!(h[0], "[FIRING] JobManager jm cannot be reached");
+    assert!(h[1].starts_with("[RESOLVED] JobManager jm"), "{h:#?}");
+    let never: Vec<String> = r
+        .notify_journal()
+        .into_iter()
+        .filter(|e| e.outcome.starts_with("not sent: it resolved while inhibited"))
+        .map(|e| e.subject)
+        .collect();
+    assert_eq!(never, ["clicks"]);
+}
+
+#[tokio::test]
+async fn an_alert_that_fired_a_moment_before_its_source_is_held_back_when_group_wait_covers_the_gap() {
+    let r = inhibiting("  group_wait: 10s\n  default: {channels: [hook]}\n");
+    r.submit("firing", "jm", "clicks");
+    r.advance(3);
+    r.n.submit(&jm_down(r.clock.now(), "firing", "jm")).unwrap();
+    r.advance(10);
+    r.pump().await;
+    assert_eq!(headlines(&r), ["[FIRING] JobManager jm cannot be reached"]);
+    assert_eq!(inhibit::held_count(&r.store).unwrap(), 1);
+    assert_eq!(r.notify_journal().iter().filter(|e| e.outcome.starts_with("inhibited:")).count(), 1);
+}
+
+#[tokio::test]
+async fn a_channel_that_heard_an_alert_fire_before_the_outage_gets_no_reminder_but_its_resolved() {
+    let r = inhibiting("  group_wait: 0s\n  repeat_interval: 1m\n  default: {channels: [hook]}\n");
+    r.submit("firing", "jm", "clicks");
+    r.pump().await;
+    r.n.submit(&jm_down(r.clock.now(), "firing", "jm")).unwrap();
+    r.advance(600);
+    r.submit("reminder", "jm", "clicks");
+    r.pump().await;
+    assert_eq!(headlines(&r), ["[FIRING] job clicks FAILED", "[FIRING] JobManager jm cannot be reached"]);
+    assert_eq!(inhibit::held_count(&r.store).unwrap(), 0, "not held: the channel knows it fires");
+    r.submit("resolved", "jm", "clicks");
+    r.pump().await;
+    assert_eq!(headlines(&r).last().unwrap(), "[RESOLVED] job clicks is running again");
+}
+
+#[tokio::test]
+async fn a_burst_of_job_alerts_during_an_outage_is_held_back_and_one_message_goes_out() {
+    let r = inhibiting("  group_wait: 10s\n  default: {channels: [hook]}\n");
+    r.n.submit(&jm_down(r.clock.now(), "firing", "jm")).unwrap();
+    for i in 0..300 {
+        r.submit("firing", "jm", &format!("job-{i:04}"));
+    }
+    assert_eq!(inhibit::held_count(&r.store).unwrap(), 300);
+    r.advance(10);
+    r.pump().await;
+    assert_eq!(headlines(&r), ["[FIRING] JobManager jm cannot be reached"]);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_what_is_held_and_one_without_the_rule_sends_it_once() {
+    let r = inhibiting(HOOK_ONLY);
+    r.n.submit(&jm_down(r.clock.now(), "firing", "jm")).unwrap();
+    r.submit("firing", "jm", "clicks");
+    r.pump().await;
+    assert_eq!(r.docs().len(), 1);
+    // The same settings again (`reconfigure` keeps the inhibit rules): still held, nothing sent.
+    r.n.reconfigure(config(r.dir.path(), HOOK_ONLY), &targets(r.dir.path())).unwrap();
+    r.advance(60);
+    r.pump().await;
+    assert_eq!(r.docs().len(), 1);
+    assert_eq!(inhibit::held_count(&r.store).unwrap(), 1);
+    // Reloaded without inhibit rules: clicks, still firing, is sent once.
+    r.n.reconfigure_with(config(r.dir.path(), HOOK_ONLY), &targets(r.dir.path()), vec![]).unwrap();
+    r.pump().await;
+    r.advance(60);
+    r.pump().await;
+    assert_eq!(headlines(&r), ["[FIRING] JobManager jm cannot be reached", "[FIRING] job clicks FAILED"]);
+}

@@ -56,6 +56,21 @@ pub struct Manifest {
     /// The pack's probes; rule names in them are the pack's own short names.
     #[serde(default)]
     pub probes: Vec<ProbeConfig>,
+    /// Default inhibit rules (see `inhibit.rules` in `warden.yaml` for the fields), applied unless `warden.yaml`
+    /// says `inhibit.pack_defaults: false` or lists them under `inhibit.disable`. Each is named
+    /// `<pack>/<name>`; rule names in their matchers are written in full (`flink/jobmanager-unreachable`) or short.
+    #[serde(default)]
+    pub inhibit: Vec<crate::config::InhibitRuleConfig>,
+}
+
+impl Manifest {
+    /// The name of the pack's `i`-th inhibit rule: `<pack>/<name>`, or `<pack>/inhibit[i]` without a name.
+    pub fn inhibit_name(&self, i: usize) -> String {
+        match self.inhibit.get(i).and_then(|r| r.name.as_deref()) {
+            Some(n) => format!("{}/{n}", self.name),
+            None => format!("{}/inhibit[{i}]", self.name),
+        }
+    }
 }
 
 /// A pack parameter.
@@ -429,6 +444,25 @@ pub fn load(files: PackFiles, diags: &mut Vec<Diagnostic>) -> Option<Pack> {
         if let Some(d) = &p.default {
             if let Err(e) = p.kind.check(d) {
                 diags.push(doc.diag(&join_key(&join_key("parameters", k), "default"), format!("parameter `{k}`: {e}")));
+            }
+        }
+    }
+    let mut inhibit_names = std::collections::HashSet::new();
+    for (i, r) in manifest.inhibit.iter().enumerate() {
+        let at = join_index("inhibit", i);
+        if let Some(n) = &r.name {
+            if !valid_name(n) {
+                diags.push(doc.diag(
+                    &join_key(&at, "name"),
+                    format!("inhibit rule name `{n}` may only use letters, digits, `-` and `_`"),
+                ));
+            } else if !inhibit_names.insert(n.clone()) {
+                diags.push(doc.diag(&join_key(&at, "name"), format!("duplicate inhibit rule `{n}`")));
+            }
+        }
+        if let Err(errors) = crate::notify::inhibit::InhibitRule::compile(manifest.inhibit_name(i), r) {
+            for (field, e) in errors {
+                diags.push(doc.diag(&join_key(&at, &field), format!("inhibit rule: {e}")));
             }
         }
     }

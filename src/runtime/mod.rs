@@ -197,13 +197,16 @@ pub async fn run(
         status: opts.status.clone(),
         overviews: fanout::Overviews::default(),
     });
-    let notifier = Arc::new(crate::notify::Notifier::new(
-        cfg.notify.clone(),
-        &cfg.targets,
-        store.clone(),
-        opts.clock.clone(),
-        opts.events.clone(),
-    )?);
+    let notifier = Arc::new(
+        crate::notify::Notifier::new(
+            cfg.notify.clone(),
+            &cfg.targets,
+            store.clone(),
+            opts.clock.clone(),
+            opts.events.clone(),
+        )?
+        .with_inhibit_rules(generation.plan.inhibit.clone()),
+    );
     let notify_stop = CancellationToken::new();
     let notify_task = tokio::spawn(notifier.clone().run(notify_stop.clone()));
     let make_executor = |g: &Generation| {
@@ -478,7 +481,7 @@ async fn reload(src: &ReloadSource, s: Swap<'_>) -> Result<usize, Vec<String>> {
     let c = &g.plan.loaded.config;
     // The one step that can still fail comes before anything is swapped. Applied on every reload (it is one
     // atomic swap inside the notifier): a changed secret, which prints as `***`, must take effect too.
-    reconfigure_notifier(s.notifier, &c.notify, &c.targets)
+    reconfigure_notifier(s.notifier, &c.notify, &c.targets, &g.plan.inhibit)
         .map_err(|e| vec![format!("{}: the `notify` section cannot be applied: {e}", src.config.display())])?;
     let g = Arc::new(g);
     let c = &g.plan.loaded.config;
@@ -545,8 +548,9 @@ fn reconfigure_notifier(
     notifier: &crate::notify::Notifier,
     cfg: &crate::notify::NotifyConfig,
     targets: &[crate::config::TargetConfig],
+    inhibit: &[crate::notify::inhibit::InhibitRule],
 ) -> Result<(), crate::notify::NotifyError> {
-    notifier.reconfigure(cfg.clone(), targets)
+    notifier.reconfigure_with(cfg.clone(), targets, inhibit.to_vec())
 }
 
 /// Rules whose source changed start with a fresh state; the others keep theirs.

@@ -114,6 +114,8 @@ pub struct Metrics {
     pub alerts_firing: Family<AlertLabels, Gauge>,
     /// `warden_outbox_depth`: notifications waiting to be delivered (filled at scrape time).
     pub outbox_depth: Gauge,
+    /// `warden_alerts_inhibited`: alerts held back now because another alert inhibits them (filled at scrape time).
+    pub alerts_inhibited: Gauge,
     /// `warden_outbox_oldest_age_seconds`: age of the oldest of them, 0 when none (filled at scrape time).
     pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// `warden_restarts{step,outcome}`: restart records in the store (filled at scrape time).
@@ -148,6 +150,7 @@ impl Metrics {
             actions: Family::default(),
             alerts_firing: Family::default(),
             outbox_depth: Gauge::default(),
+            alerts_inhibited: Gauge::default(),
             outbox_oldest_age: Gauge::default(),
             restarts: Family::default(),
             reloads: Family::default(),
@@ -175,6 +178,11 @@ impl Metrics {
         r.register("warden_actions", "Actions carried out, by journal kind and outcome", m.actions.clone());
         r.register("warden_alerts_firing", "Alerts firing now, by rule and severity", m.alerts_firing.clone());
         r.register("warden_outbox_depth", "Notifications waiting to be delivered", m.outbox_depth.clone());
+        r.register(
+            "warden_alerts_inhibited",
+            "Alerts held back now because another alert inhibits them (`inhibit` rules)",
+            m.alerts_inhibited.clone(),
+        );
         r.register(
             "warden_outbox_oldest_age_seconds",
             "Age of the oldest notification waiting to be delivered (0 when none)",

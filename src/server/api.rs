@@ -149,6 +149,10 @@ pub struct AlertView {
     pub root_cause: Option<String>,
     /// Firing since.
     pub since: DateTime<Utc>,
+    /// When another alert inhibits it (its notifications are held back): which, e.g.
+    /// `by flink/jobmanager-unreachable (jm) on jm [inhibit rule flink/jobmanager-unreachable]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inhibited_by: Option<String>,
 }
 
 /// A restart in progress.
@@ -254,17 +258,19 @@ fn job_health(state: &str) -> &'static str {
 
 /// Builds the view from the daemon's status (and the store, on its thread).
 pub async fn build_view(status: &StatusHandle) -> Result<StatusView, String> {
-    let (restarts, recent) = match status.store() {
+    let (restarts, recent, inhibited) = match status.store() {
         Some(store) => {
             store
                 .call(|s| {
                     let r = s.unfinished_restarts().map_err(|e| e.to_string())?;
                     let e = s.entries(Some(RECENT)).map_err(|e| e.to_string())?;
-                    Ok::<_, String>((r, e))
+                    // Before the notifier has made its tables nothing is inhibited.
+                    let i = crate::notify::inhibit::held_inhibited(s).unwrap_or_default();
+                    Ok::<_, String>((r, e, i))
                 })
                 .await?
         }
-        None => (vec![], vec![]),
+        None => (vec![], vec![], Default::default()),
     };
     let firing = status.firing();
     let probes = status.probes();
@@ -292,6 +298,7 @@ pub async fn build_view(status: &StatusHandle) -> Result<StatusView, String> {
                 summary: a.summary.clone(),
                 root_cause: root_cause(&a.details),
                 since: a.since,
+                inhibited_by: inhibited.get(&(a.rule.clone(), a.target.clone(), a.subject.clone())).cloned(),
             })
             .collect(),
         restarts: restarts.into_iter().map(RestartView::from).collect(),

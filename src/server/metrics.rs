@@ -30,9 +30,13 @@ pub(crate) async fn render(s: &AppState) -> Result<String, String> {
             .inc();
     }
     if let Some(store) = s.status.store() {
-        let (backlog, restarts) = store.call(|st| (status::outbox_backlog(st), status::restart_counts(st))).await;
+        let (backlog, restarts, inhibited) = store
+            .call(|st| (status::outbox_backlog(st), status::restart_counts(st), crate::notify::inhibit::held_count(st)))
+            .await;
         let (depth, oldest) = backlog.map_err(|e| e.to_string())?;
         m.outbox_depth.set(depth);
+        // Before the notifier has made its tables there is nothing inhibited.
+        m.alerts_inhibited.set(inhibited.map(|n| n as i64).unwrap_or(0));
         let age = oldest.map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0).unwrap_or(0.0);
         m.outbox_oldest_age.set(age);
         m.restarts.clear();

@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use super::{Result, StoreError};
 
 /// The schema version this Warden writes and the newest it can read.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// One step of the ladder.
 #[derive(Debug)]
@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
                    job TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (rule, target, job));",
             )
         },
+    },
+    Migration {
+        version: 6,
+        what: "the alerts firing now, for inhibit rules",
+        apply: |c| c.execute_batch(crate::notify::inhibit::SCHEMA),
     },
 ];
 

@@ -171,6 +171,7 @@ fn the_notifier_tables_are_created_by_the_migrations_exactly_as_the_notifier_def
     let plain = Connection::open_in_memory().unwrap();
     plain.execute_batch(crate::notify::outbox::SCHEMA).unwrap();
     plain.execute_batch(crate::notify::silence::SCHEMA).unwrap();
+    plain.execute_batch(crate::notify::inhibit::SCHEMA).unwrap();
     let theirs = notify_objects(&plain).unwrap();
     let s = Store::in_memory();
     let ours = s.with_conn(notify_objects).unwrap();

@@ -10,6 +10,7 @@ mod daemon;
 mod explain;
 mod fanout;
 mod fuzz;
+mod inhibit;
 mod notify;
 mod ownership;
 mod reload_time;
