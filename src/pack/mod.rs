@@ -282,6 +282,7 @@ pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
     ("tests/source-lag-no-metrics.yaml", include_str!("../../rules/tests/source-lag-no-metrics.yaml")),
     ("tests/source-lag.yaml", include_str!("../../rules/tests/source-lag.yaml")),
     ("tests/state-size-1x.yaml", include_str!("../../rules/tests/state-size-1x.yaml")),
+    ("tests/state-size-new-run.yaml", include_str!("../../rules/tests/state-size-new-run.yaml")),
     ("tests/state-size-warmup.yaml", include_str!("../../rules/tests/state-size-warmup.yaml")),
     ("tests/state-size.yaml", include_str!("../../rules/tests/state-size.yaml")),
 ];
