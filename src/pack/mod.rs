@@ -262,6 +262,14 @@ pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
         include_str!("../../rules/tests/fixtures/backpressure-job-22-vertices.json"),
     ),
     ("tests/fixtures/backpressure-job-2x.json", include_str!("../../rules/tests/fixtures/backpressure-job-2x.json")),
+    (
+        "tests/fixtures/backpressure-real-2x-job.json",
+        include_str!("../../rules/tests/fixtures/backpressure-real-2x-job.json"),
+    ),
+    (
+        "tests/fixtures/source-lag-real-2x-metric-names.json",
+        include_str!("../../rules/tests/fixtures/source-lag-real-2x-metric-names.json"),
+    ),
     ("tests/fixtures/state-size-1x-00m.json", include_str!("../../rules/tests/fixtures/state-size-1x-00m.json")),
     ("tests/fixtures/state-size-1x-30m.json", include_str!("../../rules/tests/fixtures/state-size-1x-30m.json")),
     ("tests/fixtures/state-size-1x-60m.json", include_str!("../../rules/tests/fixtures/state-size-1x-60m.json")),
@@ -276,6 +284,7 @@ pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
     ("tests/fixtures/state-size-2x-60m.json", include_str!("../../rules/tests/fixtures/state-size-2x-60m.json")),
     ("tests/backpressure-1x.yaml", include_str!("../../rules/tests/backpressure-1x.yaml")),
     ("tests/backpressure-budget.yaml", include_str!("../../rules/tests/backpressure-budget.yaml")),
+    ("tests/backpressure-real-2x.yaml", include_str!("../../rules/tests/backpressure-real-2x.yaml")),
     ("tests/backpressure.yaml", include_str!("../../rules/tests/backpressure.yaml")),
     ("tests/source-lag-1x.yaml", include_str!("../../rules/tests/source-lag-1x.yaml")),
     ("tests/source-lag-encoding.yaml", include_str!("../../rules/tests/source-lag-encoding.yaml")),
