@@ -284,6 +284,7 @@ pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
     ("tests/fixtures/state-size-2x-60m.json", include_str!("../../rules/tests/fixtures/state-size-2x-60m.json")),
     ("tests/backpressure-1x.yaml", include_str!("../../rules/tests/backpressure-1x.yaml")),
     ("tests/backpressure-budget.yaml", include_str!("../../rules/tests/backpressure-budget.yaml")),
+    ("tests/backpressure-just-started.yaml", include_str!("../../rules/tests/backpressure-just-started.yaml")),
     ("tests/backpressure-real-2x.yaml", include_str!("../../rules/tests/backpressure-real-2x.yaml")),
     ("tests/backpressure.yaml", include_str!("../../rules/tests/backpressure.yaml")),
     ("tests/source-lag-1x.yaml", include_str!("../../rules/tests/source-lag-1x.yaml")),
