@@ -267,6 +267,49 @@ pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
     ("tests/restart-loop-count.yaml", include_str!("../../rules/tests/restart-loop-count.yaml")),
     ("tests/restart-loop.yaml", include_str!("../../rules/tests/restart-loop.yaml")),
     ("tests/tasks-failing.yaml", include_str!("../../rules/tests/tasks-failing.yaml")),
+    // State size, backpressure and source lag.
+    ("backpressure.rhai", include_str!("../../rules/backpressure.rhai")),
+    ("source-lag.rhai", include_str!("../../rules/source-lag.rhai")),
+    ("state-size.rhai", include_str!("../../rules/state-size.rhai")),
+    ("tests/fixtures/backpressure-job-1x.json", include_str!("../../rules/tests/fixtures/backpressure-job-1x.json")),
+    (
+        "tests/fixtures/backpressure-job-22-vertices.json",
+        include_str!("../../rules/tests/fixtures/backpressure-job-22-vertices.json"),
+    ),
+    ("tests/fixtures/backpressure-job-2x.json", include_str!("../../rules/tests/fixtures/backpressure-job-2x.json")),
+    (
+        "tests/fixtures/backpressure-real-2x-job.json",
+        include_str!("../../rules/tests/fixtures/backpressure-real-2x-job.json"),
+    ),
+    (
+        "tests/fixtures/source-lag-real-2x-metric-names.json",
+        include_str!("../../rules/tests/fixtures/source-lag-real-2x-metric-names.json"),
+    ),
+    ("tests/fixtures/state-size-1x-00m.json", include_str!("../../rules/tests/fixtures/state-size-1x-00m.json")),
+    ("tests/fixtures/state-size-1x-30m.json", include_str!("../../rules/tests/fixtures/state-size-1x-30m.json")),
+    ("tests/fixtures/state-size-1x-60m.json", include_str!("../../rules/tests/fixtures/state-size-1x-60m.json")),
+    ("tests/fixtures/state-size-1x-90m.json", include_str!("../../rules/tests/fixtures/state-size-1x-90m.json")),
+    (
+        "tests/fixtures/state-size-1x-disabled.json",
+        include_str!("../../rules/tests/fixtures/state-size-1x-disabled.json"),
+    ),
+    ("tests/fixtures/state-size-2x-00m.json", include_str!("../../rules/tests/fixtures/state-size-2x-00m.json")),
+    ("tests/fixtures/state-size-2x-20m.json", include_str!("../../rules/tests/fixtures/state-size-2x-20m.json")),
+    ("tests/fixtures/state-size-2x-40m.json", include_str!("../../rules/tests/fixtures/state-size-2x-40m.json")),
+    ("tests/fixtures/state-size-2x-60m.json", include_str!("../../rules/tests/fixtures/state-size-2x-60m.json")),
+    ("tests/backpressure-1x.yaml", include_str!("../../rules/tests/backpressure-1x.yaml")),
+    ("tests/backpressure-budget.yaml", include_str!("../../rules/tests/backpressure-budget.yaml")),
+    ("tests/backpressure-just-started.yaml", include_str!("../../rules/tests/backpressure-just-started.yaml")),
+    ("tests/backpressure-real-2x.yaml", include_str!("../../rules/tests/backpressure-real-2x.yaml")),
+    ("tests/backpressure.yaml", include_str!("../../rules/tests/backpressure.yaml")),
+    ("tests/source-lag-1x.yaml", include_str!("../../rules/tests/source-lag-1x.yaml")),
+    ("tests/source-lag-encoding.yaml", include_str!("../../rules/tests/source-lag-encoding.yaml")),
+    ("tests/source-lag-no-metrics.yaml", include_str!("../../rules/tests/source-lag-no-metrics.yaml")),
+    ("tests/source-lag.yaml", include_str!("../../rules/tests/source-lag.yaml")),
+    ("tests/state-size-1x.yaml", include_str!("../../rules/tests/state-size-1x.yaml")),
+    ("tests/state-size-new-run.yaml", include_str!("../../rules/tests/state-size-new-run.yaml")),
+    ("tests/state-size-warmup.yaml", include_str!("../../rules/tests/state-size-warmup.yaml")),
+    ("tests/state-size.yaml", include_str!("../../rules/tests/state-size.yaml")),
 ];
 
 /// The shipped Flink pack, embedded in the binary (its directory reads `builtin:flink` in messages).
@@ -691,7 +734,7 @@ mod tests {
         let mut diags = vec![];
         let p = load(embedded_flink_pack(), &mut diags).unwrap_or_else(|| panic!("{diags:?}"));
         assert_eq!(p.name(), "flink");
-        assert_eq!(p.rules.len(), 4);
+        assert_eq!(p.rules.len(), 7);
     }
 
     #[test]
@@ -730,7 +773,7 @@ mod tests {
             packs.iter().map(|p| (p.name(), p.dir.display().to_string())).collect::<Vec<_>>(),
             [("flink", BUILTIN_FLINK.to_string())]
         );
-        assert_eq!(packs[0].rules.len(), 4);
+        assert_eq!(packs[0].rules.len(), 7);
 
         // An exported, edited copy under plugins/ wins, with no duplicate-pack error.
         let exported = dir.path().join("plugins/flink");
@@ -741,7 +784,7 @@ mod tests {
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(packs.len(), 1);
         assert_eq!(packs[0].dir, exported);
-        assert_eq!(packs[0].rules.len(), 5);
+        assert_eq!(packs[0].rules.len(), 8);
         // The export carries the tests, which pass.
         for f in crate::ruletest::discover(std::slice::from_ref(&exported)) {
             assert!(crate::ruletest::run_file(&f).failures.is_empty(), "{}", f.display());
