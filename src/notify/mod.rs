@@ -668,18 +668,21 @@ impl Notifier {
             } else {
                 outbox::group_key(&rec.target, "firing")
             };
-            outbox::apply(
-                &self.store,
-                &[
-                    Change::Pending {
-                        channel: channel.clone(),
-                        grp,
-                        due: now + chrono_d(h.group_wait),
-                        record: rec.clone(),
-                    },
-                    Change::Sent { channel, alert: key, at: now },
-                ],
-            )?;
+            let changes = [
+                Change::Pending {
+                    channel: channel.clone(),
+                    grp,
+                    due: now + chrono_d(h.group_wait),
+                    record: rec.clone(),
+                },
+                Change::Sent { channel: channel.clone(), alert: key.clone(), at: now },
+            ];
+            // Only if it is still held: its resolution may have been submitted since `held` was read (and then it
+            // was forgotten, and journalled as never sent, once).
+            self.store.transaction(|st| match outbox::alert_state(st, &channel, &key)? {
+                Some(AlertState::Held { .. }) => outbox::apply(st, &changes),
+                _ => Ok(()),
+            })?;
         }
         Ok(())
     }
