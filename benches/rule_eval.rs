@@ -273,6 +273,7 @@ fn measure(jobs: usize, iters: usize, now: DateTime<Utc>) -> bool {
     let obs = Observation {
         probe: "flink/jobs-overview".into(),
         target: "jm-1".into(),
+        job: None,
         time: now,
         status: Some(200),
         latency: Duration::from_millis(12),

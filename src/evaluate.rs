@@ -5,12 +5,13 @@
 //! A rule that fails — a script error, a limit, even a panic inside the engine — fails alone, as that rule's
 //! error with its file:line:col; the other rules of the observation still run.
 
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 
 use chrono::{DateTime, Utc};
 use rhai::Dynamic;
 
-use crate::model::Origin;
+use crate::model::{ActionRequest, Origin, RequestKind};
 use crate::plan::Params;
 use crate::script::{self, CompiledRule, EvalInput, FollowUp, ScriptEngine, ScriptError, TargetInfo, Verdict};
 
@@ -108,6 +109,71 @@ pub fn evaluate_observation<'r>(
         }));
     }
     out
+}
+
+/// The verdicts of a `for_each: job` probe's rules over the jobs of one tick, merged into one evaluation per rule
+/// for the dispatcher.
+///
+/// The dispatcher keeps one memory per (rule, target) and takes each evaluation as the full list of what is wrong
+/// *now*: handed each job's verdict on its own, the evaluation of job B would resolve job A's alert. So the
+/// verdicts of a tick are merged: the requests of every job, in the tick's job order. A job whose evaluation was
+/// skipped (`skip()`) or failed keeps what it asked for last time (its one-shot `log` requests excepted), like a
+/// skipped evaluation of an ordinary probe. The daemon drops jobs that were not in the tick (gone from the cluster
+/// or out of `states`), so their alerts resolve; `warden test` and `replay` keep them ([`JobVerdicts::finish`]).
+#[derive(Debug, Default)]
+pub struct JobVerdicts {
+    /// What each (rule, job name) asked for at its last judged evaluation.
+    last: BTreeMap<(String, String), Vec<ActionRequest>>,
+    /// The tick being gathered: (rule, job name) → requests, in arrival order.
+    tick: Vec<((String, String), Vec<ActionRequest>)>,
+}
+
+impl JobVerdicts {
+    /// Adds what `rule` decided about job `job` (its name) in this tick: `None` when the evaluation failed.
+    pub fn add(&mut self, rule: &str, job: &str, verdict: Option<&Verdict>) {
+        let key = (rule.to_string(), job.to_string());
+        let requests = match verdict {
+            Some(Verdict::Requests(r)) => r.clone(),
+            Some(Verdict::Skipped(_)) | None => self
+                .last
+                .get(&key)
+                .map(|r| r.iter().filter(|r| !matches!(r.kind, RequestKind::Log)).cloned().collect())
+                .unwrap_or_default(),
+        };
+        self.tick.push((key, requests));
+    }
+
+    /// Ends the tick: one merged verdict per rule of `rules` (in that order; a rule no job asked anything of gets
+    /// an empty one, which resolves its alerts). With `drop_absent`, jobs that were not in this tick are
+    /// forgotten; without, they keep contributing what they asked for last.
+    pub fn finish<'a>(
+        &mut self,
+        rules: impl IntoIterator<Item = &'a str>,
+        drop_absent: bool,
+    ) -> Vec<(String, Verdict)> {
+        let tick = std::mem::take(&mut self.tick);
+        if drop_absent {
+            self.last.clear();
+        }
+        for (key, requests) in tick {
+            self.last.insert(key, requests);
+        }
+        let mut out = vec![];
+        for rule in rules {
+            let merged: Vec<ActionRequest> = self
+                .last
+                .range((rule.to_string(), String::new())..)
+                .take_while(|((r, _), _)| r == rule)
+                .flat_map(|(_, v)| v.iter().cloned())
+                .collect();
+            out.push((rule.to_string(), Verdict::Requests(merged)));
+        }
+        // One-shot requests are sent once.
+        for v in self.last.values_mut() {
+            v.retain(|r| !matches!(r.kind, RequestKind::Log));
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -164,6 +164,7 @@ impl TargetClient {
         Observation {
             probe: probe.to_string(),
             target: self.name.clone(),
+            job: None,
             time,
             status,
             latency: start.elapsed(),

@@ -24,6 +24,12 @@
 //!
 //! The probe's own path (from the pack probe that runs the rule, or `probe:`) is the observation; the other paths
 //! answer the rule's `http_get`. `at` is the time since the test's `start`.
+//!
+//! A rule of a `for_each: job` probe (path `/jobs/{jid}/checkpoints`) is tested per job: the test or a step gives
+//! `job: {jid: a1b2…, name: clicks, state: RUNNING}` (any `/jobs/overview` fields), the path is filled from it
+//! (`/jobs/a1b2…/checkpoints`: the key to give in `responses`), rules see it as `obs.job`, and their `state` is
+//! kept per job name across steps. A step about one job leaves what the rules asked about the other jobs in
+//! force (as in the daemon's tick, where every job is judged).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -35,11 +41,12 @@ use serde::Deserialize;
 
 use crate::config::DispatchConfig;
 use crate::dispatch::Dispatcher;
-use crate::evaluate::{evaluate_observation, Observed};
+use crate::evaluate::{evaluate_observation, JobVerdicts, Observed};
+use crate::model::Origin;
 use crate::model::Planned;
 use crate::model::{FetchError, FetchErrorKind, Observation};
 use crate::script::{self, CompiledRule, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
-use crate::store::Store;
+use crate::store::{RuleStateKey, Store};
 
 /// A problem with a test file or a recording (not a failed expectation).
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +237,9 @@ pub struct Sim {
     store: Store,
     dispatcher: Dispatcher,
     now: DateTime<Utc>,
-    states: HashMap<(String, String), serde_json::Value>,
+    states: HashMap<RuleStateKey, serde_json::Value>,
+    /// The per-job verdicts of `for_each: job` observations, per (probe, target).
+    fan_out: HashMap<(String, String), JobVerdicts>,
 }
 
 impl Sim {
@@ -238,7 +247,14 @@ impl Sim {
     pub fn new(policy: DispatchConfig, limits: &crate::config::ScriptLimits, start: DateTime<Utc>) -> Self {
         let store = Store::in_memory();
         let dispatcher = Dispatcher::new(policy, false, &store).expect("fresh store");
-        Self { engine: ScriptEngine::new(limits), store, dispatcher, now: start, states: HashMap::new() }
+        Self {
+            engine: ScriptEngine::new(limits),
+            store,
+            dispatcher,
+            now: start,
+            states: HashMap::new(),
+            fan_out: HashMap::new(),
+        }
     }
 
     /// The engine (to compile rules with).
@@ -248,6 +264,10 @@ impl Sim {
 
     /// Evaluates `rules` on `obs` at `at` and dispatches; returns what the dispatcher decided. A rule error is
     /// returned as text (with file:line:col) in the error list and does not stop the others.
+    ///
+    /// An observation about a job (`obs.job`, from a `for_each: job` probe) uses the rules' state of that job
+    /// (by name), and its verdicts are merged with what the rules last asked for the probe's other jobs
+    /// ([`JobVerdicts`]), as the daemon merges a tick: a step about job B does not resolve job A's alert.
     pub fn step(
         &mut self,
         at: DateTime<Utc>,
@@ -259,27 +279,51 @@ impl Sim {
         self.now = at;
         let obs_dyn = script::obs_to_dynamic(obs);
         let seen = Observed { obs: &obs_dyn, probe: &obs.probe, target, now: at };
+        let job = obs.job_name().map(str::to_string);
+        let key = |rule: &str| RuleStateKey { rule: rule.to_string(), target: target.name.clone(), job: job.clone() };
         let states = &self.states;
-        let mut state_of =
-            |rule: &str| states.get(&(rule.to_string(), target.name.clone())).cloned().unwrap_or_default();
+        let mut state_of = |rule: &str| states.get(&key(rule)).cloned().unwrap_or_default();
         let mut follow_up = || Some(follow());
         let results =
             evaluate_observation(&self.engine, rules.iter().map(|(r, p)| (r, p)), &seen, &mut state_of, &mut follow_up);
         let mut out = vec![];
         let mut errors = vec![];
-        for r in results {
+        let merge_key = (obs.probe.clone(), target.name.clone());
+        let mut merge = self.fan_out.remove(&merge_key).unwrap_or_default();
+        for (r, (rule, _)) in results.into_iter().zip(rules) {
             match r {
                 Ok(v) => {
                     if let Some(s) = v.new_state {
-                        self.states.insert((v.origin.rule.clone(), target.name.clone()), s);
+                        self.states.insert(key(&v.origin.rule), s);
                     }
-                    out.extend(actuals(self.dispatcher.process(&v.origin, &v.verdict, &self.store)?));
-                    if let Verdict::Skipped(why) = v.verdict {
+                    if let Verdict::Skipped(why) = &v.verdict {
                         tracing::debug!(rule = %v.origin.rule, "skipped: {why}");
                     }
+                    match &job {
+                        Some(j) => merge.add(&v.origin.rule, j, Some(&v.verdict)),
+                        None => out.extend(actuals(self.dispatcher.process(&v.origin, &v.verdict, &self.store)?)),
+                    }
                 }
-                Err(e) => errors.push(e.to_string()),
+                Err(e) => {
+                    if let Some(j) = &job {
+                        merge.add(&rule.name, j, None);
+                    }
+                    errors.push(e.to_string())
+                }
             }
+        }
+        if job.is_some() {
+            for (rule, verdict) in merge.finish(rules.iter().map(|(r, _)| r.name.as_str()), false) {
+                let origin = Origin {
+                    rule,
+                    target: target.name.clone(),
+                    target_url: target.url.clone(),
+                    probe: obs.probe.clone(),
+                    time: at,
+                };
+                out.extend(actuals(self.dispatcher.process(&origin, &verdict, &self.store)?));
+            }
+            self.fan_out.insert(merge_key, merge);
         }
         Ok((out, errors))
     }
@@ -355,6 +399,10 @@ pub struct Step {
     /// When true, no action other than those in `expect` may happen.
     #[serde(default)]
     pub exactly: bool,
+    /// For a rule of a `for_each: job` probe: the job this step's observation is about (overrides the test's
+    /// `job`), as its `/jobs/overview` entry: `{jid: ..., name: ..., state: RUNNING}` and any other fields.
+    #[serde(default)]
+    pub job: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A rule test file.
@@ -375,6 +423,12 @@ pub struct TestFile {
     /// The probe path that is the observation. Default: the path of the pack probe that runs the rule.
     #[serde(default)]
     pub probe: Option<String>,
+    /// For a rule of a `for_each: job` probe: the job each step's observation is about (a step may name another),
+    /// as its `/jobs/overview` entry: `{jid: ..., name: ..., state: RUNNING}` and any other fields (`state`
+    /// defaults to `RUNNING`). `{jid}` and `{job}` in the probe's path are filled from it, `responses` answer the
+    /// filled path, and rule `state` is kept per job name across steps.
+    #[serde(default)]
+    pub job: Option<serde_json::Map<String, serde_json::Value>>,
     /// The simulated target. Default `{name: jobmanager, url: http://jobmanager:8081}`.
     #[serde(default)]
     pub target: Option<TestTarget>,
@@ -515,16 +569,18 @@ fn run_file_inner(file: &Path, report: &mut TestReport) -> Result<(), String> {
         let at_d = crate::config::units::parse_duration(&step.at)
             .map_err(|e| doc.diag(&format!("steps[{i}].at"), e).to_string())?;
         let at = start + chrono::Duration::from_std(at_d).unwrap_or_default();
+        let (job, path) = job_of_step(&doc, &test, step, i, &probe_path)?;
         let resp = step
             .responses
-            .get(&probe_path)
+            .get(&path)
             .cloned()
             .unwrap_or(Response { error: Some("connect".into()), ..Default::default() });
         let (status, body, error) =
-            resp.answer(&base, &probe_path).map_err(|e| doc.diag(&format!("steps[{i}].responses"), e).to_string())?;
+            resp.answer(&base, &path).map_err(|e| doc.diag(&format!("steps[{i}].responses"), e).to_string())?;
         let obs = Observation {
             probe: format!("{}/test", pack.name()),
             target: target.name.clone(),
+            job,
             time: at,
             status,
             latency: Duration::from_millis(5),
@@ -574,6 +630,43 @@ fn run_file_inner(file: &Path, report: &mut TestReport) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The job a step's observation is about (the step's `job`, else the test's) and the probe path filled from it.
+/// A path with `{jid}` or `{job}` needs a job; a job's entry needs a string `jid` and `name`.
+fn job_of_step(
+    doc: &crate::config::yaml::YamlDoc,
+    test: &TestFile,
+    step: &Step,
+    i: usize,
+    template: &str,
+) -> Result<(Option<Arc<serde_json::Value>>, String), String> {
+    let (job, at) = match (&step.job, &test.job) {
+        (Some(j), _) => (j, format!("steps[{i}].job")),
+        (None, Some(j)) => (j, "job".to_string()),
+        (None, None) => {
+            if let Some((_, p)) = crate::config::path_placeholders(template).first() {
+                return Err(doc
+                    .diag(
+                        &format!("steps[{i}]"),
+                        format!(
+                            "the probe path `{template}` has `{{{p}}}`: give the job it is about (`job: {{jid: ..., \
+                             name: ..., state: RUNNING}}`) in the test or this step"
+                        ),
+                    )
+                    .to_string());
+            }
+            return Ok((None, template.to_string()));
+        }
+    };
+    let field = |k: &str| job.get(k).and_then(|v| v.as_str());
+    let (Some(jid), Some(name)) = (field("jid"), field("name")) else {
+        return Err(doc.diag(&at, "a job needs a string `jid` and `name` (its `/jobs/overview` entry)").to_string());
+    };
+    let path = crate::config::fill_job_path(template, jid, name);
+    let mut entry = job.clone();
+    entry.entry("state").or_insert_with(|| "RUNNING".into());
+    Ok((Some(Arc::new(serde_json::Value::Object(entry))), path))
 }
 
 /// The test files under `paths`: files as given; a pack directory's `tests/*.yaml`; a directory of packs, each
@@ -660,19 +753,21 @@ pub fn eval_once(
     body: serde_json::Value,
     engine: &ScriptEngine,
 ) -> Result<script::Evaluation, script::ScriptError> {
-    eval_with(rule, params, target, body, &BTreeMap::new(), serde_json::Value::Null, Utc::now(), engine)
+    eval_with(rule, params, target, body, None, &BTreeMap::new(), serde_json::Value::Null, Utc::now(), engine)
         .map(|r| r.evaluation)
 }
 
 /// Runs one rule once on a saved answer (`warden eval`) at `now`. `responses` answer the rule's follow-up
 /// `http_get`s by path (a path with a query also matches its entry without one), like a rule test's `responses`;
-/// other paths get a 404. `state` is the rule's state before the run.
+/// other paths get a 404. `state` is the rule's state before the run. `job` is the `/jobs/overview` entry the
+/// observation is about (`obs.job`), for a rule of a `for_each: job` probe.
 #[allow(clippy::too_many_arguments)]
 pub fn eval_with(
     rule: &CompiledRule,
     params: &BTreeMap<String, serde_json::Value>,
     target: &TargetInfo,
     body: serde_json::Value,
+    job: Option<serde_json::Value>,
     responses: &BTreeMap<String, Response>,
     state: serde_json::Value,
     now: DateTime<Utc>,
@@ -681,6 +776,7 @@ pub fn eval_with(
     let obs = Observation {
         probe: "eval".into(),
         target: target.name.clone(),
+        job: job.map(Arc::new),
         time: now,
         status: Some(200),
         latency: Duration::from_millis(1),
@@ -813,6 +909,129 @@ mod tests {
             "{:?}",
             r.failures
         );
+    }
+}
+
+#[cfg(test)]
+mod job_tests {
+    use super::*;
+
+    /// A pack whose probe fans out over jobs, and a rule that counts polls per job and alerts on a stuck count.
+    fn pack(dir: &Path) -> PathBuf {
+        let pack = dir.join("p");
+        std::fs::create_dir_all(pack.join("tests")).unwrap();
+        std::fs::write(
+            pack.join("pack.yaml"),
+            "name: p\nversion: 1.0.0\nprobes:\n  - name: cp\n    every: 30s\n    for_each: job\n    request: {path: \"/jobs/{jid}/checkpoints\"}\n    rules: [stuck]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            pack.join("stuck.rhai"),
+            r#"
+let n = obs.body.counts.completed;
+if state.last == n { state.same = (state.same ?? 0) + 1; } else { state.same = 0; }
+state.last = n;
+if state.same >= 1 {
+    alert(#{subject: obs.job.name, summary: `${obs.job.name} (${obs.job.jid}, ${obs.job.state}) stuck at ${n}`});
+}
+"#,
+        )
+        .unwrap();
+        pack.join("tests/t.yaml")
+    }
+
+    #[test]
+    fn state_and_alerts_are_per_job_and_the_path_is_filled_from_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = pack(dir.path());
+        // Job a stays at 5 across steps interleaved with job b's (which moves): only a's history makes it stuck,
+        // and b's steps neither reset a's state nor resolve a's alert.
+        std::fs::write(
+            &t,
+            r#"name: per job
+rule: stuck
+job: {jid: aaa, name: "clicks per/min", state: RUNNING}
+steps:
+  - at: 0s
+    responses: {/jobs/aaa/checkpoints: {json: {counts: {completed: 5}}}}
+  - at: 30s
+    job: {jid: bbb, name: views}
+    responses: {/jobs/bbb/checkpoints: {json: {counts: {completed: 1}}}}
+  - at: 60s
+    responses: {/jobs/aaa/checkpoints: {json: {counts: {completed: 5}}}}
+    expect: [{action: alert, event: firing, subject: "clicks per/min", summary_contains: "(aaa, RUNNING) stuck at 5"}]
+  - at: 90s
+    job: {jid: bbb, name: views}
+    responses: {/jobs/bbb/checkpoints: {json: {counts: {completed: 2}}}}
+    exactly: true
+  - at: 120s
+    responses: {/jobs/aaa/checkpoints: {json: {counts: {completed: 6}}}}
+    expect: [{action: alert, event: resolved, subject: "clicks per/min"}]
+"#,
+        )
+        .unwrap();
+        let r = run_file(&t);
+        assert!(r.failures.is_empty(), "{}", r.failures.join("\n"));
+    }
+
+    #[test]
+    fn a_job_name_is_percent_encoded_in_the_path_and_a_missing_job_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = pack(dir.path());
+        std::fs::write(
+            dir.path().join("p/pack.yaml"),
+            "name: p\nversion: 1.0.0\nprobes:\n  - name: cp\n    every: 30s\n    for_each: job\n    request: {path: \"/x/{job}\"}\n    rules: [stuck]\n",
+        )
+        .unwrap();
+        let case = |job: &str| {
+            format!(
+                "name: n\nrule: stuck\n{job}steps:\n  - at: 0s\n    responses: {{\"/x/a%20b%2Fc\": {{json: {{counts: {{completed: 1}}}}}}}}\n  - at: 1s\n    responses: {{\"/x/a%20b%2Fc\": {{json: {{counts: {{completed: 1}}}}}}}}\n    expect: [{{action: alert, subject: a b/c}}]\n"
+            )
+        };
+        std::fs::write(&t, case("job: {jid: j1, name: a b/c}\n")).unwrap();
+        let r = run_file(&t);
+        assert!(r.failures.is_empty(), "{}", r.failures.join("\n"));
+        std::fs::write(&t, case("")).unwrap();
+        let r = run_file(&t);
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        assert!(
+            r.failures[0].contains("t.yaml:4:5: the probe path `/x/{job}` has `{job}`: give the job"),
+            "{:?}",
+            r.failures
+        );
+        std::fs::write(&t, case("job: {name: a b/c}\n")).unwrap();
+        let r = run_file(&t);
+        assert!(r.failures[0].contains("t.yaml:3:6: a job needs a string `jid` and `name`"), "{:?}", r.failures);
+    }
+
+    #[test]
+    fn ordinary_observations_see_no_job() {
+        let e = ScriptEngine::new(&Default::default());
+        let rule = e
+            .compile(
+                "t/r",
+                "t",
+                PathBuf::from("r.rhai"),
+                "if obs.job == () { alert(#{subject: \"none\", summary: \"s\"}); }",
+            )
+            .unwrap();
+        let target = TargetInfo { name: "jm".into(), url: String::new(), labels: Default::default() };
+        let ev = eval_once(&rule, &BTreeMap::new(), &target, serde_json::json!({}), &e).unwrap();
+        assert!(matches!(ev.verdict, Verdict::Requests(ref r) if r.len() == 1), "{:?}", ev.verdict);
+        let job = serde_json::json!({"jid": "j", "name": "n", "state": "RUNNING"});
+        let ev = eval_with(
+            &rule,
+            &BTreeMap::new(),
+            &target,
+            serde_json::json!({}),
+            Some(job),
+            &BTreeMap::new(),
+            serde_json::Value::Null,
+            Utc::now(),
+            &e,
+        )
+        .unwrap();
+        assert_eq!(ev.evaluation.verdict, Verdict::Requests(vec![]));
     }
 }
 

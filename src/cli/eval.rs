@@ -35,6 +35,8 @@ pub struct Args<'a> {
     pub responses: &'a [String],
     pub format: Format,
     pub now: Option<&'a str>,
+    /// The job the answer is about (`--job`, JSON), for rules of `for_each: job` probes.
+    pub job: Option<&'a str>,
 }
 
 /// A `--response` that cannot be used.
@@ -97,6 +99,20 @@ pub fn run(config: &Path, a: Args<'_>) -> anyhow::Result<ExitCode> {
             }
         },
     };
+    let job = match a.job.map(serde_json::from_str::<Value>) {
+        None => None,
+        Some(Ok(j)) if j.get("jid").is_some_and(Value::is_string) && j.get("name").is_some_and(Value::is_string) => {
+            Some(j)
+        }
+        Some(Ok(_)) => {
+            eprintln!("warden: --job: expected a JSON object with string `jid` and `name` (a /jobs/overview entry)");
+            return Ok(ExitCode::from(2));
+        }
+        Some(Err(e)) => {
+            eprintln!("warden: --job: not JSON ({e}), e.g. '{{\"jid\": \"a1b2\", \"name\": \"clicks\", \"state\": \"RUNNING\"}}'");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let mut loaded = match warden::config::load_with(config, warden::config::LoadOptions { environment: false }) {
         Ok(l) => l,
         Err(d) => {
@@ -138,7 +154,7 @@ pub fn run(config: &Path, a: Args<'_>) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("`{}` is not JSON", input.display()))?;
     let target = warden::script::TargetInfo { name: "eval".into(), url: String::new(), labels: Default::default() };
-    match warden::ruletest::eval_with(&r.compiled, &p, &target, body, &canned, Value::Null, now, &engine) {
+    match warden::ruletest::eval_with(&r.compiled, &p, &target, body, job, &canned, Value::Null, now, &engine) {
         Ok(report) => {
             match a.format {
                 Format::Json => outln!("{}", to_json(rule, input, now, &report)),

@@ -85,6 +85,10 @@ pub enum Command {
         /// The time the rule sees as `now()` and `obs.time` (RFC 3339). Default: now.
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
+        /// For a rule of a `for_each: job` probe: the job the answer is about (`obs.job`), as its `/jobs/overview`
+        /// entry in JSON, e.g. `{"jid": "a1b2…", "name": "clicks", "state": "RUNNING"}`.
+        #[arg(long, value_name = "JSON")]
+        job: Option<String>,
     },
     /// Feed a recording (`warden run --record`) through the current rules on simulated time and print the actions
     /// they would have taken.
@@ -337,7 +341,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing(log, "warn");
             Ok(test::run(&cli.config, paths))
         }
-        Command::Eval { rule, input, params, responses, format, now } => {
+        Command::Eval { rule, input, params, responses, format, now, job } => {
             init_tracing(log, "warn");
             let args = eval::Args {
                 rule: &rule,
@@ -346,6 +350,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 responses: &responses,
                 format,
                 now: now.as_deref(),
+                job: job.as_deref(),
             };
             eval::run(&cli.config, args)
         }

@@ -189,6 +189,179 @@ pub struct ProbeConfig {
     pub max_body: ByteSize,
     /// Rules that judge each observation, by name (`flink/job-not-running`, or a short name inside a pack).
     pub rules: Vec<String>,
+    /// Poll once per job of the target instead of once per target: `for_each: job`, or the long form
+    /// `for_each: {over: job, states: [RUNNING], concurrency: 4}`. At each tick the probe takes the jobs of the
+    /// target's latest `/jobs/overview` answer (the one the target's own jobs-overview probe fetched, if it is not
+    /// older than this probe's interval; otherwise it fetches `/jobs/overview` once for the tick), keeps those
+    /// whose state is in `states`, and sends `request` once per job with `{jid}` (the job's id) and `{job}` (its
+    /// name, percent-encoded as a path segment) filled into the path, e.g. `/jobs/{jid}/checkpoints`. Each answer
+    /// is one observation; rules see the job as `obs.job` and keep their `state` per job name. A tick that is
+    /// still running when the next one is due skips that one (counted like any probe's skipped runs).
+    #[serde(default)]
+    pub for_each: Option<ForEach>,
+}
+
+/// What a probe fans out over, and how (`for_each:` of a probe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForEach {
+    /// What to fan out over: `job` (the jobs of the target's `/jobs/overview`).
+    pub over: FanOutOver,
+    /// The job states to poll (Flink's `JobStatus` names). Default `[RUNNING]`.
+    pub states: Vec<JobState>,
+    /// At most this many requests of this probe in flight per target at a time. Default 4; at least 1.
+    pub concurrency: usize,
+}
+
+impl ForEach {
+    /// True when a job in state `state` (as `/jobs/overview` spells it) is polled.
+    pub fn takes(&self, state: &str) -> bool {
+        self.states.iter().any(|s| s.as_str() == state)
+    }
+}
+
+/// The long form of `for_each:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForEachLong {
+    /// `job`.
+    over: FanOutOver,
+    /// Job states to poll.
+    #[serde(default = "default_fan_out_states")]
+    states: Vec<JobState>,
+    /// Requests in flight per target.
+    #[serde(default = "default_fan_out_concurrency")]
+    concurrency: usize,
+}
+
+fn default_fan_out_states() -> Vec<JobState> {
+    vec![JobState::Running]
+}
+
+fn default_fan_out_concurrency() -> usize {
+    4
+}
+
+impl<'de> Deserialize<'de> for ForEach {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ForEach;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`job` or a map `{over: job, states: [...], concurrency: N}`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ForEach, E> {
+                let over = FanOutOver::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
+                Ok(ForEach { over, states: default_fan_out_states(), concurrency: default_fan_out_concurrency() })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<ForEach, A::Error> {
+                let l = ForEachLong::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ForEach { over: l.over, states: l.states, concurrency: l.concurrency })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// What a probe can fan out over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FanOutOver {
+    /// The jobs of the target (its `/jobs/overview`).
+    Job,
+}
+
+/// A Flink job's state (`JobStatus`), as `/jobs/overview` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// `INITIALIZING`.
+    Initializing,
+    /// `CREATED`.
+    Created,
+    /// `RUNNING`.
+    Running,
+    /// `FAILING`.
+    Failing,
+    /// `FAILED`.
+    Failed,
+    /// `CANCELLING`.
+    Cancelling,
+    /// `CANCELED`.
+    Canceled,
+    /// `FINISHED`.
+    Finished,
+    /// `RESTARTING`.
+    Restarting,
+    /// `SUSPENDED`.
+    Suspended,
+    /// `RECONCILING`.
+    Reconciling,
+}
+
+impl JobState {
+    /// The name as Flink spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Initializing => "INITIALIZING",
+            JobState::Created => "CREATED",
+            JobState::Running => "RUNNING",
+            JobState::Failing => "FAILING",
+            JobState::Failed => "FAILED",
+            JobState::Cancelling => "CANCELLING",
+            JobState::Canceled => "CANCELED",
+            JobState::Finished => "FINISHED",
+            JobState::Restarting => "RESTARTING",
+            JobState::Suspended => "SUSPENDED",
+            JobState::Reconciling => "RECONCILING",
+        }
+    }
+}
+
+/// The placeholders a `for_each: job` probe's `request.path` may hold.
+pub const JOB_PATH_PLACEHOLDERS: [&str; 2] = ["jid", "job"];
+
+/// The placeholders (`{name}`) in a request path, with their byte offsets.
+pub fn path_placeholders(path: &str) -> Vec<(usize, &str)> {
+    let mut out = vec![];
+    let mut rest = path;
+    let mut base = 0;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { break };
+        let name = &after[..close];
+        if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            out.push((base + open, name));
+        }
+        base += open + 1;
+        rest = after;
+    }
+    out
+}
+
+/// Characters percent-encoded in a job name put into a path segment: everything but RFC 3986's unreserved ones.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A `for_each: job` probe's path for one job: `{jid}` and `{job}` (percent-encoded as a path segment) filled in.
+pub fn fill_job_path(template: &str, jid: &str, name: &str) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open..];
+        if let Some(tail) = after.strip_prefix("{jid}") {
+            out.extend(percent_encoding::utf8_percent_encode(jid, SEGMENT));
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("{job}") {
+            out.extend(percent_encoding::utf8_percent_encode(name, SEGMENT));
+            rest = tail;
+        } else {
+            out.push('{');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn default_max_body() -> ByteSize {

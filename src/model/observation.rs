@@ -14,6 +14,10 @@ pub struct Observation {
     pub probe: String,
     /// The target's name.
     pub target: String,
+    /// For a probe with `for_each: job`: the job this observation is about, as its entry of the target's
+    /// `/jobs/overview` (`jid`, `name`, `state`, `start-time`, …). `None` for ordinary probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Arc<serde_json::Value>>,
     /// When the request was sent.
     pub time: DateTime<Utc>,
     /// HTTP status, if an answer arrived.
@@ -25,6 +29,14 @@ pub struct Observation {
     pub body: Option<Arc<serde_json::Value>>,
     /// Why the poll did not give a usable answer.
     pub error: Option<FetchError>,
+}
+
+impl Observation {
+    /// The name of the job this observation is about (`for_each: job` probes), `None` for ordinary probes. A job
+    /// entry without a string `name` counts as the job named `""`.
+    pub fn job_name(&self) -> Option<&str> {
+        self.job.as_deref().map(|j| j.get("name").and_then(|n| n.as_str()).unwrap_or(""))
+    }
 }
 
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

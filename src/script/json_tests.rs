@@ -33,6 +33,7 @@ fn observation(body: Option<Value>) -> Observation {
     Observation {
         probe: "p".into(),
         target: "jm".into(),
+        job: None,
         time: t0(),
         status: Some(200),
         latency: Duration::from_millis(3),

@@ -466,6 +466,7 @@ mod tests {
         let o = crate::model::Observation {
             probe: "x".into(),
             target: "jm".into(),
+            job: None,
             time: chrono::Utc::now(),
             status: Some(200),
             latency: std::time::Duration::from_millis(1),

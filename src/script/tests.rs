@@ -18,6 +18,7 @@ fn obs(body: Option<serde_json::Value>, error: Option<FetchError>) -> Observatio
     Observation {
         probe: "p".into(),
         target: "jm".into(),
+        job: None,
         time: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
         status: Some(200),
         latency: Duration::from_millis(12),

@@ -113,6 +113,18 @@ fn tail(source: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
 /// Result type of store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Whose rule state it is: a rule on a target, and for the rules of `for_each: job` probes, one job of it (by
+/// name, so that a relaunched job — new jid, same name — keeps its history).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleStateKey {
+    /// The namespaced rule name.
+    pub rule: String,
+    /// The target's name.
+    pub target: String,
+    /// The job's name, for per-job state.
+    pub job: Option<String>,
+}
+
 /// The journal's text form of a time: RFC 3339, UTC, milliseconds (sorts as text).
 pub fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -529,9 +541,62 @@ impl Store {
         self.save_kv("rule_state", rule, target, state)
     }
 
+    /// Every per-job rule state (rules of `for_each: job` probes), by (rule, target, job name).
+    pub fn job_rule_states(&self) -> Result<HashMap<RuleStateKey, serde_json::Value>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT rule, target, job, state FROM job_rule_state")?;
+            let rows = st.query_map([], |r| {
+                let s: String = r.get(3)?;
+                let key = RuleStateKey { rule: r.get(0)?, target: r.get(1)?, job: Some(r.get(2)?) };
+                Ok((key, serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Every rule state, per (rule, target) and per (rule, target, job), under one key type.
+    pub fn all_rule_states(&self) -> Result<HashMap<RuleStateKey, serde_json::Value>> {
+        let mut all = self.job_rule_states()?;
+        for ((rule, target), v) in self.rule_states()? {
+            all.insert(RuleStateKey { rule, target, job: None }, v);
+        }
+        Ok(all)
+    }
+
+    /// Saves a rule's state in its scope: per (rule, target), or per job when `key.job` is set.
+    pub fn save_scoped_rule_state(&self, key: &RuleStateKey, state: &serde_json::Value) -> Result<()> {
+        match &key.job {
+            None => self.save_rule_state(&key.rule, &key.target, state),
+            Some(job) => self.with(|c| {
+                c.execute(
+                    "INSERT INTO job_rule_state (rule, target, job, state) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (rule, target, job) DO UPDATE SET state = excluded.state",
+                    params![key.rule, key.target, job, state.to_string()],
+                )
+                .map(|_| ())
+            }),
+        }
+    }
+
+    /// Drops the per-job states of `rules` for job `job` on `target` (a job gone from the cluster).
+    pub fn drop_job_rule_states(&self, rules: &[String], target: &str, job: &str) -> Result<()> {
+        self.with(|c| {
+            for rule in rules {
+                c.execute(
+                    "DELETE FROM job_rule_state WHERE rule = ?1 AND target = ?2 AND job = ?3",
+                    params![rule, target, job],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
     /// Forgets a rule's saved state on every target (its source changed).
     pub fn clear_rule_state(&self, rule: &str) -> Result<()> {
-        self.with(|c| c.execute("DELETE FROM rule_state WHERE rule = ?1", [rule]).map(|_| ()))
+        self.with(|c| {
+            c.execute("DELETE FROM rule_state WHERE rule = ?1", [rule])?;
+            c.execute("DELETE FROM job_rule_state WHERE rule = ?1", [rule]).map(|_| ())
+        })
     }
 
     /// Every (rule, target)'s dispatcher state.

@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use super::{Result, StoreError};
 
 /// The schema version this Warden writes and the newest it can read.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// One step of the ladder.
 #[derive(Debug)]
@@ -50,6 +50,16 @@ pub const MIGRATIONS: &[Migration] = &[
             c.execute_batch(
                 "CREATE INDEX IF NOT EXISTS journal_time ON journal(time);
                  CREATE INDEX IF NOT EXISTS notify_outbox_done ON notify_outbox(done) WHERE status <> 'pending';",
+            )
+        },
+    },
+    Migration {
+        version: 4,
+        what: "rule state per job (probes with `for_each: job`)",
+        apply: |c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS job_rule_state (rule TEXT NOT NULL, target TEXT NOT NULL,
+                   job TEXT NOT NULL, state TEXT NOT NULL, PRIMARY KEY (rule, target, job));",
             )
         },
     },
