@@ -835,7 +835,7 @@ mod tests {
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(packs.len(), 1);
         assert_eq!(packs[0].dir, exported);
-        assert_eq!(packs[0].rules.len(), 5);
+        assert_eq!(packs[0].rules.len(), 10);
         // The export carries the tests, which pass.
         for f in crate::ruletest::discover(std::slice::from_ref(&exported)) {
             assert!(crate::ruletest::run_file(&f).failures.is_empty(), "{}", f.display());
