@@ -30,6 +30,8 @@ pub struct ProbeJob {
     pub request: HttpRequest,
     /// The rules that judge each answer, by namespaced name.
     pub rules: Vec<String>,
+    /// Poll once per job of the target (`for_each:` of the probe); `request.path` then holds `{jid}`/`{job}`.
+    pub for_each: Option<crate::config::ForEach>,
 }
 
 /// A rule ready to run, with its pack's parameters.
@@ -226,6 +228,8 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
         expand(p, p.targets.as_ref(), &cfg.targets, &mut jobs);
     }
 
+    check_fan_out_rules(doc, cfg, &packs, &jobs, &mut diags);
+
     if !diags.is_empty() {
         let mut d = Diagnostics(diags);
         d.sort();
@@ -234,6 +238,40 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
     let packs =
         packs.iter().map(|p| (p.name().to_string(), p.manifest.version.clone(), p.dir.display().to_string())).collect();
     Ok(Plan { loaded, rules, jobs, packs, loaded_at })
+}
+
+/// A rule that judges a `for_each: job` probe judges no other probe: the dispatcher keeps one memory per (rule,
+/// target) and takes each evaluation as the full list of what is wrong; a fan-out probe hands it the merged verdict
+/// of a whole tick, which another probe's evaluation of the same rule would contradict (resolving its alerts).
+fn check_fan_out_rules(doc: &YamlDoc, cfg: &Config, packs: &[Pack], jobs: &[ProbeJob], diags: &mut Vec<Diagnostic>) {
+    let mut by_rule: BTreeMap<(&str, &str), BTreeSet<(&str, bool)>> = BTreeMap::new();
+    for j in jobs {
+        for r in &j.rules {
+            by_rule.entry((r, &j.target)).or_default().insert((&j.probe, j.for_each.is_some()));
+        }
+    }
+    let mut reported = BTreeSet::new();
+    for ((rule, _), probes) in by_rule {
+        if probes.len() < 2 || !probes.iter().any(|(_, fan)| *fan) || !reported.insert(rule) {
+            continue;
+        }
+        let names: Vec<String> = probes.iter().map(|(p, _)| format!("`{p}`")).collect();
+        let msg = format!(
+            "rule `{rule}` judges probe {} on the same target; a rule of a `for_each` probe must judge only that \
+             probe (copy the rule under another name for the other probe)",
+            names.join(" and ")
+        );
+        // At the first of the probes in `warden.yaml`, else at the pack's manifest.
+        let at = cfg.probes.iter().position(|p| probes.iter().any(|(n, _)| *n == p.name));
+        match at {
+            Some(i) => diags.push(doc.diag(&join_key(&join_index("probes", i), "rules"), msg)),
+            None => {
+                let pack = rule.split('/').next().unwrap_or("");
+                let file = packs.iter().find(|p| p.name() == pack).map(|p| p.dir.join("pack.yaml"));
+                diags.push(Diagnostic::new(file.unwrap_or_else(|| doc.file.clone()), 1, 1, msg));
+            }
+        }
+    }
 }
 
 /// Checks parameter values set at `path` (`packs.<name>.params` or an override's `params`) against the pack.
@@ -325,6 +363,7 @@ fn job(p: &ProbeConfig, t: &TargetConfig, schedule: &Schedule, rules: Vec<String
             max_body: p.max_body.as_usize(),
         },
         rules,
+        for_each: p.for_each.clone(),
     }
 }
 

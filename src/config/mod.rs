@@ -302,6 +302,7 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
         if p.rules.is_empty() {
             diags.push(doc.diag(&join_key(&path, "rules"), format!("probe `{}` names no rules", p.name)));
         }
+        check_fan_out(doc, &path, p, diags);
     }
     for (name, settings) in &config.packs {
         check_selector(doc, &format!("packs.{name}.targets"), settings.targets.as_ref(), &target_names, diags);
@@ -498,6 +499,70 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// Checks a probe's `for_each` and the placeholders of its request path: only `{jid}` and `{job}`, only with
+/// `for_each`, and a `for_each` probe needs one of them, an `every` interval, a state and a concurrency of 1 or more.
+pub fn check_fan_out(doc: &YamlDoc, path: &str, p: &ProbeConfig, diags: &mut Vec<Diagnostic>) {
+    let at_path = join_key(path, "request.path");
+    let found = path_placeholders(&p.request.path);
+    for (_, name) in &found {
+        if !JOB_PATH_PLACEHOLDERS.contains(name) {
+            let hint = crate::diag::closest(name, JOB_PATH_PLACEHOLDERS.iter().copied())
+                .map(|c| format!(", did you mean `{{{c}}}`?"))
+                .unwrap_or_default();
+            diags.push(doc.diag(
+                &at_path,
+                format!(
+                    "probe `{}`: unknown placeholder `{{{name}}}` in the request path (a `for_each: job` probe fills \
+                     `{{jid}}` and `{{job}}`){hint}",
+                    p.name
+                ),
+            ));
+        }
+    }
+    let Some(fe) = &p.for_each else {
+        if let Some((_, name)) = found.iter().find(|(_, n)| JOB_PATH_PLACEHOLDERS.contains(n)) {
+            diags.push(doc.diag(
+                &at_path,
+                format!(
+                    "probe `{}`: `{{{name}}}` in the request path needs `for_each: job` (the probe then polls once per \
+                     job of the target)",
+                    p.name
+                ),
+            ));
+        }
+        return;
+    };
+    let at = join_key(path, "for_each");
+    if found.is_empty() {
+        diags.push(doc.diag(
+            &at_path,
+            format!(
+                "probe `{}` has `for_each: job` but its request path `{}` has no `{{jid}}` or `{{job}}`: every job \
+                 would poll the same path",
+                p.name, p.request.path
+            ),
+        ));
+    }
+    if fe.concurrency == 0 {
+        diags.push(doc.diag(
+            &join_key(&at, "concurrency"),
+            format!("probe `{}`: `for_each.concurrency` must be at least 1", p.name),
+        ));
+    }
+    if fe.states.is_empty() {
+        diags.push(doc.diag(
+            &join_key(&at, "states"),
+            format!("probe `{}`: `for_each.states` lists no job state: no job would be polled", p.name),
+        ));
+    }
+    if p.cron.is_some() && p.every.is_none() {
+        diags.push(doc.diag(
+            &join_key(path, "cron"),
+            format!("probe `{}`: a `for_each` probe polls at a fixed interval: use `every`, not `cron`", p.name),
+        ));
+    }
+}
+
 /// Checks that a probe has exactly one valid schedule.
 pub fn check_schedule(
     doc: &YamlDoc,
@@ -616,6 +681,66 @@ sttate_dir: /tmp
         assert!(e.iter().any(|m| m.starts_with("warden.yaml:6:") && m.contains("unknown target `nope`")), "{e:#?}");
         assert!(e.iter().any(|m| m.starts_with("warden.yaml:7:11: probe `a`: invalid cron")), "{e:#?}");
         assert!(e.iter().any(|m| m.starts_with("warden.yaml:12:") && m.contains("must start with `/`")), "{e:#?}");
+    }
+
+    #[test]
+    fn fan_out_probes_are_checked_with_positions() {
+        let probe = |for_each: &str, path: &str| {
+            format!(
+                "targets:\n  - {{name: jm, url: \"http://x\"}}\nprobes:\n  - name: cp\n    every: 30s\n{for_each}    request: {{path: \"{path}\"}}\n    rules: [p/r]\n"
+            )
+        };
+        let ok = |t: &str| load_str_with(Path::new("warden.yaml"), t, LoadOptions { environment: false });
+        let c = ok(&probe("    for_each: job\n", "/jobs/{jid}/checkpoints")).unwrap_or_else(|d| panic!("{d}")).config;
+        let fe = c.probes[0].for_each.clone().unwrap();
+        assert_eq!((fe.over, fe.states, fe.concurrency), (FanOutOver::Job, vec![JobState::Running], 4));
+        let long = "    for_each: {over: job, states: [RUNNING, RESTARTING], concurrency: 8}\n";
+        let fe = ok(&probe(long, "/jobs/{job}")).unwrap().config.probes[0].for_each.clone().unwrap();
+        assert_eq!((fe.states.clone(), fe.concurrency), (vec![JobState::Running, JobState::Restarting], 8));
+        assert!(fe.takes("RESTARTING") && !fe.takes("FAILED"));
+
+        assert_eq!(
+            errs(&probe("", "/jobs/{jid}/checkpoints")),
+            ["warden.yaml:6:21: probe `cp`: `{jid}` in the request path needs `for_each: job` (the probe then polls once per job of the target)"]
+        );
+        assert_eq!(
+            errs(&probe("    for_each: job\n", "/jobs/{jdi}/x")),
+            ["warden.yaml:7:21: probe `cp`: unknown placeholder `{jdi}` in the request path (a `for_each: job` probe fills `{jid}` and `{job}`), did you mean `{jid}`?"]
+        );
+        assert_eq!(
+            errs(&probe("    for_each: job\n", "/jobs/overview")),
+            ["warden.yaml:7:21: probe `cp` has `for_each: job` but its request path `/jobs/overview` has no `{jid}` or `{job}`: every job would poll the same path"]
+        );
+        assert_eq!(
+            errs(&probe("    for_each: job\n    cron: \"0 * * * * *\"\n", "/jobs/{jid}")),
+            ["warden.yaml:7:11: probe `cp`: give either `every` or `cron`, not both"]
+        );
+        assert_eq!(
+            errs(&probe("    for_each: {over: job, concurrency: 0, states: []}\n", "/jobs/{jid}")),
+            [
+                "warden.yaml:6:40: probe `cp`: `for_each.concurrency` must be at least 1",
+                "warden.yaml:6:51: probe `cp`: `for_each.states` lists no job state: no job would be polled"
+            ]
+        );
+        let e = errs(&probe("    for_each: {over: job, states: [RUNING]}\n", "/jobs/{jid}"));
+        assert!(
+            e.len() == 1 && e[0].starts_with("warden.yaml:6:") && e[0].contains("unknown variant `RUNING`"),
+            "{e:?}"
+        );
+        let e = errs(&probe("    for_each: jobs\n", "/jobs/{jid}"));
+        assert!(e.len() == 1 && e[0].starts_with("warden.yaml:6:") && e[0].contains("unknown variant `jobs`"), "{e:?}");
+        let e = errs(&probe("    for_each: {over: job, concurency: 2}\n", "/jobs/{jid}"));
+        assert!(e.len() == 1 && e[0].starts_with("warden.yaml:6:") && e[0].contains("concurency"), "{e:?}");
+    }
+
+    #[test]
+    fn job_paths_are_filled_per_segment() {
+        assert_eq!(fill_job_path("/jobs/{jid}/checkpoints", "ab12", "x"), "/jobs/ab12/checkpoints");
+        assert_eq!(
+            fill_job_path("/x/{job}?j={jid}&{other}", "a", "a b/c?d#é"),
+            "/x/a%20b%2Fc%3Fd%23%C3%A9?j=a&{other}"
+        );
+        assert_eq!(path_placeholders("/a/{jid}/{ x}/{job}"), vec![(3, "jid"), (14, "job")]);
     }
 
     #[test]

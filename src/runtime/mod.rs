@@ -112,7 +112,7 @@ pub struct Stats {
     pub failed_reloads: AtomicU64,
 }
 
-type RuleStates = Arc<Mutex<HashMap<(String, String), serde_json::Value>>>;
+type RuleStates = Arc<Mutex<HashMap<crate::store::RuleStateKey, serde_json::Value>>>;
 
 struct Shared {
     current: Arc<std::sync::RwLock<Arc<Generation>>>,
@@ -128,6 +128,8 @@ struct Shared {
     tx: mpsc::Sender<(Origin, Verdict)>,
     record: Option<Arc<crate::action::log::RecordWriter>>,
     status: StatusHandle,
+    /// The latest `/jobs/overview` answer of each target, for the probes that fan out over its jobs.
+    overviews: fanout::Overviews,
 }
 
 impl Shared {
@@ -186,13 +188,14 @@ pub async fn run(
         current: Arc::new(std::sync::RwLock::new(generation.clone())),
         gate: tokio::sync::RwLock::new(()),
         store: store.clone(),
-        states: Arc::new(Mutex::new(store.rule_states()?)),
+        states: Arc::new(Mutex::new(store.all_rule_states()?)),
         stats: stats.clone(),
         clock: opts.clock.clone(),
         events: opts.events.clone(),
         tx,
         record,
         status: opts.status.clone(),
+        overviews: fanout::Overviews::default(),
     });
     let notifier = Arc::new(crate::notify::Notifier::new(
         cfg.notify.clone(),
@@ -279,7 +282,7 @@ pub async fn run(
         let kept = |v: &serde_json::Value| v.as_object().is_none_or(|m| !m.is_empty());
         let mut gone: Vec<(String, String)> =
             store.dispatch_states()?.into_iter().filter(|(_, v)| kept(v)).map(|(k, _)| k).collect();
-        gone.extend(store.rule_states()?.into_keys());
+        gone.extend(store.all_rule_states()?.into_keys().map(|k| (k.rule, k.target)));
         gone.retain(|(rule, _)| !generation.plan.rules.contains_key(rule) && rule != self_alerts::SELF_RULE);
         gone.sort();
         gone.dedup();
@@ -432,7 +435,12 @@ fn spawn_jobs(
         }
         let token = stop.child_token();
         let client = g.clients[&job.target].clone();
-        probes.spawn(probe_loop(job.clone(), client, shared.clone(), token.clone()));
+        match &job.for_each {
+            None => probes.spawn(probe_loop(job.clone(), client, shared.clone(), token.clone())),
+            Some(fe) => {
+                probes.spawn(fanout::fan_out_loop(job.clone(), fe.clone(), client, shared.clone(), token.clone()))
+            }
+        };
         tasks.insert(key, (sig, token));
     }
     tasks.retain(|k, (_, token)| {
@@ -546,7 +554,7 @@ fn forget_changed_rule_states(old: &Generation, new: &Generation, shared: &Share
     for (name, r) in &new.plan.rules {
         let changed = old.plan.rules.get(name).is_some_and(|o| o.compiled.source_hash != r.compiled.source_hash);
         if changed {
-            shared.states.lock().unwrap_or_else(|p| p.into_inner()).retain(|(rule, _), _| rule != name);
+            shared.states.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| k.rule != *name);
             if let Err(e) = shared.store.clear_rule_state(name) {
                 tracing::error!(rule = %name, "cannot clear the state of a changed rule: {e}");
             }
@@ -563,7 +571,7 @@ async fn retire_rules(gone: &[(String, String)], g: &Generation, shared: &Shared
     for (rule, target) in gone {
         if cleared.insert(rule.clone()) {
             tracing::info!(rule = %rule, "the rule no longer exists: its state is dropped and its alerts resolve");
-            shared.states.lock().unwrap_or_else(|p| p.into_inner()).retain(|(r, _), _| r != rule);
+            shared.states.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| k.rule != *rule);
             if let Err(e) = shared.store.clear_rule_state(rule) {
                 tracing::error!(rule = %rule, "cannot clear the state of a removed rule: {e}");
             }
@@ -582,6 +590,7 @@ async fn retire_rules(gone: &[(String, String)], g: &Generation, shared: &Shared
 }
 
 mod dispatch_loop;
+mod fanout;
 mod generation;
 mod orphans;
 mod probe;

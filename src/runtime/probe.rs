@@ -19,12 +19,15 @@ use crate::model::{Origin, Recorded, RecordedFollowUp};
 use crate::plan::{PlannedRule, ProbeJob};
 use crate::schedule::Ticker;
 use crate::script::{self, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
+use crate::store::RuleStateKey;
 
 pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared: Arc<Shared>, stop: CancellationToken) {
     let key = (job.probe.clone(), job.target.clone());
     let mut ticker = Ticker::new(&job.schedule, shared.clock.clone());
     let mut last_error: Option<String> = None;
     let labels = super::status::ProbeLabels { probe: job.probe.clone(), target: job.target.clone() };
+    // The answers of a jobs-overview probe also tell the target's fan-out probes which jobs there are.
+    let lists_jobs = super::fanout::is_jobs_overview(&job.request);
     loop {
         let skipped = tokio::select! {
             t = ticker.tick() => match t {
@@ -63,6 +66,9 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
         shared.status.polled(&labels, polled_at, took, err.clone(), next);
         if let Some(body) = &obs.body {
             shared.status.saw_jobs(&job.target, body, polled_at);
+            if lists_jobs && obs.error.is_none() {
+                shared.overviews.put(&job.target, body);
+            }
         }
         shared.events.send(Event::Observed { probe: job.probe.clone(), target: job.target.clone(), error: err });
 
@@ -101,11 +107,23 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
 
 /// What the follow-up requests of one observation's evaluations need, and where they are recorded (with
 /// `--record`).
-struct FollowUps {
-    client: Arc<TargetClient>,
-    handle: tokio::runtime::Handle,
-    max_body: usize,
-    log: Option<Arc<Mutex<Vec<RecordedFollowUp>>>>,
+pub(super) struct FollowUps {
+    pub(super) client: Arc<TargetClient>,
+    pub(super) handle: tokio::runtime::Handle,
+    pub(super) max_body: usize,
+    pub(super) log: Option<Arc<Mutex<Vec<RecordedFollowUp>>>>,
+}
+
+impl FollowUps {
+    /// The follow-up client of one evaluation.
+    pub(super) fn client(&self) -> Box<dyn FollowUp> {
+        Box::new(HttpFollowUp {
+            client: self.client.clone(),
+            handle: self.handle.clone(),
+            max_body: self.max_body,
+            log: self.log.clone(),
+        })
+    }
 }
 
 struct HttpFollowUp {
@@ -183,16 +201,10 @@ fn evaluate_all(
     let seen = Observed { obs, probe, target: &target, now };
     let mut state_of = |rule: &str| {
         let states = sh.states.lock().unwrap_or_else(|p| p.into_inner());
-        states.get(&(rule.to_string(), client.name.clone())).cloned().unwrap_or_default()
+        let key = RuleStateKey { rule: rule.to_string(), target: client.name.clone(), job: None };
+        states.get(&key).cloned().unwrap_or_default()
     };
-    let mut follow_up = || -> Option<Box<dyn FollowUp>> {
-        Some(Box::new(HttpFollowUp {
-            client: client.clone(),
-            handle: follow.handle.clone(),
-            max_body: follow.max_body,
-            log: follow.log.clone(),
-        }))
-    };
+    let mut follow_up = || -> Option<Box<dyn FollowUp>> { Some(follow.client()) };
     sh.stats.evaluations.fetch_add(rules.len() as u64, Ordering::Relaxed);
     let mut out = Vec::with_capacity(rules.len());
     for r in rules {
@@ -235,7 +247,7 @@ fn commit(sh: &Shared, done: Vec<Done>) -> bool {
             if let Err(e) = sh.store.save_rule_state(&d.origin.rule, &d.origin.target, &state) {
                 tracing::error!(rule = %d.origin.rule, "cannot save rule state: {e}");
             }
-            let key = (d.origin.rule.clone(), d.origin.target.clone());
+            let key = RuleStateKey { rule: d.origin.rule.clone(), target: d.origin.target.clone(), job: None };
             sh.states.lock().unwrap_or_else(|p| p.into_inner()).insert(key, state);
         }
         if sh.tx.blocking_send((d.origin, d.verdict)).is_err() {

@@ -217,6 +217,21 @@ pub struct ProbeRun {
     pub runs: u64,
     /// Polls that failed.
     pub errors: u64,
+    /// For a probe with `for_each: job`, its last tick over the target's jobs (a probe × target is one row, however
+    /// many jobs it polls; `runs` and `errors` then count ticks and ticks with a failed poll).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOutRun>,
+}
+
+/// The last tick of a probe with `for_each: job` on one target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct FanOutRun {
+    /// Jobs polled in the last tick.
+    pub jobs: u64,
+    /// Of those, polls that failed.
+    pub failed: u64,
+    /// Job polls since start.
+    pub polls: u64,
 }
 
 /// One rule as last seen.
@@ -502,6 +517,38 @@ impl StatusHandle {
         p.errors += u64::from(error.is_some());
         p.last_error = error;
         p.next_run = next;
+    }
+
+    /// A tick of a `for_each: job` probe on `(probe, target)` that started at `at`, took `took` and polled `jobs`
+    /// jobs of which `failed` failed (`error`: the tick's failure or the first failed poll's).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fanned_out(
+        &self,
+        labels: &ProbeLabels,
+        at: DateTime<Utc>,
+        took: Duration,
+        jobs: u64,
+        failed: u64,
+        error: Option<String>,
+        next: Option<DateTime<Utc>>,
+    ) {
+        let m = &self.0.metrics;
+        m.probe_duration.get_or_create(labels).observe(took.as_secs_f64());
+        if failed > 0 || (jobs == 0 && error.is_some()) {
+            m.probe_errors.get_or_create(labels).inc_by(failed.max(1));
+        }
+        let mut probes = self.0.probes.lock();
+        let p = probes.entry((labels.probe.clone(), labels.target.clone())).or_default();
+        p.last_run = Some(at);
+        p.last_duration_ms = Some(took.as_millis() as u64);
+        p.runs += 1;
+        p.errors += u64::from(error.is_some());
+        p.last_error = error;
+        p.next_run = next;
+        let f = p.fan_out.get_or_insert_with(FanOutRun::default);
+        f.jobs = jobs;
+        f.failed = failed;
+        f.polls += jobs;
     }
 
     /// An answer from `target`: if it lists Flink jobs, they become the target's jobs.

@@ -109,6 +109,10 @@ pub struct ProbeView {
     pub runs: u64,
     /// Failed polls.
     pub errors: u64,
+    /// For a probe with `for_each: job`: its last tick over the target's jobs (jobs polled, failed polls, job
+    /// polls since start). `runs` and `errors` then count ticks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<crate::runtime::status::FanOutRun>,
 }
 
 /// A rule.
@@ -325,6 +329,7 @@ pub async fn build_view(status: &StatusHandle) -> Result<StatusView, String> {
             next_run: run.next_run,
             runs: run.runs,
             errors: run.errors,
+            fan_out: run.fan_out.or_else(|| j.for_each.as_ref().map(|_| Default::default())),
         });
     }
     view.probes.sort_by(|a, b| (&a.target, &a.probe).cmp(&(&b.target, &b.probe)));

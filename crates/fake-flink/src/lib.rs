@@ -312,6 +312,16 @@ impl FakeJobManager {
         self.state().requests.iter().map(|(m, p, _)| format!("{m} {p}")).collect()
     }
 
+    /// The most requests that were in flight at once (received and not yet answered, a
+    /// [`set_delay`](Self::set_delay) wait included) since the start or the last call of this
+    /// method, which resets it to the number in flight now.
+    pub fn take_max_in_flight(&self) -> usize {
+        let mut st = self.state();
+        let max = st.max_in_flight;
+        st.max_in_flight = st.in_flight;
+        max
+    }
+
     /// Every request received, in order, as `"METHOD /path?query"` (query kept when present).
     pub fn requests(&self) -> Vec<String> {
         self.state()

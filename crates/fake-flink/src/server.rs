@@ -95,6 +95,10 @@ pub(super) struct State {
     ops: HashMap<(String, String), SavepointOp>,
     pub(super) web_tmpdir: String,
     pub(super) next_seq: u64,
+    /// Requests being answered right now (received, not yet answered; the `set_delay` wait included).
+    pub(super) in_flight: usize,
+    /// The most requests in flight at once since the last reset.
+    pub(super) max_in_flight: usize,
 }
 
 impl State {
@@ -114,6 +118,8 @@ impl State {
             ops: HashMap::new(),
             web_tmpdir: format!("/tmp/flink-web-{}", uuid4()),
             next_seq: 0,
+            in_flight: 0,
+            max_in_flight: 0,
         }
     }
 
@@ -199,13 +205,23 @@ pub(super) async fn handle(
             st.requests.drain(..REQUEST_LOG_CAP / 2);
         }
         st.requests.push((method.as_str().to_string(), uri.path().to_string(), uri.query().map(str::to_string)));
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
         st.delay
     };
+    // Counted out however the request ends (a client that hangs up drops this future).
+    struct InFlight<'a>(&'a Mutex<State>);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            let mut st = lock(self.0);
+            st.in_flight = st.in_flight.saturating_sub(1);
+        }
+    }
+    let _counted = InFlight(&shared);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let mut st = lock(&shared);
-    let reply = route(&mut st, &method, &uri, &body);
+    let reply = route(&mut lock(&shared), &method, &uri, &body);
     tracing::trace!(%method, %uri, status = reply.status, "fake flink answered");
     reply.into_response()
 }
