@@ -181,6 +181,52 @@ mod tests {
     use super::*;
     use crate::config::ScriptLimits;
 
+    fn req(kind: RequestKind, subject: &str) -> ActionRequest {
+        ActionRequest {
+            kind,
+            subject: subject.into(),
+            severity: Default::default(),
+            summary: String::new(),
+            details: serde_json::Value::Null,
+            pending: None,
+            cooldown: None,
+        }
+    }
+
+    fn subjects(v: &Verdict) -> Vec<String> {
+        match v {
+            Verdict::Requests(r) => r.iter().map(|r| r.key()).collect(),
+            Verdict::Skipped(s) => vec![format!("skipped: {s}")],
+        }
+    }
+
+    #[test]
+    fn a_ticks_verdicts_are_merged_per_rule_and_skipped_or_failed_jobs_keep_their_requests() {
+        let mut m = JobVerdicts::default();
+        let asks = |s: &[&str]| Verdict::Requests(s.iter().map(|s| req(RequestKind::Alert, s)).collect());
+        m.add("r", "a", Some(&asks(&["a"])));
+        m.add("r", "b", Some(&Verdict::Requests(vec![req(RequestKind::Log, "b")])));
+        m.add("s", "a", Some(&asks(&[])));
+        let out = m.finish(["r", "s"], true);
+        assert_eq!(
+            out.iter().map(|(r, v)| (r.as_str(), subjects(v))).collect::<Vec<_>>(),
+            [("r", vec!["alert:a".to_string(), "log:b".into()]), ("s", vec![])]
+        );
+        // Next tick: a is skipped (keeps its alert), b failed (its one-shot log is not repeated).
+        m.add("r", "a", Some(&Verdict::Skipped("no answer".into())));
+        m.add("r", "b", None);
+        let out = m.finish(["r"], true);
+        assert_eq!(subjects(&out[0].1), ["alert:a"]);
+        // A tick without a: with `drop_absent` (the daemon) its alert goes; without (tests, replay) it stays.
+        m.add("r", "b", Some(&asks(&["b"])));
+        let mut kept = JobVerdicts::default();
+        kept.add("r", "a", Some(&asks(&["a"])));
+        kept.finish(["r"], false);
+        kept.add("r", "b", Some(&asks(&["b"])));
+        assert_eq!(subjects(&m.finish(["r"], true)[0].1), ["alert:b"]);
+        assert_eq!(subjects(&kept.finish(["r"], false)[0].1), ["alert:a", "alert:b"]);
+    }
+
     #[test]
     fn a_rule_whose_state_outgrows_max_state_fails_alone_and_keeps_its_old_state() {
         let limits = ScriptLimits { max_state: crate::config::units::ByteSize(1000), ..Default::default() };

@@ -519,6 +519,22 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_of_a_fan_out_probe_judges_no_other_probe() {
+        let mut pack = pack_files();
+        pack.manifest = "name: t\nversion: 1.0.0\nprobes:\n  - name: p\n    every: 10s\n    request: {path: /x}\n    rules: [a]\n  - name: q\n    every: 10s\n    for_each: job\n    request: {path: \"/jobs/{jid}\"}\n    rules: [b]\n".into();
+        let plan = build_with(TARGETS, vec![pack.clone()]).unwrap_or_else(|d| panic!("{d}"));
+        let q = plan.jobs.iter().find(|j| j.probe == "t/q").unwrap();
+        assert_eq!(q.for_each.as_ref().map(|f| f.concurrency), Some(4));
+        let cfg =
+            format!("{TARGETS}probes:\n  - name: mine\n    every: 10s\n    request: {{path: /y}}\n    rules: [t/b]\n");
+        let err = build_with(&cfg, vec![pack]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "w.yaml:9:12: rule `t/b` judges probe `mine` and `t/q` on the same target; a rule of a `for_each` probe must judge only that probe (copy the rule under another name for the other probe)"
+        );
+    }
+
+    #[test]
     fn the_embedded_flink_pack_still_builds() {
         let cfg = format!("{TARGETS}packs:\n  flink:\n    overrides:\n      - targets: [prod]\n        params: {{unreachable_polls: 9}}\n");
         let plan = build_with(&cfg, vec![crate::pack::embedded_flink_pack()]).unwrap_or_else(|d| panic!("{d}"));

@@ -1069,4 +1069,39 @@ mod replay_tests {
         // n = 10 is over prod's limit (5) but not over stage's overridden limit (50).
         assert_eq!(targets, ["prod"], "{got:?}");
     }
+
+    #[test]
+    fn replay_judges_recorded_job_observations_with_per_job_state() {
+        let pack = PackFiles {
+            dir: PathBuf::from("packs/t"),
+            manifest: "name: t\nversion: 1.0.0\nprobes:\n  - name: cp\n    every: 30s\n    for_each: job\n    request: {path: \"/jobs/{jid}/checkpoints\"}\n    rules: [stuck]\n".into(),
+            rules: vec![(
+                "stuck.rhai".into(),
+                "let n = obs.body.completed;\nif state.last == n { alert(#{subject: obs.job.name, summary: `${obs.job.jid} stuck`}); }\nstate.last = n;".into(),
+            )],
+            modules: vec![],
+        };
+        let cfg = "targets:\n  - {name: prod, url: \"http://a:1\"}\n";
+        let loaded = crate::config::load_str(Path::new("w.yaml"), cfg).unwrap_or_else(|d| panic!("{d}"));
+        let plan = build(loaded, PackSource::Files(vec![pack]), &ScriptEngine::new(&Default::default()))
+            .unwrap_or_else(|d| panic!("{d}"));
+        let dir = tempfile::tempdir().unwrap();
+        let rec = dir.path().join("rec.jsonl");
+        let line = |t: &str, jid: &str, name: &str, n: i64| {
+            serde_json::json!({"probe": "t/cp", "target": "prod", "job": {"jid": jid, "name": name, "state": "RUNNING"},
+                               "time": t, "status": 200, "latency_ms": 3, "body": {"completed": n}})
+            .to_string()
+        };
+        let lines = [
+            line("2026-12-01T10:00:00Z", "a1", "clicks", 5),
+            line("2026-12-01T10:00:00Z", "b1", "views", 7),
+            line("2026-12-01T10:00:30Z", "a1", "clicks", 5),
+            line("2026-12-01T10:00:30Z", "b1", "views", 8),
+        ];
+        std::fs::write(&rec, lines.join("\n")).unwrap();
+        let got = replay(&plan, &rec).unwrap();
+        let said: Vec<String> = got.iter().map(|(_, a)| format!("{} {} {}", a.event, a.subject, a.summary)).collect();
+        // clicks stayed at 5 (its own state, not views' 7); views moved; views' poll does not resolve clicks.
+        assert_eq!(said, ["firing clicks a1 stuck"], "{got:?}");
+    }
 }

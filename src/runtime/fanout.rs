@@ -131,10 +131,7 @@ pub(super) async fn fan_out_loop(
                 };
                 shared.stats.polls.fetch_add(1, Ordering::Relaxed);
                 match (o.body, o.error) {
-                    (Some(b), None) => {
-                        shared.overviews.put(&job.target, &b);
-                        Ok(b)
-                    }
+                    (Some(b), None) => Ok(b),
                     (_, Some(e)) => Err(format!("cannot list the jobs: {e}")),
                     (None, None) => Err("cannot list the jobs: the overview had no body".to_string()),
                 }
@@ -296,13 +293,14 @@ impl Tick<'_> {
         let mut done = vec![];
         let mut logs = Vec::with_capacity(if record { observations.len() } else { 0 });
         sh.stats.evaluations.fetch_add((self.rules.len() * observations.len()) as u64, Ordering::Relaxed);
+        let target = {
+            let c = &follow(None).client;
+            TargetInfo { name: c.name.clone(), url: c.base.clone(), labels: c.labels.clone() }
+        };
         for obs in observations {
             let log: FollowLog = record.then(|| Arc::new(Mutex::new(Vec::new())));
             let follow = follow(log.clone());
             logs.push(log);
-            let client = &follow.client;
-            let target =
-                TargetInfo { name: client.name.clone(), url: client.base.clone(), labels: client.labels.clone() };
             let job = obs.job_name().unwrap_or_default().to_string();
             let obs_dyn = script::obs_to_dynamic(obs);
             let seen = Observed { obs: &obs_dyn, probe: self.probe, target: &target, now: self.now };

@@ -318,7 +318,10 @@ pub fn obs_to_dynamic(o: &Observation) -> Dynamic {
     let mut m = Map::new();
     m.insert("probe".into(), o.probe.as_str().into());
     m.insert("target".into(), o.target.as_str().into());
-    m.insert("job".into(), o.job.clone().map(json::view).unwrap_or(Dynamic::UNIT));
+    // `obs.job` of an ordinary probe reads as `()` without an entry (a missing key of a map is `()`).
+    if let Some(job) = &o.job {
+        m.insert("job".into(), json::view(job.clone()));
+    }
     m.insert("time".into(), Dynamic::from_int(o.time.timestamp_millis()));
     m.insert("ok".into(), Dynamic::from_bool(o.error.is_none()));
     m.insert("status".into(), o.status.map(|s| Dynamic::from_int(s.into())).unwrap_or(Dynamic::UNIT));

@@ -319,9 +319,18 @@ pub async fn build_view(status: &StatusHandle) -> Result<StatusView, String> {
         view.probes.push(ProbeView {
             probe: j.probe.clone(),
             target: j.target.clone(),
-            schedule: match &j.schedule {
-                crate::schedule::Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
-                crate::schedule::Schedule::Cron(c) => format!("cron {}", c.source()),
+            schedule: {
+                let when = match &j.schedule {
+                    crate::schedule::Schedule::Every(d) => format!("every {}", humantime::format_duration(*d)),
+                    crate::schedule::Schedule::Cron(c) => format!("cron {}", c.source()),
+                };
+                match &j.for_each {
+                    None => when,
+                    Some(fe) => {
+                        let states: Vec<&str> = fe.states.iter().map(|s| s.as_str()).collect();
+                        format!("{when}, per {} job, {} at a time", states.join("/"), fe.concurrency)
+                    }
+                }
             },
             last_run: run.last_run,
             last_duration_ms: run.last_duration_ms,

@@ -393,3 +393,31 @@ async fn a_synchronous_store_call_from_an_async_task_does_not_stall_the_other_ta
     ticker.await.unwrap();
     assert!(during >= 10, "the worker was blocked by the store call: only {during} ticks in 600 ms");
 }
+
+#[test]
+fn per_job_rule_state_survives_reopen_and_is_cleared_with_its_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |rule: &str, job: Option<&str>| RuleStateKey {
+        rule: rule.into(),
+        target: "jm".into(),
+        job: job.map(str::to_string),
+    };
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.save_scoped_rule_state(&key("r", Some("clicks")), &serde_json::json!({"n": 1})).unwrap();
+        s.save_scoped_rule_state(&key("r", Some("clicks")), &serde_json::json!({"n": 2})).unwrap();
+        s.save_scoped_rule_state(&key("r", Some("views")), &serde_json::json!({"n": 7})).unwrap();
+        s.save_scoped_rule_state(&key("r", None), &serde_json::json!({"t": 1})).unwrap();
+        s.save_scoped_rule_state(&key("q", Some("clicks")), &serde_json::json!({"q": 1})).unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let all = s.all_rule_states().unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[&key("r", Some("clicks"))], serde_json::json!({"n": 2}));
+    assert_eq!(all[&key("r", None)], serde_json::json!({"t": 1}));
+    s.drop_job_rule_states(&["r".to_string()], "jm", "views").unwrap();
+    assert!(!s.job_rule_states().unwrap().contains_key(&key("r", Some("views"))));
+    s.clear_rule_state("r").unwrap();
+    let left: Vec<RuleStateKey> = s.all_rule_states().unwrap().into_keys().collect();
+    assert_eq!(left, [key("q", Some("clicks"))]);
+}

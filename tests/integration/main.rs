@@ -8,6 +8,7 @@ mod bad_input;
 mod checkpoints;
 mod cli;
 mod daemon;
+mod fanout;
 mod fuzz;
 mod notify;
 mod ownership;
