@@ -225,10 +225,126 @@ pub const BUILTIN_PREFIX: &str = "builtin:";
 /// the rule tests and their fixtures. What `warden pack export flink DIR` writes.
 pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
     ("pack.yaml", include_str!("../../rules/pack.yaml")),
+    ("checkpoint-duration.rhai", include_str!("../../rules/checkpoint-duration.rhai")),
+    ("checkpointing-off.rhai", include_str!("../../rules/checkpointing-off.rhai")),
+    ("checkpoints-failing.rhai", include_str!("../../rules/checkpoints-failing.rhai")),
+    ("checkpoints-stalled.rhai", include_str!("../../rules/checkpoints-stalled.rhai")),
     ("job-not-running.rhai", include_str!("../../rules/job-not-running.rhai")),
     ("jobmanager-unreachable.rhai", include_str!("../../rules/jobmanager-unreachable.rhai")),
     ("restart-loop.rhai", include_str!("../../rules/restart-loop.rhai")),
+    ("savepoint-freshness.rhai", include_str!("../../rules/savepoint-freshness.rhai")),
     ("tasks-failing.rhai", include_str!("../../rules/tasks-failing.rhai")),
+    ("modules/ckpt.rhai", include_str!("../../rules/modules/ckpt.rhai")),
+    (
+        "tests/fixtures/checkpoints-1x-config-hourly.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-config-hourly.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-1x-config.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-config.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-1x-failing-0-restored.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-failing-0-restored.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-1x-failing-3-restored.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-failing-3-restored.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-1x-failing-7.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-failing-7.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-1x-failing-9.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-failing-9.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-1x-hourly-next.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-hourly-next.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-1x-hourly-stalled.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-hourly-stalled.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-1x-hourly.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-hourly.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-1x-in-progress-done.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-in-progress-done.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-1x-in-progress.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-1x-in-progress.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-config-not-retained.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-config-not-retained.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-config-off.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-config-off.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-config-tolerant.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-config-tolerant.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-config.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-config.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-failing-2.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-failing-2.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-failing-3.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-failing-3.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-failing-4.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-failing-4.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-healthy.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-healthy.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-never-29m.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-never-29m.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-never-31m.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-never-31m.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-never-5m.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-never-5m.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-not-restored.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-not-restored.json"),
+    ),
+    ("tests/fixtures/checkpoints-2x-off.json", include_str!("../../rules/tests/fixtures/checkpoints-2x-off.json")),
+    (
+        "tests/fixtures/checkpoints-2x-recovered.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-recovered.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-savepoint.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-savepoint.json"),
+    ),
+    ("tests/fixtures/checkpoints-2x-slow.json", include_str!("../../rules/tests/fixtures/checkpoints-2x-slow.json")),
+    (
+        "tests/fixtures/checkpoints-2x-stalled-10m.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-stalled-10m.json"),
+    ),
+    (
+        "tests/fixtures/checkpoints-2x-stalled-21m.json",
+        include_str!("../../rules/tests/fixtures/checkpoints-2x-stalled-21m.json"),
+    ),
     (
         "tests/fixtures/job-exceptions-history.json",
         include_str!("../../rules/tests/fixtures/job-exceptions-history.json"),
@@ -254,6 +370,16 @@ pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
         include_str!("../../rules/tests/fixtures/jobs-overview-tasks-failing.json"),
     ),
     ("tests/fixtures/jobs-overview.json", include_str!("../../rules/tests/fixtures/jobs-overview.json")),
+    ("tests/checkpoint-duration-1x.yaml", include_str!("../../rules/tests/checkpoint-duration-1x.yaml")),
+    ("tests/checkpoint-duration.yaml", include_str!("../../rules/tests/checkpoint-duration.yaml")),
+    ("tests/checkpointing-off-1x.yaml", include_str!("../../rules/tests/checkpointing-off-1x.yaml")),
+    ("tests/checkpointing-off.yaml", include_str!("../../rules/tests/checkpointing-off.yaml")),
+    ("tests/checkpoints-failing-1x.yaml", include_str!("../../rules/tests/checkpoints-failing-1x.yaml")),
+    ("tests/checkpoints-failing.yaml", include_str!("../../rules/tests/checkpoints-failing.yaml")),
+    ("tests/checkpoints-healthy.yaml", include_str!("../../rules/tests/checkpoints-healthy.yaml")),
+    ("tests/checkpoints-stalled-1x.yaml", include_str!("../../rules/tests/checkpoints-stalled-1x.yaml")),
+    ("tests/checkpoints-stalled-new-run.yaml", include_str!("../../rules/tests/checkpoints-stalled-new-run.yaml")),
+    ("tests/checkpoints-stalled.yaml", include_str!("../../rules/tests/checkpoints-stalled.yaml")),
     ("tests/job-not-running-cancelled.yaml", include_str!("../../rules/tests/job-not-running-cancelled.yaml")),
     ("tests/job-not-running-cause-wait.yaml", include_str!("../../rules/tests/job-not-running-cause-wait.yaml")),
     (
@@ -266,6 +392,9 @@ pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
     ("tests/jobmanager-unreachable.yaml", include_str!("../../rules/tests/jobmanager-unreachable.yaml")),
     ("tests/restart-loop-count.yaml", include_str!("../../rules/tests/restart-loop-count.yaml")),
     ("tests/restart-loop.yaml", include_str!("../../rules/tests/restart-loop.yaml")),
+    ("tests/savepoint-freshness-1x.yaml", include_str!("../../rules/tests/savepoint-freshness-1x.yaml")),
+    ("tests/savepoint-freshness-per-job.yaml", include_str!("../../rules/tests/savepoint-freshness-per-job.yaml")),
+    ("tests/savepoint-freshness.yaml", include_str!("../../rules/tests/savepoint-freshness.yaml")),
     ("tests/tasks-failing.yaml", include_str!("../../rules/tests/tasks-failing.yaml")),
     // State size, backpressure and source lag.
     ("backpressure.rhai", include_str!("../../rules/backpressure.rhai")),
@@ -323,7 +452,7 @@ pub fn embedded_flink_pack() -> PackFiles {
             .filter(|(rel, _)| rhai(rel))
             .map(|(rel, text)| (rel.to_string(), text.to_string()))
             .collect(),
-        // The shipped pack has no modules yet; a `rules/modules/x.rhai` would be listed above as `modules/x.rhai`.
+        // `rules/modules/x.rhai` is listed above as `modules/x.rhai`.
         modules: EMBEDDED_FLINK_FILES
             .iter()
             .filter_map(|(rel, text)| Some((rel.strip_prefix("modules/")?.to_string(), text.to_string())))
@@ -734,7 +863,7 @@ mod tests {
         let mut diags = vec![];
         let p = load(embedded_flink_pack(), &mut diags).unwrap_or_else(|| panic!("{diags:?}"));
         assert_eq!(p.name(), "flink");
-        assert_eq!(p.rules.len(), 7);
+        assert_eq!(p.rules.len(), 12);
     }
 
     #[test]
@@ -773,7 +902,7 @@ mod tests {
             packs.iter().map(|p| (p.name(), p.dir.display().to_string())).collect::<Vec<_>>(),
             [("flink", BUILTIN_FLINK.to_string())]
         );
-        assert_eq!(packs[0].rules.len(), 7);
+        assert_eq!(packs[0].rules.len(), 12);
 
         // An exported, edited copy under plugins/ wins, with no duplicate-pack error.
         let exported = dir.path().join("plugins/flink");
@@ -784,7 +913,7 @@ mod tests {
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(packs.len(), 1);
         assert_eq!(packs[0].dir, exported);
-        assert_eq!(packs[0].rules.len(), 8);
+        assert_eq!(packs[0].rules.len(), 13);
         // The export carries the tests, which pass.
         for f in crate::ruletest::discover(std::slice::from_ref(&exported)) {
             assert!(crate::ruletest::run_file(&f).failures.is_empty(), "{}", f.display());

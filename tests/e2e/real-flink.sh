@@ -22,7 +22,7 @@ source "$HERE/warden-lib.sh"
 # ------------------------------------------------------------------ scenarios
 # Add a scenario: write scenario_<name>() below and append <name> here.
 SCENARIOS=(smoke fail_restart savepoint_restart restart_loop kill_resume savepoint_timeout
-  cause_while_watched late_savepoint)
+  cause_while_watched late_savepoint checkpoint_stall)
 # `timing` repeats fail_restart E2E_TIMING_RUNS times and prints medians (off by default).
 E2E_TIMING_RUNS="${E2E_TIMING_RUNS:-0}"
 ((E2E_TIMING_RUNS > 0)) && SCENARIOS+=(timing)
@@ -570,6 +570,68 @@ scenario_late_savepoint() {
   flink_log "live clicks jobs: ${live:-none}; Warden's alerts since:"
   jsonl '"\n".join("    %s %s: %s" % (r["event"], r["rule"], r["summary"][:150]) for r in rows)' <"$dir/state/alerts.jsonl" >&2 || true
   expect "a clicks job is live after the back-pressure cleared (old run: $st, live: ${live:-none})" test -n "$live"
+  flink_stop_pid "$wpid" 10
+}
+
+# ---------------------------------------------------------------- checkpoint_stall
+# A job stays RUNNING while its checkpoints stop completing: back-pressure
+# (--slow-while) holds the barriers, each checkpoint expires after its 3 s
+# timeout, and 1000 tolerable failures keep Flink from failing the job over.
+# Warden (checkpoint_stall_max: 10s, so the window is 10 s) alerts
+# flink/checkpoints-stalled for that job, with the numbers and Flink's failure
+# message, and resolves it once the back-pressure is gone and a checkpoint
+# completes. Nothing is relaunched or restarted. A second job without
+# checkpointing (`nockpt`) is said once by flink/checkpointing-off; Flink's
+# answers for it are kept in the scenario dir.
+scenario_checkpoint_stall() {
+  local dir=$SCENARIO_DIR marker="$SCENARIO_DIR/marker" slow="$SCENARIO_DIR/slow" jid off wpid alert n t before after
+  local -a args wargs
+  off=$(flink_run_jar "$CLICKS_JAR_ID" -- --name nockpt --checkpoint-interval 0)
+  flink_wait_state "$off" RUNNING 60 >/dev/null
+  flink_rest GET "/jobs/$off/checkpoints" >"$dir/nockpt-checkpoints.json" || true
+  flink_rest GET "/jobs/$off/checkpoints/config" >"$dir/nockpt-checkpoints-config.json" || true
+  mapfile -t args < <(clicks_args "$marker" --slow 200 --rate 1000 --slow-while "$slow" \
+    --checkpoint-timeout 3000 --tolerable-failed-checkpoints 1000)
+  mapfile -t wargs < <(warden_args "${args[@]}")
+  jid=$(flink_run_jar "$CLICKS_JAR_ID" -- "${args[@]}")
+  flink_log "submitted clicks as $jid"
+  flink_wait_state "$jid" RUNNING 60 >/dev/null
+  flink_wait_checkpoint "$jid" 2 60 >/dev/null
+  warden_write_config "$dir" "${wargs[@]}" --param 'checkpoint_stall_max: 10s'
+  wpid=$(warden_start "$dir")
+  sleep 12 # longer than the stall window: a healthy job is not reported
+  n=$(jsonl 'len([r for r in rows if r["rule"] in ("flink/checkpoints-stalled", "flink/checkpoints-failing", "flink/checkpoint-duration")])' <"$dir/state/alerts.jsonl" 2>/dev/null || echo 0)
+  check "no checkpoint alert while checkpoints complete ($n)" test "${n:-0}" = 0
+  alert=$(warden_wait_alert "$dir" 'r["rule"] == "flink/checkpointing-off"' 10)
+  check "checkpointing-off names the job without checkpoints" test "$(jsonl 'rows[0]["subject"]' <<<"$alert")" = nockpt
+
+  touch "$slow"
+  t=$(flink_now)
+  flink_log "back-pressure on"
+  alert=$(warden_wait_alert "$dir" 'r["rule"] == "flink/checkpoints-stalled" and r["event"] == "firing"' 90)
+  timing "checkpoint_stall: back-pressure -> alert" "$t"
+  flink_log "alert: $(jsonl 'rows[0]["summary"]' <<<"$alert")"
+  check "the alert names the job" test "$(jsonl 'rows[0]["subject"]' <<<"$alert")" = clicks
+  check "the alert carries the job id" test "$(jsonl 'rows[0]["details"]["jid"]' <<<"$alert")" = "$jid"
+  check "the alert carries Flink's failure message" contains "$(jsonl 'rows[0]["details"]["latest_failure"]' <<<"$alert")" "expired"
+  check "the alert carries the window (10 s)" test "$(jsonl 'rows[0]["details"]["window_ms"]' <<<"$alert")" = 10000
+  check "the job is still RUNNING" test "$(flink_job_state "$jid")" = RUNNING
+
+  before=$(flink_completed_checkpoints "$jid")
+  rm -f "$slow"
+  t=$(flink_now)
+  flink_log "back-pressure off"
+  warden_wait_alert "$dir" 'r["rule"] == "flink/checkpoints-stalled" and r["event"] == "resolved"' 90 >/dev/null
+  timing "checkpoint_stall: back-pressure off -> resolved" "$t"
+  after=$(flink_completed_checkpoints "$jid")
+  check "checkpoints complete again ($before -> $after)" test "$after" -gt "$before"
+  n=$(jsonl 'len([r for r in rows if r["rule"] == "flink/checkpoints-stalled" and r["event"] == "firing"])' <"$dir/state/alerts.jsonl")
+  check "one stalled alert ($n)" test "$n" = 1
+  n=$(jsonl 'len([r for r in rows if r["rule"] == "flink/checkpointing-off"])' <"$dir/state/alerts.jsonl")
+  check "checkpointing-off said once ($n)" test "$n" = 1
+  n=$(warden_history "$dir" | jsonl 'len([e for e in rows if e["action"] in ("run", "restart")])')
+  check "nothing relaunched or restarted ($n)" test "$n" = 0
+  check "the job is the same run, RUNNING" test "$(live_jobs clicks | xargs)" = "$jid"
   flink_stop_pid "$wpid" 10
 }
 

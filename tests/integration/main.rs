@@ -5,6 +5,7 @@ mod support;
 
 mod authoring;
 mod bad_input;
+mod checkpoints;
 mod cli;
 mod daemon;
 mod explain;

@@ -31,7 +31,9 @@ import org.apache.flink.util.Collector;
  *
  * Arguments: --name NAME (default clicks), --marker PATH, --slow MS (default 0),
  * --slow-while PATH (sleep --slow MS per record only while PATH exists; default: always),
- * --rate RECORDS_PER_SECOND (default 100), --checkpoint-interval MS (default 1000).
+ * --rate RECORDS_PER_SECOND (default 100), --checkpoint-interval MS (default 1000; 0: checkpointing off),
+ * --checkpoint-timeout MS (default: Flink's, 10 min), --tolerable-failed-checkpoints N (default: Flink's, 0; a
+ * larger N keeps the job RUNNING while its checkpoints expire, e.g. behind --slow-while back-pressure).
  */
 public class Clicks {
 
@@ -42,6 +44,8 @@ public class Clicks {
         long slowMs = 0;
         double rate = 100;
         long interval = 1000;
+        long timeout = -1;
+        int tolerable = -1;
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
             String v = i + 1 < args.length ? args[i + 1] : null;
@@ -52,12 +56,22 @@ public class Clicks {
                 case "--slow-while": slowWhile = need(a, v); i++; break;
                 case "--rate": rate = Double.parseDouble(need(a, v)); i++; break;
                 case "--checkpoint-interval": interval = Long.parseLong(need(a, v)); i++; break;
+                case "--checkpoint-timeout": timeout = Long.parseLong(need(a, v)); i++; break;
+                case "--tolerable-failed-checkpoints": tolerable = Integer.parseInt(need(a, v)); i++; break;
                 default: throw new IllegalArgumentException("unknown argument: " + a);
             }
         }
 
         StreamExecutionEnvironment env = StreamExecutionEnvironment.getExecutionEnvironment();
-        env.enableCheckpointing(interval);
+        if (interval > 0) {
+            env.enableCheckpointing(interval);
+            if (timeout > 0) {
+                env.getCheckpointConfig().setCheckpointTimeout(timeout);
+            }
+            if (tolerable >= 0) {
+                env.getCheckpointConfig().setTolerableCheckpointFailureNumber(tolerable);
+            }
+        }
 
         DataGeneratorSource<Long> source =
                 new DataGeneratorSource<>(
