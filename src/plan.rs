@@ -195,7 +195,13 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
                 probe.cron = None;
             }
             let Some(schedule) = schedule_of(&probe) else { continue };
-            for t in cfg.targets.iter().filter(|t| settings.targets.as_ref().is_none_or(|s| s.matches(t))) {
+            // The pack's own choice of targets for this probe (`probes[].targets` in pack.yaml), within the targets
+            // the user gives the pack (`packs.<name>.targets`).
+            let polled = |t: &&TargetConfig| {
+                settings.targets.as_ref().is_none_or(|s| s.matches(t))
+                    && p.targets.as_ref().is_none_or(|s| s.matches(t))
+            };
+            for t in cfg.targets.iter().filter(polled) {
                 let off = disabled.get(t.name.as_str());
                 let names: Vec<String> = p
                     .rules
@@ -519,6 +525,19 @@ mod tests {
             err,
             "packs/t/a.rhai:2:8: rule `t/a`: cannot import `utli`: pack `t` has no module `utli` (`modules/utli.rhai`), did you mean `util`?\npacks/t/pack.yaml:1:7: two packs are named `t`: `packs/t` and `packs/t`; pack names must be unique"
         );
+    }
+
+    #[test]
+    fn a_pack_probe_polls_only_the_targets_it_selects_within_the_packs_targets() {
+        let mut pack = pack_files();
+        pack.manifest = "name: t\nversion: 1.0.0\nprobes:\n  - name: p\n    every: 10s\n    targets: {labels: {env: staging}}\n    request: {path: /x}\n    rules: [a]\n".into();
+        let plan = build_with(TARGETS, vec![pack.clone()]).unwrap_or_else(|d| panic!("{d}"));
+        let polled: Vec<&str> = plan.jobs.iter().map(|j| j.target.as_str()).collect();
+        assert_eq!(polled, ["stage", "dev"]);
+        let cfg = format!("{TARGETS}packs:\n  t:\n    targets: [prod, dev]\n");
+        let plan = build_with(&cfg, vec![pack]).unwrap_or_else(|d| panic!("{d}"));
+        let polled: Vec<&str> = plan.jobs.iter().map(|j| j.target.as_str()).collect();
+        assert_eq!(polled, ["dev"]);
     }
 
     #[test]
