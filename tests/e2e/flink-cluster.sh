@@ -465,6 +465,31 @@ flink_cluster_stop() {
   FLINK_TM_PID="" FLINK_JM_PID=""
 }
 
+# flink_jobmanager_kill: kill -9 the JobManager process (a crash: no clean
+# shutdown, no chance to suspend jobs); the TaskManager keeps running.
+flink_jobmanager_kill() {
+  local i
+  [[ -n "$FLINK_JM_PID" ]] || { flink_die "flink_jobmanager_kill: no JobManager running"; return 1; }
+  kill -KILL "$FLINK_JM_PID" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do _pid_alive "$FLINK_JM_PID" || break; sleep 0.1; done
+  _pid_alive "$FLINK_JM_PID" && { flink_die "JobManager (pid $FLINK_JM_PID) survived kill -9"; return 1; }
+  flink_log "killed JobManager (pid $FLINK_JM_PID)"
+  FLINK_JM_PID=""
+}
+
+# flink_jobmanager_start [TIMEOUT=90]: start a new JobManager process with the
+# cluster's config (same REST and RPC ports) after flink_jobmanager_kill; wait
+# until the TaskManager has registered with it again.  Without HA the new
+# JobManager knows no jobs and no uploaded jars.
+flink_jobmanager_start() {
+  local timeout=${1:-90} jm_params
+  [[ -z "$FLINK_JM_PID" ]] || { flink_die "flink_jobmanager_start: JobManager $FLINK_JM_PID still running"; return 1; }
+  jm_params=$(_flink_resource_params JM) || return 1
+  FLINK_JM_PID=$(_flink_start_process jobmanager org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint "$jm_params") || return 1
+  flink_log "JobManager started again: pid $FLINK_JM_PID"
+  flink_wait_ready "$timeout"
+}
+
 # ---------------------------------------------------------------- fixture job
 
 # flink_build_job [OUT_JAR]: compile $FLINK_JOB_SRC/src/main/java against

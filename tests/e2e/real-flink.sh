@@ -22,7 +22,7 @@ source "$HERE/warden-lib.sh"
 # ------------------------------------------------------------------ scenarios
 # Add a scenario: write scenario_<name>() below and append <name> here.
 SCENARIOS=(smoke fail_restart savepoint_restart restart_loop kill_resume savepoint_timeout
-  cause_while_watched late_savepoint checkpoint_stall)
+  cause_while_watched late_savepoint checkpoint_stall jm_failover)
 # `timing` repeats fail_restart E2E_TIMING_RUNS times and prints medians (off by default).
 E2E_TIMING_RUNS="${E2E_TIMING_RUNS:-0}"
 ((E2E_TIMING_RUNS > 0)) && SCENARIOS+=(timing)
@@ -632,6 +632,86 @@ scenario_checkpoint_stall() {
   n=$(warden_history "$dir" | jsonl 'len([e for e in rows if e["action"] in ("run", "restart")])')
   check "nothing relaunched or restarted ($n)" test "$n" = 0
   check "the job is the same run, RUNNING" test "$(live_jobs clicks | xargs)" = "$jid"
+  flink_stop_pid "$wpid" 10
+}
+
+# ---------------------------------------------------------------- (h) jm_failover
+# The JobManager process is killed (kill -9) and started again, on a cluster of
+# the scenario's own (standalone, no HA: the new JobManager lists no jobs, so
+# the script resubmits clicks, as a deploy pipeline would).  Warden runs the
+# flink pack and plugins/flink-ha (target label flink-ha: jobmanager).
+# "Relaunches nothing it merely could not see" means: while the JobManager is
+# down every poll fails and judges nothing (no run, no restart), and a job the
+# restarted JobManager does not list is not relaunched either, because
+# relaunch_missing is false (with relaunch_missing: true, the default, Warden
+# would relaunch it once the JobManager answers without it: that it sees).
+# Expected: one flink-ha/jobmanager-failover report naming clicks and its new
+# id, no run and no restart in the journal, one live clicks job.
+scenario_jm_failover() {
+  local dir=$SCENARIO_DIR jar jid new wpid t n rec live
+  local -a args
+  # a cluster of its own, in this subshell only (globals are copies here)
+  FLINK_REST_PORT="" FLINK_CONF_DIR="$dir/conf" FLINK_LOG_DIR="$dir/log"
+  mkdir -p "$FLINK_CONF_DIR" "$FLINK_LOG_DIR"
+  flink_cluster_start 90
+  jar=$(flink_upload_jar "$FLINK_JOB_JAR")
+  mapfile -t args < <(clicks_args "$dir/marker")
+  jid=$(flink_run_jar "$jar" -- "${args[@]}")
+  flink_wait_state "$jid" RUNNING 60 >/dev/null
+  warden_write_config "$dir" --param 'relaunch_missing: false'
+  python3 - "$dir/warden.yaml" "$WARDEN_REPO/plugins/flink-ha" <<'PY'
+import json, sys
+path, pack = sys.argv[1:3]
+s = open(path).read()
+s = s.replace("pack_paths: [", "pack_paths: [" + json.dumps(pack) + ", ", 1)
+s = s.replace("    timeout: 5s\n", "    timeout: 5s\n    labels: {flink-ha: jobmanager}\n", 1)
+s = s.replace("packs:\n", "packs:\n  flink-ha:\n    every: 1s\n    params: {report_wait: 180s}\n", 1)
+open(path, "w").write(s)
+PY
+  "$WARDEN_BIN" check --config "$dir/warden.yaml" >"$dir/warden-check.out" 2>&1 ||
+    { cat "$dir/warden-check.out" >&2; flink_die "warden check rejects the flink-ha config"; return 1; }
+  wpid=$(warden_start "$dir")
+  sleep 4 # Warden knows the JobManager's identity and its jobs
+  n=0
+  [[ -f "$dir/state/alerts.jsonl" ]] &&
+    n=$(jsonl 'sum(1 for r in rows if r["rule"] == "flink-ha/jobmanager-failover")' <"$dir/state/alerts.jsonl")
+  check "no fail-over reported before the kill ($n)" test "$n" = 0
+
+  t=$(flink_now)
+  flink_jobmanager_kill
+  sleep 8 # Warden polls a dead JobManager: several times unreachable_polls and not_running_for
+  flink_jobmanager_start 90
+  timing "jm_failover: kill -> JobManager back, TaskManager registered" "$t"
+  check "the restarted JobManager lists no clicks job (no HA)" test -z "$(live_jobs clicks)"
+  n=0
+  [[ -f "$dir/state/alerts.jsonl" ]] &&
+    n=$(jsonl 'sum(1 for r in rows if r["rule"] == "flink-ha/jobmanager-failover")' <"$dir/state/alerts.jsonl")
+  expect "no fail-over reported yet: Warden waits report_wait for the jobs ($n)" test "$n" = 0
+
+  jar=$(flink_upload_jar "$FLINK_JOB_JAR") # the new JobManager has no jars either
+  new=$(flink_run_jar "$jar" -- "${args[@]}")
+  flink_wait_state "$new" RUNNING 60 >/dev/null
+  rec=$(warden_wait_alert "$dir" 'r["rule"] == "flink-ha/jobmanager-failover"' 120)
+  timing "jm_failover: kill -> fail-over reported" "$t"
+  flink_log "fail-over report: $(jsonl 'rows[0]["summary"]' <<<"$rec")"
+  expect "the report names clicks and its new run" contains "$(jsonl 'rows[0]["summary"]' <<<"$rec")" \
+    "clicks (running again under a new id $new)"
+  expect "the report gives the old and the new JobManager identity" test \
+    "$(jsonl 'rows[0]["details"]["previous_identity"] != rows[0]["details"]["identity"]' <<<"$rec")" = true
+  sleep 5 # more polls of the new JobManager
+  n=$(jsonl 'sum(1 for r in rows if r["rule"] == "flink-ha/jobmanager-failover")' <"$dir/state/alerts.jsonl")
+  expect "the fail-over is reported exactly once in the alert log (got $n)" test "$n" = 1
+  n=$(warden_history "$dir" | jsonl 'sum(1 for r in rows if r["rule"] == "flink-ha/jobmanager-failover")')
+  expect "and journalled exactly once (got $n)" test "$n" = 1
+  n=$(warden_history "$dir" | jsonl 'len([r for r in rows if r["action"] in ("run", "restart")])')
+  expect "Warden ran and restarted nothing (journal entries of run/restart: $n)" test "$n" = 0
+  n=$(warden_history "$dir" --restarts | jsonl 'len(rows)')
+  expect "no restart records ($n)" test "$n" = 0
+  n=$(jsonl 'sum(1 for r in rows if r["rule"] == "flink/jobmanager-unreachable" and r["event"] == "firing")' \
+    <"$dir/state/alerts.jsonl")
+  expect "jobmanager-unreachable fired once during the outage (got $n)" test "$n" = 1
+  live=$(live_jobs clicks | xargs)
+  check "exactly one live clicks job, the resubmitted one ($live)" test "$live" = "$new"
   flink_stop_pid "$wpid" 10
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod daemon;
 mod explain;
 mod fanout;
+mod flink_ha;
 mod fuzz;
 mod inhibit;
 mod notify;
