@@ -195,7 +195,13 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
                 probe.cron = None;
             }
             let Some(schedule) = schedule_of(&probe) else { continue };
-            for t in cfg.targets.iter().filter(|t| settings.targets.as_ref().is_none_or(|s| s.matches(t))) {
+            // Both selectors apply: the pack's own (`targets:` of the probe in `pack.yaml`, e.g. the YARN
+            // ResourceManagers of an optional pack) and the operator's (`packs.<pack>.targets`).
+            let selected = |t: &&TargetConfig| {
+                p.targets.as_ref().is_none_or(|s| s.matches(t))
+                    && settings.targets.as_ref().is_none_or(|s| s.matches(t))
+            };
+            for t in cfg.targets.iter().filter(selected) {
                 let off = disabled.get(t.name.as_str());
                 let names: Vec<String> = p
                     .rules
@@ -519,6 +525,19 @@ mod tests {
             err,
             "packs/t/a.rhai:2:8: rule `t/a`: cannot import `utli`: pack `t` has no module `utli` (`modules/utli.rhai`), did you mean `util`?\npacks/t/pack.yaml:1:7: two packs are named `t`: `packs/t` and `packs/t`; pack names must be unique"
         );
+    }
+
+    #[test]
+    fn a_pack_probe_polls_only_the_targets_its_pack_yaml_selects() {
+        let mut pack = pack_files();
+        pack.manifest = "name: t\nversion: 1.0.0\nprobes:\n  - name: p\n    every: 10s\n    targets: {labels: {env: staging}}\n    request: {path: /x}\n    rules: [a]\n".into();
+        let polled = |cfg: &str| {
+            let plan = build_with(cfg, vec![pack.clone()]).unwrap_or_else(|d| panic!("{d}"));
+            plan.jobs.iter().filter(|j| j.probe == "t/p").map(|j| j.target.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(polled(TARGETS), vec!["stage", "dev"]);
+        // The operator's `packs.<pack>.targets` narrows it further; it cannot widen it.
+        assert_eq!(polled(&format!("{TARGETS}packs:\n  t:\n    targets: [dev, prod]\n")), vec!["dev"]);
     }
 
     #[test]
