@@ -17,3 +17,4 @@ mod reload_time;
 mod rules;
 mod server;
 mod store;
+mod yarn;
