@@ -19,3 +19,4 @@ mod reload_time;
 mod rules;
 mod server;
 mod store;
+mod yarn;
