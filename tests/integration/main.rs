@@ -14,3 +14,4 @@ mod reload_time;
 mod rules;
 mod server;
 mod store;
+mod watch;
