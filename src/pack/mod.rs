@@ -257,6 +257,7 @@ pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
     ("duplicate-jobs.rhai", include_str!("../../rules/duplicate-jobs.rhai")),
     ("tests/cluster-capacity-defaults.yaml", include_str!("../../rules/tests/cluster-capacity-defaults.yaml")),
     ("tests/cluster-capacity.yaml", include_str!("../../rules/tests/cluster-capacity.yaml")),
+    ("tests/duplicate-jobs-appears.yaml", include_str!("../../rules/tests/duplicate-jobs-appears.yaml")),
     ("tests/duplicate-jobs-1x.yaml", include_str!("../../rules/tests/duplicate-jobs-1x.yaml")),
     ("tests/duplicate-jobs-2x.yaml", include_str!("../../rules/tests/duplicate-jobs-2x.yaml")),
     (
