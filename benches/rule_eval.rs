@@ -111,7 +111,7 @@ fn expected_jobs(jobs: usize) -> Vec<String> {
 fn build_rules(engine: &ScriptEngine, expected: &[String]) -> Vec<Arc<PlannedRule>> {
     let dir = std::env::temp_dir().join(format!("warden-rule-eval-{}", std::process::id()));
     let config = format!(
-        "state_dir: {state}\ncommands:\n  relaunch:\n    argv: [\"true\", \"{{job}}\"]\npacks:\n  flink:\n    params:\n      expected_jobs: {jobs}\n      relaunch_command: relaunch\n",
+        "state_dir: {state}\ntargets:\n  - name: jm\n    url: http://127.0.0.1:9\ncommands:\n  relaunch:\n    argv: [\"true\", \"{{job}}\"]\npacks:\n  flink:\n    params:\n      expected_jobs: {jobs}\n      relaunch_command: relaunch\n",
         state = serde_json::to_string(&dir.join("state")).expect("path"),
         jobs = serde_json::to_string(expected).expect("names"),
     );
@@ -123,10 +123,10 @@ fn build_rules(engine: &ScriptEngine, expected: &[String]) -> Vec<Arc<PlannedRul
     };
     println!("rule_eval: pack from {}", files.dir.display());
     let plan = plan::build(loaded, PackSource::Files(vec![files]), engine).unwrap_or_else(|d| panic!("plan: {d}"));
-    assert_eq!(plan.rules.len(), 4, "the Flink pack has 4 rules");
-    // In probe order when the configuration has targets (it has none here), else by name.
-    let job = plan.jobs.first().map(|j| j.rules.clone());
-    let order = job.unwrap_or_else(|| plan.rules.keys().cloned().collect());
+    // The rules of the probe that polls `/jobs/overview`, in its order (the pack's other probes poll other paths).
+    let job = plan.jobs.iter().find(|j| j.request.path == "/jobs/overview").expect("a probe of /jobs/overview");
+    let order = job.rules.clone();
+    assert!(order.len() >= 4, "the Flink pack judges /jobs/overview with at least 4 rules: {order:?}");
     order.iter().map(|n| plan.rules[n].clone()).collect()
 }
 

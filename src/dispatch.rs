@@ -7,6 +7,9 @@
 //! re-sends a firing alert nor forgets a pending one; what one step decides (journal rows and state) is written in
 //! one transaction, so a crash never leaves a journalled relaunch without its cooldown, or the reverse. The daemon
 //! runs the dispatcher on the store's thread ([`Store::call`]), never on an async worker.
+//!
+//! A firing alert whose `details.episode` changes (the Flink pack: a newer run of the job ended) is news: it is
+//! announced again at once, as firing, whatever its cooldown.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -186,6 +189,10 @@ impl Dispatcher {
                 st.seen = 0;
                 st.fired_at = None;
             }
+            // A new episode of a firing alert (see `episode`): announced now, as firing.
+            let renewed = matches!(r.kind, RequestKind::Alert)
+                && st.fired_at.is_some()
+                && episode(&r.details).is_some_and(|e| Some(e) != episode(&st.details));
             st.seen += 1;
             st.severity = r.severity;
             st.summary = r.summary.clone();
@@ -209,7 +216,7 @@ impl Dispatcher {
                 }
                 (Some(_), None) => false,
             };
-            if !repeat {
+            if !repeat && !renewed {
                 continue;
             }
             let first = st.fired_at.is_none();
@@ -217,7 +224,7 @@ impl Dispatcher {
             let previous_action = st.last_action.replace(now);
             match &r.kind {
                 RequestKind::Alert => {
-                    let ev = if first { AlertEvent::Firing } else { AlertEvent::Reminder };
+                    let ev = if first || renewed { AlertEvent::Firing } else { AlertEvent::Reminder };
                     let mut rec = record(o, r, ev.as_str());
                     if let Some(t) = st.fired_at {
                         if !first {
@@ -414,6 +421,12 @@ impl Dispatcher {
             subject: r.subject.clone(),
         }])
     }
+}
+
+/// What occurrence an alert is about, when its rule says so in `details.episode` (the Flink pack's
+/// job-not-running: the job id of the run that ended). `None` when absent or null.
+fn episode(details: &serde_json::Value) -> Option<&serde_json::Value> {
+    details.get("episode").filter(|v| !v.is_null())
 }
 
 fn chrono_d(d: Duration) -> chrono::Duration {

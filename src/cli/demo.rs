@@ -66,6 +66,7 @@ packs:
       expected_jobs: [{JOB}]
       relaunch_command: relaunch
       not_running_for: 2s
+      settle_time: 3s
       unreachable_polls: 2
 shutdown_grace: 5s
 "#,

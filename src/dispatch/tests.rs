@@ -254,3 +254,45 @@ fn a_run_that_stops_being_asked_for_and_comes_back_still_waits_out_its_cooldown(
         serde_json::json!({})
     );
 }
+
+/// An alert about run `jid` of clicks (the Flink pack's `details.episode`).
+fn alert_about_run(jid: &str) -> ActionRequest {
+    ActionRequest {
+        summary: format!("job clicks FAILED (run {jid})"),
+        details: serde_json::json!({"job": "clicks", "jid": jid, "episode": jid}),
+        ..alert("clicks", Some(Pending::Duration(Duration::from_secs(15))))
+    }
+}
+
+#[test]
+fn a_new_episode_of_a_firing_alert_is_announced_at_once_and_only_once() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(policy(), false, &s).unwrap();
+    let both = |jid: &str| vec![alert_about_run(jid), relaunch("clicks")];
+    assert_eq!(step(&mut d, &s, 0, both("a")), ["run:relaunch:clicks"]);
+    assert_eq!(step(&mut d, &s, 20, both("a")), ["firing:clicks"]);
+    // The relaunched run b fails: news at once, with its own summary, while the relaunch waits out its cooldown.
+    let p = d.process(&origin(30), &Verdict::Requests(both("b")), &s).unwrap();
+    assert_eq!(kinds(&p), ["firing:clicks"]);
+    let Planned::Notify { record, .. } = &p[0] else { panic!("{p:?}") };
+    assert_eq!(record.summary, "job clicks FAILED (run b)");
+    assert_eq!(record.details["firing_since"], serde_json::json!(t(20)), "the alert has fired since the first run");
+    // Asked again about the same run: nothing (no alert_repeat), and no second relaunch before the cooldown.
+    assert!(step(&mut d, &s, 40, both("b")).is_empty());
+    assert!(step(&mut d, &s, 50, both("b")).is_empty());
+    // A request without an episode (or with the same one) is not news either.
+    assert!(step(&mut d, &s, 60, vec![alert("clicks", None)]).is_empty());
+    assert_eq!(step(&mut d, &s, 70, vec![]), ["resolved:clicks"]);
+    let actions: Vec<String> = s.entries(None).unwrap().iter().map(|e| e.action.as_str().to_string()).collect();
+    assert_eq!(actions, ["run", "alert", "alert", "resolved"]);
+}
+
+#[test]
+fn an_episode_that_changes_before_the_alert_fired_fires_once_when_due() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(policy(), false, &s).unwrap();
+    assert!(step(&mut d, &s, 0, vec![alert_about_run("a")]).is_empty());
+    assert!(step(&mut d, &s, 10, vec![alert_about_run("b")]).is_empty());
+    assert_eq!(step(&mut d, &s, 20, vec![alert_about_run("b")]), ["firing:clicks"]);
+    assert!(step(&mut d, &s, 30, vec![alert_about_run("b")]).is_empty());
+}

@@ -439,6 +439,153 @@ pub const EMBEDDED_FLINK_FILES: &[(&str, &str)] = &[
     ("tests/state-size-new-run.yaml", include_str!("../../rules/tests/state-size-new-run.yaml")),
     ("tests/state-size-warmup.yaml", include_str!("../../rules/tests/state-size-warmup.yaml")),
     ("tests/state-size.yaml", include_str!("../../rules/tests/state-size.yaml")),
+    // Which jobs to watch, cluster shape, duplicate instances (job-not-running, restart-loop, duplicate-jobs,
+    // cluster-capacity).
+    ("cluster-capacity.rhai", include_str!("../../rules/cluster-capacity.rhai")),
+    ("duplicate-jobs.rhai", include_str!("../../rules/duplicate-jobs.rhai")),
+    ("tests/cluster-capacity-defaults.yaml", include_str!("../../rules/tests/cluster-capacity-defaults.yaml")),
+    ("tests/cluster-capacity.yaml", include_str!("../../rules/tests/cluster-capacity.yaml")),
+    ("tests/duplicate-jobs-appears.yaml", include_str!("../../rules/tests/duplicate-jobs-appears.yaml")),
+    ("tests/duplicate-jobs-1x.yaml", include_str!("../../rules/tests/duplicate-jobs-1x.yaml")),
+    ("tests/duplicate-jobs-2x.yaml", include_str!("../../rules/tests/duplicate-jobs-2x.yaml")),
+    (
+        "tests/fixtures/cluster-capacity-1x-healthy.json",
+        include_str!("../../rules/tests/fixtures/cluster-capacity-1x-healthy.json"),
+    ),
+    (
+        "tests/fixtures/cluster-capacity-1x-lost-tm.json",
+        include_str!("../../rules/tests/fixtures/cluster-capacity-1x-lost-tm.json"),
+    ),
+    (
+        "tests/fixtures/cluster-capacity-2x-blocked.json",
+        include_str!("../../rules/tests/fixtures/cluster-capacity-2x-blocked.json"),
+    ),
+    (
+        "tests/fixtures/cluster-capacity-2x-healthy.json",
+        include_str!("../../rules/tests/fixtures/cluster-capacity-2x-healthy.json"),
+    ),
+    (
+        "tests/fixtures/duplicate-jobs-1x-one.json",
+        include_str!("../../rules/tests/fixtures/duplicate-jobs-1x-one.json"),
+    ),
+    (
+        "tests/fixtures/duplicate-jobs-1x-two.json",
+        include_str!("../../rules/tests/fixtures/duplicate-jobs-1x-two.json"),
+    ),
+    (
+        "tests/fixtures/duplicate-jobs-2x-one.json",
+        include_str!("../../rules/tests/fixtures/duplicate-jobs-2x-one.json"),
+    ),
+    (
+        "tests/fixtures/duplicate-jobs-2x-two.json",
+        include_str!("../../rules/tests/fixtures/duplicate-jobs-2x-two.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-1x-a-exceptions.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-1x-a-exceptions.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-1x-a-failed.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-1x-a-failed.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-1x-b-exceptions.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-1x-b-exceptions.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-1x-b-failed.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-1x-b-failed.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-1x-b-running.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-1x-b-running.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-1x-b-starting.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-1x-b-starting.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-1x-c-running.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-1x-c-running.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-1x-many-later.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-1x-many-later.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-1x-many.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-1x-many.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-1x-us-exceptions.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-1x-us-exceptions.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-2x-a-exceptions.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-2x-a-exceptions.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-2x-a-failed.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-2x-a-failed.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-2x-b-exceptions.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-2x-b-exceptions.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-2x-b-failed.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-2x-b-failed.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-2x-b-running.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-2x-b-running.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-2x-b-starting.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-2x-b-starting.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-2x-c-running.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-2x-c-running.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-2x-many-later.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-2x-many-later.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-2x-many.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-2x-many.json"),
+    ),
+    (
+        "tests/fixtures/job-not-running-2x-us-exceptions.json",
+        include_str!("../../rules/tests/fixtures/job-not-running-2x-us-exceptions.json"),
+    ),
+    (
+        "tests/fixtures/restart-loop-1x-exceptions.json",
+        include_str!("../../rules/tests/fixtures/restart-loop-1x-exceptions.json"),
+    ),
+    (
+        "tests/fixtures/restart-loop-1x-restarting.json",
+        include_str!("../../rules/tests/fixtures/restart-loop-1x-restarting.json"),
+    ),
+    (
+        "tests/fixtures/restart-loop-1x-running.json",
+        include_str!("../../rules/tests/fixtures/restart-loop-1x-running.json"),
+    ),
+    ("tests/job-not-running-patterns-1x.yaml", include_str!("../../rules/tests/job-not-running-patterns-1x.yaml")),
+    ("tests/job-not-running-patterns-2x.yaml", include_str!("../../rules/tests/job-not-running-patterns-2x.yaml")),
+    (
+        "tests/job-not-running-relaunch-follow-1x.yaml",
+        include_str!("../../rules/tests/job-not-running-relaunch-follow-1x.yaml"),
+    ),
+    (
+        "tests/job-not-running-relaunch-follow-2x.yaml",
+        include_str!("../../rules/tests/job-not-running-relaunch-follow-2x.yaml"),
+    ),
+    ("tests/job-not-running-watch-all-1x.yaml", include_str!("../../rules/tests/job-not-running-watch-all-1x.yaml")),
+    ("tests/job-not-running-watch-all-2x.yaml", include_str!("../../rules/tests/job-not-running-watch-all-2x.yaml")),
+    ("tests/restart-loop-settle-1x.yaml", include_str!("../../rules/tests/restart-loop-settle-1x.yaml")),
+    ("tests/restart-loop-settle-2x.yaml", include_str!("../../rules/tests/restart-loop-settle-2x.yaml")),
 ];
 
 /// The shipped Flink pack, embedded in the binary (its directory reads `builtin:flink` in messages).
@@ -858,12 +1005,19 @@ pub fn is_builtin_path(p: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The `.rhai` rules of the shipped pack (every one of them must load).
+    fn embedded_rule_count() -> usize {
+        let n = EMBEDDED_FLINK_FILES.iter().filter(|(r, _)| !r.contains('/') && r.ends_with(".rhai")).count();
+        assert!(n >= 6, "{n}");
+        n
+    }
+
     #[test]
     fn the_embedded_pack_loads() {
         let mut diags = vec![];
         let p = load(embedded_flink_pack(), &mut diags).unwrap_or_else(|| panic!("{diags:?}"));
         assert_eq!(p.name(), "flink");
-        assert_eq!(p.rules.len(), 12);
+        assert_eq!(p.rules.len(), embedded_rule_count());
     }
 
     #[test]
@@ -902,7 +1056,7 @@ mod tests {
             packs.iter().map(|p| (p.name(), p.dir.display().to_string())).collect::<Vec<_>>(),
             [("flink", BUILTIN_FLINK.to_string())]
         );
-        assert_eq!(packs[0].rules.len(), 12);
+        assert_eq!(packs[0].rules.len(), embedded_rule_count());
 
         // An exported, edited copy under plugins/ wins, with no duplicate-pack error.
         let exported = dir.path().join("plugins/flink");
@@ -913,7 +1067,7 @@ mod tests {
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(packs.len(), 1);
         assert_eq!(packs[0].dir, exported);
-        assert_eq!(packs[0].rules.len(), 13);
+        assert_eq!(packs[0].rules.len(), embedded_rule_count() + 1);
         // The export carries the tests, which pass.
         for f in crate::ruletest::discover(std::slice::from_ref(&exported)) {
             assert!(crate::ruletest::run_file(&f).failures.is_empty(), "{}", f.display());

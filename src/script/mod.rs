@@ -21,6 +21,7 @@
 mod api;
 pub mod convert;
 mod empty;
+mod glob;
 pub mod json;
 pub mod modules;
 mod query;
@@ -168,6 +169,7 @@ impl ScriptEngine {
         api::register(&mut engine);
         // The read-only JSON view of `obs.body` and `http_get(..).body` (src/script/json.rs).
         json::register(&mut engine);
+        glob::register(&mut engine);
         Self { engine, limits: limits.clone(), commands: None }
     }
 

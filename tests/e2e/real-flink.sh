@@ -22,7 +22,7 @@ source "$HERE/warden-lib.sh"
 # ------------------------------------------------------------------ scenarios
 # Add a scenario: write scenario_<name>() below and append <name> here.
 SCENARIOS=(smoke fail_restart savepoint_restart restart_loop kill_resume savepoint_timeout
-  cause_while_watched late_savepoint checkpoint_stall jm_failover)
+  cause_while_watched late_savepoint checkpoint_stall jm_failover duplicate_jobs)
 # `timing` repeats fail_restart E2E_TIMING_RUNS times and prints medians (off by default).
 E2E_TIMING_RUNS="${E2E_TIMING_RUNS:-0}"
 ((E2E_TIMING_RUNS > 0)) && SCENARIOS+=(timing)
@@ -712,6 +712,60 @@ PY
   expect "jobmanager-unreachable fired once during the outage (got $n)" test "$n" = 1
   live=$(live_jobs clicks | xargs)
   check "exactly one live clicks job, the resubmitted one ($live)" test "$live" = "$new"
+  flink_stop_pid "$wpid" 10
+}
+
+# ---------------------------------------------------------------- duplicate_jobs
+# Two instances of clicks run at once (a relaunch that raced an operator, a
+# retried submit). Warden alerts flink/duplicate-jobs (critical) naming both job
+# ids, and relaunches, restarts or cancels nothing: both are still RUNNING; no
+# job-not-running alert. An operator cancels one: the alert resolves, and
+# nothing is relaunched for the cancelled one (the other is live).
+scenario_duplicate_jobs() {
+  local dir=$SCENARIO_DIR marker="$SCENARIO_DIR/marker" j1 j2 alert wpid n live both t
+  local -a args wargs
+  mapfile -t args < <(clicks_args "$marker")
+  mapfile -t wargs < <(warden_args "${args[@]}")
+  j1=$(flink_run_jar "$CLICKS_JAR_ID" -- "${args[@]}")
+  j2=$(flink_run_jar "$CLICKS_JAR_ID" -- "${args[@]}")
+  flink_wait_state "$j1" RUNNING 60 >/dev/null
+  flink_wait_state "$j2" RUNNING 60 >/dev/null
+  flink_log "two clicks instances: $j1 $j2"
+  warden_write_config "$dir" "${wargs[@]}"
+  t=$(flink_now)
+  wpid=$(warden_start "$dir")
+  alert=$(warden_wait_alert "$dir" 'r["rule"] == "flink/duplicate-jobs" and r["event"] == "firing"' 60)
+  timing "duplicate_jobs: warden start -> alert" "$t"
+  flink_log "alert: $alert"
+  check "the duplicate-jobs alert is critical" test "$(jsonl 'rows[0]["severity"]' <<<"$alert")" = critical
+  check "the duplicate-jobs alert is about clicks" test "$(jsonl 'rows[0]["subject"]' <<<"$alert")" = clicks
+  check "the summary names the first instance" contains "$(jsonl 'rows[0]["summary"]' <<<"$alert")" "$j1"
+  check "the summary names the second instance" contains "$(jsonl 'rows[0]["summary"]' <<<"$alert")" "$j2"
+  check "details.jids lists both" test "$(jsonl 'sorted(rows[0]["details"]["jids"])' <<<"$alert")" = \
+    "$(python3 -c 'import json,sys; print(json.dumps(sorted(sys.argv[1:])))' "$j1" "$j2")"
+  sleep 5 # a few more polls
+  n=$(warden_history "$dir" | jsonl 'len([e for e in rows if e["action"] in ("run", "restart")])')
+  expect "no run/restart entries in the journal ($n)" test "$n" = 0
+  n=$(warden_history "$dir" --restarts | jsonl 'len(rows)')
+  expect "no restart records ($n)" test "$n" = 0
+  live=$(live_jobs clicks | sort | xargs)
+  both=$(printf '%s\n' "$j1" "$j2" | sort | xargs)
+  expect "both instances are still live ($live)" test "$live" = "$both"
+  n=$(jsonl 'len([r for r in rows if r["rule"] == "flink/duplicate-jobs" and r["event"] == "firing"])' \
+    <"$dir/state/alerts.jsonl")
+  expect "the duplicate-jobs alert fired once ($n)" test "$n" = 1
+  n=$(jsonl 'len([r for r in rows if r["rule"] == "flink/job-not-running"])' <"$dir/state/alerts.jsonl")
+  expect "no job-not-running alert ($n)" test "$n" = 0
+
+  flink_cancel "$j2"
+  flink_log "cancelled $j2"
+  alert=$(warden_wait_alert "$dir" 'r["rule"] == "flink/duplicate-jobs" and r["event"] == "resolved"' 30)
+  check "duplicate-jobs resolved after the cancel" test "$(jsonl 'rows[0]["subject"]' <<<"$alert")" = clicks
+  sleep 3
+  n=$(warden_history "$dir" | jsonl 'len([e for e in rows if e["action"] in ("run", "restart")])')
+  expect "still no run/restart entries ($n)" test "$n" = 0
+  live=$(live_jobs clicks | xargs)
+  expect "the other instance is the one live clicks job ($live)" test "$live" = "$j1"
   flink_stop_pid "$wpid" 10
 }
 

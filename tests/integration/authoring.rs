@@ -123,7 +123,7 @@ async fn init_fills_expected_jobs_from_the_running_jobs_and_checks_the_result() 
     assert_eq!(first.status.code(), Some(0), "{}", out(&first));
     let said = String::from_utf8_lossy(&first.stdout);
     assert!(said.contains("with 2 expected job(s)"), "{said}");
-    assert!(said.contains("warden.yaml: ok (1 targets, 1 packs, 12 rules"), "{said}");
+    assert!(said.contains("warden.yaml: ok (1 targets, 1 packs, 14 rules"), "{said}");
     assert!(yaml.contains("expected_jobs: [\"clicks\", \"orders enrichment\"]"), "{yaml}");
     assert!(!yaml.contains("nightly-batch"), "{yaml}");
     // Never overwritten.

@@ -19,4 +19,5 @@ mod reload_time;
 mod rules;
 mod server;
 mod store;
+mod watch;
 mod yarn;

@@ -765,7 +765,7 @@ fn daemon_config(dir: &Path, fake: &FakeJobManager, jobs: &[String], notify: Val
         "pack_paths": [RULES_DIR],
         "targets": [{"name": "jm", "url": fake.url(), "timeout": "2s"}],
         "packs": {"flink": {"every": "200ms", "params": {"not_running_for": "0s", "unreachable_polls": 2,
-                                                       "expected_jobs": jobs}}},
+                                                       "settle_time": "0s", "expected_jobs": jobs}}},
         "scripts": {"max_follow_ups": 60},
         "shutdown_grace": "5s",
         "notify": notify,

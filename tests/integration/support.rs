@@ -61,7 +61,7 @@ pub fn flink_config(url: &str, over: Value) -> Value {
         "state_dir": "state",
         "pack_paths": [RULES_DIR],
         "targets": [{"name": "jm", "url": url, "timeout": "2s"}],
-        "packs": {"flink": {"every": "200ms", "params": {"not_running_for": "400ms", "unreachable_polls": 2}}},
+        "packs": {"flink": {"every": "200ms", "params": {"not_running_for": "400ms", "unreachable_polls": 2, "settle_time": "600ms"}}},
         "shutdown_grace": "5s",
     });
     merge(&mut c, over);
