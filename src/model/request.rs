@@ -73,6 +73,17 @@ pub enum RequestKind {
     },
     /// Append a line to the alert log now (no dedup: rules that log should remember what they logged in `state`).
     Log,
+    /// Send a JSON merge patch (`PATCH`, `Content-Type: application/merge-patch+json`) to a path on the rule's
+    /// target, with the target's auth and TLS: how the Flink Kubernetes Operator is asked to restart a deployment
+    /// (`spec.restartNonce`) or take a savepoint (`spec.job.savepointTriggerNonce`). Dispatched like `run`
+    /// (pending, cooldown, storm guard, dry run, journal); its dedup key holds the path and the body, so a patch
+    /// with a new nonce is a new action and the same patch asked again is the same one.
+    Patch {
+        /// Path (and query) on the target, starting with `/`.
+        path: String,
+        /// The merge patch.
+        body: serde_json::Value,
+    },
 }
 
 /// One request from one rule evaluation.
@@ -103,6 +114,7 @@ impl ActionRequest {
             RequestKind::Run { command, .. } => format!("run:{command}:{}", self.subject),
             RequestKind::Restart { .. } => format!("restart:{}", self.subject),
             RequestKind::Log => format!("log:{}", self.subject),
+            RequestKind::Patch { path, body } => format!("patch:{path}:{body}"),
         }
     }
 }

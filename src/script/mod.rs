@@ -23,6 +23,7 @@ pub mod convert;
 mod empty;
 pub mod json;
 pub mod modules;
+mod patch;
 mod query;
 
 use std::cell::RefCell;
@@ -166,6 +167,7 @@ impl ScriptEngine {
         // Job names and ids are thousands of distinct strings: Rhai's small intern cache only costs time here.
         engine.set_max_strings_interned(0);
         api::register(&mut engine);
+        patch::register(&mut engine);
         // The read-only JSON view of `obs.body` and `http_get(..).body` (src/script/json.rs).
         json::register(&mut engine);
         Self { engine, limits: limits.clone(), commands: None }
