@@ -209,6 +209,11 @@ impl Dispatcher {
                 }
                 continue;
             }
+            // A patch is sent once per key (path and body): asking for it again changes nothing, and a new
+            // action needs a new body (the operator's nonces).
+            if matches!(r.kind, RequestKind::Patch { .. }) && st.last_action.is_some() {
+                continue;
+            }
             let acts =
                 matches!(r.kind, RequestKind::Run { .. } | RequestKind::Restart { .. } | RequestKind::Patch { .. });
             let cooldown = r.cooldown.or(if acts { Some(self.policy.run_cooldown) } else { self.policy.alert_repeat });

@@ -175,7 +175,7 @@ pub struct Actual {
     pub command: String,
     /// Severity.
     pub severity: String,
-    /// One line.
+    /// One line (for patches: the merge patch, as JSON).
     pub summary: String,
     /// The rule.
     pub rule: String,
@@ -218,13 +218,13 @@ fn actuals(planned: Vec<Planned>) -> Vec<Actual> {
                 summary: String::new(),
                 rule: origin.rule,
             },
-            Planned::Patch { path, subject, origin, .. } => Actual {
+            Planned::Patch { path, body, subject, origin, .. } => Actual {
                 action: "patch".into(),
                 event: String::new(),
                 subject,
                 command: path,
                 severity: String::new(),
-                summary: String::new(),
+                summary: body.to_string(),
                 rule: origin.rule,
             },
             Planned::Restart { job, strategy, origin, .. } => Actual {

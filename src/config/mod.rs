@@ -677,6 +677,13 @@ mod tests {
     }
 
     #[test]
+    fn targets_labelled_managed_by_are_hands_off_for_the_dispatcher() {
+        let text = "targets:\n  - {name: a, url: \"http://a:8081\", labels: {managed_by: flink-operator}}\n  - {name: b, url: \"http://b:8081\", labels: {managed_by: warden}}\n  - {name: c, url: \"http://c:8081\"}\n";
+        let c = load_str(Path::new("warden.yaml"), text).unwrap().config;
+        assert_eq!(c.dispatch.hands_off, BTreeMap::from([("a".to_string(), "flink-operator".to_string())]));
+    }
+
+    #[test]
     fn an_empty_file_is_refused_and_a_minimal_one_gets_the_defaults() {
         let e = load_str(Path::new("/etc/warden/warden.yaml"), " \n").unwrap_err().to_string();
         assert!(e.contains("the configuration is empty"), "{e}");

@@ -76,8 +76,9 @@ pub enum RequestKind {
     /// Send a JSON merge patch (`PATCH`, `Content-Type: application/merge-patch+json`) to a path on the rule's
     /// target, with the target's auth and TLS: how the Flink Kubernetes Operator is asked to restart a deployment
     /// (`spec.restartNonce`) or take a savepoint (`spec.job.savepointTriggerNonce`). Dispatched like `run`
-    /// (pending, cooldown, storm guard, dry run, journal); its dedup key holds the path and the body, so a patch
-    /// with a new nonce is a new action and the same patch asked again is the same one.
+    /// (pending, storm guard, dry run, journal), but sent once per dedup key, which holds the path and the body:
+    /// the same patch asked again is not sent again (not even after a cooldown, nor when it failed), and a patch
+    /// with a new nonce is a new action.
     Patch {
         /// Path (and query) on the target, starting with `/`.
         path: String,
