@@ -12,6 +12,7 @@ mod fanout;
 mod fuzz;
 mod inhibit;
 mod notify;
+mod operator;
 mod ownership;
 mod reload_time;
 mod rules;
