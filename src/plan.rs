@@ -195,7 +195,13 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
                 probe.cron = None;
             }
             let Some(schedule) = schedule_of(&probe) else { continue };
-            for t in cfg.targets.iter().filter(|t| settings.targets.as_ref().is_none_or(|s| s.matches(t))) {
+            // Both the pack's own choice (`targets:` of its probe, e.g. `{labels: {kind: kubernetes}}`) and the
+            // user's (`packs.<name>.targets`) apply.
+            let polled = |t: &&TargetConfig| {
+                p.targets.as_ref().is_none_or(|s| s.matches(t))
+                    && settings.targets.as_ref().is_none_or(|s| s.matches(t))
+            };
+            for t in cfg.targets.iter().filter(polled) {
                 let off = disabled.get(t.name.as_str());
                 let names: Vec<String> = p
                     .rules
@@ -535,6 +541,18 @@ mod tests {
             err,
             "w.yaml:9:12: rule `t/b` judges probe `mine` and `t/q` on the same target; a rule of a `for_each` probe must judge only that probe (copy the rule under another name for the other probe)"
         );
+    }
+
+    #[test]
+    fn a_packs_probe_polls_only_the_targets_its_manifest_selects() {
+        let mut pack = pack_files();
+        pack.manifest = "name: t\nversion: 1.0.0\nprobes:\n  - name: p\n    every: 10s\n    targets: {labels: {env: staging}}\n    request: {path: /x}\n    rules: [a]\n".into();
+        let plan = build_with(TARGETS, vec![pack.clone()]).unwrap_or_else(|d| panic!("{d}"));
+        let polled: Vec<&str> = plan.jobs.iter().map(|j| j.target.as_str()).collect();
+        assert_eq!(polled, ["stage", "dev"]);
+        let cfg = format!("{TARGETS}packs:\n  t:\n    targets: [dev, prod]\n");
+        let plan = build_with(&cfg, vec![pack]).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(plan.jobs.iter().map(|j| j.target.as_str()).collect::<Vec<_>>(), ["dev"]);
     }
 
     #[test]
