@@ -205,7 +205,24 @@ impl Dispatcher {
             if !due {
                 continue;
             }
-            let acts = matches!(r.kind, RequestKind::Run { .. } | RequestKind::Restart { .. });
+            // A relaunch on a target whose jobs someone else manages (the Flink Kubernetes Operator): refused and
+            // journalled once while it keeps being asked; nothing is carried out, and nothing to resolve later.
+            if let (RequestKind::Run { .. } | RequestKind::Restart { .. }, Some(manager)) =
+                (&r.kind, self.policy.hands_off.get(&o.target))
+            {
+                if st.fired_at.is_none() {
+                    st.fired_at = Some(now);
+                    self.refuse(o, r, manager, store)?;
+                }
+                continue;
+            }
+            // A patch is sent once per key (path and body): asking for it again changes nothing, and a new
+            // action needs a new body (the operator's nonces).
+            if matches!(r.kind, RequestKind::Patch { .. }) && st.last_action.is_some() {
+                continue;
+            }
+            let acts =
+                matches!(r.kind, RequestKind::Run { .. } | RequestKind::Restart { .. } | RequestKind::Patch { .. });
             let cooldown = r.cooldown.or(if acts { Some(self.policy.run_cooldown) } else { self.policy.alert_repeat });
             let repeat = match (st.last_action, cooldown) {
                 (None, _) => true,
@@ -233,15 +250,17 @@ impl Dispatcher {
                     }
                     planned.extend(self.notify(o, rec, ev.as_str(), store)?);
                 }
-                RequestKind::Run { .. } | RequestKind::Restart { .. } => {
+                RequestKind::Run { .. } | RequestKind::Restart { .. } | RequestKind::Patch { .. } => {
                     let (command, vars) = match &r.kind {
                         RequestKind::Run { command, vars } => (command.as_str(), vars.clone()),
                         _ => ("", BTreeMap::new()),
                     };
                     let acts = self.run(o, r, requests, command, &vars, store)?;
                     // Held back by the storm guard: not an action, so the backoff clock keeps its last real run.
-                    if !acts.iter().any(|p| matches!(p, Planned::Run { .. } | Planned::Restart { .. })) && !self.dry_run
-                    {
+                    let acted = acts
+                        .iter()
+                        .any(|p| matches!(p, Planned::Run { .. } | Planned::Restart { .. } | Planned::Patch { .. }));
+                    if !acted && !self.dry_run {
                         st.last_action = previous_action;
                     }
                     planned.extend(acts);
@@ -308,6 +327,28 @@ impl Dispatcher {
             outcome: if self.dry_run { "dry-run".into() } else { "started".into() },
         })?;
         Ok((!self.dry_run).then_some(Planned::Notify { journal_id: id, record: rec }))
+    }
+
+    /// Journals a relaunch that is not carried out because `manager` manages the target's jobs.
+    fn refuse(&self, o: &Origin, r: &ActionRequest, manager: &str, store: &Store) -> Result<(), StoreError> {
+        tracing::info!(rule = %o.rule, target = %o.target, subject = %r.subject, "refused {}: {manager} manages this target's jobs", r.key());
+        store.journal(&NewEntry {
+            time: Some(o.time),
+            rule: o.rule.clone(),
+            target: o.target.clone(),
+            probe: o.probe.clone(),
+            subject: r.subject.clone(),
+            action: ActionKind::Refused,
+            detail: r.key(),
+            severity: r.severity.as_str().into(),
+            summary: r.summary.clone(),
+            details: with_field(r.details.clone(), "managed_by", serde_json::json!(manager)),
+            outcome: format!(
+                "refused: target `{}` is labelled `managed_by: {manager}`; Warden does not relaunch its jobs",
+                o.target
+            ),
+        })?;
+        Ok(())
     }
 
     /// `cooldown` × 2^(runs in the storm guard's window − 1), at most the window.
@@ -386,6 +427,19 @@ impl Dispatcher {
         };
         // The actions do not need the observation: a long restart should not keep it alive.
         let origin = Origin { observed: None, ..o.clone() };
+        if let RequestKind::Patch { path, body } = &r.kind {
+            let id = journal(ActionKind::Patch, path, with_field(r.details.clone(), "patch", body.clone()))?;
+            if self.dry_run {
+                return Ok(vec![]);
+            }
+            return Ok(vec![Planned::Patch {
+                journal_id: id,
+                path: path.clone(),
+                body: body.clone(),
+                origin,
+                subject: r.subject.clone(),
+            }]);
+        }
         if let RequestKind::Restart { job, jid, strategy } = &r.kind {
             let id = journal(
                 ActionKind::Restart,

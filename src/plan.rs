@@ -557,6 +557,18 @@ mod tests {
     }
 
     #[test]
+    fn a_packs_probe_polls_only_the_targets_its_manifest_selects() {
+        let mut pack = pack_files();
+        pack.manifest = "name: t\nversion: 1.0.0\nprobes:\n  - name: p\n    every: 10s\n    targets: {labels: {env: staging}}\n    request: {path: /x}\n    rules: [a]\n".into();
+        let plan = build_with(TARGETS, vec![pack.clone()]).unwrap_or_else(|d| panic!("{d}"));
+        let polled: Vec<&str> = plan.jobs.iter().map(|j| j.target.as_str()).collect();
+        assert_eq!(polled, ["stage", "dev"]);
+        let cfg = format!("{TARGETS}packs:\n  t:\n    targets: [dev, prod]\n");
+        let plan = build_with(&cfg, vec![pack]).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(plan.jobs.iter().map(|j| j.target.as_str()).collect::<Vec<_>>(), ["dev"]);
+    }
+
+    #[test]
     fn the_embedded_flink_pack_still_builds() {
         let cfg = format!("{TARGETS}packs:\n  flink:\n    overrides:\n      - targets: [prod]\n        params: {{unreachable_polls: 9}}\n");
         let plan = build_with(&cfg, vec![crate::pack::embedded_flink_pack()]).unwrap_or_else(|d| panic!("{d}"));

@@ -165,17 +165,17 @@ impl FollowUp for Replayed {
 /// What the dispatcher decided in one step, in a form tests match against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actual {
-    /// `alert`, `log`, `run` or `restart`.
+    /// `alert`, `log`, `run`, `restart` or `patch`.
     pub action: String,
     /// For alerts: `firing`, `reminder`, `resolved`, `giving_up`.
     pub event: String,
     /// The subject.
     pub subject: String,
-    /// For runs: the command; for restarts: the strategy.
+    /// For runs: the command; for restarts: the strategy; for patches: the path.
     pub command: String,
     /// Severity.
     pub severity: String,
-    /// One line.
+    /// One line (for patches: the merge patch, as JSON).
     pub summary: String,
     /// The rule.
     pub rule: String,
@@ -184,7 +184,7 @@ pub struct Actual {
 impl std::fmt::Display for Actual {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.action.as_str() {
-            "run" | "restart" => {
+            "run" | "restart" | "patch" => {
                 write!(f, "{} {} {} ({}): {:?}", self.action, self.command, self.subject, self.rule, self.summary)
             }
             _ => write!(
@@ -216,6 +216,15 @@ fn actuals(planned: Vec<Planned>) -> Vec<Actual> {
                 command,
                 severity: String::new(),
                 summary: String::new(),
+                rule: origin.rule,
+            },
+            Planned::Patch { path, body, subject, origin, .. } => Actual {
+                action: "patch".into(),
+                event: String::new(),
+                subject,
+                command: path,
+                severity: String::new(),
+                summary: body.to_string(),
                 rule: origin.rule,
             },
             Planned::Restart { job, strategy, origin, .. } => Actual {
@@ -334,7 +343,7 @@ impl Sim {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    /// `alert`, `log`, `run` or `restart`.
+    /// `alert`, `log`, `run`, `restart` or `patch`.
     pub action: String,
     /// `firing`, `reminder`, `resolved`, `giving_up`.
     #[serde(default)]
@@ -342,7 +351,7 @@ pub struct Expect {
     /// The subject (job name).
     #[serde(default)]
     pub subject: Option<String>,
-    /// The command (`run`) or strategy (`restart`).
+    /// The command (`run`), strategy (`restart`) or path (`patch`).
     #[serde(default)]
     pub command: Option<String>,
     /// `info`, `warning`, `critical`.
@@ -514,7 +523,13 @@ fn run_file_inner(file: &Path, report: &mut TestReport) -> Result<(), String> {
         }
         params.insert(k.clone(), v.clone());
     }
-    let policy = test.dispatch.clone().unwrap_or_default();
+    let mut policy = test.dispatch.clone().unwrap_or_default();
+    // A target labelled `managed_by` (e.g. `flink-operator`) is hands-off for relaunches, as in the daemon.
+    if let Some(t) = &test.target {
+        if let Some(m) = t.labels.get(crate::config::MANAGED_BY).filter(|m| m.as_str() != "warden") {
+            policy.hands_off.insert(t.name.clone(), m.clone());
+        }
+    }
     let mut sim = Sim::new(policy, &Default::default(), test.start.unwrap_or_else(default_start));
     // The pack's own modules (and those of the packs beside it, for its dependencies).
     let mut packs = vec![pack.clone()];

@@ -6,6 +6,7 @@ pub mod decision;
 pub mod leftover;
 pub mod limits;
 pub mod log;
+pub mod patch;
 pub mod restart;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,21 @@ impl Executor {
             }
             Planned::Restart { journal_id, job, jid, strategy, origin } => {
                 self.restart(journal_id, &origin.rule, &origin.target, &job, &jid, strategy, cancel).await;
+            }
+            Planned::Patch { journal_id, path, body, origin, subject } => {
+                let out = match self.clients.get(&origin.target) {
+                    Some(client) => patch::send(client, &path, &body).await,
+                    None => patch::PatchOutcome {
+                        outcome: format!("failed: no target named `{}`", origin.target),
+                        output: String::new(),
+                    },
+                };
+                if out.outcome == "ok" {
+                    tracing::info!(rule = %origin.rule, target = %origin.target, subject = %subject, "patched {path}: {}", out.output);
+                } else {
+                    tracing::warn!(rule = %origin.rule, target = %origin.target, subject = %subject, "patch of {path} {}", out.outcome);
+                }
+                self.finish(journal_id, &out.outcome, &out.output);
             }
             Planned::Run { journal_id, command, vars, origin, subject } => {
                 let Some(cmd) = self.commands.get(&command) else {

@@ -202,6 +202,10 @@ fn request_json(q: &ActionRequest) -> Value {
             o["jid"] = json!(jid);
             o["strategy"] = json!(strategy.to_string());
         }
+        RequestKind::Patch { path, body } => {
+            o["path"] = json!(path);
+            o["patch"] = body.clone();
+        }
         RequestKind::Alert | RequestKind::Log => {}
     }
     o
@@ -213,6 +217,7 @@ fn action_name(k: &RequestKind) -> &'static str {
         RequestKind::Run { .. } => "run",
         RequestKind::Restart { .. } => "restart",
         RequestKind::Log => "log",
+        RequestKind::Patch { .. } => "patch",
     }
 }
 
@@ -273,6 +278,7 @@ fn to_text(rule: &str, input: &Path, r: &EvalReport, from: &BTreeMap<String, Str
                         let of = if jid.is_empty() { String::new() } else { format!(" (replacing run {jid})") };
                         format!("restart {job} from {strategy}{of}")
                     }
+                    RequestKind::Patch { path, body } => format!("patch {path} with {body}"),
                 };
                 let _ = writeln!(s, "  {}. {head}", i + 1);
                 if !q.summary.is_empty() {

@@ -106,6 +106,19 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, Diagnostics> {
     load_str_with(path, text, LoadOptions::default())
 }
 
+/// The `managed_by` label of every target whose jobs something other than Warden manages (any value but `warden`).
+pub fn hands_off(targets: &[TargetConfig]) -> BTreeMap<String, String> {
+    targets
+        .iter()
+        .filter_map(|t| {
+            t.labels.get(MANAGED_BY).filter(|v| v.as_str() != "warden").map(|v| (t.name.clone(), v.clone()))
+        })
+        .collect()
+}
+
+/// The target label that says who manages a target's jobs (`managed_by: flink-operator`).
+pub const MANAGED_BY: &str = "managed_by";
+
 /// Checks configuration text as if it had been read from `path`, looking at the outside world as `opts` says.
 pub fn load_str_with(path: &Path, text: &str, opts: LoadOptions) -> Result<LoadedConfig, Diagnostics> {
     if text.trim().is_empty() {
@@ -168,6 +181,7 @@ pub fn load_str_with(path: &Path, text: &str, opts: LoadOptions) -> Result<Loade
         config = doc.typed::<Config>(&Value::Mapping(Default::default()), "", &mut diags).expect("empty config");
     }
     check_semantics(&doc, &base_dir, &mut config, opts, &mut diags);
+    config.dispatch.hands_off = hands_off(&config.targets);
     if !diags.is_empty() {
         let mut d = Diagnostics(diags);
         d.sort();
@@ -660,6 +674,13 @@ mod tests {
             Ok(_) => vec![],
             Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn targets_labelled_managed_by_are_hands_off_for_the_dispatcher() {
+        let text = "targets:\n  - {name: a, url: \"http://a:8081\", labels: {managed_by: flink-operator}}\n  - {name: b, url: \"http://b:8081\", labels: {managed_by: warden}}\n  - {name: c, url: \"http://c:8081\"}\n";
+        let c = load_str(Path::new("warden.yaml"), text).unwrap().config;
+        assert_eq!(c.dispatch.hands_off, BTreeMap::from([("a".to_string(), "flink-operator".to_string())]));
     }
 
     #[test]

@@ -511,6 +511,12 @@ pub struct DispatchConfig {
     /// wait their turn like above. Default `4`.
     #[serde(default = "default_max_concurrent_actions_per_target")]
     pub max_concurrent_actions_per_target: usize,
+    /// Not a setting: the targets whose jobs something else manages, each with its `managed_by` label (a target
+    /// labelled `managed_by: flink-operator`, or any value but `warden`). Warden never relaunches a job there: a
+    /// rule's `run` or `restart_job` for such a target is journalled as `refused` (once while it keeps being
+    /// asked) and not carried out; its alerts go out as usual. Filled from `targets:` when the file is loaded.
+    #[serde(skip)]
+    pub hands_off: BTreeMap<String, String>,
 }
 
 impl Default for DispatchConfig {
@@ -521,6 +527,7 @@ impl Default for DispatchConfig {
             storm_guard: StormGuardConfig::default(),
             max_concurrent_actions: default_max_concurrent_actions(),
             max_concurrent_actions_per_target: default_max_concurrent_actions_per_target(),
+            hands_off: BTreeMap::new(),
         }
     }
 }

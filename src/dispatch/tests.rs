@@ -54,6 +54,7 @@ fn kinds(p: &[Planned]) -> Vec<String> {
             Planned::Notify { record, .. } => format!("{}:{}", record.event, record.subject),
             Planned::Run { command, subject, .. } => format!("run:{command}:{subject}"),
             Planned::Restart { job, strategy, .. } => format!("restart:{strategy}:{job}"),
+            Planned::Patch { path, body, .. } => format!("patch:{path}:{body}"),
         })
         .collect()
 }
@@ -264,6 +265,66 @@ fn alert_about_run(jid: &str) -> ActionRequest {
     }
 }
 
+fn restart_req(subject: &str) -> ActionRequest {
+    ActionRequest {
+        kind: RequestKind::Restart {
+            job: subject.into(),
+            jid: "a1".into(),
+            strategy: crate::model::RestartStrategy::LastCheckpoint,
+        },
+        ..relaunch(subject)
+    }
+}
+
+fn hands_off() -> DispatchConfig {
+    DispatchConfig { hands_off: [("jm".to_string(), "flink-operator".to_string())].into(), ..policy() }
+}
+
+#[test]
+fn relaunches_on_an_operator_managed_target_are_refused_and_journalled_once() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(hands_off(), false, &s).unwrap();
+    // The alert goes out; neither the command nor the restart runs, however long it is asked.
+    let both = || vec![alert("clicks", None), relaunch("clicks"), restart_req("clicks")];
+    assert_eq!(step(&mut d, &s, 0, both()), vec!["firing:clicks"]);
+    for at in [10, 200, 400, 4000] {
+        assert!(step(&mut d, &s, at, both()).is_empty(), "at {at}");
+    }
+    let refused = |s: &Store| {
+        s.entries(None).unwrap().into_iter().filter(|e| e.action == ActionKind::Refused).collect::<Vec<_>>()
+    };
+    let r = refused(&s);
+    assert_eq!(r.len(), 2, "once for the run, once for the restart: {r:#?}");
+    assert!(r.iter().all(|e| e.outcome.starts_with("refused: target `jm` is labelled `managed_by: flink-operator`")));
+    assert!(r.iter().all(|e| e.details["managed_by"] == "flink-operator"));
+    assert_eq!(s.runs_since("jm", "clicks", t(-1)).unwrap(), 0, "nothing counts as a relaunch");
+    // Recovered, then failed again: a new incident is refused (and journalled) again, once.
+    assert_eq!(step(&mut d, &s, 4010, vec![]), vec!["resolved:clicks"]);
+    step(&mut d, &s, 4020, vec![relaunch("clicks")]);
+    step(&mut d, &s, 4030, vec![relaunch("clicks")]);
+    assert_eq!(refused(&s).len(), 3);
+    // Another target is not affected.
+    let mut other = origin(4040);
+    other.target = "jm2".into();
+    let planned = d.process(&other, &Verdict::Requests(vec![relaunch("clicks")]), &s).unwrap();
+    assert_eq!(kinds(&planned), vec!["run:relaunch:clicks"]);
+}
+
+fn patch_req(nonce: i64) -> ActionRequest {
+    ActionRequest {
+        kind: RequestKind::Patch {
+            path: "/apis/flink.apache.org/v1beta1/namespaces/flink/flinkdeployments/clicks".into(),
+            body: serde_json::json!({"spec": {"restartNonce": nonce}}),
+        },
+        subject: "flink/clicks".into(),
+        severity: Severity::Warning,
+        summary: "restart clicks".into(),
+        details: serde_json::Value::Null,
+        pending: Some(Pending::Evaluations(2)),
+        cooldown: None,
+    }
+}
+
 #[test]
 fn a_new_episode_of_a_firing_alert_is_announced_at_once_and_only_once() {
     let s = Store::in_memory();
@@ -295,4 +356,35 @@ fn an_episode_that_changes_before_the_alert_fired_fires_once_when_due() {
     assert!(step(&mut d, &s, 10, vec![alert_about_run("b")]).is_empty());
     assert_eq!(step(&mut d, &s, 20, vec![alert_about_run("b")]), ["firing:clicks"]);
     assert!(step(&mut d, &s, 30, vec![alert_about_run("b")]).is_empty());
+}
+
+#[test]
+fn a_patch_is_sent_once_per_nonce_and_journalled() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(hands_off(), false, &s).unwrap();
+    let p = "patch:/apis/flink.apache.org/v1beta1/namespaces/flink/flinkdeployments/clicks";
+    assert!(step(&mut d, &s, 0, vec![patch_req(5)]).is_empty(), "pending for 2 evaluations");
+    assert_eq!(step(&mut d, &s, 10, vec![patch_req(5)]), vec![format!(r#"{p}:{{"spec":{{"restartNonce":5}}}}"#)]);
+    // Asked again, long after any cooldown: not sent again. A hands-off target still gets patches (the operator's way).
+    for at in [20, 300, 3000] {
+        assert!(step(&mut d, &s, at, vec![patch_req(5)]).is_empty(), "at {at}");
+    }
+    let j: Vec<_> = s.entries(None).unwrap().into_iter().filter(|e| e.action == ActionKind::Patch).collect();
+    assert_eq!(j.len(), 1);
+    assert_eq!(j[0].details["patch"], serde_json::json!({"spec": {"restartNonce": 5}}));
+    // A new nonce is a new action (after its own pending), counted by the storm guard like a run.
+    step(&mut d, &s, 3010, vec![patch_req(6)]);
+    assert_eq!(step(&mut d, &s, 3020, vec![patch_req(6)]).len(), 1);
+    assert_eq!(s.runs_since("jm", "flink/clicks", t(0)).unwrap(), 2);
+}
+
+#[test]
+fn a_patch_in_dry_run_is_journalled_only() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(policy(), true, &s).unwrap();
+    let once = Some(Pending::Evaluations(1));
+    assert!(step(&mut d, &s, 0, vec![ActionRequest { pending: once, ..patch_req(5) }]).is_empty());
+    let j = s.entries(None).unwrap();
+    assert_eq!(j.len(), 1);
+    assert_eq!((j[0].action, j[0].outcome.as_str()), (ActionKind::Patch, "dry-run"));
 }

@@ -109,4 +109,17 @@ pub enum Planned {
         /// The subject.
         subject: String,
     },
+    /// Send a JSON merge patch to a path on the rule's target.
+    Patch {
+        /// Journal row.
+        journal_id: i64,
+        /// Path on the target.
+        path: String,
+        /// The merge patch.
+        body: serde_json::Value,
+        /// Rule and target.
+        origin: Origin,
+        /// The subject.
+        subject: String,
+    },
 }

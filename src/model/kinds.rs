@@ -97,6 +97,11 @@ text_enum!(
         Resolved => "resolved",
         /// A named command ran.
         Run => "run",
+        /// A JSON merge patch was sent to a target (e.g. a Kubernetes resource the Flink operator manages).
+        Patch => "patch",
+        /// A relaunch (command or restart) was refused because the target's jobs are managed by someone else
+        /// (a target labelled `managed_by`, e.g. `flink-operator`).
+        Refused => "refused",
         /// A restart from state.
         Restart => "restart",
         /// A rule's log line.
@@ -117,7 +122,8 @@ impl PartialEq<&str> for ActionKind {
 }
 
 impl ActionKind {
-    /// Whether entries of this kind are relaunches (counted by the storm guard).
+    /// Whether entries of this kind are relaunches (with a decision record; the storm guard counts them, and
+    /// patches too).
     pub fn is_relaunch(self) -> bool {
         matches!(self, ActionKind::Run | ActionKind::Restart)
     }

@@ -73,6 +73,18 @@ pub enum RequestKind {
     },
     /// Append a line to the alert log now (no dedup: rules that log should remember what they logged in `state`).
     Log,
+    /// Send a JSON merge patch (`PATCH`, `Content-Type: application/merge-patch+json`) to a path on the rule's
+    /// target, with the target's auth and TLS: how the Flink Kubernetes Operator is asked to restart a deployment
+    /// (`spec.restartNonce`) or take a savepoint (`spec.job.savepointTriggerNonce`). Dispatched like `run`
+    /// (pending, storm guard, dry run, journal), but sent once per dedup key, which holds the path and the body:
+    /// the same patch asked again is not sent again (not even after a cooldown, nor when it failed), and a patch
+    /// with a new nonce is a new action.
+    Patch {
+        /// Path (and query) on the target, starting with `/`.
+        path: String,
+        /// The merge patch.
+        body: serde_json::Value,
+    },
 }
 
 /// One request from one rule evaluation.
@@ -103,6 +115,7 @@ impl ActionRequest {
             RequestKind::Run { command, .. } => format!("run:{command}:{}", self.subject),
             RequestKind::Restart { .. } => format!("restart:{}", self.subject),
             RequestKind::Log => format!("log:{}", self.subject),
+            RequestKind::Patch { path, body } => format!("patch:{path}:{body}"),
         }
     }
 }

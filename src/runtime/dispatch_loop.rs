@@ -77,8 +77,9 @@ pub(super) async fn dispatch_loop(
 fn journal_id(p: &crate::model::Planned) -> i64 {
     use crate::model::Planned;
     match p {
-        Planned::Notify { journal_id, .. } | Planned::Restart { journal_id, .. } | Planned::Run { journal_id, .. } => {
-            *journal_id
-        }
+        Planned::Notify { journal_id, .. }
+        | Planned::Restart { journal_id, .. }
+        | Planned::Run { journal_id, .. }
+        | Planned::Patch { journal_id, .. } => *journal_id,
     }
 }

@@ -24,6 +24,7 @@ mod empty;
 mod glob;
 pub mod json;
 pub mod modules;
+mod patch;
 mod query;
 
 use std::cell::RefCell;
@@ -167,6 +168,7 @@ impl ScriptEngine {
         // Job names and ids are thousands of distinct strings: Rhai's small intern cache only costs time here.
         engine.set_max_strings_interned(0);
         api::register(&mut engine);
+        patch::register(&mut engine);
         // The read-only JSON view of `obs.body` and `http_get(..).body` (src/script/json.rs).
         json::register(&mut engine);
         glob::register(&mut engine);

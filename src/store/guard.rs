@@ -16,7 +16,7 @@ impl Store {
     ) -> Result<Vec<DateTime<Utc>>> {
         let times: Vec<String> = self.with_conn(|c| {
             let mut st = c.prepare(
-                "SELECT time FROM journal WHERE action IN ('run', 'restart') AND target = ?1 AND subject = ?2
+                "SELECT time FROM journal WHERE action IN ('run', 'restart', 'patch') AND target = ?1 AND subject = ?2
                  AND time >= ?3 AND outcome <> 'dry-run' AND outcome NOT LIKE 'suppressed%' ORDER BY time",
             )?;
             let rows = st.query_map(params![target, subject, ts(since)], |r| r.get(0))?;

@@ -476,7 +476,7 @@ impl Store {
     pub fn runs_since(&self, target: &str, subject: &str, since: DateTime<Utc>) -> Result<u32> {
         self.with(|c| {
             c.query_row(
-                "SELECT COUNT(*) FROM journal WHERE action IN ('run', 'restart') AND target = ?1 AND subject = ?2
+                "SELECT COUNT(*) FROM journal WHERE action IN ('run', 'restart', 'patch') AND target = ?1 AND subject = ?2
                  AND time >= ?3
                  AND outcome <> 'dry-run' AND outcome NOT LIKE 'suppressed%'",
                 params![target, subject, ts(since)],

@@ -14,6 +14,7 @@ mod flink_ha;
 mod fuzz;
 mod inhibit;
 mod notify;
+mod operator;
 mod ownership;
 mod reload_time;
 mod rules;
