@@ -266,6 +266,10 @@ pub async fn run(
     ));
     // Bounded growth: the store is pruned by the `retention` of the generation in force at each round.
     tokio::spawn(prune_loop(store.clone(), shared.clone(), stop.clone()));
+    // Events pushed to `POST /api/events`, judged by the `events:` probes.
+    let (events_tx, events_rx) = mpsc::channel(events::QUEUE);
+    opts.status.set_event_sink(events_tx);
+    probes.spawn(events::events_loop(events_rx, shared.clone(), stop.clone()));
     // Warden watching itself (`self_alerts`).
     tokio::spawn(self_alerts::watch_self(shared.clone(), stop.clone()));
     let disp = tokio::spawn(dispatch_loop(
@@ -595,6 +599,7 @@ async fn retire_rules(gone: &[(String, String)], g: &Generation, shared: &Shared
 }
 
 mod dispatch_loop;
+pub mod events;
 mod fanout;
 mod generation;
 mod orphans;

@@ -7,6 +7,7 @@ mod authoring;
 mod bad_input;
 mod cli;
 mod daemon;
+mod events;
 mod explain;
 mod fanout;
 mod fuzz;
