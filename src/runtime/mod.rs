@@ -316,6 +316,8 @@ pub async fn run(
     }
     if opts.reload.is_some() {
         opts.status.set_reload_trigger(reload_tx.clone());
+        // Rotated token files (a projected service-account token) take effect without anyone asking.
+        tokio::spawn(watch_secret_files(shared.clone(), reload_tx.clone(), stop.clone()));
     }
     drop(reload_tx);
 
@@ -522,6 +524,40 @@ async fn load_generation(path: PathBuf, old: &Arc<Generation>) -> Result<Generat
     })
     .await;
     built.unwrap_or_else(|e| Err(vec![format!("reload crashed: {e}")]))
+}
+
+/// Checks the `file:` secrets of the targets (bearer tokens, basic passwords, header values) every
+/// `reload.poll_interval` (one `stat` each) and asks for a reload when one was replaced or changed: the reload reads
+/// the new value and gives that target a new client. A reload that fails (the file is unreadable) is asked for
+/// again at most once a minute.
+async fn watch_secret_files(
+    shared: Arc<Shared>,
+    reload: mpsc::Sender<crate::reload::Trigger>,
+    stop: CancellationToken,
+) {
+    let mut asked: Option<(usize, std::time::Instant)> = None;
+    loop {
+        let g = shared.generation();
+        let every = g.plan.loaded.config.reload.poll_interval.max(Duration::from_millis(100));
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let g = shared.generation();
+        let changed = g.plan.loaded.config.targets.iter().find_map(|t| {
+            let auth = t.auth.iter().flat_map(|a| a.bearer.iter().chain(a.basic.iter().map(|b| &b.password)));
+            let mut secrets = auth.chain(t.headers.values());
+            secrets.find_map(|s| s.file_changed().map(|p| (t.name.clone(), p.to_path_buf())))
+        });
+        let Some((target, path)) = changed else { continue };
+        let this = Arc::as_ptr(&g) as usize;
+        if asked.is_some_and(|(gen, at)| gen == this && at.elapsed() < Duration::from_secs(60)) {
+            continue;
+        }
+        tracing::info!(target_name = %target, file = %path.display(), "a secret file changed: reloading to read it");
+        asked = Some((this, std::time::Instant::now()));
+        let _ = reload.try_send(crate::reload::Trigger::Changed(path));
+    }
 }
 
 /// Prunes the store every `retention.prune_every` (of the current generation) until `stop` fires.

@@ -192,3 +192,66 @@ async fn without_a_server_token_pushed_events_are_refused() {
     assert_eq!(code, 403, "{body}");
     assert!(body["error"].as_str().unwrap().contains("server.token"), "{body}");
 }
+
+/// A target's `file:` bearer token rotated the kubelet's way (a new directory, the `..data` symlink swapped): the
+/// daemon notices with a `stat`, reloads, and the next polls carry the new token.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_file_is_used_without_a_restart() {
+    use std::sync::{Arc, Mutex};
+    use warden::runtime::{self, ReloadSource, RunOptions};
+
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/jobs/overview",
+        axum::routing::get(move |h: axum::http::HeaderMap| {
+            let log = log.clone();
+            async move {
+                let auth = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                log.lock().unwrap().push(auth);
+                axum::Json(json!({"jobs": []}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let sa = dir.path().join("serviceaccount");
+    std::fs::create_dir(&sa).unwrap();
+    let rotate = |n: u32, token: &str| {
+        std::fs::create_dir(sa.join(format!("..2026_{n}"))).unwrap();
+        std::fs::write(sa.join(format!("..2026_{n}/token")), format!("{token}\n")).unwrap();
+        std::os::unix::fs::symlink(format!("..2026_{n}"), sa.join("..data_tmp")).unwrap();
+        std::fs::rename(sa.join("..data_tmp"), sa.join("..data")).unwrap();
+    };
+    rotate(1, "token-one");
+    std::os::unix::fs::symlink("..data/token", sa.join("token")).unwrap();
+    write_pack(dir.path(), "k8s", &[("r", "1;")]);
+    let cfg = json!({
+        "state_dir": "state",
+        "pack_paths": ["plugins/*"],
+        "targets": [{"name": "api", "url": format!("http://{addr}"), "auth": {"bearer": "file:serviceaccount/token"}}],
+        "reload": {"watch": false, "poll_interval": "200ms"}, // no file watching: the secret check alone
+        "server": {"enabled": false},
+    });
+    let config = write_config(dir.path(), &cfg);
+    let (plan, engine) = warden::plan::load(&config, None).unwrap_or_else(|d| panic!("{d}"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = RunOptions { reload: Some(ReloadSource { config }), ..Default::default() };
+    let task = tokio::spawn(runtime::run(plan, engine, opts, async move {
+        let _ = rx.await;
+    }));
+    let has = |t: &str| seen.lock().unwrap().iter().any(|a| a == &format!("Bearer {t}"));
+    eventually("a poll with the first token", || has("token-one")).await;
+    rotate(2, "token-two");
+    eventually("a poll with the rotated token", || has("token-two")).await;
+    let n = seen.lock().unwrap().len();
+    eventually("two more polls", || seen.lock().unwrap().len() >= n + 2).await;
+    let after: Vec<String> = seen.lock().unwrap()[n..].to_vec();
+    assert!(after.iter().all(|a| a == "Bearer token-two"), "the old token is not sent any more: {after:?}");
+    let _ = tx.send(());
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap().unwrap();
+}
