@@ -61,7 +61,8 @@ pub struct Config {
     #[serde(default)]
     pub retention: RetentionConfig,
     /// Warden's own HTTP server: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/api/status`, `/api/history`,
-    /// `POST /-/reload` and the status page at `/`. On by default, on loopback (`127.0.0.1:9464`).
+    /// `POST /-/reload`, `POST /api/events` (pushed events, with a `token` only) and the status page at `/`. On by
+    /// default, on loopback (`127.0.0.1:9464`).
     #[serde(default)]
     pub server: ServerConfig,
     /// Warden watching itself: alerts (rule `warden/self`, target `warden`) through the normal notification path
