@@ -22,6 +22,7 @@
 //! | [`plan`] | load → validate → compile: turns config + packs into the immutable set of probe jobs and compiled rules |
 //! | [`schedule`] | `every:` and cron schedules; skipped-run accounting |
 //! | [`fetch`] | one HTTP client per TLS setting, auth, timeouts, body cap → [`model::Observation`] |
+//! | [`fetch_pages`] | `request.paginate: k8s`: a Kubernetes list followed through `metadata.continue`, its pages' items merged |
 //! | [`script`] | the Rhai engine (limits, wall clock), the API rules see, JSON ↔ Rhai, pack modules for `import` |
 //! | [`evaluate`] | the one evaluation path: an observation through a probe's rules, used by the daemon, `test`, `eval` and `replay` |
 //! | [`model`] | what travels along the pipe (observations, requests, alert records, planned actions) and the domain enums (restart strategy/step/result, journal action kinds) |
@@ -46,6 +47,7 @@ pub mod dispatch;
 pub mod evaluate;
 pub mod event;
 pub mod fetch;
+pub mod fetch_pages;
 pub mod flink;
 pub mod model;
 pub mod notify;

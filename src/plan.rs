@@ -32,6 +32,8 @@ pub struct ProbeJob {
     pub rules: Vec<String>,
     /// Poll once per job of the target (`for_each:` of the probe); `request.path` then holds `{jid}`/`{job}`.
     pub for_each: Option<crate::config::ForEach>,
+    /// Follow the pages of a list answer (`request.paginate`).
+    pub paginate: Option<crate::fetch_pages::Paginate>,
 }
 
 /// A rule ready to run, with its pack's parameters.
@@ -418,6 +420,7 @@ fn job(p: &ProbeConfig, t: &TargetConfig, schedule: &Schedule, rules: Vec<String
         },
         rules,
         for_each: p.for_each.clone(),
+        paginate: p.request.paginate,
     }
 }
 

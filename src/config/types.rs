@@ -419,6 +419,13 @@ pub struct RequestConfig {
     /// A JSON body to send (for POST probes).
     #[serde(default)]
     pub body: Option<serde_json::Value>,
+    /// Follow the pages of a list: `k8s` (the Kubernetes API: while `metadata.continue` is set, ask again with
+    /// `continue=<token>`, at most 100 pages; the rules see one answer with every page's `items`). Put
+    /// `labelSelector=…` and `limit=…` in the path's query, e.g.
+    /// `/apis/flink.apache.org/v1beta1/namespaces/prod/flinkdeployments?labelSelector=team%3Dads&limit=200`.
+    /// Default: none (one request).
+    #[serde(default)]
+    pub paginate: Option<crate::fetch_pages::Paginate>,
 }
 
 fn default_method() -> String {

@@ -43,7 +43,7 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
         }
         let (polled_at, started) = (shared.clock.now(), std::time::Instant::now());
         let obs = tokio::select! {
-            o = client.observe(&job.probe, &job.request) => o,
+            o = crate::fetch_pages::observe(&client, &job.probe, &job.request, job.paginate) => o,
             _ = stop.cancelled() => return,
         };
         let took = started.elapsed();
