@@ -22,6 +22,7 @@
 //! | [`plan`] | load → validate → compile: turns config + packs into the immutable set of probe jobs and compiled rules |
 //! | [`schedule`] | `every:` and cron schedules; skipped-run accounting |
 //! | [`fetch`] | one HTTP client per TLS setting, auth, timeouts, body cap → [`model::Observation`] |
+//! | [`fetch_pages`] | `request.paginate: k8s`: a Kubernetes list followed through `metadata.continue`, its pages' items merged |
 //! | [`script`] | the Rhai engine (limits, wall clock), the API rules see, JSON ↔ Rhai, pack modules for `import` |
 //! | [`evaluate`] | the one evaluation path: an observation through a probe's rules, used by the daemon, `test`, `eval` and `replay` |
 //! | [`model`] | what travels along the pipe (observations, requests, alert records, planned actions) and the domain enums (restart strategy/step/result, journal action kinds) |
@@ -29,8 +30,8 @@
 //! | [`action`] | built-in actions and the executor: alert log with rotation ([`action::log`]), commands ([`action::command`]; left-over ones after a crash: [`action::leftover`]), JSON merge patches of a target's resources, e.g. the Flink Kubernetes Operator's nonces ([`action::patch`]), decision records, why a command ran or a job was restarted ([`action::decision`], shown by `warden explain`), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, one owner with a lease, resumable, exactly once), concurrency limits ([`action::limits`]) |
 //! | [`notify`] | notification channels (e-mail, Slack, file, plugins), routing, inhibition ([`notify::inhibit`]), grouping, silences, outbox |
 //! | [`store`] | SQLite on its own thread, never blocking async workers: journal, rule state, dispatcher state (one transaction per step), guard resets, restart records (the per-job lock, with owner and lease), savepoint history; [`store::schema`]: versioned migrations; [`store::retention`]: pruning; [`store::lock`]: one daemon per state directory |
-//! | [`runtime`] | the daemon: one task per probe × target (on the monotonic clock; a `for_each: job` probe's task polls each job of the target, a bounded number at a time, and merges the tick's verdicts per rule), the dispatcher task, hot reload (an immutable generation swapped atomically, notifier included), take-over of orphaned restarts, pruning, graceful shutdown (a second signal ends it at once); [`runtime::status`]: what it knows about itself, for the server |
-//! | [`server`] | Warden's own HTTP server: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/api/status`, `/api/history`, `POST /-/reload`, the status page; reads [`runtime::status`] |
+//! | [`runtime`] | the daemon: one task per probe × target (on the monotonic clock; a `for_each: job` probe's task polls each job of the target, a bounded number at a time, and merges the tick's verdicts per rule), the dispatcher task, hot reload (an immutable generation swapped atomically, notifier included), pushed events judged by `events:` probes ([`runtime::events`]), reloads when a target's `file:` secret is rotated, take-over of orphaned restarts, pruning, graceful shutdown (a second signal ends it at once); [`runtime::status`]: what it knows about itself, for the server |
+//! | [`server`] | Warden's own HTTP server: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/api/status`, `/api/history`, `POST /-/reload`, `POST /api/events` (checks pushed events and hands them to the daemon through a channel), the status page; reads [`runtime::status`] |
 //! | [`report`] | `warden report`: an inventory across targets (jobs, Flink version, checkpointing, last checkpoint, state size and trend, restarts in the last day), asked of each JobManager directly |
 //! | [`reload`] | watching `warden.yaml` and pack directories (debounced, polling mode), SIGHUP |
 //! | [`ruletest`] | rules on simulated time: `warden test`, `warden eval`, `warden replay` |
@@ -46,6 +47,7 @@ pub mod dispatch;
 pub mod evaluate;
 pub mod event;
 pub mod fetch;
+pub mod fetch_pages;
 pub mod flink;
 pub mod model;
 pub mod notify;

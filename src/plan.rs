@@ -32,6 +32,8 @@ pub struct ProbeJob {
     pub rules: Vec<String>,
     /// Poll once per job of the target (`for_each:` of the probe); `request.path` then holds `{jid}`/`{job}`.
     pub for_each: Option<crate::config::ForEach>,
+    /// Follow the pages of a list answer (`request.paginate`).
+    pub paginate: Option<crate::fetch_pages::Paginate>,
 }
 
 /// A rule ready to run, with its pack's parameters.
@@ -69,7 +71,27 @@ pub struct Plan {
     pub loaded_at: std::time::SystemTime,
     /// The inhibit rules in force: the packs' defaults (unless turned off) and `inhibit.rules`.
     pub inhibit: Vec<crate::notify::inhibit::InhibitRule>,
+    /// The probes fed by pushed events (`events:` instead of `request:`); they have no polling job.
+    pub events: Vec<EventProbe>,
 }
+
+/// A probe fed by events pushed to `POST /api/events`, with the rules it runs for each target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventProbe {
+    /// The probe's (namespaced) name.
+    pub probe: String,
+    /// Which events it takes.
+    pub takes: crate::config::EventsProbeConfig,
+    /// The rules (namespaced) that judge an event naming a target, by target name; targets the probe does not
+    /// select are absent.
+    pub targets: BTreeMap<String, Vec<String>>,
+    /// The rules that judge an event naming no target (on the pseudo-target [`EVENTS_TARGET`]); `None` when the
+    /// probe selects targets.
+    pub untargeted: Option<Vec<String>>,
+}
+
+/// The pseudo-target of pushed events that name no target.
+pub const EVENTS_TARGET: &str = "events";
 
 impl Plan {
     /// The parameters `rule` (namespaced) sees when it judges `target`, or `None` for an unknown rule.
@@ -120,6 +142,7 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
 
     let mut rules: BTreeMap<String, Arc<PlannedRule>> = BTreeMap::new();
     let mut jobs = vec![];
+    let mut events = vec![];
     for pack in &packs {
         let settings = cfg.packs.get(pack.name()).cloned().unwrap_or_default();
         let spath = join_key("packs", pack.name());
@@ -194,6 +217,25 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
                 probe.every = Some(every);
                 probe.cron = None;
             }
+            if let Some(takes) = &probe.events {
+                let names_on = |off: Option<&BTreeSet<&str>>| -> Vec<String> {
+                    p.rules
+                        .iter()
+                        .filter(|r| !off.is_some_and(|o| o.contains(r.as_str())))
+                        .map(|r| format!("{}/{r}", pack.name()))
+                        .collect()
+                };
+                let targets = cfg
+                    .targets
+                    .iter()
+                    .filter(|t| settings.targets.as_ref().is_none_or(|s| s.matches(t)))
+                    .map(|t| (t.name.clone(), names_on(disabled.get(t.name.as_str()))))
+                    .collect();
+                let pack_off: BTreeSet<&str> = settings.disabled_rules.iter().map(String::as_str).collect();
+                let untargeted = settings.targets.is_none().then(|| names_on(Some(&pack_off)));
+                events.push(EventProbe { probe: probe.name.clone(), takes: takes.clone(), targets, untargeted });
+                continue;
+            }
             let Some(schedule) = schedule_of(&probe) else { continue };
             // The pack's own choice of targets for this probe (`probes[].targets` in pack.yaml), within the targets
             // the user gives the pack (`packs.<name>.targets`).
@@ -233,6 +275,17 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
                 ));
             }
         }
+        if let Some(takes) = &p.events {
+            let targets = cfg
+                .targets
+                .iter()
+                .filter(|t| p.targets.as_ref().is_none_or(|s| s.matches(t)))
+                .map(|t| (t.name.clone(), p.rules.clone()))
+                .collect();
+            let untargeted = p.targets.is_none().then(|| p.rules.clone());
+            events.push(EventProbe { probe: p.name.clone(), takes: takes.clone(), targets, untargeted });
+            continue;
+        }
         expand(p, p.targets.as_ref(), &cfg.targets, &mut jobs);
     }
 
@@ -246,7 +299,7 @@ pub fn build(loaded: LoadedConfig, source: PackSource, engine: &ScriptEngine) ->
     }
     let packs =
         packs.iter().map(|p| (p.name().to_string(), p.manifest.version.clone(), p.dir.display().to_string())).collect();
-    Ok(Plan { loaded, rules, jobs, packs, loaded_at, inhibit })
+    Ok(Plan { loaded, rules, jobs, packs, loaded_at, inhibit, events })
 }
 
 /// A rule that judges a `for_each: job` probe judges no other probe: the dispatcher keeps one memory per (rule,
@@ -373,6 +426,7 @@ fn job(p: &ProbeConfig, t: &TargetConfig, schedule: &Schedule, rules: Vec<String
         },
         rules,
         for_each: p.for_each.clone(),
+        paginate: p.request.paginate,
     }
 }
 
@@ -499,6 +553,44 @@ mod tests {
         assert_eq!(rules_of("prod"), vec!["t/a", "t/b"]);
         assert_eq!(rules_of("stage"), vec!["t/a"]);
         assert_eq!(rules_of("dev"), vec!["t/a"]);
+    }
+
+    #[test]
+    fn events_probes_are_planned_per_target_without_a_polling_job() {
+        let pack = PackFiles {
+            dir: PathBuf::from("packs/e"),
+            manifest: "name: e\nversion: 1.0.0\nprobes:\n  - name: pushed\n    events: {kinds: [deployed]}\n    rules: [a, b]\n"
+                .into(),
+            rules: vec![("a.rhai".into(), "1;".into()), ("b.rhai".into(), "1;".into())],
+            modules: vec![],
+        };
+        let cfg = format!(
+            "{TARGETS}packs:\n  e:\n    overrides:\n      - targets: [dev]\n        disabled_rules: [b]\nprobes:\n  - name: mine\n    events: {{sources: [ci]}}\n    targets: {{labels: {{env: prod}}}}\n    rules: [e/a]\n"
+        );
+        let plan = build_with(&cfg, vec![pack]).unwrap_or_else(|d| panic!("{d}"));
+        assert!(plan.jobs.is_empty(), "events probes do not poll: {:?}", plan.jobs);
+        let pushed = plan.events.iter().find(|p| p.probe == "e/pushed").unwrap();
+        assert!(pushed.takes.takes("anyone", "deployed") && !pushed.takes.takes("anyone", "other"));
+        assert_eq!(pushed.targets["prod"], ["e/a", "e/b"]);
+        assert_eq!(pushed.targets["dev"], ["e/a"]);
+        assert_eq!(pushed.untargeted.as_deref(), Some(&["e/a".to_string(), "e/b".to_string()][..]));
+        let mine = plan.events.iter().find(|p| p.probe == "mine").unwrap();
+        assert_eq!(mine.targets.keys().collect::<Vec<_>>(), ["prod"]);
+        assert_eq!(mine.untargeted, None, "a probe that selects targets takes no untargeted event");
+    }
+
+    #[test]
+    fn an_events_probe_with_polling_settings_or_a_probe_with_neither_is_refused() {
+        let err = |cfg: &str| match crate::config::load_str(Path::new("w.yaml"), cfg) {
+            Ok(_) => panic!("accepted: {cfg}"),
+            Err(d) => d.to_string(),
+        };
+        let e =
+            err("probes:\n  - name: x\n    events: {}\n    every: 10s\n    request: {path: /a}\n    rules: [t/a]\n");
+        assert!(e.contains("w.yaml:4:12: probe `x`: an `events:` probe takes pushed events and has no `every`"), "{e}");
+        assert!(e.contains("probe `x`: an `events:` probe takes pushed events and has no `request`"), "{e}");
+        let e = err("probes:\n  - name: y\n    every: 10s\n    rules: [t/a]\n");
+        assert!(e.contains("probe `y` needs `request:` (what to poll) or `events:`"), "{e}");
     }
 
     #[test]

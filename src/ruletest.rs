@@ -568,7 +568,8 @@ fn run_file_inner(file: &Path, report: &mut TestReport) -> Result<(), String> {
                 .probes
                 .iter()
                 .find(|p| p.rules.iter().any(|r| r == short))
-                .map(|p| p.request.path.clone());
+                // An `events:` probe's steps give the pushed event as the answer to `/api/events`.
+                .map(|p| if p.events.is_some() { "/api/events".into() } else { p.request.path.clone() });
         }
         rules.push((compiled, params.clone()));
     }

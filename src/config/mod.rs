@@ -301,8 +301,14 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
         if !probe_names.insert(p.name.clone()) {
             diags.push(doc.diag(&join_key(&path, "name"), format!("duplicate probe name `{}`", p.name)));
         }
-        check_schedule(doc, &path, &p.name, p.every, p.cron.as_deref(), diags);
         check_selector(doc, &join_key(&path, "targets"), p.targets.as_ref(), &target_names, diags);
+        if p.rules.is_empty() {
+            diags.push(doc.diag(&join_key(&path, "rules"), format!("probe `{}` names no rules", p.name)));
+        }
+        if check_probe_kind(doc, &path, p, diags) {
+            continue;
+        }
+        check_schedule(doc, &path, &p.name, p.every, p.cron.as_deref(), diags);
         if !p.request.path.starts_with('/') {
             diags.push(doc.diag(
                 &join_key(&path, "request.path"),
@@ -313,9 +319,6 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
             diags.push(
                 doc.diag(&join_key(&path, "request.method"), format!("invalid HTTP method `{}`", p.request.method)),
             );
-        }
-        if p.rules.is_empty() {
-            diags.push(doc.diag(&join_key(&path, "rules"), format!("probe `{}` names no rules", p.name)));
         }
         check_fan_out(doc, &path, p, diags);
     }
@@ -534,6 +537,37 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
             },
         }
     }
+}
+
+/// Checks that a probe either polls (`request:`) or takes pushed events (`events:`), and that an `events:` probe
+/// has none of the polling settings. `true` when the polling checks are to be skipped: an `events:` probe, or one
+/// with neither (already reported).
+pub fn check_probe_kind(doc: &YamlDoc, path: &str, p: &ProbeConfig, diags: &mut Vec<Diagnostic>) -> bool {
+    let Some(_) = &p.events else {
+        if p.request.path.is_empty() {
+            diags.push(doc.diag(
+                path,
+                format!("probe `{}` needs `request:` (what to poll) or `events:` (events pushed to Warden)", p.name),
+            ));
+            return true;
+        }
+        return false;
+    };
+    let polling = [
+        ("request", !p.request.path.is_empty()),
+        ("every", p.every.is_some()),
+        ("cron", p.cron.is_some()),
+        ("for_each", p.for_each.is_some()),
+    ];
+    for (key, set) in polling {
+        if set {
+            diags.push(doc.diag(
+                &join_key(path, key),
+                format!("probe `{}`: an `events:` probe takes pushed events and has no `{key}`", p.name),
+            ));
+        }
+    }
+    true
 }
 
 /// Checks a probe's `for_each` and the placeholders of its request path: only `{jid}` and `{job}`, only with

@@ -61,7 +61,8 @@ pub struct Config {
     #[serde(default)]
     pub retention: RetentionConfig,
     /// Warden's own HTTP server: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/api/status`, `/api/history`,
-    /// `POST /-/reload` and the status page at `/`. On by default, on loopback (`127.0.0.1:9464`).
+    /// `POST /-/reload`, `POST /api/events` (pushed events, with a `token` only) and the status page at `/`. On by
+    /// default, on loopback (`127.0.0.1:9464`).
     #[serde(default)]
     pub server: ServerConfig,
     /// Warden watching itself: alerts (rule `warden/self`, target `warden`) through the normal notification path
@@ -187,8 +188,14 @@ pub struct ProbeConfig {
     /// e.g. `"*/15 * * * * *"`.
     #[serde(default)]
     pub cron: Option<String>,
-    /// The HTTP request.
+    /// The HTTP request. Give either `request` (a polling probe) or `events` (a probe fed by pushed events).
+    #[serde(default)]
     pub request: RequestConfig,
+    /// Instead of polling, take the events pushed to `POST /api/events` that match (see [`EventsProbeConfig`]).
+    /// Such a probe has no `request`, `every`, `cron` or `for_each`; its rules see each matching event as
+    /// `obs.body`, like the answer of a poll.
+    #[serde(default)]
+    pub events: Option<EventsProbeConfig>,
     /// Largest response body accepted, e.g. `16MiB`; a larger one becomes an observation with error `too_large`.
     /// Default `16MiB`.
     #[serde(default = "default_max_body")]
@@ -374,8 +381,31 @@ fn default_max_body() -> ByteSize {
     ByteSize(16 * 1024 * 1024)
 }
 
+/// Which pushed events a probe takes (`events:` of a probe). An event is taken when its `kind` is one of `kinds`
+/// and its `source` one of `sources` (an empty list takes every value). An event that names a `target` is
+/// judged on that target, and only by probes whose `targets` select it; an event without a target is judged on
+/// the pseudo-target `events`, by probes that do not set `targets`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsProbeConfig {
+    /// Event kinds taken, e.g. `[deployment-status, deployment-event]`. Default: every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Event sources taken, e.g. `[flink-operator]`. Default: every source.
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+impl EventsProbeConfig {
+    /// True when an event of `source` and `kind` is taken.
+    pub fn takes(&self, source: &str, kind: &str) -> bool {
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+            && (self.sources.is_empty() || self.sources.iter().any(|s| s == source))
+    }
+}
+
 /// The HTTP request of a probe.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestConfig {
     /// HTTP method. Default `GET`.
@@ -389,6 +419,13 @@ pub struct RequestConfig {
     /// A JSON body to send (for POST probes).
     #[serde(default)]
     pub body: Option<serde_json::Value>,
+    /// Follow the pages of a list: `k8s` (the Kubernetes API: while `metadata.continue` is set, ask again with
+    /// `continue=<token>`, at most 100 pages; the rules see one answer with every page's `items`). Put
+    /// `labelSelector=…` and `limit=…` in the path's query, e.g.
+    /// `/apis/flink.apache.org/v1beta1/namespaces/prod/flinkdeployments?labelSelector=team%3Dads&limit=200`.
+    /// Default: none (one request).
+    #[serde(default)]
+    pub paginate: Option<crate::fetch_pages::Paginate>,
 }
 
 fn default_method() -> String {
@@ -1005,14 +1042,45 @@ pub struct ServerConfig {
     /// A bearer token (a secret reference such as `${WARDEN_TOKEN}` or `file:/run/secrets/warden-token`) that
     /// every request but `GET /healthz` must carry as `Authorization: Bearer <token>` (browsers: HTTP basic
     /// authentication with any user name and the token as password). Default: none (no authentication).
+    /// `POST /api/events` needs it: without a token that endpoint answers 403.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// Pushed events (`POST /api/events`): size limit and the window in which a retried event is taken once.
+    #[serde(default)]
+    pub events: ServerEventsConfig,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { enabled: true, listen: None, token: None }
+        Self { enabled: true, listen: None, token: None, events: ServerEventsConfig::default() }
     }
+}
+
+/// `server.events`: how `POST /api/events` takes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEventsConfig {
+    /// Largest request body accepted; a larger one is answered 413. Default `1MiB`.
+    #[serde(default = "default_event_max_body")]
+    pub max_body: ByteSize,
+    /// An event whose `id` (with its `source`) was accepted within this window is answered 200 with
+    /// `"duplicate": true` and not judged again, so a sender may retry safely. Remembered in memory (at most
+    /// 100 000 ids): a restart of Warden forgets them. Default `10m`.
+    #[serde(default = "default_event_dedup", with = "units::duration")]
+    pub dedup_window: Duration,
+}
+
+impl Default for ServerEventsConfig {
+    fn default() -> Self {
+        Self { max_body: default_event_max_body(), dedup_window: default_event_dedup() }
+    }
+}
+
+fn default_event_max_body() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+fn default_event_dedup() -> Duration {
+    Duration::from_secs(600)
 }
 
 impl ServerConfig {

@@ -112,6 +112,8 @@ text_enum!(
         GuardReset => "guard-reset",
         /// A notification was queued or delivered.
         Notify => "notify",
+        /// An event pushed to `POST /api/events` arrived.
+        Event => "event",
     }
 );
 

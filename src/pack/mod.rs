@@ -817,8 +817,10 @@ pub fn load(files: PackFiles, diags: &mut Vec<Diagnostic>) -> Option<Pack> {
         if !seen.insert(&p.name) {
             diags.push(doc.diag(&join_key(&path, "name"), format!("duplicate probe name `{}`", p.name)));
         }
-        crate::config::check_schedule(&doc, &path, &p.name, p.every, p.cron.as_deref(), diags);
-        crate::config::check_fan_out(&doc, &path, p, diags);
+        if !crate::config::check_probe_kind(&doc, &path, p, diags) {
+            crate::config::check_schedule(&doc, &path, &p.name, p.every, p.cron.as_deref(), diags);
+            crate::config::check_fan_out(&doc, &path, p, diags);
+        }
         for (j, r) in p.rules.iter().enumerate() {
             if !rules.contains_key(r) {
                 let hint = crate::diag::closest(r, rules.keys().map(String::as_str))

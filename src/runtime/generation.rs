@@ -86,7 +86,7 @@ pub(super) fn job_signature(j: &ProbeJob, g: &Generation) -> String {
     };
     let target = g.plan.loaded.config.targets.iter().find(|t| t.name == j.target).map(target_signature).unwrap_or(0);
     format!(
-        "{sched}|{:?}|{}|{:?}|{:?}|{}|{target}|{:?}",
-        j.request.method, j.request.path, j.request.headers, j.request.body, j.request.max_body, j.for_each
+        "{sched}|{:?}|{}|{:?}|{:?}|{}|{target}|{:?}|{:?}",
+        j.request.method, j.request.path, j.request.headers, j.request.body, j.request.max_body, j.for_each, j.paginate
     )
 }

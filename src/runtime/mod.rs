@@ -266,6 +266,10 @@ pub async fn run(
     ));
     // Bounded growth: the store is pruned by the `retention` of the generation in force at each round.
     tokio::spawn(prune_loop(store.clone(), shared.clone(), stop.clone()));
+    // Events pushed to `POST /api/events`, judged by the `events:` probes.
+    let (events_tx, events_rx) = mpsc::channel(events::QUEUE);
+    opts.status.set_event_sink(events_tx);
+    probes.spawn(events::events_loop(events_rx, shared.clone(), stop.clone()));
     // Warden watching itself (`self_alerts`).
     tokio::spawn(self_alerts::watch_self(shared.clone(), stop.clone()));
     let disp = tokio::spawn(dispatch_loop(
@@ -312,6 +316,8 @@ pub async fn run(
     }
     if opts.reload.is_some() {
         opts.status.set_reload_trigger(reload_tx.clone());
+        // Rotated token files (a projected service-account token) take effect without anyone asking.
+        tokio::spawn(watch_secret_files(shared.clone(), reload_tx.clone(), stop.clone()));
     }
     drop(reload_tx);
 
@@ -520,6 +526,40 @@ async fn load_generation(path: PathBuf, old: &Arc<Generation>) -> Result<Generat
     built.unwrap_or_else(|e| Err(vec![format!("reload crashed: {e}")]))
 }
 
+/// Checks the `file:` secrets of the targets (bearer tokens, basic passwords, header values) every
+/// `reload.poll_interval` (one `stat` each) and asks for a reload when one was replaced or changed: the reload reads
+/// the new value and gives that target a new client. A reload that fails (the file is unreadable) is asked for
+/// again at most once a minute.
+async fn watch_secret_files(
+    shared: Arc<Shared>,
+    reload: mpsc::Sender<crate::reload::Trigger>,
+    stop: CancellationToken,
+) {
+    let mut asked: Option<(usize, std::time::Instant)> = None;
+    loop {
+        let g = shared.generation();
+        let every = g.plan.loaded.config.reload.poll_interval.max(Duration::from_millis(100));
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let g = shared.generation();
+        let changed = g.plan.loaded.config.targets.iter().find_map(|t| {
+            let auth = t.auth.iter().flat_map(|a| a.bearer.iter().chain(a.basic.iter().map(|b| &b.password)));
+            let mut secrets = auth.chain(t.headers.values());
+            secrets.find_map(|s| s.file_changed().map(|p| (t.name.clone(), p.to_path_buf())))
+        });
+        let Some((target, path)) = changed else { continue };
+        let this = Arc::as_ptr(&g) as usize;
+        if asked.is_some_and(|(gen, at)| gen == this && at.elapsed() < Duration::from_secs(60)) {
+            continue;
+        }
+        tracing::info!(target_name = %target, file = %path.display(), "a secret file changed: reloading to read it");
+        asked = Some((this, std::time::Instant::now()));
+        let _ = reload.try_send(crate::reload::Trigger::Changed(path));
+    }
+}
+
 /// Prunes the store every `retention.prune_every` (of the current generation) until `stop` fires.
 async fn prune_loop(store: Arc<Store>, shared: Arc<Shared>, stop: CancellationToken) {
     use crate::store::retention::{prune_all, Retention};
@@ -595,6 +635,7 @@ async fn retire_rules(gone: &[(String, String)], g: &Generation, shared: &Shared
 }
 
 mod dispatch_loop;
+pub mod events;
 mod fanout;
 mod generation;
 mod orphans;

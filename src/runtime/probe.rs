@@ -43,7 +43,7 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
         }
         let (polled_at, started) = (shared.clock.now(), std::time::Instant::now());
         let obs = tokio::select! {
-            o = client.observe(&job.probe, &job.request) => o,
+            o = crate::fetch_pages::observe(&client, &job.probe, &job.request, job.paginate) => o,
             _ = stop.cancelled() => return,
         };
         let took = started.elapsed();
@@ -176,12 +176,12 @@ impl HttpFollowUp {
 }
 
 /// One rule's evaluation, waiting to be committed.
-struct Done {
-    rule: Arc<PlannedRule>,
-    origin: Origin,
-    verdict: Verdict,
+pub(super) struct Done {
+    pub(super) rule: Arc<PlannedRule>,
+    pub(super) origin: Origin,
+    pub(super) verdict: Verdict,
     /// The rule's new state, if it changed.
-    state: Option<serde_json::Value>,
+    pub(super) state: Option<serde_json::Value>,
 }
 
 /// The probe's rules on one observation, through the one evaluation path ([`crate::evaluate`]) that `warden
@@ -235,7 +235,7 @@ fn evaluate_all(
 
 /// Saves the rules' new states and hands their verdicts to the dispatcher, under the generation gate, for the rules
 /// the current generation still runs unchanged. Runs on a blocking thread. `false` when the dispatcher is gone.
-fn commit(sh: &Shared, done: Vec<Done>) -> bool {
+pub(super) fn commit(sh: &Shared, done: Vec<Done>) -> bool {
     let _gate = sh.gate.blocking_read();
     let current = sh.generation();
     for d in done {

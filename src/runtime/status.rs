@@ -303,6 +303,7 @@ struct Inner {
     store: OnceLock<Arc<Store>>,
     stats: OnceLock<Arc<Stats>>,
     reload_tx: OnceLock<mpsc::Sender<Trigger>>,
+    events_tx: OnceLock<mpsc::Sender<super::events::PushedEvent>>,
     server: OnceLock<std::net::SocketAddr>,
     probes: Mutex<HashMap<(String, String), ProbeRun>>,
     rules: Mutex<HashMap<String, RuleRun>>,
@@ -335,6 +336,7 @@ impl StatusHandle {
             store: OnceLock::new(),
             stats: OnceLock::new(),
             reload_tx: OnceLock::new(),
+            events_tx: OnceLock::new(),
             server: OnceLock::new(),
             probes: Mutex::new(HashMap::new()),
             rules: Mutex::new(HashMap::new()),
@@ -440,7 +442,17 @@ impl StatusHandle {
         self.0.reload_tx.get().is_some_and(|tx| tx.try_send(Trigger::Http).is_ok())
     }
 
+    /// Hands a pushed event to the daemon (it is judged by the `events:` probes that take it). `false` when no
+    /// daemon takes events (not started yet, or shutting down), or its queue is full.
+    pub fn push_event(&self, event: super::events::PushedEvent) -> bool {
+        self.0.events_tx.get().is_some_and(|tx| tx.try_send(event).is_ok())
+    }
+
     // ---- written by the runtime ----
+
+    pub(super) fn set_event_sink(&self, tx: mpsc::Sender<super::events::PushedEvent>) {
+        let _ = self.0.events_tx.set(tx);
+    }
 
     pub(super) fn started_with(&self, g: Arc<Generation>, store: Arc<Store>, stats: Arc<Stats>, dry_run: bool) {
         let _ = self.0.store.set(store);

@@ -1,12 +1,14 @@
 //! Warden's own HTTP server (axum): `/healthz`, `/readyz`, `/metrics`, `/api/status`, `/api/history`,
-//! `POST /-/reload` and the status page at `/`. It reads the daemon's [`StatusHandle`] and the store (through
-//! [`crate::store::Store::call`], never on an async worker); it changes nothing but asking for a reload.
+//! `POST /-/reload`, `POST /api/events` and the status page at `/`. It reads the daemon's [`StatusHandle`] and the
+//! store (through [`crate::store::Store::call`], never on an async worker); it changes nothing but asking for a
+//! reload and handing pushed events to the daemon (through a channel: it never runs rules itself).
 //!
 //! With `server.token` set every request but `GET /healthz` needs `Authorization: Bearer <token>` (or HTTP basic
 //! authentication with the token as password, which browsers prompt for). No response carries a secret: targets
 //! are shown by name and URL (without user information), never with their headers or credentials.
 
 pub mod api;
+mod events;
 mod metrics;
 mod page;
 
@@ -49,6 +51,9 @@ pub(crate) struct AppState {
     token: Option<Arc<str>>,
     /// One `/metrics` render at a time (the scrape-time gauges are cleared and refilled).
     pub(crate) render: Arc<tokio::sync::Mutex<()>>,
+    /// `server.events`: the size limit of pushed events and the ids taken within the dedup window.
+    events: crate::config::ServerEventsConfig,
+    dedup: Arc<std::sync::Mutex<crate::runtime::events::Dedup>>,
 }
 
 /// Binds the address `cfg` names and serves until `stop` fires. `Ok(None)` when the server is off, or when the
@@ -77,7 +82,7 @@ pub async fn start(
     let local = listener.local_addr().unwrap_or(addr);
     status.set_server_addr(local);
     tracing::info!(listen = %local, auth = cfg.token.is_some(), "serving /metrics, /api/status and the status page on http://{local}/");
-    let app = router(status, cfg.token.as_ref().map(|t| Arc::from(t.expose())));
+    let app = router(status, cfg.token.as_ref().map(|t| Arc::from(t.expose())), cfg.events);
     Ok(Some(tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         if let Err(e) = served {
@@ -93,7 +98,7 @@ pub async fn serve(
     token: Option<String>,
     stop: CancellationToken,
 ) {
-    let app = router(status, token.map(Arc::from));
+    let app = router(status, token.map(Arc::from), crate::config::ServerEventsConfig::default());
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
         tracing::error!("the HTTP server stopped: {e}");
     }
@@ -111,8 +116,9 @@ pub fn client_address(cfg: &ServerConfig) -> Option<SocketAddr> {
     Some(a)
 }
 
-fn router(status: StatusHandle, token: Option<Arc<str>>) -> Router {
-    let state = AppState { status, token, render: Arc::new(tokio::sync::Mutex::new(())) };
+fn router(status: StatusHandle, token: Option<Arc<str>>, events: crate::config::ServerEventsConfig) -> Router {
+    let dedup = Arc::new(std::sync::Mutex::new(crate::runtime::events::Dedup::new(events.dedup_window)));
+    let state = AppState { status, token, render: Arc::new(tokio::sync::Mutex::new(())), events, dedup };
     let guarded = Router::new()
         .route("/", get(page::page))
         .route("/readyz", get(readyz))
@@ -120,12 +126,16 @@ fn router(status: StatusHandle, token: Option<Arc<str>>) -> Router {
         .route("/api/status", get(api::status))
         .route("/api/history", get(api::history))
         .route("/-/reload", post(api::reload))
+        .route("/api/events", post(events::push))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(guarded)
         .fallback(|| async {
-            (StatusCode::NOT_FOUND, "not found: try /, /healthz, /readyz, /metrics, /api/status, /api/history\n")
+            (
+                StatusCode::NOT_FOUND,
+                "not found: try /, /healthz, /readyz, /metrics, /api/status, /api/history, POST /api/events\n",
+            )
         })
         .with_state(state)
 }

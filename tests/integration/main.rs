@@ -8,6 +8,7 @@ mod bad_input;
 mod checkpoints;
 mod cli;
 mod daemon;
+mod events;
 mod explain;
 mod fanout;
 mod flink_ha;
