@@ -286,7 +286,10 @@ impl TargetClient {
                 );
             }
         }
-        let mut buf = Vec::new();
+        // One allocation of the announced size (checked against the cap above) instead of a doubling series: each
+        // large allocation makes glibc's malloc sweep its free lists of small chunks.
+        let announced = resp.content_length().map_or(0, |l| usize::try_from(l).unwrap_or(0)).min(req.max_body);
+        let mut buf = Vec::with_capacity(announced);
         let mut resp = resp;
         loop {
             match resp.chunk().await {
