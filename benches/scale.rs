@@ -264,6 +264,9 @@ fn scenario(t: &Targets, bin: &Path, warmup: Duration, window: Duration) -> bool
     let elapsed = t0.elapsed().as_secs_f64();
     let (polls1, other1) = requests_seen(&fakes);
     let hwm_kb = status_field(pid, "VmHWM").expect("read VmHWM");
+    // What the resident memory is made of at the end: the process's own (heap, stacks) and pages mapped from files
+    // (mostly the binary's code, shared with the page cache).
+    let (anon_kb, file_kb) = (status_field(pid, "RssAnon").unwrap_or(0), status_field(pid, "RssFile").unwrap_or(0));
     let threads = status_field(pid, "Threads").unwrap_or(0);
     let skipped = skipped_polls(&err_path, log_from);
 
@@ -286,6 +289,11 @@ fn scenario(t: &Targets, bin: &Path, warmup: Duration, window: Duration) -> bool
             rss_max_kb as f64 / 1024.0
         );
     }
+    println!(
+        "  RSS at the end: {:.1} MB anonymous (heap, stacks) + {:.1} MB mapped from files (the binary's code, libraries)",
+        anon_kb as f64 / 1024.0,
+        file_kb as f64 / 1024.0
+    );
     let mut ok = true;
     let mut verdict = |label: String, pass: bool| {
         ok &= pass;

@@ -21,6 +21,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use crate::config::TargetConfig;
 use crate::model::{FetchError, FetchErrorKind, Observation};
 
+/// How long an idle connection to a target is kept for the next request.
+const IDLE_CONNECTION_KEPT: Duration = Duration::from_secs(2);
+
 /// Builds and shares `reqwest` clients: targets with the same TLS settings share one connection pool.
 #[derive(Default)]
 pub struct ClientPool {
@@ -45,7 +48,11 @@ impl ClientPool {
         }
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(90))
+            // An idle connection holds tens of KB (hyper's read buffer grows to the size of the answers it read):
+            // kept for the follow-up requests of the rules of one poll, not across the seconds between polls, where
+            // a thousand targets would hold tens of MB. Probes polled more often than this keep theirs.
+            .pool_idle_timeout(IDLE_CONNECTION_KEPT)
+            .pool_max_idle_per_host(1)
             // Redirects are followed by hand in `send`, to keep credentials on their origin.
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = ca {
@@ -280,7 +287,10 @@ impl TargetClient {
                 );
             }
         }
-        let mut buf = Vec::new();
+        // One allocation of the announced size (checked against the cap above) instead of a doubling series: each
+        // large allocation makes glibc's malloc sweep its free lists of small chunks.
+        let announced = resp.content_length().map_or(0, |l| usize::try_from(l).unwrap_or(0)).min(req.max_body);
+        let mut buf = Vec::with_capacity(announced);
         let mut resp = resp;
         loop {
             match resp.chunk().await {

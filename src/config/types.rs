@@ -796,7 +796,9 @@ pub struct ReloadConfig {
     /// How often to poll when `poll` is on. Default `2s`.
     #[serde(default = "default_poll_interval", with = "units::duration")]
     pub poll_interval: Duration,
-    /// Quiet time after the last change before reloading (editors write files in several steps). Default `100ms`.
+    /// Quiet time after the last change before reloading (editors write files in several steps, usually within a
+    /// few milliseconds; a save that takes longer is reloaded twice, and a half-written file is refused with its
+    /// error while the rules loaded before keep running). Default `50ms`.
     #[serde(default = "default_debounce", with = "units::duration")]
     pub debounce: Duration,
 }
@@ -811,7 +813,7 @@ fn default_poll_interval() -> Duration {
     Duration::from_secs(2)
 }
 fn default_debounce() -> Duration {
-    Duration::from_millis(100)
+    Duration::from_millis(50)
 }
 
 /// How long Warden keeps its history and how large its files may grow, under `retention:`. Old rows are pruned

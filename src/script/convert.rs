@@ -47,8 +47,8 @@ pub fn to_json(d: &Dynamic) -> Value {
     if let Ok(f) = d.as_float() {
         return serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null);
     }
-    if d.is_string() {
-        return Value::String(d.clone().into_string().unwrap_or_default());
+    if let Some(s) = d.read_lock::<rhai::ImmutableString>() {
+        return Value::String(s.as_str().to_owned());
     }
     if d.is_array() {
         let a = d.read_lock::<Array>().map(|a| a.iter().map(to_json).collect()).unwrap_or_default();
@@ -58,7 +58,7 @@ pub fn to_json(d: &Dynamic) -> Value {
         let mut o = serde_json::Map::new();
         if let Some(m) = d.read_lock::<Map>() {
             for (k, v) in m.iter() {
-                o.insert(k.to_string(), to_json(v));
+                o.insert(k.as_str().to_owned(), to_json(v));
             }
         }
         return Value::Object(o);
