@@ -105,17 +105,8 @@ pub(super) async fn fan_out_loop(
             .collect()
     };
     loop {
-        let skipped = tokio::select! {
-            t = ticker.tick() => match t {
-                Some(s) => s,
-                None => return,
-            },
-            _ = stop.cancelled() => return,
-        };
-        if skipped > 0 {
-            shared.stats.skipped_runs.fetch_add(skipped, Ordering::Relaxed);
-            shared.status.skipped(&labels, skipped);
-            tracing::warn!(probe = %job.probe, target = %job.target, skipped, "a tick over the jobs took longer than the schedule; skipped ticks");
+        if super::probe::next_tick(&mut ticker, &stop, &shared, &labels).await.is_none() {
+            return;
         }
         let (polled_at, started) = (shared.clock.now(), Instant::now());
         let next = chrono::Duration::from_std(every).ok().map(|d| polled_at + d);
@@ -228,10 +219,15 @@ pub(super) async fn fan_out_loop(
         let handle = tokio::runtime::Handle::current();
         let now = shared.clock.now();
         let record = shared.record.is_some();
+        let stop2 = stop.clone();
         let judged = tokio::task::spawn_blocking(move || {
             let follow = |log| FollowUps { client: client2.clone(), handle: handle.clone(), max_body, log };
-            let tick = Tick { sh: &sh, engine: &generation.engine, rules: &rules, probe: &probe, now };
-            let (done, logs) = tick.judge(&observations, &mut merge, &follow, record);
+            let tick = Tick { sh: &sh, engine: &generation.engine, rules: &rules, probe: &probe, now, stop: &stop2 };
+            // Stopped in the middle of the tick: nothing of it is committed (a part of a tick would resolve the
+            // alerts of the jobs not judged yet).
+            let Some((done, logs)) = tick.judge(&observations, &mut merge, &follow, record) else {
+                return (false, merge, observations, vec![]);
+            };
             let alive = commit_tick(&sh, &rules, done, &mut merge, &probe, &client2, now, &forget);
             (alive, merge, observations, logs)
         })
@@ -277,18 +273,22 @@ struct Tick<'a> {
     rules: &'a [Arc<PlannedRule>],
     probe: &'a str,
     now: chrono::DateTime<chrono::Utc>,
+    /// The probe's stop: a tick over many jobs (each with follow-ups to a slow JobManager) must not hold up a
+    /// shutdown.
+    stop: &'a CancellationToken,
 }
 
 impl Tick<'_> {
     /// Judges each job's answer with every rule (the job's own state), adding the verdicts to `merge`. Returns the
-    /// changed states and, when recording, each observation's follow-up log.
+    /// changed states and, when recording, each observation's follow-up log; `None` when the probe was stopped
+    /// before every job was judged.
     fn judge(
         &self,
         observations: &[Observation],
         merge: &mut JobVerdicts,
         follow: &dyn Fn(FollowLog) -> FollowUps,
         record: bool,
-    ) -> (Vec<NewState>, Vec<FollowLog>) {
+    ) -> Option<(Vec<NewState>, Vec<FollowLog>)> {
         let sh = self.sh;
         let mut done = vec![];
         let mut logs = Vec::with_capacity(if record { observations.len() } else { 0 });
@@ -298,6 +298,9 @@ impl Tick<'_> {
             TargetInfo { name: c.name.clone(), url: c.base.clone(), labels: c.labels.clone() }
         };
         for obs in observations {
+            if self.stop.is_cancelled() {
+                return None;
+            }
             let log: FollowLog = record.then(|| Arc::new(Mutex::new(Vec::new())));
             let follow = follow(log.clone());
             logs.push(log);
@@ -343,7 +346,7 @@ impl Tick<'_> {
                 }
             }
         }
-        (done, logs)
+        Some((done, logs))
     }
 }
 

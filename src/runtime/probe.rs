@@ -29,17 +29,8 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
     // The answers of a jobs-overview probe also tell the target's fan-out probes which jobs there are.
     let lists_jobs = super::fanout::is_jobs_overview(&job.request);
     loop {
-        let skipped = tokio::select! {
-            t = ticker.tick() => match t {
-                Some(s) => s,
-                None => return,
-            },
-            _ = stop.cancelled() => return,
-        };
-        if skipped > 0 {
-            shared.stats.skipped_runs.fetch_add(skipped, Ordering::Relaxed);
-            shared.status.skipped(&labels, skipped);
-            tracing::warn!(probe = %job.probe, target = %job.target, skipped, "a run took longer than the schedule; skipped runs");
+        if next_tick(&mut ticker, &stop, &shared, &labels).await.is_none() {
+            return;
         }
         let (polled_at, started) = (shared.clock.now(), std::time::Instant::now());
         let obs = tokio::select! {
@@ -103,6 +94,26 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
             Err(e) => tracing::error!(probe = %job.probe, target = %job.target, "evaluating this poll failed: {e}"),
         }
     }
+}
+
+/// Waits for the probe's next tick and accounts for the ticks it skipped (a run that took longer than the
+/// schedule). `None` when the schedule has no next tick or the probe is stopped.
+pub(super) async fn next_tick(
+    ticker: &mut Ticker,
+    stop: &CancellationToken,
+    shared: &Shared,
+    labels: &super::status::ProbeLabels,
+) -> Option<()> {
+    let skipped = tokio::select! {
+        t = ticker.tick() => t?,
+        _ = stop.cancelled() => return None,
+    };
+    if skipped > 0 {
+        shared.stats.skipped_runs.fetch_add(skipped, Ordering::Relaxed);
+        shared.status.skipped(labels, skipped);
+        tracing::warn!(probe = %labels.probe, target = %labels.target, skipped, "a run took longer than the schedule; skipped runs");
+    }
+    Some(())
 }
 
 /// What the follow-up requests of one observation's evaluations need, and where they are recorded (with

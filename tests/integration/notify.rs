@@ -1139,7 +1139,8 @@ async fn figures_latency_and_outbox_drain_after_an_outage() {
         assert_eq!(outbox::counts(&rig.store).unwrap().0, 1000, "all queued, none lost");
         rx.always(None);
         let t = Instant::now();
-        rig.advance(Duration::from_secs(300)); // at most one max_backoff after the outage ends
+        // Every lane's next attempt is at most one max_backoff (5 min) plus its jitter away: two cover it.
+        rig.advance(Duration::from_secs(600));
         eventually("drained", || rx.delivered_count() == 1000).await;
         let took = t.elapsed();
         println!(
