@@ -164,9 +164,35 @@ fn spawn_warden(dir: &std::path::Path, fake: &FakeJobManager, every: &str) -> (C
 
 /// The status API's rows of the fan-out probe (`None` while the server is not up).
 async fn fan_out_rows(port: u16) -> Option<Vec<serde_json::Value>> {
+    probe_rows(port, "fan/checkpoints").await
+}
+
+/// The status API's rows of `probe` (`None` while the server is not up).
+async fn probe_rows(port: u16, probe: &str) -> Option<Vec<serde_json::Value>> {
     let v: serde_json::Value =
         reqwest::get(format!("http://127.0.0.1:{port}/api/status")).await.ok()?.json().await.ok()?;
-    Some(v["probes"].as_array()?.iter().filter(|p| p["probe"] == "fan/checkpoints").cloned().collect())
+    Some(v["probes"].as_array()?.iter().filter(|p| p["probe"] == probe).cloned().collect())
+}
+
+/// Warden with the shipped Flink pack on `fake`, every probe every `every`, with the rules of `job-vertices` and
+/// `cluster-overview` off: `jobs-overview` and the per-job `job-checkpoints` (six rules) run.
+fn spawn_warden_shipped(dir: &std::path::Path, fake: &FakeJobManager, every: &str) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = json!({
+        "state_dir": "state",
+        "pack_paths": [RULES_DIR],
+        "targets": [{"name": "jm", "url": fake.url(), "timeout": "5s"}],
+        "server": {"listen": format!("127.0.0.1:{port}")},
+        "packs": {"flink": {"every": every, "disabled_rules": ["backpressure", "source-lag", "cluster-capacity"]}},
+    });
+    let path = write_config(dir, &cfg);
+    let child = std::process::Command::new(WARDEN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (Child(child), port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,9 +243,22 @@ async fn the_status_api_shows_one_row_per_probe_and_target_with_the_last_ticks_j
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "prints figures; run by hand"]
 async fn fan_out_figures_for_500_jobs() {
+    figures_for_500_jobs(false).await;
+}
+
+/// The same figures with the shipped pack's `job-checkpoints` probe and its six rules (plus `jobs-overview`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints figures; run by hand"]
+async fn shipped_checkpoint_rules_figures_for_500_jobs() {
+    figures_for_500_jobs(true).await;
+}
+
+async fn figures_for_500_jobs(shipped: bool) {
     let (fake, _) = fake_with_jobs(500).await;
     let dir = tempfile::tempdir().unwrap();
-    let (child, port) = spawn_warden(dir.path(), &fake, "2s");
+    let (child, port) =
+        if shipped { spawn_warden_shipped(dir.path(), &fake, "2s") } else { spawn_warden(dir.path(), &fake, "2s") };
+    let probe = if shipped { "flink/job-checkpoints" } else { "fan/checkpoints" };
     let cpu = |pid: u32| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let after = &stat[stat.rfind(')').unwrap() + 2..];
@@ -227,7 +266,7 @@ async fn fan_out_figures_for_500_jobs() {
         let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
         ticks / 100.0 // USER_HZ
     };
-    let status = || async { fan_out_rows(port).await.and_then(|r| r.first().cloned()) };
+    let status = || async { probe_rows(port, probe).await.and_then(|r| r.first().cloned()) };
     // Warm up: the first tick (connections, rule compilation caches).
     let mut row = None;
     for _ in 0..100 {
@@ -260,7 +299,7 @@ async fn fan_out_figures_for_500_jobs() {
     drop(child);
     let per_tick = requests as f64 / ticks as f64;
     println!(
-        "fan-out over 500 jobs, concurrency 4, loopback: tick wall time {walls:?} ms; daemon CPU per tick {:.0} ms; \
+        "{probe} over 500 jobs, concurrency 4, loopback: tick wall time {walls:?} ms; daemon CPU per tick {:.0} ms; \
          {per_tick:.1} requests per tick ({requests} in {ticks} ticks), so {:.0} requests a minute at every 30s",
         cpu_per_tick * 1000.0,
         per_tick * 2.0

@@ -34,14 +34,30 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Records every JSON post and answers `ok`, as Slack's webhook endpoint does.
+/// Records every JSON post and answers `ok`, as Slack's webhook endpoint does. Other requests are kept apart in
+/// `stray`: under heavy load a `GET /jobs/overview` has been seen arriving on this port (not a message; under
+/// investigation), and this test is about the messages.
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<Value>>>,
+    stray: Arc<Mutex<Vec<String>>>,
 }
 
-async fn receive(State(rx): State<Receiver>, body: Bytes) -> &'static str {
-    rx.got.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+async fn receive(
+    State(rx): State<Receiver>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> &'static str {
+    if method != axum::http::Method::POST {
+        rx.stray.lock().unwrap().push(format!("{method} {uri}"));
+        return "ok";
+    }
+    rx.got.lock().unwrap().push(
+        serde_json::from_slice(&body).unwrap_or_else(
+            |e| serde_json::json!({"not_json": String::from_utf8_lossy(&body), "error": e.to_string()}),
+        ),
+    );
     "ok"
 }
 
@@ -193,7 +209,7 @@ async fn an_outage_of_a_jobmanager_with_100_jobs_sends_one_message_not_101() {
     eventually("the JobManager's alert", || !rx.texts().is_empty()).await;
     eventually("its message marked sent", || outbox::counts(&d.store()).unwrap() == (0, 1, 0)).await;
     let texts = rx.texts();
-    assert_eq!(texts.len(), 1, "{texts:#?}");
+    assert_eq!(texts.len(), 1, "{texts:#?}\n{:#?}", rx.got.lock().unwrap());
     assert!(texts[0].starts_with("[FIRING] JobManager jm is in a leader election"), "{}", texts[0]);
     assert_eq!(d.held(), JOBS, "every job alert held back");
     let inhibited = d.outcomes("inhibited: by flink/jobmanager-unreachable (jm) on jm [inhibit rule jm-down]");
@@ -229,7 +245,7 @@ async fn an_outage_of_a_jobmanager_with_100_jobs_sends_one_message_not_101() {
     d.polls(&fake, 6).await;
     clock.advance(Duration::from_secs(2));
     d.polls(&fake, 4).await;
-    assert_eq!(rx.texts().len(), 1, "{:#?}", rx.texts());
+    assert_eq!(rx.texts().len(), 1, "{:#?}", rx.got.lock().unwrap());
     assert_eq!(d.held(), JOBS);
 
     // The JobManager answers again: the job alerts resolve without a word, the JobManager's alert resolves.
@@ -245,14 +261,16 @@ async fn an_outage_of_a_jobmanager_with_100_jobs_sends_one_message_not_101() {
     clock.advance(Duration::from_secs(2));
     d.polls(&fake, 4).await;
     let texts = rx.texts();
-    assert_eq!(texts.len(), 2, "{texts:#?}");
+    assert_eq!(texts.len(), 2, "{texts:#?}\n{:#?}", rx.got.lock().unwrap());
     assert!(texts[1].starts_with("[RESOLVED] JobManager jm"), "{}", texts[1]);
     assert_eq!(d.held(), 0);
     let never = d.outcomes("not sent: it resolved while inhibited");
     assert_eq!(never.len(), JOBS, "{never:#?}");
     println!(
-        "FIGURE inhibition: {JOBS} job alerts + 1 JobManager alert during an outage → {} message(s) (firing, resolved)",
-        texts.len()
+        "FIGURE inhibition: {JOBS} job alerts + 1 JobManager alert during an outage → {} message(s) (firing, resolved); \
+         other requests on the webhook's port: {:?}",
+        texts.len(),
+        rx.stray.lock().unwrap()
     );
     d.stop().await;
 }
