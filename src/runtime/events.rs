@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::probe::{commit, Done, FollowUps};
+use super::probe::{commit, judge_one, Done, FollowUps};
 use super::Shared;
-use crate::evaluate::{evaluate_observation, Observed};
+use crate::evaluate::Observed;
 use crate::model::{ActionKind, Observation};
 use crate::plan::{EventProbe, Plan, EVENTS_TARGET};
 use crate::script::{self, FollowUp, TargetInfo};
@@ -273,24 +273,8 @@ fn judge(sh: &Shared, mut event: PushedEvent, handle: tokio::runtime::Handle) ->
         let mut follow_up = || -> Option<Box<dyn FollowUp>> { follow.as_ref().map(FollowUps::client) };
         sh.stats.evaluations.fetch_add(rules.len() as u64, Ordering::Relaxed);
         for r in &rules {
-            let started = std::time::Instant::now();
-            let result = evaluate_observation(
-                &generation.engine,
-                std::iter::once((&r.compiled, r.params_for(&target))),
-                &seen,
-                &mut state_of,
-                &mut follow_up,
-            )
-            .pop();
-            let Some(result) = result else { continue };
-            sh.status.evaluated(&r.compiled.name, now, started.elapsed(), result.as_ref().err().map(|e| e.to_string()));
-            match result {
-                Ok(v) => done.push(Done { rule: r.clone(), origin: v.origin, verdict: v.verdict, state: v.new_state }),
-                Err(e) => {
-                    sh.stats.rule_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(probe = %probe.probe, "{e}");
-                    sh.events.send(crate::event::Event::RuleFailed { error: e.to_string() });
-                }
+            if let Some(v) = judge_one(sh, &generation.engine, r, &seen, None, &mut state_of, &mut follow_up) {
+                done.push(Done { rule: r.clone(), origin: v.origin, verdict: v.verdict, state: v.new_state });
             }
         }
     }

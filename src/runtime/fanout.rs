@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::probe::FollowUps;
+use super::probe::{judge_one, FollowUps};
 use super::Shared;
 use crate::config::ForEach;
-use crate::evaluate::{evaluate_observation, JobVerdicts, Observed};
+use crate::evaluate::{JobVerdicts, Observed};
 use crate::event::Event;
 use crate::fetch::{HttpRequest, TargetClient};
 use crate::model::{Observation, Origin, Recorded, RecordedFollowUp};
@@ -318,31 +318,10 @@ impl Tick<'_> {
             };
             let mut follow_up = || Some(follow.client());
             for r in self.rules {
-                let started = Instant::now();
-                let result = evaluate_observation(
-                    self.engine,
-                    std::iter::once((&r.compiled, r.params_for(&target.name))),
-                    &seen,
-                    &mut state_of,
-                    &mut follow_up,
-                )
-                .pop();
-                let Some(result) = result else { continue };
-                let error = result.as_ref().err().map(|e| e.to_string());
-                sh.status.evaluated(&r.compiled.name, self.now, started.elapsed(), error);
-                match result {
-                    Ok(v) => {
-                        merge.add(&r.compiled.name, &job, Some(&v.verdict));
-                        if let Some(state) = v.new_state {
-                            done.push(NewState { rule: r.clone(), key: key(&r.compiled.name), state });
-                        }
-                    }
-                    Err(e) => {
-                        merge.add(&r.compiled.name, &job, None);
-                        sh.stats.rule_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(target_name = %target.name, job = %job, "{e}");
-                        sh.events.send(Event::RuleFailed { error: e.to_string() });
-                    }
+                let verdict = judge_one(sh, self.engine, r, &seen, Some(&job), &mut state_of, &mut follow_up);
+                merge.add(&r.compiled.name, &job, verdict.as_ref().map(|v| &v.verdict));
+                if let Some(state) = verdict.and_then(|v| v.new_state) {
+                    done.push(NewState { rule: r.clone(), key: key(&r.compiled.name), state });
                 }
             }
         }

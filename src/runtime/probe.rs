@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::evaluate::{evaluate_observation, Observed};
+use crate::evaluate::{evaluate_observation, Observed, RuleVerdict};
 use crate::event::Event;
 use crate::fetch::{HttpRequest, TargetClient};
 use crate::model::{Origin, Recorded, RecordedFollowUp};
@@ -219,29 +219,38 @@ fn evaluate_all(
     sh.stats.evaluations.fetch_add(rules.len() as u64, Ordering::Relaxed);
     let mut out = Vec::with_capacity(rules.len());
     for r in rules {
-        // One rule at a time through the one evaluation path, to time each (status and metrics).
-        let started = std::time::Instant::now();
-        let result = evaluate_observation(
-            engine,
-            std::iter::once((&r.compiled, r.params_for(&client.name))),
-            &seen,
-            &mut state_of,
-            &mut follow_up,
-        )
-        .pop();
-        let Some(result) = result else { continue };
-        let error = result.as_ref().err().map(|e| e.to_string());
-        sh.status.evaluated(&r.compiled.name, seen.now, started.elapsed(), error);
-        match result {
-            Ok(v) => out.push(Done { rule: r.clone(), origin: v.origin, verdict: v.verdict, state: v.new_state }),
-            Err(e) => {
-                sh.stats.rule_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(target_name = %client.name, "{e}");
-                sh.events.send(Event::RuleFailed { error: e.to_string() });
-            }
+        if let Some(v) = judge_one(sh, engine, r, &seen, None, &mut state_of, &mut follow_up) {
+            out.push(Done { rule: r.clone(), origin: v.origin, verdict: v.verdict, state: v.new_state });
         }
     }
     out
+}
+
+/// One rule on one observation through the one evaluation path, timed for the status and metrics. A failure is
+/// counted, logged (with the job, for a per-job observation) and announced here, and is `None`.
+pub(super) fn judge_one(
+    sh: &Shared,
+    engine: &ScriptEngine,
+    rule: &PlannedRule,
+    seen: &Observed<'_>,
+    job: Option<&str>,
+    state_of: &mut dyn FnMut(&str) -> serde_json::Value,
+    follow_up: &mut dyn FnMut() -> Option<Box<dyn FollowUp>>,
+) -> Option<RuleVerdict> {
+    let started = std::time::Instant::now();
+    let params = rule.params_for(&seen.target.name);
+    let result =
+        evaluate_observation(engine, std::iter::once((&rule.compiled, params)), seen, state_of, follow_up).pop()?;
+    sh.status.evaluated(&rule.compiled.name, seen.now, started.elapsed(), result.as_ref().err().map(|e| e.to_string()));
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            sh.stats.rule_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(target_name = %seen.target.name, probe = %seen.probe, job = job.unwrap_or(""), "{e}");
+            sh.events.send(Event::RuleFailed { error: e.to_string() });
+            None
+        }
+    }
 }
 
 /// Saves the rules' new states and hands their verdicts to the dispatcher, under the generation gate, for the rules
