@@ -145,13 +145,18 @@ impl Drop for Child {
 
 fn spawn_warden(dir: &std::path::Path, fake: &FakeJobManager, every: &str) -> (Child, u16) {
     fan_out_pack(dir, every);
+    run_warden(dir, fake, json!({"pack_paths": ["plugins/*"]}))
+}
+
+/// `warden run` on `fake` (target `jm`) with its server on a free port, `extra` merged into the configuration.
+fn run_warden(dir: &std::path::Path, fake: &FakeJobManager, extra: serde_json::Value) -> (Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cfg = json!({
+    let mut cfg = json!({
         "state_dir": "state",
-        "pack_paths": ["plugins/*"],
         "targets": [{"name": "jm", "url": fake.url(), "timeout": "5s"}],
         "server": {"listen": format!("127.0.0.1:{port}")},
     });
+    merge(&mut cfg, extra);
     let path = write_config(dir, &cfg);
     let child = std::process::Command::new(WARDEN)
         .args(["run", "-c"])
@@ -177,22 +182,12 @@ async fn probe_rows(port: u16, probe: &str) -> Option<Vec<serde_json::Value>> {
 /// Warden with the shipped Flink pack on `fake`, every probe every `every`, with the rules of `job-vertices` and
 /// `cluster-overview` off: `jobs-overview` and the per-job `job-checkpoints` (six rules) run.
 fn spawn_warden_shipped(dir: &std::path::Path, fake: &FakeJobManager, every: &str) -> (Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let cfg = json!({
-        "state_dir": "state",
-        "pack_paths": [RULES_DIR],
-        "targets": [{"name": "jm", "url": fake.url(), "timeout": "5s"}],
-        "server": {"listen": format!("127.0.0.1:{port}")},
-        "packs": {"flink": {"every": every, "disabled_rules": ["backpressure", "source-lag", "cluster-capacity"]}},
-    });
-    let path = write_config(dir, &cfg);
-    let child = std::process::Command::new(WARDEN)
-        .args(["run", "-c"])
-        .arg(&path)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    (Child(child), port)
+    let off = ["backpressure", "source-lag", "cluster-capacity"];
+    run_warden(
+        dir,
+        fake,
+        json!({"pack_paths": [RULES_DIR], "packs": {"flink": {"every": every, "disabled_rules": off}}}),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::StatusCode;
@@ -213,9 +212,11 @@ async fn a_job_behind_the_yarn_proxy_is_judged_and_an_ended_application_is_repor
     );
     eventually("one relaunch", || invocations(&rec).len() == 1).await;
     assert_eq!(invocations(&rec)[0], ["clicks-pipeline", "application_1795250000000_0042", "FAILED"]);
-    // Polls go on while it stays down: no second alert, no second relaunch.
+    // Polls go on while it stays down: no second alert, no second relaunch (a relaunch is journalled when it is
+    // dispatched, before its command runs).
     d.polls(10).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let runs = d.journal().into_iter().filter(|e| e.action == "run").count();
+    assert_eq!(runs, 1, "{:#?}", d.journal());
     assert_eq!(invocations(&rec).len(), 1);
     let firings = d.seen.iter().filter(|e| is_alert(e, "firing", GONE, "clicks-pipeline")).count();
     assert_eq!(firings, 1);
