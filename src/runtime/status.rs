@@ -524,10 +524,27 @@ impl StatusHandle {
         error: Option<String>,
         next: Option<DateTime<Utc>>,
     ) {
+        let errors = u64::from(error.is_some());
+        self.ran(labels, at, took, errors, error, next, None);
+    }
+
+    /// The part of [`StatusHandle::polled`] and [`StatusHandle::fanned_out`] they share: the duration and error
+    /// metrics (`errors` failed requests), the probe's row and its fan-out figures (`(jobs, failed)`).
+    #[allow(clippy::too_many_arguments)]
+    fn ran(
+        &self,
+        labels: &ProbeLabels,
+        at: DateTime<Utc>,
+        took: Duration,
+        errors: u64,
+        error: Option<String>,
+        next: Option<DateTime<Utc>>,
+        fan_out: Option<(u64, u64)>,
+    ) {
         let m = &self.0.metrics;
         m.probe_duration.get_or_create(labels).observe(took.as_secs_f64());
-        if error.is_some() {
-            m.probe_errors.get_or_create(labels).inc();
+        if errors > 0 {
+            m.probe_errors.get_or_create(labels).inc_by(errors);
         }
         let mut probes = self.0.probes.lock();
         let p = probes.entry((labels.probe.clone(), labels.target.clone())).or_default();
@@ -537,6 +554,12 @@ impl StatusHandle {
         p.errors += u64::from(error.is_some());
         p.last_error = error;
         p.next_run = next;
+        if let Some((jobs, failed)) = fan_out {
+            let f = p.fan_out.get_or_insert_with(FanOutRun::default);
+            f.jobs = jobs;
+            f.failed = failed;
+            f.polls += jobs;
+        }
     }
 
     /// A tick of a `for_each: job` probe on `(probe, target)` that started at `at`, took `took` and polled `jobs`
@@ -552,23 +575,9 @@ impl StatusHandle {
         error: Option<String>,
         next: Option<DateTime<Utc>>,
     ) {
-        let m = &self.0.metrics;
-        m.probe_duration.get_or_create(labels).observe(took.as_secs_f64());
-        if failed > 0 || (jobs == 0 && error.is_some()) {
-            m.probe_errors.get_or_create(labels).inc_by(failed.max(1));
-        }
-        let mut probes = self.0.probes.lock();
-        let p = probes.entry((labels.probe.clone(), labels.target.clone())).or_default();
-        p.last_run = Some(at);
-        p.last_duration_ms = Some(took.as_millis() as u64);
-        p.runs += 1;
-        p.errors += u64::from(error.is_some());
-        p.last_error = error;
-        p.next_run = next;
-        let f = p.fan_out.get_or_insert_with(FanOutRun::default);
-        f.jobs = jobs;
-        f.failed = failed;
-        f.polls += jobs;
+        // A failed tick without an answer of any job counts as one failed request.
+        let errors = if failed > 0 || (jobs == 0 && error.is_some()) { failed.max(1) } else { 0 };
+        self.ran(labels, at, took, errors, error, next, Some((jobs, failed)));
     }
 
     /// An answer from `target`: if it lists Flink jobs, they become the target's jobs.
