@@ -302,26 +302,10 @@ fn odd_json_and_odd_rules_give_errors_or_values_never_panics() {
     }
 }
 
-/// `obs` as it was before the view: the body converted into plain Rhai maps and arrays.
+/// `obs` as it was before the view: today's `obs` with the body converted into plain Rhai maps and arrays.
 fn plain_obs_to_dynamic(o: &Observation) -> Dynamic {
-    let mut m = Map::new();
-    m.insert("probe".into(), o.probe.as_str().into());
-    m.insert("target".into(), o.target.as_str().into());
-    m.insert("time".into(), Dynamic::from_int(o.time.timestamp_millis()));
-    m.insert("ok".into(), Dynamic::from_bool(o.error.is_none()));
-    m.insert("status".into(), o.status.map(|s| Dynamic::from_int(s.into())).unwrap_or(Dynamic::UNIT));
-    m.insert("latency_ms".into(), Dynamic::from_int(o.latency.as_millis() as i64));
+    let mut m = crate::script::obs_to_dynamic(o).read_lock::<Map>().expect("obs is a map").clone();
     m.insert("body".into(), o.body.as_deref().map(convert::to_dynamic).unwrap_or(Dynamic::UNIT));
-    let err = match &o.error {
-        None => Dynamic::UNIT,
-        Some(e) => {
-            let mut em = Map::new();
-            em.insert("kind".into(), e.kind.as_str().into());
-            em.insert("message".into(), e.message.as_str().into());
-            Dynamic::from_map(em)
-        }
-    };
-    m.insert("error".into(), err);
     Dynamic::from_map(m).into_shared()
 }
 
