@@ -167,7 +167,7 @@ pub async fn run(
     let cfg = plan.loaded.config.clone();
     // One owner per state directory, held until this function returns (or the process dies).
     let _lock = crate::store::lock::StateLock::acquire(&cfg.state_dir)?;
-    let store = Arc::new(Store::open(&cfg.state_dir)?);
+    let store = Arc::new(Store::open_configured(&cfg.store, &cfg.state_dir)?);
     // Commands a killed Warden left behind: journalled for what became of them, the running ones followed.
     let left_running = crate::action::leftover::reconcile(&store, opts.clock.now())?;
     let interrupted = store.mark_interrupted(opts.clock.now())?;
