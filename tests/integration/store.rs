@@ -426,3 +426,42 @@ fn a_postgresql_url_with_a_password_never_shows_it() {
     assert!(err.contains("warden:***@127.0.0.1"), "{err}");
     assert!(err.contains("no_such_db"), "{err}");
 }
+
+/// The whole daemon on PostgreSQL: `store: {postgres: {url: …}}` from `warden.yaml` (a secret from the
+/// environment is resolved the same way; here a literal), an alert journalled, queued in the outbox, delivered
+/// through a file channel and marked sent there; the SQLite file in `state_dir` is not created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_keeps_its_whole_state_in_postgresql_when_configured_to() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database();
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.expect("fake JobManager");
+    fake.submit("clicks");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pack(dir.path(), "t", &[("always", "alert(#{ subject: \"clicks\", summary: \"always firing\" });\n")]);
+    let cfg = json!({
+        "state_dir": "state",
+        "store": {"postgres": {"url": url}},
+        "pack_paths": ["plugins/*"],
+        "targets": [{"name": "jm", "url": fake.url(), "timeout": "2s"}],
+        "notify": {
+            "group_wait": "0s",
+            "default": {"channels": ["file"]},
+            "channels": {"file": {"type": "file", "path": "sent.jsonl"}},
+        },
+        "shutdown_grace": "5s",
+    });
+    let mut d = Daemon::start_in(dir, cfg).await;
+    d.wait_for("the alert", |e| is_alert(e, "firing", "t/always", "clicks")).await;
+    let s = Store::open_postgres(&url).expect("the daemon's store");
+    crate::support::eventually("the notification marked sent in PostgreSQL", || {
+        s.entries(None).expect("journal").iter().any(|e| e.action == ActionKind::Notify && e.outcome == "sent")
+    })
+    .await;
+    let j = s.entries(None).expect("journal");
+    assert_eq!(j.iter().filter(|e| e.action == ActionKind::Alert && e.subject == "clicks").count(), 1, "{j:#?}");
+    assert!(s.dispatch_states().expect("state").contains_key(&("t/always".to_string(), "jm".to_string())));
+    assert_eq!(warden::notify::outbox::counts(&s).expect("outbox"), (0, 1, 0));
+    assert!(!d.state_dir.join("warden.db").exists(), "no SQLite file beside a PostgreSQL store");
+    assert!(d.state_dir.join("warden.lock").exists(), "the per-instance lock stays in state_dir");
+    d.stop().await;
+}
