@@ -463,5 +463,26 @@ async fn the_daemon_keeps_its_whole_state_in_postgresql_when_configured_to() {
     assert_eq!(warden::notify::outbox::counts(&s).expect("outbox"), (0, 1, 0));
     assert!(!d.state_dir.join("warden.db").exists(), "no SQLite file beside a PostgreSQL store");
     assert!(d.state_dir.join("warden.lock").exists(), "the per-instance lock stays in state_dir");
+
+    // The operator's commands find the same store through the configuration.
+    let yaml = d.state_dir.parent().expect("config dir").join("warden.yaml");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(WARDEN)
+            .args(args)
+            .arg("--config")
+            .arg(&yaml)
+            .env_remove("WARDEN_LOG")
+            .output()
+            .expect("run warden");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "warden {args:?}: {stdout}{stderr}");
+        stdout.into_owned()
+    };
+    let history = cli(&["history"]);
+    assert!(history.contains("always firing"), "{history}");
+    cli(&["silence", "add", "--match", "job=orders", "--for", "1h", "--comment", "maintenance"]);
+    let silences = warden::notify::silence::list(&s, chrono::Utc::now(), false).expect("silences");
+    assert_eq!(silences.iter().map(|x| x.comment.as_str()).collect::<Vec<_>>(), ["maintenance"]);
+    assert!(!d.state_dir.join("warden.db").exists(), "the commands did not make a SQLite store either");
     d.stop().await;
 }
