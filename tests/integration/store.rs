@@ -324,6 +324,26 @@ fn a_warden_whose_lease_moved_on_is_refused_every_write_and_nothing_of_it_is_wri
         "the entry records the epoch that allowed it"
     );
 
+    // While a's write transaction is open, the election cannot move the lease on: the check holds the row.
+    let moved = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (m, exec_url) = (moved.clone(), url.clone());
+    let pg = std::sync::Arc::new(pg);
+    let pg2 = pg.clone();
+    let mut election = None;
+    a.transaction(|s| {
+        s.journal(&entry("in-step"))?;
+        election = Some(std::thread::spawn(move || {
+            pg2.exec(&exec_url, "UPDATE warden_leader SET epoch = epoch WHERE id = 1");
+            m.store(true, std::sync::atomic::Ordering::SeqCst);
+        }));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!moved.load(std::sync::atomic::Ordering::SeqCst), "the lease row was changed under a's write");
+        Ok(())
+    })
+    .expect("a's step commits");
+    election.expect("spawned").join().expect("the election's update");
+    assert!(moved.load(std::sync::atomic::Ordering::SeqCst));
+
     // The election hands the lease to b (a was paused): a's writes are refused, all of them.
     pg.exec(&url, "UPDATE warden_leader SET holder = 'b', epoch = 2 WHERE id = 1");
     b.set_fence(Some(Fence { epoch: 2, holder: "b".into() })).expect("fence");
@@ -349,7 +369,7 @@ fn a_warden_whose_lease_moved_on_is_refused_every_write_and_nothing_of_it_is_wri
     assert!(warden::notify::silence::add(&a, &["job=x".into()], at(0), at(60), "", "a").unwrap_err().is_fenced());
     // Reads still work (the status page of a demoted Warden).
     let subjects: Vec<String> = a.entries(None).expect("read").into_iter().map(|e| e.subject).collect();
-    assert_eq!(subjects, ["while-leader"], "nothing of the refused writes was written");
+    assert_eq!(subjects, ["while-leader", "in-step"], "nothing of the refused writes was written");
     assert!(a.dispatch_states().expect("read").is_empty());
 
     // The new leader writes under its epoch; an operator's CLI (no fence) writes too.
