@@ -506,3 +506,44 @@ async fn the_daemon_keeps_its_whole_state_in_postgresql_when_configured_to() {
     assert!(!d.state_dir.join("warden.db").exists(), "the commands did not make a SQLite store either");
     d.stop().await;
 }
+
+/// A CA and a server certificate for `localhost` signed by it: `(ca.pem, server certificate, server key)`.
+fn test_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "Warden test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("server certificate");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_to_postgresql_verifies_the_server_certificate_and_name() {
+    let (ca, cert, key) = test_ca();
+    let Some(pg) = Pg::start_with_tls(&cert, &key) else { return };
+    let db = pg.database();
+    let name = db.rsplit('/').next().expect("database name");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).expect("write the CA");
+    let base = format!("postgres://warden@localhost:{}/{name}", pg.port());
+    // Against the public roots, a private CA's certificate is refused: TLS was used, and it verifies.
+    let err = Store::open_postgres(&format!("{base}?sslmode=require")).unwrap_err().to_string();
+    assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
+    // With the CA the server's certificate is signed by, the store opens and works over TLS.
+    let s = Store::open_postgres(&format!("{base}?sslrootcert={}", ca_file.display())).expect("TLS with the CA");
+    s.journal(&entry("over-tls")).expect("journal");
+    let ssl: bool = s
+        .with_db(|c| c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])?.get(0))
+        .expect("pg_stat_ssl");
+    assert!(ssl, "the connection is encrypted");
+    // The name is checked too: 127.0.0.1 is not in the certificate.
+    let by_ip = format!("postgres://warden@127.0.0.1:{}/{name}?sslrootcert={}", pg.port(), ca_file.display());
+    let err = Store::open_postgres(&by_ip).unwrap_err().to_string();
+    assert!(err.contains("certificate") || err.contains("NotValidForName"), "{err}");
+}
