@@ -88,7 +88,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Keep the state in PostgreSQL (version 12 or newer) rather than the SQLite file in `state_dir`.
+    /// Keep the state in PostgreSQL (10 or newer; tested with 15) rather than the SQLite file in `state_dir`.
     #[serde(default)]
     pub postgres: Option<PostgresStoreConfig>,
 }

@@ -32,7 +32,7 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(1);
 
 impl Pg {
     /// Starts a server of its own, or `None` (after printing why) when PostgreSQL is not installed. Under
-    /// `CI=true`, a missing PostgreSQL panics instead.
+    /// `CI=true`, a missing PostgreSQL panics instead; an installed one that does not start always does.
     pub fn start() -> Option<Pg> {
         Self::start_with(None)
     }
@@ -44,16 +44,24 @@ impl Pg {
     }
 
     fn start_with(tls: Option<(&str, &str)>) -> Option<Pg> {
-        match Self::try_start(tls) {
-            Ok(pg) => Some(pg),
-            Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("PostgreSQL is needed for this test on CI: {why}")
+        let Some(bin) = find_bin() else {
+            let why = "`initdb` is neither on PATH nor in /usr/lib/postgresql/*/bin";
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("PostgreSQL is needed for this test on CI: {why}");
             }
-            Err(why) => {
-                eprintln!("SKIP: no PostgreSQL for this test: {why}");
-                None
+            eprintln!("SKIP: no PostgreSQL for this test: {why}");
+            return None;
+        };
+        // Installed but not starting is a failure, not a skip. The port is picked before the server binds it:
+        // should another process take it meanwhile, try another.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(bin.clone(), tls) {
+                Ok(pg) => return Some(pg),
+                Err(why) => last = why,
             }
         }
+        panic!("PostgreSQL is installed ({}) but does not start: {last}", bin.display())
     }
 
     /// One server for the whole test process, stopped when it exits; `None` as for [`Pg::start`].
@@ -70,8 +78,7 @@ impl Pg {
             .as_ref()
     }
 
-    fn try_start(tls: Option<(&str, &str)>) -> Result<Pg, String> {
-        let bin = find_bin().ok_or("`initdb` is neither on PATH nor in /usr/lib/postgresql/*/bin")?;
+    fn try_start(bin: PathBuf, tls: Option<(&str, &str)>) -> Result<Pg, String> {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         let user = root.then_some("nobody");
@@ -103,7 +110,10 @@ impl Pg {
                 }
             }
         }
-        pg.pg_ctl("start")?;
+        if let Err(e) = pg.pg_ctl("start") {
+            let log = std::fs::read_to_string(pg.data().join("server.log")).unwrap_or_default();
+            return Err(format!("{e}\n{log}"));
+        }
         Ok(pg)
     }
 
