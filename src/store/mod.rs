@@ -472,12 +472,13 @@ impl Store {
         }
         let mut guard = Rollback { db: &db, nested, armed: true };
         let out = f(self)?;
-        guard.armed = false;
+        // A commit that fails (SQLite busy past its timeout) leaves the transaction to the guard's rollback.
         if nested {
             db.batch("RELEASE warden_step").map_err(|e| self.err(e))?;
         } else {
             db.end(true).map_err(|e| self.err(e))?;
         }
+        guard.armed = false;
         Ok(out)
     }
 
