@@ -440,7 +440,7 @@ impl Dispatcher {
                 subject: r.subject.clone(),
             }]);
         }
-        if let RequestKind::Restart { job, jid, strategy } = &r.kind {
+        if let RequestKind::Restart { job, jid, strategy, overrides } = &r.kind {
             let id = journal(
                 ActionKind::Restart,
                 strategy.as_str(),
@@ -454,6 +454,7 @@ impl Dispatcher {
                 job: job.clone(),
                 jid: jid.clone(),
                 strategy: *strategy,
+                overrides: overrides.clone(),
                 origin,
             }]);
         }
