@@ -436,7 +436,7 @@ pub fn conclusion(outcome: &RestartOutcome) -> Option<(&RestartRecord, Conclusio
                         "rolled_back",
                         Severity::Warning,
                         format!(
-                            "the new version of {} failed ({cause}); rolled back to the previous jar {} {from}: job                              {new} is RUNNING{restored}",
+                            "the new version of {} failed ({cause}); rolled back to the previous jar {} {from}: job {new} is RUNNING{restored}",
                             r.job,
                             jar(r).unwrap_or_else(|| "(as configured)".into())
                         ),
@@ -462,7 +462,7 @@ pub fn conclusion(outcome: &RestartOutcome) -> Option<(&RestartRecord, Conclusio
                     "rollback_failed",
                     Severity::Critical,
                     format!(
-                        "the new version of {} failed ({}) and so did the rollback, at step `{step}`: {message};                          Warden stops here",
+                        "the new version of {} failed ({}) and so did the rollback, at step `{step}`: {message}; Warden stops here",
                         record.job,
                         record.cause.as_deref().unwrap_or("unknown")
                     ),
@@ -490,8 +490,24 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
 
 /// Sleeps for the poll interval; false when Warden is shutting down.
 async fn pause(ctx: &RestartContext<'_>) -> bool {
+    pause_for(ctx, ctx.poll).await
+}
+
+/// Sleeps before the `n`-th look at something Flink is about to finish (a savepoint, a job leaving or reaching
+/// RUNNING): 100 ms, doubling up to the poll interval, so a quick answer is seen at once and a slow one is not
+/// asked for too often. False when Warden is shutting down.
+async fn pause_n(ctx: &RestartContext<'_>, n: u32) -> bool {
+    pause_for(ctx, backoff(ctx.poll, n)).await
+}
+
+/// `min(poll, 100 ms × 2^n)`.
+pub(crate) fn backoff(poll: Duration, n: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << n.min(16))).min(poll)
+}
+
+async fn pause_for(ctx: &RestartContext<'_>, d: Duration) -> bool {
     tokio::select! {
-        _ = tokio::time::sleep(ctx.poll) => true,
+        _ = tokio::time::sleep(d) => true,
         _ = ctx.cancel.cancelled() => false,
     }
 }
@@ -669,6 +685,7 @@ async fn await_savepoint(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
     let fc = FlinkClient::new(ctx.client);
     let trigger = rec.trigger_id.clone().unwrap_or_default();
     let deadline = parse_ts(&rec.updated) + chrono::Duration::from_std(ctx.job.savepoint_timeout).unwrap_or_default();
+    let mut n = 0;
     loop {
         match fc.savepoint_status(&rec.old_jid, &trigger).await {
             Ok(SavepointStatus::Completed(loc)) => return savepoint_taken(ctx, rec, loc).await,
@@ -715,9 +732,10 @@ async fn await_savepoint(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
             };
             return Step::Fail("savepoint", message);
         }
-        if !pause(ctx).await {
+        if !pause_n(ctx, n).await {
             return Step::Stop;
         }
+        n += 1;
     }
 }
 
@@ -764,6 +782,7 @@ async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
     }
     // A stopped job takes a moment to leave RUNNING; wait for that, but never submit next to a live instance.
     let deadline = tokio::time::Instant::now() + ctx.job.stop_timeout;
+    let mut n = 0;
     loop {
         match fc.jobs().await {
             Ok(jobs) => {
@@ -788,9 +807,10 @@ async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
                 }
             }
         }
-        if !pause(ctx).await {
+        if !pause_n(ctx, n).await {
             return Step::Stop;
         }
+        n += 1;
     }
 }
 
@@ -951,6 +971,7 @@ async fn verify(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     if let Some(loc) = rec.location.clone() {
         let want = normalize_location(&loc);
         let deadline = started + ctx.job.verify_timeout;
+        let mut n = 0;
         loop {
             let got = fc.checkpoints(&new).await.ok().and_then(|i| i.restored);
             match got {
@@ -964,9 +985,10 @@ async fn verify(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
                 }
                 None => {}
             }
-            if !pause(ctx).await {
+            if !pause_n(ctx, n).await {
                 return Step::Stop;
             }
+            n += 1;
         }
         if let Err(e) = ctx.store.record_savepoint(
             &rec.target,
