@@ -350,7 +350,12 @@ async fn roll_back(ctx: &RestartContext<'_>, mut rec: RestartRecord, step: &'sta
     (ctx.progress)(&rec, &format!("the new version failed at {step}: {message}; root cause: {cause}; rolling back"));
     rec.cause = Some(cause);
     rec.outcome = Some(RestartResult::Failed { step: step.to_string(), message: format!("{message}; rolled back") });
-    match ctx.store.roll_back(&rec, ctx.clock.now()) {
+    // The entry class and arguments of the release the job ran, if an earlier upgrade set them.
+    let previous = match (current_release(ctx, &rec.target, &rec.job).await, &rec.prev_jar_id) {
+        (Some(last), Some(prev)) if last.jar_id.as_ref() == Some(prev) => last.overrides,
+        _ => RestartOverrides::default(),
+    };
+    match ctx.store.roll_back(&rec, &previous, ctx.clock.now()) {
         Ok(next) => Flow::Then(next),
         Err(e) => {
             if ctx.store.restart(rec.id).ok().flatten().is_some_and(|r| r.owner != rec.owner) {
@@ -512,6 +517,16 @@ async fn pause_for(ctx: &RestartContext<'_>, d: Duration) -> bool {
     }
 }
 
+/// The release the job runs since its last upgrade, rollback or rescale (that record: its `jar_id` and
+/// overrides), if that jar is still on the cluster. Restarts resubmit it, and upgrades roll back to it, instead
+/// of `jobs.<name>.jar`, which may still name an older release.
+async fn current_release(ctx: &RestartContext<'_>, target: &str, job: &str) -> Option<RestartRecord> {
+    let last = ctx.store.last_change(target, job).ok().flatten()?;
+    let id = last.jar_id.clone()?;
+    let jars = FlinkClient::new(ctx.client).jars().await.ok()?;
+    jars.iter().any(|j| j.0 == id).then_some(last)
+}
+
 /// An upgrade's or rescale's first step: what the job runs now (to roll back to), and the new jar on the cluster.
 async fn prepare(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     let fc = FlinkClient::new(ctx.client);
@@ -524,8 +539,13 @@ async fn prepare(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
             ),
         );
     };
-    // What the job runs now. Flink does not say which jar a job came from: the configured jar's newest upload
-    // (found before the new jar is uploaded, which may have the same file name).
+    // What the job runs now. Flink does not say which jar a job came from: the jar of its last upgrade, rollback or
+    // rescale if that is still on the cluster, else the configured jar's newest upload (found before the new jar
+    // is uploaded, which may have the same file name).
+    let release = current_release(ctx, &rec.target, &rec.job).await;
+    if rec.prev_jar_id.is_none() {
+        rec.prev_jar_id = release.as_ref().and_then(|r| r.jar_id.clone());
+    }
     if rec.prev_jar_id.is_none() {
         if let Some(name) = &jar.name {
             match fc.find_jar(name).await {
@@ -865,6 +885,29 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     let fc = FlinkClient::new(ctx.client);
     let new_jid = if let Some(jar) = &ctx.job.jar {
         let version = fc.version().await.unwrap_or_default();
+        // A restart (and an upgrade's or rescale's settings it does not override) keeps the release the job runs
+        // since its last upgrade, rollback or rescale; a rollback carries its own.
+        let mut base = RestartOverrides::default();
+        if rec.kind != RestartKind::Rollback {
+            if let Some(last) = current_release(ctx, &rec.target, &rec.job).await {
+                if rec.jar_id.is_none() {
+                    (ctx.progress)(
+                        rec,
+                        &format!(
+                            "submitting {}, the jar of {} #{} (what {} runs since)",
+                            last.jar_id.as_deref().unwrap_or(""),
+                            last.kind,
+                            last.id,
+                            rec.job
+                        ),
+                    );
+                    rec.jar_id = last.jar_id.clone();
+                }
+                if rec.kind == RestartKind::Restart || rec.jar_id == last.jar_id {
+                    base = last.overrides;
+                }
+            }
+        }
         let mut jar_id = rec.jar_id.clone();
         if jar_id.is_none() {
             if let Some(name) = &jar.name {
@@ -893,9 +936,9 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
         }
         let o = &rec.overrides;
         let run = JarRun {
-            entry_class: o.entry_class.clone().or_else(|| jar.entry_class.clone()),
-            args: o.args.clone().unwrap_or_else(|| jar.args.clone()),
-            parallelism: o.parallelism.or(jar.parallelism),
+            entry_class: o.entry_class.clone().or(base.entry_class).or_else(|| jar.entry_class.clone()),
+            args: o.args.clone().or(base.args).unwrap_or_else(|| jar.args.clone()),
+            parallelism: o.parallelism.or(base.parallelism).or(jar.parallelism),
             savepoint: rec.location.clone(),
             allow_non_restored_state: o.allow_non_restored_state.unwrap_or(jar.allow_non_restored_state),
             claim_mode: jar.claim_mode.clone(),
