@@ -148,6 +148,9 @@ async fn an_upgrade_killed_on_probation_is_finished_by_the_daemon_which_rolls_th
         r.restarts().first().is_some_and(|x| x.step == RestartStep::Probation)
     })
     .await;
+    // What the status API and page show for it in flight.
+    let flight = warden::server::api::RestartView::from(r.restarts()[0].clone()).what();
+    assert!(flight.starts_with("upgrade (savepoint, jar ") && flight.ends_with("_clicks-2.jar)"), "{flight}");
     kill9(&mut cli);
     wait_until("the rollback to end", Duration::from_secs(60), || {
         let rs = r.restarts();
