@@ -214,4 +214,11 @@ async fn dry_runs_plan_and_change_nothing_and_rescale_says_which_path_it_took() 
     assert_eq!(r.fake.jar_runs()[0]["parallelism"], 3);
     let rs = r.restarts();
     assert_eq!((rs[0].kind, rs[0].overrides.parallelism), (RestartKind::Rescale, Some(3)));
+    // The next plan starts from what runs now: the rescaled release.
+    let out = r
+        .warden(&["upgrade", "--target", "jm", "--job", "clicks", "--jar", "clicks-2.jar", "--dry-run"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("_clicks.jar (from rescale #1), parallelism 3"), "{stdout}");
 }
