@@ -787,11 +787,11 @@ async fn savepoint_taken(ctx: &RestartContext<'_>, rec: &mut RestartRecord, loc:
 async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     let fc = FlinkClient::new(ctx.client);
     if rec.kind == RestartKind::Rollback {
-        // What is live of the job now is the failed new version (the old run was stopped before it was
-        // submitted): cancel it (again, after a crash; cancelling an ended job changes nothing).
+        // The failed new version (the old run was stopped before it was submitted): cancel it if it is still live
+        // (again, after a crash). Nothing else is cancelled: another live instance makes the rollback fail below.
         if let Ok(jobs) = fc.jobs().await {
             for j in jobs.iter().filter(|j| j.name == rec.job && j.is_live()) {
-                if rec.old_jid.is_empty() || j.jid == rec.old_jid {
+                if !rec.old_jid.is_empty() && j.jid == rec.old_jid {
                     (ctx.progress)(rec, &format!("cancelling {} ({}), the failed new version", j.jid, j.state));
                     if let Err(e) = fc.cancel(&j.jid).await {
                         (ctx.progress)(rec, &format!("cannot cancel {}: {e}", j.jid));
@@ -947,7 +947,18 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
         rec.jar_id = jar_id.clone();
         match fc.run_jar(jar_id.as_deref().unwrap_or(""), &run, major(&version)).await {
             Ok(j) => j,
-            Err(e) => return Step::Fail("submit", e.to_string()),
+            // The answer may be lost while the job was submitted (a timeout): no instance was live a moment ago,
+            // so one live now is this submission. Adopt it rather than call the submission failed.
+            Err(e) => match live_instances(ctx, rec).await {
+                Live::One(j) => {
+                    (ctx.progress)(
+                        rec,
+                        &format!("the jar run answered {e}, but {j} of {} is live: adopting it", rec.job),
+                    );
+                    j
+                }
+                _ => return Step::Fail("submit", e.to_string()),
+            },
         }
     } else if !rec.overrides.is_empty() {
         return Step::Fail(

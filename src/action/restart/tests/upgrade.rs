@@ -393,3 +393,15 @@ async fn after_an_upgrade_restarts_keep_the_new_release_and_a_failed_second_upgr
         (Some("demo.Clicks2"), &serde_json::json!(["--rate", "200"]))
     );
 }
+
+#[tokio::test]
+async fn a_submission_whose_answer_is_lost_is_adopted_not_rolled_back_nor_repeated() {
+    let r = rig(FlinkApiVersion::V2).await;
+    r.fake.set_jar_behaviour("clicks-2.jar", JarBehaviour::AnswerLost);
+    let old = r.running_job();
+    let rec = done(r.change(&old, &r.upgrade_to()).await);
+    assert_eq!(rec.kind, RestartKind::Upgrade, "not rolled back");
+    assert_eq!(r.runs_of().len(), 1, "submitted once");
+    assert_eq!(r.live(), vec![rec.new_jid.clone().unwrap()]);
+    assert!(r.log.lock().unwrap().iter().any(|m| m.contains("adopting it")), "{:?}", r.log.lock().unwrap());
+}
