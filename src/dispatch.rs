@@ -438,7 +438,7 @@ impl Dispatcher {
                 subject: r.subject.clone(),
             }]);
         }
-        if let RequestKind::Restart { job, jid, strategy } = &r.kind {
+        if let RequestKind::Restart { job, jid, strategy, overrides } = &r.kind {
             let id = journal(
                 ActionKind::Restart,
                 strategy.as_str(),
@@ -452,6 +452,7 @@ impl Dispatcher {
                 job: job.clone(),
                 jid: jid.clone(),
                 strategy: *strategy,
+                overrides: overrides.clone(),
                 origin,
             }]);
         }

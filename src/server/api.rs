@@ -174,6 +174,34 @@ pub struct RestartView {
     pub updated: String,
     /// Who drives it.
     pub owner: Option<String>,
+    /// `restart`, `upgrade`, `rollback` or `rescale`.
+    #[serde(default)]
+    pub kind: String,
+    /// The jar id it submits, once known.
+    #[serde(default)]
+    pub jar: Option<String>,
+    /// The parallelism it submits, when it changes it.
+    #[serde(default)]
+    pub parallelism: Option<u32>,
+}
+
+impl RestartView {
+    /// The strategy, and for an upgrade, rollback or rescale its kind, jar and parallelism:
+    /// `upgrade (savepoint, jar 3f1e_clicks-2.jar)`.
+    pub fn what(&self) -> String {
+        if self.kind.is_empty() || self.kind == "restart" {
+            return self.strategy.clone();
+        }
+        let mut s = format!("{} ({}", self.kind, self.strategy);
+        if let Some(j) = &self.jar {
+            s.push_str(&format!(", jar {j}"));
+        }
+        if let Some(p) = self.parallelism {
+            s.push_str(&format!(", parallelism {p}"));
+        }
+        s.push(')');
+        s
+    }
 }
 
 impl From<RestartRecord> for RestartView {
@@ -187,6 +215,9 @@ impl From<RestartRecord> for RestartView {
             started: r.started,
             updated: r.updated,
             owner: r.owner,
+            kind: r.kind.to_string(),
+            jar: r.jar_id,
+            parallelism: r.overrides.parallelism,
         }
     }
 }

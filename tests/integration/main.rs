@@ -22,5 +22,6 @@ mod reload_time;
 mod rules;
 mod server;
 mod store;
+mod upgrade;
 mod watch;
 mod yarn;

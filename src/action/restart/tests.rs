@@ -10,6 +10,31 @@ use crate::fetch::ClientPool;
 use crate::store::NewEntry;
 use fake_flink::{FakeJobManager, FlinkApiVersion, SavepointBehaviour};
 
+mod upgrade;
+
+thread_local! {
+    /// A simulated crash: the driver stops right after saving this step of a record of this kind.
+    static CRASH_AFTER: std::cell::Cell<Option<(crate::model::RestartKind, crate::model::RestartStep)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Arms a simulated crash right after `kind`'s `step` is saved (once).
+pub(super) fn crash_after(kind: crate::model::RestartKind, step: crate::model::RestartStep) {
+    CRASH_AFTER.with(|c| c.set(Some((kind, step))));
+}
+
+/// Whether the driver "crashes" now, having saved `rec` (disarms).
+pub(super) fn crash_now(rec: &RestartRecord) -> bool {
+    CRASH_AFTER.with(|c| {
+        if c.get() == Some((rec.kind, rec.step)) {
+            c.set(None);
+            true
+        } else {
+            false
+        }
+    })
+}
+
 struct Rig {
     fake: FakeJobManager,
     client: TargetClient,
@@ -39,6 +64,7 @@ fn job_config() -> JobConfig {
         savepoint_timeout: Duration::from_secs(5),
         verify_timeout: Duration::from_secs(10),
         stop_timeout: Duration::from_secs(10),
+        upgrade: crate::config::UpgradeConfig { probation: Duration::from_millis(400) },
     }
 }
 
@@ -499,4 +525,13 @@ async fn a_restart_whose_driver_process_is_gone_is_taken_over_at_once() {
     let outcome = super::take_over(&ctx, &rec).await.expect("taken over");
     done(outcome);
     assert_eq!(r.fake.jar_runs().len(), 1);
+}
+
+#[test]
+fn waits_on_flink_start_short_and_back_off_to_the_poll_interval() {
+    let s = Duration::from_secs(1);
+    let got: Vec<u128> = (0..6).map(|n| super::backoff(s, n).as_millis()).collect();
+    assert_eq!(got, vec![100, 200, 400, 800, 1000, 1000]);
+    assert_eq!(super::backoff(Duration::from_millis(50), 0), Duration::from_millis(50));
+    assert_eq!(super::backoff(s, 60), s);
 }
