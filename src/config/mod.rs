@@ -395,6 +395,17 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
     let command_names: Vec<String> = config.commands.keys().cloned().collect();
     for (name, j) in config.jobs.iter_mut() {
         let path = join_key("jobs", name);
+        if let Some(b) = j.parallelism {
+            if b.min == 0 || b.min > b.max {
+                diags.push(doc.diag(
+                    &join_key(&path, "parallelism"),
+                    format!(
+                        "job `{name}`: parallelism bounds need 1 <= min <= max, not min {} and max {}",
+                        b.min, b.max
+                    ),
+                ));
+            }
+        }
         match (&mut j.jar, &j.command) {
             (Some(_), Some(_)) | (None, None) => {
                 diags.push(doc.diag(&path, format!("job `{name}`: give exactly one of `jar` or `command`")))

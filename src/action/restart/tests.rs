@@ -39,6 +39,7 @@ fn job_config() -> JobConfig {
         savepoint_timeout: Duration::from_secs(5),
         verify_timeout: Duration::from_secs(10),
         stop_timeout: Duration::from_secs(10),
+        parallelism: None,
     }
 }
 
