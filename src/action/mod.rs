@@ -69,7 +69,15 @@ impl Executor {
                 self.restart(journal_id, &origin.rule, &origin.target, &job, &jid, strategy, cancel).await;
             }
             Planned::Rescale { journal_id, job, jid, to, origin } => {
-                self.rescale(journal_id, &origin.rule, &origin.target, &job, &jid, to).await;
+                tokio::select! {
+                    _ = self.rescale(journal_id, &origin.rule, &origin.target, &job, &jid, to) => {}
+                    _ = cancel.cancelled() => {
+                        // Flink goes on with the bounds it was given; only Warden's wait for it ends.
+                        let why = "interrupted: Warden shut down while it waited for the rescale; Flink goes on \
+                                   with any new bounds it was given";
+                        self.finish(journal_id, why, "");
+                    }
+                }
             }
             Planned::Patch { journal_id, path, body, origin, subject } => {
                 let out = match self.clients.get(&origin.target) {

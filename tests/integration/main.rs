@@ -18,6 +18,7 @@ mod notify;
 mod operator;
 mod ownership;
 mod reload_time;
+mod rescale;
 mod rules;
 mod server;
 mod store;

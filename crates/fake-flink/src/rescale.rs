@@ -153,3 +153,110 @@ pub(super) fn mark_scheduler(st: &State, mut v: Value) -> Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{json, Value};
+
+    use crate::{FakeJobManager, FlinkApiVersion};
+
+    fn sample(name: &str) -> Value {
+        let path = format!("{}/../../tests/fixtures/flink-2.3.0-adaptive/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+    }
+
+    async fn call(fake: &FakeJobManager, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = reqwest::Client::new().request(method, format!("{}{path}", fake.url()));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_default_scheduler_refuses_like_flink_2_3_0() {
+        let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+        let jid = fake.submit("clicks");
+        let path = format!("/jobs/{jid}/resource-requirements");
+        let real = sample("error-resource-requirements-default-scheduler.json");
+        for method in [reqwest::Method::GET, reqwest::Method::PUT] {
+            let (status, v) = call(&fake, method.clone(), &path, Some(json!({}))).await;
+            assert_eq!(status, 500, "{method}");
+            assert_eq!(v["errors"][0], real["errors"][0]);
+            let first = |v: &Value| v["errors"][1].as_str().unwrap().lines().nth(1).unwrap_or("").to_string();
+            assert_eq!(first(&v), first(&real), "{method}");
+        }
+        let (_, cfg) = call(&fake, reqwest::Method::GET, "/config", None).await;
+        assert_eq!(cfg["features"]["web-rescale"], false);
+    }
+
+    #[tokio::test]
+    async fn the_adaptive_scheduler_rescales_after_a_put_as_far_as_the_slots_go() {
+        let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+        fake.set_adaptive_scheduler(true);
+        let jid = fake.submit("clicks");
+        let get = |p: String| {
+            let fake = fake.clone();
+            async move { call(&fake, reqwest::Method::GET, &p, None).await.1 }
+        };
+        // What a real adaptive cluster says about itself.
+        assert_eq!(
+            get("/config".into()).await["features"]["web-rescale"],
+            sample("config.json")["features"]["web-rescale"]
+        );
+        let jm = get("/jobmanager/config".into()).await;
+        assert!(jm.as_array().unwrap().contains(&json!({"key": "jobmanager.scheduler", "value": "adaptive"})));
+        assert_eq!(get(format!("/jobs/{jid}")).await["schedulerType"], sample("job-running.json")["schedulerType"]);
+        // The requirements: one entry per vertex, bounds 1..=1, as the sample.
+        let path = format!("/jobs/{jid}/resource-requirements");
+        let rr = get(path.clone()).await;
+        let shape = |v: &Value| v.as_object().unwrap().values().cloned().collect::<Vec<_>>();
+        assert_eq!(shape(&rr), shape(&sample("job-resource-requirements.json")));
+        // Bad bodies: 400 like Flink.
+        let (s, v) = call(&fake, reqwest::Method::PUT, &path, Some(json!({}))).await;
+        assert_eq!(s, 400);
+        assert!(v["errors"][0].as_str().unwrap().contains("Request body does not specify resource requirements."));
+        let too_big: serde_json::Map<String, Value> = rr
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| (k.clone(), json!({"parallelism": {"lowerBound": 1, "upperBound": 1000}})))
+            .collect();
+        let (s, v) = call(&fake, reqwest::Method::PUT, &path, Some(Value::Object(too_big))).await;
+        assert_eq!(s, 400);
+        assert!(v["errors"][0].as_str().unwrap().contains("exceeds its maximum parallelism 128"), "{v}");
+        // A good one: 200 {}, the bounds echoed, and after the delay every vertex at 2.
+        fake.set_rescale_delay(Duration::from_millis(300));
+        let two: serde_json::Map<String, Value> = rr
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| (k.clone(), json!({"parallelism": {"lowerBound": 1, "upperBound": 2}})))
+            .collect();
+        let (s, v) = call(&fake, reqwest::Method::PUT, &path, Some(Value::Object(two.clone()))).await;
+        assert_eq!((s, v), (200, json!({})));
+        assert_eq!(get(path.clone()).await, Value::Object(two));
+        assert_eq!(fake.job_parallelism(&jid), Some(1), "not before the delay");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let job = get(format!("/jobs/{jid}")).await;
+        let p: Vec<_> = job["vertices"].as_array().unwrap().iter().map(|v| v["parallelism"].clone()).collect();
+        assert_eq!(p, vec![json!(2), json!(2)]);
+        assert_eq!(job["state"], "RUNNING");
+        // Up to 8 with four slots, one of them held by another job: 3.
+        fake.set_rescale_delay(Duration::ZERO);
+        fake.submit("other");
+        let eight: serde_json::Map<String, Value> = rr
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| (k.clone(), json!({"parallelism": {"lowerBound": 1, "upperBound": 8}})))
+            .collect();
+        call(&fake, reqwest::Method::PUT, &path, Some(Value::Object(eight))).await;
+        assert_eq!(fake.job_parallelism(&jid), Some(3));
+        assert_eq!(get("/overview".into()).await["slots-available"], 0);
+    }
+}
