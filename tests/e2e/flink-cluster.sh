@@ -435,6 +435,28 @@ flink_cluster_start() {
   flink_wait_ready "$timeout"
 }
 
+# flink_cluster_start_beside NAME [TIMEOUT=60] [KEY: VALUE ...]: start another
+# cluster (own config, logs, temp, blob and upload dirs under $FLINK_WORK/NAME,
+# a new REST port) next to the shared one, e.g. with `jobmanager.scheduler:
+# adaptive`; the globals (FLINK_REST_URL, FLINK_JM_PID, ...) then point at it,
+# so call it in a scenario's subshell.  Its pids are tracked (stopped after the
+# scenario).  FLINK_JOB_JAR must be built already.
+flink_cluster_start_beside() {
+  local name=$1 timeout=${2:-60} base
+  shift 2 || shift $#
+  base="$FLINK_WORK/$name"
+  mkdir -p "$base"/{conf,log,tmp,blobs,web-upload}
+  FLINK_CONF_DIR="$base/conf" FLINK_LOG_DIR="$base/log" FLINK_REST_PORT="" FLINK_JM_PID="" FLINK_TM_PID=""
+  flink_cluster_start "$timeout" "io.tmp.dirs: $base/tmp" "blob.storage.directory: $base/blobs" \
+    "web.upload.dir: $base/web-upload" "$@"
+}
+
+# flink_vertex_parallelism JID: the vertices' parallelism and status, one
+# `name=parallelism/status` per line
+flink_vertex_parallelism() {
+  flink_rest GET "/jobs/$1" | _flink_json '"\n".join("%s=%s/%s" % (v["name"], v["parallelism"], v["status"]) for v in d["vertices"])'
+}
+
 # flink_wait_ready [TIMEOUT=60] [MIN_TMS=1]: wait for GET /overview taskmanagers >= MIN_TMS
 flink_wait_ready() {
   local timeout=${1:-60} min=${2:-1} deadline tms
