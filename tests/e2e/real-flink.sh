@@ -832,7 +832,7 @@ RHAI
   shape=$(flink_vertex_parallelism "$jid" | xargs)
   flink_log "vertices: $shape"
   expect "every vertex of $jid runs at 2 ($shape)" test "$(flink_rest GET "/jobs/$jid" |
-    _flink_json 'bool(d["vertices"]) and all(v["parallelism"] == 2 and v["status"] == "RUNNING" for v in d["vertices"])')" = True
+    _flink_json 'bool(d["vertices"]) and all(v["parallelism"] == 2 and v["status"] == "RUNNING" for v in d["vertices"])')" = true
   live=$(live_jobs clicks | xargs)
   expect "one live clicks job, the same run ($live)" test "$live" = "$jid"
   n=$(warden_history "$dir" --restarts | jsonl 'len(rows)')
