@@ -138,6 +138,13 @@ pub fn job_lock(store: &Arc<Store>, target: &str, job: &str) -> Arc<tokio::sync:
     locks.entry(key).or_default().clone()
 }
 
+/// Rescales journalled and not finished yet (outcome `started`), oldest first: what the status API shows in flight.
+/// Only the newest 200 rescale entries are looked at.
+pub fn in_flight(store: &Store) -> Result<Vec<crate::store::JournalEntry>, crate::store::StoreError> {
+    let f = crate::store::JournalFilter { kind: Some(crate::model::ActionKind::Rescale), ..Default::default() };
+    Ok(store.find_entries(&f, Some(200))?.into_iter().filter(|e| e.outcome == "started").collect())
+}
+
 /// Everything a rescale needs.
 pub struct RescaleContext<'a> {
     /// The store (restart records: the per-job lock).

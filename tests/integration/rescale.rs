@@ -273,3 +273,23 @@ async fn the_storm_guard_stops_a_rescale_loop() {
     assert_eq!(fake.job_parallelism(&jid), Some(3), "two steps up, not a third");
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_shows_a_rescale_in_flight() {
+    let r = Arc::new(rig(true, json!({"min": 1, "max": 4})).await);
+    // Flink takes its time (a real 2.3.0 cluster took about 30 s).
+    r.fake.set_rescale_delay(std::time::Duration::from_millis(1500));
+    let running = tokio::spawn({
+        let r = r.clone();
+        async move { r.rescale(RescaleTo::Step(1)).await }
+    });
+    crate::support::eventually("the rescale shows in flight", || {
+        rescale::in_flight(&r.store).unwrap().iter().any(|e| e.subject == "clicks" && e.detail == "+1")
+    })
+    .await;
+    let view = warden::server::api::EntryView::from(rescale::in_flight(&r.store).unwrap().remove(0));
+    assert_eq!((view.kind.as_str(), view.outcome.as_str()), ("rescale", "started"));
+    let (o, _) = running.await.unwrap();
+    assert!(matches!(o, RescaleOutcome::Done { to: 2, .. }), "{o:?}");
+    assert!(rescale::in_flight(&r.store).unwrap().is_empty(), "done: no longer in flight");
+}
