@@ -467,7 +467,7 @@ impl Dispatcher {
             }
             return Ok(vec![Planned::Rescale { journal_id: id, job: job.clone(), jid: jid.clone(), to: *to, origin }]);
         }
-        if let RequestKind::Restart { job, jid, strategy } = &r.kind {
+        if let RequestKind::Restart { job, jid, strategy, overrides } = &r.kind {
             let id = journal(
                 ActionKind::Restart,
                 strategy.as_str(),
@@ -481,6 +481,7 @@ impl Dispatcher {
                 job: job.clone(),
                 jid: jid.clone(),
                 strategy: *strategy,
+                overrides: overrides.clone(),
                 origin,
             }]);
         }

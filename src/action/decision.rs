@@ -39,7 +39,7 @@ pub fn decide(o: &Origin, r: &ActionRequest, evaluation: &[ActionRequest]) -> Op
                 .collect();
             (Asked::Run { command: command.clone(), vars: shown }, vars.get("jid").cloned())
         }
-        RequestKind::Restart { job, jid, strategy } => {
+        RequestKind::Restart { job, jid, strategy, .. } => {
             (Asked::Restart { job: job.clone(), strategy: *strategy }, Some(jid.clone()))
         }
         RequestKind::Rescale { job, jid, to } => (Asked::Rescale { job: job.clone(), to: *to }, Some(jid.clone())),

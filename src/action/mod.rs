@@ -65,8 +65,8 @@ impl Executor {
                 self.finish(journal_id, &outcome, "");
                 self.events.send(Event::Alert(record));
             }
-            Planned::Restart { journal_id, job, jid, strategy, origin } => {
-                self.restart(journal_id, &origin.rule, &origin.target, &job, &jid, strategy, cancel).await;
+            Planned::Restart { journal_id, job, jid, strategy, overrides, origin } => {
+                self.restart(journal_id, &origin.rule, &origin.target, &job, &jid, strategy, &overrides, cancel).await;
             }
             Planned::Rescale { journal_id, job, jid, to, origin } => {
                 tokio::select! {
@@ -193,6 +193,7 @@ impl Executor {
         job: &str,
         jid: &str,
         strategy: RestartStrategy,
+        overrides: &crate::model::RestartOverrides,
         cancel: CancellationToken,
     ) -> RestartOutcome {
         let events = self.events.clone();
@@ -204,7 +205,7 @@ impl Executor {
         let lock = rescale::job_lock(&self.store, target, job);
         let _rescaling = lock.lock().await;
         let outcome = match self.restart_context(target, job, cancel, &progress) {
-            Ok(ctx) => restart::begin(&ctx, journal_id, target, job, jid, strategy).await,
+            Ok(ctx) => restart::begin_with(&ctx, journal_id, target, job, jid, strategy, overrides).await,
             Err(e) => RestartOutcome::Failed {
                 record: RestartRecord {
                     id: 0,
@@ -222,6 +223,14 @@ impl Executor {
                     updated: String::new(),
                     owner: None,
                     lease_until: None,
+                    kind: overrides.kind(),
+                    overrides: overrides.clone(),
+                    jar_id: None,
+                    prev_jar_id: None,
+                    prev_parallelism: None,
+                    rollback_of: None,
+                    cause: None,
+                    steps: vec![],
                 },
                 step: "start".into(),
                 message: e,
@@ -339,61 +348,42 @@ impl Executor {
         Some(outcome)
     }
 
-    /// Journals and announces how a restart ended.
+    /// Journals and announces how a restart ended (the texts by kind: [`restart::conclusion`]).
     fn conclude(&self, rule: &str, outcome: &RestartOutcome) {
         let now = self.clock.now();
-        let mut failed_step = None;
-        let (rec, journal, record) = match outcome {
-            RestartOutcome::Done(r) => {
-                let from = r.location.as_deref().map(|l| format!("from {l}")).unwrap_or_else(|| "without state".into());
-                let summary = format!(
-                    "{} restarted {from}: new job {} is RUNNING{}",
-                    r.job,
-                    r.new_jid.as_deref().unwrap_or("?"),
-                    if r.location.is_some() { " and restored from it" } else { "" }
-                );
-                (r, "ok".to_string(), Some(("restarted", crate::model::Severity::Info, summary)))
-            }
-            RestartOutcome::Failed { record, step, message } => {
-                let summary = format!("restart of {} failed at step `{step}`: {message}", record.job);
-                failed_step = Some(step.clone());
-                (
-                    record,
-                    format!("failed at {step}: {message}"),
-                    Some(("restart_failed", crate::model::Severity::Critical, summary)),
-                )
-            }
-            RestartOutcome::Busy(r) => (
-                r,
-                format!("suppressed: restart #{} of {} is already in progress (step {})", r.id, r.job, r.step),
-                None,
-            ),
-            RestartOutcome::Interrupted(r) => {
+        let Some((rec, c)) = restart::conclusion(outcome) else {
+            match outcome {
                 // Not journalled as ended: the restart goes on (taken over by the next driver), which concludes it.
-                tracing::info!(restart = r.id, step = %r.step, "restart interrupted; the next Warden resumes it");
-                return;
+                RestartOutcome::Interrupted(r) => {
+                    tracing::info!(restart = r.id, step = %r.step, "restart interrupted; the next Warden resumes it")
+                }
+                RestartOutcome::HandedOver(r) => {
+                    tracing::info!(restart = r.id, step = %r.step, "restart handed over to another process")
+                }
+                RestartOutcome::StoreFailed(e) => tracing::error!("restart: state store failed: {e}"),
+                _ => {}
             }
-            RestartOutcome::HandedOver(r) => {
-                tracing::info!(restart = r.id, step = %r.step, "restart handed over to another process");
-                return;
-            }
-            RestartOutcome::StoreFailed(e) => {
-                tracing::error!("restart: state store failed: {e}");
-                return;
-            }
+            return;
+        };
+        let failed_step = match outcome {
+            RestartOutcome::Failed { step, .. } => Some(step.clone()),
+            _ => None,
         };
         let output = format!(
-            "restart #{} strategy={} old_jid={} location={} new_jid={}",
+            "{} #{} strategy={} old_jid={} location={} new_jid={}{}{}",
+            rec.kind,
             rec.id,
             rec.strategy,
             rec.old_jid,
             rec.location.as_deref().unwrap_or("-"),
-            rec.new_jid.as_deref().unwrap_or("-")
+            rec.new_jid.as_deref().unwrap_or("-"),
+            rec.jar_id.as_deref().map(|j| format!(" jar={j}")).unwrap_or_default(),
+            rec.overrides.parallelism.map(|p| format!(" parallelism={p}")).unwrap_or_default(),
         );
-        if let Err(e) = self.store.finish(rec.journal_id, &journal, &output, now) {
+        if let Err(e) = self.store.finish(rec.journal_id, &c.journal, &output, now) {
             tracing::error!("cannot journal the outcome of restart #{}: {e}", rec.id);
         }
-        if let Some((event, severity, summary)) = record {
+        if let Some((event, severity, summary)) = c.alert {
             self.announce(AlertRecord {
                 time: now,
                 event: event.into(),
@@ -406,6 +396,8 @@ impl Executor {
                     "job": rec.job, "jid": rec.new_jid, "old_jid": rec.old_jid, "strategy": rec.strategy,
                     "location": rec.location, "restart": rec.id, "outcome": rec.outcome,
                     "step": failed_step.clone().unwrap_or_else(|| rec.step.to_string()),
+                    "kind": rec.kind, "jar": rec.jar_id, "parallelism": rec.overrides.parallelism,
+                    "cause": rec.cause, "rollback_of": rec.rollback_of,
                 }),
             });
         }

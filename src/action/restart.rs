@@ -16,6 +16,18 @@
 //!
 //! A Warden killed at any point resumes from the last saved step on its next start.
 //!
+//! **Upgrades and rescales** ([`RestartKind::Upgrade`], [`RestartKind::Rescale`]) are the same machine with
+//! [`RestartOverrides`] applied at the submit step, and two more steps: before anything else, `started` records
+//! what the job runs now (its jar id and parallelism, to roll back to) and puts the new jar on the cluster (a
+//! local file is uploaded once) → `jar-uploaded` (the old run is untouched until then, so a failed upload costs
+//! nothing); after `submitted` verified the new run (RUNNING, restored from the location, and for a rescale its
+//! vertices at the new parallelism) → `probation`: it must stay RUNNING with no failure for the job's
+//! `upgrade.probation` → `done`. Once the old run is gone (from `submitting` on), any failure rolls back: the new
+//! run is cancelled, the record ends as failed with Flink's root cause, and in the same store transaction a
+//! [`RestartKind::Rollback`] record begins at `state-chosen` with the previous jar and parallelism and the same
+//! location; it is driven on at once (and resumed like any restart). A rollback that fails ends there: one alert,
+//! no loop.
+//!
 //! **Ownership.** A restart record names its owner (`pid <n> on <host>`) and holds a lease ([`LEASE`]) that the
 //! driver renews while it works. Only the owner writes the record (the store refuses a write from anyone else), so
 //! a CLI `warden restart` and the daemon never drive the same restart: one that finds the job's restart already
@@ -33,7 +45,7 @@ use crate::clock::Clock;
 use crate::config::{CommandConfig, Fallback, JobConfig, SavepointMode};
 use crate::fetch::TargetClient;
 use crate::flink::client::{major, normalize_location, FlinkClient, JarRun, SavepointStatus};
-use crate::model::{RestartResult, RestartStep, RestartStrategy};
+use crate::model::{JarRef, RestartKind, RestartOverrides, RestartResult, RestartStep, RestartStrategy, Severity};
 use crate::store::{RestartRecord, Store};
 
 /// How many savepoint/checkpoint locations are kept per job.
@@ -133,10 +145,29 @@ pub async fn begin(
     old_jid: &str,
     strategy: RestartStrategy,
 ) -> RestartOutcome {
+    begin_with(ctx, journal_id, target, job, old_jid, strategy, &RestartOverrides::default()).await
+}
+
+/// Starts a restart of `job` with `overrides` (an upgrade or a rescale when they change the jar or the
+/// parallelism, see [`RestartOverrides::kind`]) and drives it to its end, through its rollback if need be.
+pub async fn begin_with(
+    ctx: &RestartContext<'_>,
+    journal_id: i64,
+    target: &str,
+    job: &str,
+    old_jid: &str,
+    strategy: RestartStrategy,
+    overrides: &RestartOverrides,
+) -> RestartOutcome {
     let lease = chrono_lease(ctx.lease);
-    match ctx.store.begin_restart(journal_id, target, job, strategy, old_jid, ctx.clock.now(), &ctx.owner, lease) {
+    let kind = overrides.kind();
+    let now = ctx.clock.now();
+    match ctx
+        .store
+        .begin_restart_as(journal_id, target, job, strategy, old_jid, kind, overrides, now, &ctx.owner, lease)
+    {
         Ok(Some(rec)) => {
-            (ctx.progress)(&rec, &format!("restart #{} of {job} ({strategy}) begins", rec.id));
+            (ctx.progress)(&rec, &format!("{kind} #{} of {job} ({strategy}{}) begins", rec.id, describe(overrides)));
             drive(ctx, rec).await
         }
         Ok(None) => match ctx.store.restart_in_progress(target, job) {
@@ -176,9 +207,45 @@ pub async fn take_over(ctx: &RestartContext<'_>, rec: &RestartRecord) -> Option<
     Some(drive(ctx, mine).await)
 }
 
-/// Drives a restart this context owns from its last saved step, renewing the lease meanwhile. Stops at once if
-/// another process took it over.
+/// What this driver does next.
+enum Flow {
+    /// The restart ended (or this driver stops).
+    End(RestartOutcome),
+    /// An upgrade or rescale failed and its rollback began: drive that record on.
+    Then(RestartRecord),
+}
+
+/// Drives a restart this context owns from its last saved step, renewing the lease meanwhile, and then its
+/// rollback if it began one. Stops at once if another process took it over.
 pub async fn drive(ctx: &RestartContext<'_>, rec: RestartRecord) -> RestartOutcome {
+    let mut rec = rec;
+    loop {
+        match drive_one(ctx, rec).await {
+            Flow::End(o) => return o,
+            Flow::Then(next) => {
+                #[cfg(test)]
+                if tests::crash_now(&next) {
+                    let _ = ctx.store.release_restart(next.id, &ctx.owner);
+                    return RestartOutcome::Interrupted(next);
+                }
+                (ctx.progress)(
+                    &next,
+                    &format!(
+                        "rollback #{} of {} begins: the previous jar {} (parallelism {}) from {}",
+                        next.id,
+                        next.job,
+                        next.jar_id.as_deref().unwrap_or("(the configured one)"),
+                        next.overrides.parallelism.map(|p| p.to_string()).unwrap_or_else(|| "as configured".into()),
+                        next.location.as_deref().unwrap_or("no state")
+                    ),
+                );
+                rec = next;
+            }
+        }
+    }
+}
+
+async fn drive_one(ctx: &RestartContext<'_>, rec: RestartRecord) -> Flow {
     let id = rec.id;
     let lease = chrono_lease(ctx.lease);
     let snapshot = rec.clone();
@@ -192,60 +259,228 @@ pub async fn drive(ctx: &RestartContext<'_>, rec: RestartRecord) -> RestartOutco
             }
         }
     };
-    let outcome = tokio::select! {
+    let flow = tokio::select! {
         o = drive_steps(ctx, rec) => o,
         () = renew => {
             let rec = ctx.store.restart(id).ok().flatten().unwrap_or(snapshot);
             (ctx.progress)(&rec, &format!("restart #{id} was taken over by {}; stopping here", rec.owner.as_deref().unwrap_or("another process")));
-            return RestartOutcome::HandedOver(rec);
+            return Flow::End(RestartOutcome::HandedOver(rec));
         }
     };
-    if let RestartOutcome::Interrupted(r) = &outcome {
+    if let Flow::End(RestartOutcome::Interrupted(r)) = &flow {
         // Let whoever comes next resume it at once instead of waiting for the lease to run out.
         if let Err(e) = ctx.store.release_restart(r.id, &ctx.owner) {
             tracing::warn!(restart = r.id, "cannot release the restart's lease: {e}");
         }
     }
-    outcome
+    flow
 }
 
-async fn drive_steps(ctx: &RestartContext<'_>, mut rec: RestartRecord) -> RestartOutcome {
+async fn drive_steps(ctx: &RestartContext<'_>, mut rec: RestartRecord) -> Flow {
+    use RestartOutcome as O;
     loop {
         if ctx.cancel.is_cancelled() {
-            return RestartOutcome::Interrupted(rec);
+            return Flow::End(O::Interrupted(rec));
         }
         let step = match rec.step {
-            RestartStep::Started => choose_state(ctx, &mut rec).await,
+            RestartStep::Started if rec.kind.rolls_back() => prepare(ctx, &mut rec).await,
+            RestartStep::Started | RestartStep::JarUploaded => choose_state(ctx, &mut rec).await,
             RestartStep::SavepointTriggered => await_savepoint(ctx, &mut rec).await,
             RestartStep::StateChosen => ensure_not_live(ctx, &mut rec).await,
             RestartStep::Submitting => submit(ctx, &mut rec).await,
             RestartStep::Submitted => verify(ctx, &mut rec).await,
-            RestartStep::Done => return RestartOutcome::Done(rec),
+            RestartStep::Probation => probation(ctx, &mut rec).await,
+            RestartStep::Done => return Flow::End(O::Done(rec)),
         };
         match step {
             Step::Next => {
+                rec.mark_step(ctx.clock.now());
                 if let Err(e) = ctx.store.update_restart(&rec, ctx.clock.now()) {
                     if ctx.store.restart(rec.id).ok().flatten().is_some_and(|r| r.owner != rec.owner) {
-                        return RestartOutcome::HandedOver(rec);
+                        return Flow::End(O::HandedOver(rec));
                     }
-                    return RestartOutcome::StoreFailed(e.to_string());
+                    return Flow::End(O::StoreFailed(e.to_string()));
                 }
                 if rec.step == RestartStep::Done {
                     (ctx.progress)(&rec, "done");
-                    return RestartOutcome::Done(rec);
+                    return Flow::End(O::Done(rec));
+                }
+                #[cfg(test)]
+                if tests::crash_now(&rec) {
+                    return Flow::End(O::Interrupted(rec));
                 }
             }
-            Step::Stop => return RestartOutcome::Interrupted(rec),
+            Step::Stop => return Flow::End(O::Interrupted(rec)),
             Step::Fail(step, message) => {
+                // From `submitting` on, the old run is gone: an upgrade or rescale that fails there is undone.
+                let past_the_old_run =
+                    matches!(rec.step, RestartStep::Submitting | RestartStep::Submitted | RestartStep::Probation);
+                if rec.kind.rolls_back() && past_the_old_run {
+                    return roll_back(ctx, rec, step, message).await;
+                }
                 let result = RestartResult::Failed { step: step.to_string(), message: message.clone() };
                 (ctx.progress)(&rec, &result.to_string());
                 rec.outcome = Some(result);
                 if let Err(e) = ctx.store.update_restart(&rec, ctx.clock.now()) {
-                    return RestartOutcome::StoreFailed(e.to_string());
+                    return Flow::End(O::StoreFailed(e.to_string()));
                 }
-                return RestartOutcome::Failed { record: rec, step: step.to_string(), message };
+                return Flow::End(O::Failed { record: rec, step: step.to_string(), message });
             }
         }
+    }
+}
+
+/// Ends a failed upgrade or rescale and begins its rollback: the new run's root cause is recorded, what is left
+/// of it cancelled, and the rollback record begun in the same transaction that ends this one.
+async fn roll_back(ctx: &RestartContext<'_>, mut rec: RestartRecord, step: &'static str, message: String) -> Flow {
+    let fc = FlinkClient::new(ctx.client);
+    let mut cause = None;
+    if let Some(new) = rec.new_jid.clone() {
+        cause = fc.root_cause(&new).await.ok().flatten().map(|c| c.line);
+        match fc.job_state(&new).await {
+            Ok(s) if !matches!(s.as_str(), "FAILED" | "CANCELED" | "FINISHED") => {
+                if let Err(e) = fc.cancel(&new).await {
+                    (ctx.progress)(&rec, &format!("cannot cancel the new job {new}: {e} (the rollback tries again)"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let cause = cause.unwrap_or_else(|| format!("failed at {step}: {message}"));
+    (ctx.progress)(&rec, &format!("the new version failed at {step}: {message}; root cause: {cause}; rolling back"));
+    rec.cause = Some(cause);
+    rec.outcome = Some(RestartResult::Failed { step: step.to_string(), message: format!("{message}; rolled back") });
+    match ctx.store.roll_back(&rec, ctx.clock.now()) {
+        Ok(next) => Flow::Then(next),
+        Err(e) => {
+            if ctx.store.restart(rec.id).ok().flatten().is_some_and(|r| r.owner != rec.owner) {
+                return Flow::End(RestartOutcome::HandedOver(rec));
+            }
+            Flow::End(RestartOutcome::StoreFailed(e.to_string()))
+        }
+    }
+}
+
+/// `, jar X, parallelism N` for the overrides that are set.
+pub fn describe(o: &RestartOverrides) -> String {
+    let mut s = String::new();
+    if let Some(j) = &o.jar {
+        s.push_str(&format!(", jar {j}"));
+    }
+    if let Some(c) = &o.entry_class {
+        s.push_str(&format!(", entry class {c}"));
+    }
+    if let Some(a) = &o.args {
+        s.push_str(&format!(", args {a:?}"));
+    }
+    if let Some(p) = o.parallelism {
+        s.push_str(&format!(", parallelism {p}"));
+    }
+    if o.allow_non_restored_state == Some(true) {
+        s.push_str(", allowing non-restored state");
+    }
+    s
+}
+
+/// How a restart that ended is journalled (`journal`, the entry's outcome) and announced (`alert`: event,
+/// severity, summary; `None` for no alert).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conclusion {
+    /// The journal entry's outcome.
+    pub journal: String,
+    /// The alert: its event name, severity and one-line summary.
+    pub alert: Option<(&'static str, Severity, String)>,
+}
+
+/// How `outcome` is journalled and announced, by kind: restarted / upgraded / rescaled / rolled back (with the
+/// new version's root cause) / failed. `None` while the restart goes on elsewhere (interrupted, handed over) or
+/// when the store failed.
+pub fn conclusion(outcome: &RestartOutcome) -> Option<(&RestartRecord, Conclusion)> {
+    let jar = |r: &RestartRecord| r.jar_id.clone().or_else(|| r.overrides.jar.as_ref().map(|j| j.to_string()));
+    match outcome {
+        RestartOutcome::Done(r) => {
+            let from = r.location.as_deref().map(|l| format!("from {l}")).unwrap_or_else(|| "without state".into());
+            let new = r.new_jid.as_deref().unwrap_or("?");
+            let restored = if r.location.is_some() { " and restored from it" } else { "" };
+            let (journal, event, severity, summary) = match r.kind {
+                RestartKind::Restart => (
+                    "ok".to_string(),
+                    "restarted",
+                    Severity::Info,
+                    format!("{} restarted {from}: new job {new} is RUNNING{restored}", r.job),
+                ),
+                RestartKind::Upgrade => (
+                    "ok".to_string(),
+                    "upgraded",
+                    Severity::Info,
+                    format!(
+                        "{} upgraded to {} {from}: new job {new} is RUNNING{restored}",
+                        r.job,
+                        jar(r).unwrap_or_else(|| "the new jar".into())
+                    ),
+                ),
+                RestartKind::Rescale => (
+                    "ok".to_string(),
+                    "rescaled",
+                    Severity::Info,
+                    format!(
+                        "{} rescaled to parallelism {} {from}: new job {new} is RUNNING{restored}",
+                        r.job,
+                        r.overrides.parallelism.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+                    ),
+                ),
+                RestartKind::Rollback => {
+                    let cause = r.cause.as_deref().unwrap_or("unknown");
+                    (
+                        format!("rolled back: {cause}"),
+                        "rolled_back",
+                        Severity::Warning,
+                        format!(
+                            "the new version of {} failed ({cause}); rolled back to the previous jar {} {from}: job                              {new} is RUNNING{restored}",
+                            r.job,
+                            jar(r).unwrap_or_else(|| "(as configured)".into())
+                        ),
+                    )
+                }
+            };
+            Some((r, Conclusion { journal, alert: Some((event, severity, summary)) }))
+        }
+        RestartOutcome::Failed { record, step, message } => {
+            let journal = format!("failed at {step}: {message}");
+            let alert = match record.kind {
+                RestartKind::Restart => (
+                    "restart_failed",
+                    Severity::Critical,
+                    format!("restart of {} failed at step `{step}`: {message}", record.job),
+                ),
+                RestartKind::Upgrade | RestartKind::Rescale => (
+                    "upgrade_failed",
+                    Severity::Warning,
+                    format!("{} of {} failed at step `{step}`: {message}", record.kind, record.job),
+                ),
+                RestartKind::Rollback => (
+                    "rollback_failed",
+                    Severity::Critical,
+                    format!(
+                        "the new version of {} failed ({}) and so did the rollback, at step `{step}`: {message};                          Warden stops here",
+                        record.job,
+                        record.cause.as_deref().unwrap_or("unknown")
+                    ),
+                ),
+            };
+            Some((record, Conclusion { journal, alert: Some(alert) }))
+        }
+        RestartOutcome::Busy(r) => Some((
+            r,
+            Conclusion {
+                journal: format!(
+                    "suppressed: {} #{} of {} is already in progress (step {})",
+                    r.kind, r.id, r.job, r.step
+                ),
+                alert: None,
+            },
+        )),
+        RestartOutcome::Interrupted(_) | RestartOutcome::HandedOver(_) | RestartOutcome::StoreFailed(_) => None,
     }
 }
 
@@ -259,6 +494,74 @@ async fn pause(ctx: &RestartContext<'_>) -> bool {
         _ = tokio::time::sleep(ctx.poll) => true,
         _ = ctx.cancel.cancelled() => false,
     }
+}
+
+/// An upgrade's or rescale's first step: what the job runs now (to roll back to), and the new jar on the cluster.
+async fn prepare(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
+    let fc = FlinkClient::new(ctx.client);
+    let Some(jar) = &ctx.job.jar else {
+        return Step::Fail(
+            "prepare",
+            format!(
+                "an {} submits a jar over REST, but `jobs.{}` resubmits with a command: give it a `jar:`",
+                rec.kind, rec.job
+            ),
+        );
+    };
+    // What the job runs now. Flink does not say which jar a job came from: the configured jar's newest upload
+    // (found before the new jar is uploaded, which may have the same file name).
+    if rec.prev_jar_id.is_none() {
+        if let Some(name) = &jar.name {
+            match fc.find_jar(name).await {
+                Ok(id) => rec.prev_jar_id = id,
+                Err(e) => return Step::Fail("prepare", e.to_string()),
+            }
+        }
+    }
+    if rec.prev_parallelism.is_none() {
+        if !rec.old_jid.is_empty() {
+            rec.prev_parallelism = fc.vertex_parallelism(&rec.old_jid).await.ok().and_then(|p| p.into_iter().max());
+        }
+        rec.prev_parallelism = rec.prev_parallelism.or(jar.parallelism);
+    }
+    match rec.overrides.jar.clone() {
+        None => rec.jar_id = rec.prev_jar_id.clone(),
+        Some(JarRef::Name(n)) => match fc.find_jar(&n).await {
+            Ok(Some(id)) => rec.jar_id = Some(id),
+            Ok(None) => {
+                return Step::Fail(
+                    "upload",
+                    format!("no jar named `{n}` on the cluster (give a local file, with a `/`, to upload it)"),
+                )
+            }
+            Err(e) => return Step::Fail("upload", e.to_string()),
+        },
+        Some(JarRef::Path(p)) => {
+            let name = JarRef::Path(p.clone()).file_name();
+            let path = if p.is_relative() { ctx.workdir.join(&p) } else { p };
+            // An upload of this file made after the restart began is ours: Warden died before recording it.
+            let since = parse_ts(&rec.started).timestamp_millis();
+            let earlier = match fc.jars().await {
+                Ok(jars) => jars.into_iter().find(|(_, n, up)| *n == name && *up >= since).map(|j| j.0),
+                Err(e) => return Step::Fail("upload", e.to_string()),
+            };
+            match earlier {
+                Some(id) => {
+                    (ctx.progress)(rec, &format!("{name} was uploaded as {id} before Warden stopped; reusing it"));
+                    rec.jar_id = Some(id);
+                }
+                None => match fc.upload_jar(&path).await {
+                    Ok(id) => {
+                        (ctx.progress)(rec, &format!("uploaded {} as {id}", path.display()));
+                        rec.jar_id = Some(id);
+                    }
+                    Err(e) => return Step::Fail("upload", format!("{e}; the job keeps running")),
+                },
+            }
+        }
+    }
+    rec.step = RestartStep::JarUploaded;
+    Step::Next
 }
 
 async fn choose_state(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
@@ -445,6 +748,20 @@ async fn savepoint_taken(ctx: &RestartContext<'_>, rec: &mut RestartRecord, loc:
 
 async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     let fc = FlinkClient::new(ctx.client);
+    if rec.kind == RestartKind::Rollback {
+        // What is live of the job now is the failed new version (the old run was stopped before it was
+        // submitted): cancel it (again, after a crash; cancelling an ended job changes nothing).
+        if let Ok(jobs) = fc.jobs().await {
+            for j in jobs.iter().filter(|j| j.name == rec.job && j.is_live()) {
+                if rec.old_jid.is_empty() || j.jid == rec.old_jid {
+                    (ctx.progress)(rec, &format!("cancelling {} ({}), the failed new version", j.jid, j.state));
+                    if let Err(e) = fc.cancel(&j.jid).await {
+                        (ctx.progress)(rec, &format!("cannot cancel {}: {e}", j.jid));
+                    }
+                }
+            }
+        }
+    }
     // A stopped job takes a moment to leave RUNNING; wait for that, but never submit next to a live instance.
     let deadline = tokio::time::Instant::now() + ctx.job.stop_timeout;
     loop {
@@ -528,11 +845,13 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     let fc = FlinkClient::new(ctx.client);
     let new_jid = if let Some(jar) = &ctx.job.jar {
         let version = fc.version().await.unwrap_or_default();
-        let mut jar_id = None;
-        if let Some(name) = &jar.name {
-            match fc.find_jar(name).await {
-                Ok(id) => jar_id = id,
-                Err(e) => return Step::Fail("submit", e.to_string()),
+        let mut jar_id = rec.jar_id.clone();
+        if jar_id.is_none() {
+            if let Some(name) = &jar.name {
+                match fc.find_jar(name).await {
+                    Ok(id) => jar_id = id,
+                    Err(e) => return Step::Fail("submit", e.to_string()),
+                }
             }
         }
         if jar_id.is_none() {
@@ -552,19 +871,26 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
                 }
             }
         }
+        let o = &rec.overrides;
         let run = JarRun {
-            entry_class: jar.entry_class.clone(),
-            args: jar.args.clone(),
-            parallelism: jar.parallelism,
+            entry_class: o.entry_class.clone().or_else(|| jar.entry_class.clone()),
+            args: o.args.clone().unwrap_or_else(|| jar.args.clone()),
+            parallelism: o.parallelism.or(jar.parallelism),
             savepoint: rec.location.clone(),
-            allow_non_restored_state: jar.allow_non_restored_state,
+            allow_non_restored_state: o.allow_non_restored_state.unwrap_or(jar.allow_non_restored_state),
             claim_mode: jar.claim_mode.clone(),
             flink_config: jar.flink_config.clone(),
         };
+        rec.jar_id = jar_id.clone();
         match fc.run_jar(jar_id.as_deref().unwrap_or(""), &run, major(&version)).await {
             Ok(j) => j,
             Err(e) => return Step::Fail("submit", e.to_string()),
         }
+    } else if !rec.overrides.is_empty() {
+        return Step::Fail(
+            "submit",
+            format!("`jobs.{}` resubmits with a command, which cannot take a jar or a parallelism", rec.job),
+        );
     } else {
         let name = ctx.job.command.clone().unwrap_or_default();
         let Some(cmd) = ctx.commands.get(&name) else {
@@ -655,9 +981,67 @@ async fn verify(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
             return Step::Fail("verify", e.to_string());
         }
     }
+    if let Some(want) = rec.overrides.parallelism {
+        match fc.vertex_parallelism(&new).await {
+            Ok(got) if got.iter().max() == Some(&want) => {}
+            Ok(got) => {
+                return Step::Fail(
+                    "verify",
+                    format!("the new job {new} runs with vertex parallelism {got:?}, not {want}"),
+                )
+            }
+            Err(e) => return Step::Fail("verify", e.to_string()),
+        }
+    }
+    if rec.kind.rolls_back() && !ctx.job.upgrade.probation.is_zero() {
+        (ctx.progress)(
+            rec,
+            &format!(
+                "{new} is RUNNING{}; on probation for {}",
+                if rec.location.is_some() { " and restored" } else { "" },
+                humantime::format_duration(ctx.job.upgrade.probation)
+            ),
+        );
+        rec.step = RestartStep::Probation;
+        return Step::Next;
+    }
     rec.step = RestartStep::Done;
     rec.outcome = Some(RestartResult::Ok);
     Step::Next
+}
+
+/// The new run of an upgrade or rescale must stay RUNNING, with nothing in its exception history, for the job's
+/// `upgrade.probation` (counted from when the step was reached, also across a restart of Warden).
+async fn probation(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
+    let fc = FlinkClient::new(ctx.client);
+    let new = rec.new_jid.clone().unwrap_or_default();
+    let since = rec
+        .steps
+        .iter()
+        .rev()
+        .find(|s| s.step == RestartStep::Probation)
+        .map(|s| parse_ts(&s.at))
+        .unwrap_or_else(|| parse_ts(&rec.updated));
+    let until = since + chrono::Duration::from_std(ctx.job.upgrade.probation).unwrap_or_default();
+    loop {
+        match fc.job_state(&new).await {
+            Ok(s) if s != "RUNNING" => {
+                return Step::Fail("probation", format!("the new job {new} is {s} during its probation"))
+            }
+            _ => {}
+        }
+        if let Ok(Some(c)) = fc.root_cause(&new).await {
+            return Step::Fail("probation", format!("the new job {new} failed during its probation: {}", c.line));
+        }
+        if ctx.clock.now() >= until {
+            rec.step = RestartStep::Done;
+            rec.outcome = Some(RestartResult::Ok);
+            return Step::Next;
+        }
+        if !pause(ctx).await {
+            return Step::Stop;
+        }
+    }
 }
 
 #[cfg(test)]

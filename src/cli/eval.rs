@@ -197,10 +197,13 @@ fn request_json(q: &ActionRequest) -> Value {
             o["command"] = json!(command);
             o["vars"] = json!(vars);
         }
-        RequestKind::Restart { job, jid, strategy } => {
+        RequestKind::Restart { job, jid, strategy, overrides } => {
             o["job"] = json!(job);
             o["jid"] = json!(jid);
             o["strategy"] = json!(strategy.to_string());
+            if !overrides.is_empty() {
+                o["overrides"] = json!(overrides);
+            }
         }
         RequestKind::Patch { path, body } => {
             o["path"] = json!(path);
@@ -283,9 +286,10 @@ fn to_text(rule: &str, input: &Path, r: &EvalReport, from: &BTreeMap<String, Str
                         let v: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
                         format!("run `{command}` for {} ({})", q.subject, v.join(", "))
                     }
-                    RequestKind::Restart { job, jid, strategy } => {
+                    RequestKind::Restart { job, jid, strategy, overrides } => {
                         let of = if jid.is_empty() { String::new() } else { format!(" (replacing run {jid})") };
-                        format!("restart {job} from {strategy}{of}")
+                        let what = warden::action::restart::describe(overrides);
+                        format!("{} {job} from {strategy}{what}{of}", overrides.kind())
                     }
                     RequestKind::Patch { path, body } => format!("patch {path} with {body}"),
                     RequestKind::Rescale { job, to, .. } => format!("rescale {job} to parallelism {to}"),

@@ -212,6 +212,14 @@ mod tests {
             updated: "2026-12-01T12:00:09.000Z".into(),
             owner: None,
             lease_until: None,
+            kind: Default::default(),
+            overrides: Default::default(),
+            jar_id: None,
+            prev_jar_id: None,
+            prev_parallelism: None,
+            rollback_of: None,
+            cause: None,
+            steps: vec![],
         };
         let s = SavepointRecord {
             target: "jm".into(),
@@ -279,6 +287,14 @@ mod tests {
             updated: "2026-12-01T12:05:00.000Z".into(),
             owner: None,
             lease_until: None,
+            kind: Default::default(),
+            overrides: Default::default(),
+            jar_id: None,
+            prev_jar_id: None,
+            prev_parallelism: None,
+            rollback_of: None,
+            cause: None,
+            steps: vec![],
         };
         let e = Explanation {
             entry: entry(ActionKind::Restart, "savepoint"),

@@ -29,20 +29,12 @@ pub async fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(&dir)?;
     if a.restarts {
         for r in store.restarts(a.limit)? {
+            if a.job.as_deref().is_some_and(|j| j != r.job) {
+                continue;
+            }
             match a.format {
                 Format::Json => outln!("{}", serde_json::to_string(&r)?),
-                Format::Text => outln!(
-                    "{}  #{:<4} {:<14} {:<16} {:<15} step={:<20} from={} new={} {}",
-                    r.started,
-                    r.id,
-                    r.target,
-                    r.job,
-                    r.strategy,
-                    r.step,
-                    r.location.as_deref().unwrap_or("-"),
-                    r.new_jid.as_deref().unwrap_or("-"),
-                    r.outcome.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "in progress".into())
-                ),
+                Format::Text => outln!("{}", render_restart(&r)),
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -127,4 +119,126 @@ fn print_entries(entries: Vec<warden::store::JournalEntry>, format: Format) -> a
         }
     }
     Ok(())
+}
+
+/// One restart as `history --restarts` prints it: what it did (kind, strategy, jar, parallelism, the savepoint or
+/// checkpoint it restored), how it ended, and its steps with the time each took.
+fn render_restart(r: &warden::store::RestartRecord) -> String {
+    use warden::model::RestartStep;
+    let mut what = format!("{} ({})", r.kind, r.strategy);
+    if let Some(of) = r.rollback_of {
+        what.push_str(&format!(" of #{of}"));
+    }
+    let jar = r.jar_id.clone().or_else(|| r.overrides.jar.as_ref().map(|j| j.to_string()));
+    let mut s = format!(
+        "{}  #{:<4} {:<14} {:<16} {:<22} step={:<20} jar={} parallelism={} from={} new={} {}",
+        r.started,
+        r.id,
+        r.target,
+        r.job,
+        what,
+        r.step,
+        jar.as_deref().unwrap_or("-"),
+        r.overrides.parallelism.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        r.location.as_deref().unwrap_or("-"),
+        r.new_jid.as_deref().unwrap_or("-"),
+        r.outcome.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "in progress".into())
+    );
+    if let Some(c) = &r.cause {
+        s.push_str(&format!("\n        cause: {c}"));
+    }
+    if !r.steps.is_empty() {
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+        let mut parts = vec![];
+        for (i, st) in r.steps.iter().enumerate() {
+            let next = r.steps.get(i + 1).map(|n| n.at.as_str()).unwrap_or(r.updated.as_str());
+            let took = match (at(&st.at), at(next)) {
+                (Some(a), Some(b))
+                    if st.step != RestartStep::Done && (r.outcome.is_some() || i + 1 < r.steps.len()) =>
+                {
+                    format!(" {:.1}s", (b - a).num_milliseconds() as f64 / 1000.0)
+                }
+                _ => String::new(),
+            };
+            parts.push(format!("{}{took}", st.step));
+        }
+        s.push_str(&format!("\n        steps: {}", parts.join(" → ")));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warden::model::{JarRef, RestartKind, RestartOverrides, RestartResult, RestartStep, RestartStrategy, StepTime};
+    use warden::store::RestartRecord;
+
+    fn rec(id: i64, kind: RestartKind) -> RestartRecord {
+        let step = |s: RestartStep, at: &str| StepTime { step: s, at: format!("2026-12-01T12:00:{at}Z") };
+        RestartRecord {
+            id,
+            journal_id: 7,
+            target: "flink".into(),
+            job: "clicks".into(),
+            strategy: RestartStrategy::Savepoint,
+            old_jid: "7c2c".into(),
+            step: RestartStep::Done,
+            trigger_id: None,
+            location: Some("file:/sp/savepoint-7c2c-1".into()),
+            new_jid: Some("9f1e".into()),
+            outcome: Some(RestartResult::Ok),
+            started: "2026-12-01T12:00:00.000Z".into(),
+            updated: "2026-12-01T12:01:10.000Z".into(),
+            owner: None,
+            lease_until: None,
+            kind,
+            overrides: RestartOverrides::default(),
+            jar_id: Some("3f1e_clicks.jar".into()),
+            prev_jar_id: None,
+            prev_parallelism: None,
+            rollback_of: None,
+            cause: None,
+            steps: vec![
+                step(RestartStep::Started, "00.000"),
+                step(RestartStep::JarUploaded, "00.400"),
+                step(RestartStep::SavepointTriggered, "00.500"),
+                step(RestartStep::StateChosen, "02.100"),
+                step(RestartStep::Submitting, "02.600"),
+                step(RestartStep::Submitted, "03.900"),
+                step(RestartStep::Probation, "06.000"),
+            ],
+        }
+    }
+
+    #[test]
+    fn restarts_show_kind_jar_parallelism_savepoint_and_step_times() {
+        let mut up = rec(5, RestartKind::Upgrade);
+        up.overrides = RestartOverrides { jar: Some(JarRef::Path("/b/clicks-2.jar".into())), ..Default::default() };
+        up.jar_id = Some("8a0d_clicks-2.jar".into());
+        up.outcome = Some(RestartResult::Failed {
+            step: "probation".into(),
+            message: "the new job 9f1e is RESTARTING during its probation; rolled back".into(),
+        });
+        up.step = RestartStep::Probation;
+        up.cause = Some("java.lang.RuntimeException: marker file present: /tmp/m".into());
+        up.updated = "2026-12-01T12:00:08.000Z".into();
+        let mut rb = rec(6, RestartKind::Rollback);
+        rb.rollback_of = Some(5);
+        rb.old_jid = "9f1e".into();
+        rb.new_jid = Some("b2c3".into());
+        rb.cause = up.cause.clone();
+        rb.overrides.parallelism = Some(2);
+        rb.started = "2026-12-01T12:00:08.000Z".into();
+        rb.updated = "2026-12-01T12:00:12.500Z".into();
+        rb.steps = vec![
+            StepTime { step: RestartStep::StateChosen, at: "2026-12-01T12:00:08.000Z".into() },
+            StepTime { step: RestartStep::Submitting, at: "2026-12-01T12:00:09.000Z".into() },
+            StepTime { step: RestartStep::Submitted, at: "2026-12-01T12:00:10.000Z".into() },
+            StepTime { step: RestartStep::Done, at: "2026-12-01T12:00:12.500Z".into() },
+        ];
+        let mut rs = rec(7, RestartKind::Rescale);
+        rs.overrides.parallelism = Some(4);
+        let text = [up, rb, rs].iter().map(render_restart).collect::<Vec<_>>().join("\n");
+        insta::assert_snapshot!(text);
+    }
 }

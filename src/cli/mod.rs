@@ -19,11 +19,13 @@ mod init;
 mod pack;
 mod replay;
 mod report;
+mod rescale;
 mod restart;
 mod run;
 mod silence;
 mod status;
 mod test;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -215,6 +217,61 @@ pub enum Command {
         #[arg(long)]
         jid: Option<String>,
     },
+    /// Upgrade a running job to a new jar (or entry class, or arguments): savepoint, upload the jar if it is a
+    /// local file, submit it from the savepoint, verify it RUNNING and restored, keep it on probation
+    /// (`jobs.<name>.upgrade.probation`). If the new version fails from its submission on, Warden cancels it,
+    /// resubmits the previous jar from the same savepoint and alerts with the root cause. Exit 0 when the new
+    /// version runs; 1 when it failed (rolled back or not).
+    Upgrade {
+        /// The target's name.
+        #[arg(long)]
+        target: String,
+        /// The job's name (a key under `jobs:`).
+        #[arg(long)]
+        job: String,
+        /// The new jar: a local file (uploaded once), or the name or id of a jar already on the cluster.
+        #[arg(long, value_name = "PATH|NAME")]
+        jar: String,
+        /// The new entry class (default: the job's `entry_class`).
+        #[arg(long)]
+        entry_class: Option<String>,
+        /// Allow savepoint state that maps to no operator of the new job.
+        #[arg(long)]
+        allow_non_restored_state: bool,
+        /// Also change the parallelism.
+        #[arg(long)]
+        parallelism: Option<u32>,
+        /// The run to upgrade. Default: the job's RUNNING instance.
+        #[arg(long)]
+        jid: Option<String>,
+        /// Print the plan (what runs now, each step, what happens when it fails) and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The new program arguments, all of them (default: the job's `args`); put last, everything after it is
+        /// an argument.
+        #[arg(long, num_args = 0.., allow_hyphen_values = true)]
+        args: Option<Vec<String>>,
+    },
+    /// Rescale a running job to another parallelism: through a savepoint restart with the new parallelism,
+    /// verified by the new job's vertices, rolled back like an upgrade if the new run fails. Says which path it
+    /// used. Exit 0 when the job runs at the new parallelism.
+    Rescale {
+        /// The target's name.
+        #[arg(long)]
+        target: String,
+        /// The job's name (a key under `jobs:`).
+        #[arg(long)]
+        job: String,
+        /// The new parallelism.
+        #[arg(long)]
+        parallelism: u32,
+        /// The run to rescale. Default: the job's RUNNING instance.
+        #[arg(long)]
+        jid: Option<String>,
+        /// Print the plan and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run the embedded demo: a fake JobManager, a job that fails, Warden detecting, explaining and relaunching it.
     Demo {
         /// Give up (exit 1) if the loop has not closed by then.
@@ -380,6 +437,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restart { target, job, strategy, jid } => {
             init_tracing(log, "info");
             restart::run(&cli.config, &target, &job, strategy, jid.as_deref()).await
+        }
+        Command::Upgrade {
+            target,
+            job,
+            jar,
+            entry_class,
+            allow_non_restored_state,
+            parallelism,
+            jid,
+            dry_run,
+            args,
+        } => {
+            init_tracing(log, "info");
+            let a = upgrade::Args {
+                target,
+                job,
+                jar,
+                entry_class,
+                args,
+                allow_non_restored_state,
+                parallelism,
+                jid,
+                dry_run,
+            };
+            upgrade::run(&cli.config, a).await
+        }
+        Command::Rescale { target, job, parallelism, jid, dry_run } => {
+            init_tracing(log, "info");
+            rescale::run(&cli.config, &target, &job, parallelism, jid.as_deref(), dry_run).await
         }
         Command::Test { paths } => {
             init_tracing(log, "warn");

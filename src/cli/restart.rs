@@ -12,8 +12,8 @@ use warden::config::LoadedConfig;
 use warden::event::{Event, Events};
 use warden::fetch::{ClientPool, TargetClient};
 use warden::flink::client::FlinkClient;
-use warden::model::RestartResult;
 use warden::model::{ActionKind, RestartStrategy};
+use warden::model::{RestartKind, RestartOverrides, RestartResult};
 use warden::store::{NewEntry, RestartRecord, Store};
 
 /// Why `warden restart` could not run.
@@ -49,17 +49,21 @@ pub async fn run(
             return Ok(std::process::ExitCode::from(1));
         }
     };
-    let ok = restart(&loaded, target, job, strategy, jid).await?;
+    let ok = restart(&loaded, target, job, strategy, jid, &RestartOverrides::default()).await?;
     Ok(if ok { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }
 
-async fn restart(
+/// Restarts (upgrades, rescales: see [`RestartOverrides::kind`]) `job` on `target` through the executor, printing
+/// progress; true when it ended with the new job running (a rollback is not that).
+pub(super) async fn restart(
     loaded: &LoadedConfig,
     target: &str,
     job: &str,
     strategy: RestartStrategy,
     jid: Option<&str>,
+    overrides: &RestartOverrides,
 ) -> Result<bool, RestartCliError> {
+    let kind = overrides.kind();
     let cfg = &loaded.config;
     let tcfg = cfg.targets.iter().find(|t| t.name == target).ok_or_else(|| {
         RestartCliError::Usage(format!(
@@ -138,8 +142,15 @@ async fn restart(
                     action: ActionKind::Restart,
                     detail: strategy.to_string(),
                     severity: "info".into(),
-                    summary: format!("operator restart of {job} ({strategy})"),
-                    details: serde_json::json!({"old_jid": jid}),
+                    summary: format!(
+                        "operator {kind} of {job} ({strategy}{})",
+                        warden::action::restart::describe(overrides)
+                    ),
+                    details: if overrides.is_empty() {
+                        serde_json::json!({"old_jid": jid})
+                    } else {
+                        serde_json::json!({"old_jid": jid, "overrides": overrides})
+                    },
                     outcome: "started".into(),
                 })?;
                 let why = warden::model::Decision {
@@ -153,12 +164,12 @@ async fn restart(
                     root_cause: None,
                     details: serde_json::Value::Null,
                     observed: None,
-                    notes: vec!["asked for by an operator with `warden restart`".into()],
+                    notes: vec![format!("asked for by an operator with `warden {kind}`")],
                 };
                 s.save_decision(id, &why)?;
                 Ok(id)
             })?;
-            match executor.restart(journal_id, "cli", target, job, &jid, strategy, cancel.clone()).await {
+            match executor.restart(journal_id, "cli", target, job, &jid, strategy, overrides, cancel.clone()).await {
                 RestartOutcome::Busy(rec) => {
                     // Another driver began between the check and ours: ours never ran.
                     store.finish(
@@ -177,7 +188,7 @@ async fn restart(
     drop(events);
     let _ = printer.await;
     report(&outcome);
-    Ok(matches!(outcome, RestartOutcome::Done(_)))
+    Ok(matches!(&outcome, RestartOutcome::Done(r) if r.kind != RestartKind::Rollback))
 }
 
 /// Follows a restart another process drives until it ends, printing its steps; takes it over from its last step
@@ -215,6 +226,19 @@ async fn follow(
         match &rec.outcome {
             None => {}
             Some(RestartResult::Ok) => return Ok(RestartOutcome::Done(rec)),
+            // An upgrade or rescale that failed is rolled back by the same driver: follow the rollback.
+            Some(RestartResult::Failed { .. }) if rec.kind.rolls_back() && store.rollback_of(rec.id)?.is_some() => {
+                let next = store.rollback_of(rec.id)?.unwrap_or(rec);
+                outln!(
+                    "[{}] rollback #{} of {} began (by {})",
+                    next.step,
+                    next.id,
+                    next.job,
+                    next.owner.as_deref().unwrap_or("?")
+                );
+                last = next.step;
+                rec = next;
+            }
             Some(RestartResult::Failed { step, message }) => {
                 let (step, message) = (step.clone(), message.clone());
                 return Ok(RestartOutcome::Failed { record: rec, step, message });
@@ -226,15 +250,27 @@ async fn follow(
 /// Says how it ended, in one line (errors on stderr).
 fn report(outcome: &RestartOutcome) {
     match outcome {
+        RestartOutcome::Done(r) if r.kind == RestartKind::Rollback => eprintln!(
+            "warden: {}",
+            warden::action::restart::conclusion(outcome).and_then(|(_, c)| c.alert).map(|a| a.2).unwrap_or_default()
+        ),
         RestartOutcome::Done(r) => outln!(
-            "restart #{} of {} done: {} is RUNNING{}",
+            "{} #{} of {} done: {} is RUNNING{}",
+            r.kind,
             r.id,
             r.job,
             r.new_jid.as_deref().unwrap_or("?"),
             r.location.as_deref().map(|l| format!(", restored from {l}")).unwrap_or_default()
         ),
+        RestartOutcome::Failed { record, step, message } if record.kind == RestartKind::Rollback => eprintln!(
+            "warden: rollback #{} of {} failed at step `{step}`: {message} (the new version had failed: {}); \
+             the job is not running: act by hand",
+            record.id,
+            record.job,
+            record.cause.as_deref().unwrap_or("unknown")
+        ),
         RestartOutcome::Failed { record, step, message } => {
-            eprintln!("warden: restart #{} of {} failed at step `{step}`: {message}", record.id, record.job)
+            eprintln!("warden: {} #{} of {} failed at step `{step}`: {message}", record.kind, record.id, record.job)
         }
         RestartOutcome::Interrupted(r) => eprintln!(
             "warden: interrupted at step {} of restart #{}; a running `warden run` on this state directory takes it \

@@ -723,6 +723,10 @@ pub struct JobConfig {
     /// rules. `min` must not exceed `max`.
     #[serde(default)]
     pub parallelism: Option<ParallelismBounds>,
+    /// Upgrades and rescales of this job (`warden upgrade`, `warden rescale`, `restart_job` with `jar` or
+    /// `parallelism`).
+    #[serde(default)]
+    pub upgrade: UpgradeConfig,
 }
 
 /// The bounds of a job's parallelism for `rescale` (`jobs.<name>.parallelism`).
@@ -739,6 +743,28 @@ pub struct ParallelismBounds {
 
 fn default_min_parallelism() -> u32 {
     1
+}
+
+/// How an upgrade or rescale is judged: the new run must be RUNNING and restored within `verify_timeout`, then
+/// stay RUNNING without a single failure for `probation`; otherwise Warden rolls back to the previous jar and
+/// parallelism from the same savepoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeConfig {
+    /// How long the new run must keep RUNNING, with no failure in its exception history, before the upgrade is
+    /// done ("fails in its first minutes"). `0s` ends it as soon as it is RUNNING and restored. Default `1m`.
+    #[serde(default = "default_probation", with = "units::duration")]
+    pub probation: Duration,
+}
+
+impl Default for UpgradeConfig {
+    fn default() -> Self {
+        UpgradeConfig { probation: default_probation() }
+    }
+}
+
+fn default_probation() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_savepoint_timeout() -> Duration {

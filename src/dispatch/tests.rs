@@ -272,6 +272,7 @@ fn restart_req(subject: &str) -> ActionRequest {
             job: subject.into(),
             jid: "a1".into(),
             strategy: crate::model::RestartStrategy::LastCheckpoint,
+            overrides: Default::default(),
         },
         ..relaunch(subject)
     }

@@ -124,7 +124,21 @@ impl<'a> FlinkClient<'a> {
         let (status, body, err) = self.client.send(&req).await;
         match err {
             None => Ok(body.unwrap_or(Value::Null)),
-            Some(e) => Err(FlinkError { call, message: e.message, status }),
+            Some(e) => {
+                // Flink's first error line is often a wrapper ("Could not execute application."); the innermost
+                // `Caused by:` says what went wrong (a jar whose main() threw).
+                let cause = body
+                    .as_ref()
+                    .and_then(|b| b.pointer("/errors/0"))
+                    .and_then(Value::as_str)
+                    .and_then(|t| t.lines().rev().find_map(|l| l.trim_start().strip_prefix("Caused by: ")))
+                    .map(str::to_string);
+                let message = match cause {
+                    Some(c) => format!("{} (caused by {c})", e.message),
+                    None => e.message,
+                };
+                Err(FlinkError { call, message, status })
+            }
         }
     }
 
@@ -228,16 +242,50 @@ impl<'a> FlinkClient<'a> {
         self.call(reqwest::Method::PATCH, &format!("/jobs/{jid}?mode=cancel"), Some(json!({}))).await.map(|_| ())
     }
 
-    /// Finds an uploaded jar by file name (newest first). `None` if there is none.
+    /// Finds an uploaded jar by file name (the newest upload of that name) or by its id. `None` if there is none.
     pub async fn find_jar(&self, name: &str) -> Result<Option<String>, FlinkError> {
         let v = self.call(reqwest::Method::GET, "/jars", None).await?;
         let mut files: Vec<&Value> = v
             .get("files")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter(|f| f["name"] == name).collect())
+            .map(|a| a.iter().filter(|f| f["name"] == name || f["id"] == name).collect())
             .unwrap_or_default();
         files.sort_by_key(|f| std::cmp::Reverse(f.get("uploaded").and_then(Value::as_i64).unwrap_or(0)));
         Ok(files.first().and_then(|f| f.get("id")).and_then(Value::as_str).map(str::to_string))
+    }
+
+    /// Every uploaded jar: `(id, file name, uploaded ms)`, newest first.
+    pub async fn jars(&self) -> Result<Vec<(String, String, i64)>, FlinkError> {
+        let v = self.call(reqwest::Method::GET, "/jars", None).await?;
+        let mut jars: Vec<(String, String, i64)> = v
+            .get("files")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|f| {
+                        let s = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                        (s("id"), s("name"), f.get("uploaded").and_then(Value::as_i64).unwrap_or(0))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        jars.sort_by_key(|j| std::cmp::Reverse(j.2));
+        Ok(jars)
+    }
+
+    /// The parallelism of each vertex of a job (`GET /jobs/:jid` → `vertices[].parallelism`).
+    pub async fn vertex_parallelism(&self, jid: &str) -> Result<Vec<u32>, FlinkError> {
+        let v = self.call(reqwest::Method::GET, &format!("/jobs/{jid}"), None).await?;
+        Ok(v.get("vertices")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|x| x.get("parallelism").and_then(Value::as_u64)).map(|p| p as u32).collect())
+            .unwrap_or_default())
+    }
+
+    /// The root cause of the job's newest failure (`GET /jobs/:jid/exceptions`); `None` when it never failed.
+    pub async fn root_cause(&self, jid: &str) -> Result<Option<super::RootCause>, FlinkError> {
+        let v = self.call(reqwest::Method::GET, &format!("/jobs/{jid}/exceptions?maxExceptions=1"), None).await?;
+        Ok(super::root_cause(&v))
     }
 
     /// Uploads a jar (`POST /jars/upload`, multipart part `jarfile`). Returns its jar id.

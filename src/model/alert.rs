@@ -93,6 +93,8 @@ pub enum Planned {
         jid: String,
         /// How the job is brought back.
         strategy: super::RestartStrategy,
+        /// Another jar or parallelism (an upgrade or rescale).
+        overrides: super::RestartOverrides,
         /// Rule and target.
         origin: Origin,
     },

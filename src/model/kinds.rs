@@ -75,6 +75,8 @@ text_enum!(
     RestartStep, "restart step", {
         /// Recorded; nothing done yet.
         Started => "started",
+        /// An upgrade's or rescale's jar is on the cluster (uploaded once, or found by name); its id is recorded.
+        JarUploaded => "jar-uploaded",
         /// A savepoint was triggered; waiting for it.
         SavepointTriggered => "savepoint-triggered",
         /// The state to restore is known (or none); the old run is being made sure to be gone.
@@ -83,10 +85,41 @@ text_enum!(
         Submitting => "submitting",
         /// Submitted; verifying that the new run is RUNNING and restored.
         Submitted => "submitted",
+        /// An upgrade's or rescale's new run is RUNNING and restored; it must stay so for the job's
+        /// `upgrade.probation` before the change is done.
+        Probation => "probation",
         /// Verified.
         Done => "done",
     }
 );
+
+text_enum!(
+    /// What a restart record does: bring the same job back, change its jar or parallelism, or undo such a change.
+    RestartKind, "restart kind", {
+        /// The same job from its state (a `restart_job` request or `warden restart`).
+        Restart => "restart",
+        /// A new jar (or entry class or arguments) from a savepoint of the running job (`warden upgrade`).
+        Upgrade => "upgrade",
+        /// The previous jar and parallelism again, from the same state, after an upgrade or rescale failed.
+        Rollback => "rollback",
+        /// Another parallelism through a savepoint (`warden rescale`).
+        Rescale => "rescale",
+    }
+);
+
+#[allow(clippy::derivable_impls)] // the enum comes from `text_enum!`
+impl Default for RestartKind {
+    fn default() -> Self {
+        RestartKind::Restart
+    }
+}
+
+impl RestartKind {
+    /// Whether a failure after the old run is gone is undone by a rollback (upgrades and rescales).
+    pub fn rolls_back(self) -> bool {
+        matches!(self, RestartKind::Upgrade | RestartKind::Rescale)
+    }
+}
 
 text_enum!(
     /// What a journal entry records.
@@ -189,6 +222,9 @@ mod tests {
         }
         for s in RestartStep::ALL {
             assert_eq!(s.as_str().parse::<RestartStep>().unwrap(), *s);
+        }
+        for s in RestartKind::ALL {
+            assert_eq!(s.as_str().parse::<RestartKind>().unwrap(), *s);
         }
         for s in ActionKind::ALL {
             assert_eq!(s.as_str().parse::<ActionKind>().unwrap(), *s);

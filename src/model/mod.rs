@@ -6,10 +6,12 @@ mod alert;
 mod decision;
 mod kinds;
 mod observation;
+mod overrides;
 mod request;
 
 pub use alert::*;
 pub use decision::*;
 pub use kinds::*;
 pub use observation::*;
+pub use overrides::*;
 pub use request::*;

@@ -70,6 +70,10 @@ pub enum RequestKind {
         jid: String,
         /// How the job is brought back.
         strategy: super::RestartStrategy,
+        /// Another jar or parallelism (`jar`, `parallelism` in `restart_job`): an upgrade or rescale, rolled back
+        /// if the new run fails.
+        #[serde(default, skip_serializing_if = "super::RestartOverrides::is_empty")]
+        overrides: super::RestartOverrides,
     },
     /// Append a line to the alert log now (no dedup: rules that log should remember what they logged in `state`).
     Log,

@@ -170,7 +170,7 @@ fn run(command: &str, m: Map) -> R<()> {
 /// Restart strategies `restart_job` accepts.
 pub const STRATEGIES: &[&str] = crate::model::RestartStrategy::NAMES;
 
-/// `restart_job(#{job, jid, strategy, subject, summary, for, cooldown})`
+/// `restart_job(#{job, jid, strategy, jar, parallelism, subject, summary, for, cooldown})`
 fn restart_job(m: Map) -> R<()> {
     let job = get_str(&m, "job")?.filter(|j| !j.is_empty()).ok_or("restart_job() needs a `job` name")?;
     let strategy = get_str(&m, "strategy")?.unwrap_or_else(|| "last-checkpoint".into());
@@ -180,8 +180,18 @@ fn restart_job(m: Map) -> R<()> {
     let jid = get_str(&m, "jid")?.unwrap_or_default();
     let subject = get_str(&m, "subject")?.unwrap_or_else(|| job.clone());
     let summary = get_str(&m, "summary")?.unwrap_or_else(|| format!("restart {job} ({strategy})"));
+    // An upgrade (`jar`: a jar on the cluster, or a file with a `/` to upload) or a rescale (`parallelism`).
+    let jar = get_str(&m, "jar")?.filter(|j| !j.is_empty()).map(|j| crate::model::JarRef::parse(&j));
+    let parallelism = match m.get("parallelism") {
+        None => None,
+        Some(v) => match v.as_int().ok().and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0) {
+            Some(p) => Some(p),
+            None => return Err(format!("restart_job(): parallelism must be a positive integer, not {v}").into()),
+        },
+    };
+    let overrides = crate::model::RestartOverrides { jar, parallelism, ..Default::default() };
     let req = ActionRequest {
-        kind: RequestKind::Restart { job, jid, strategy },
+        kind: RequestKind::Restart { job, jid, strategy, overrides },
         subject,
         severity: severity_of(&m, Severity::Warning)?,
         summary,

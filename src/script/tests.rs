@@ -297,3 +297,24 @@ fn follow_ups_count_against_the_total_time_budget() {
     assert!(took < Duration::from_millis(700), "the follow-ups ran on past the budget: {took:?}");
     assert!(ScriptLimits::default().total_time() >= ScriptLimits::default().max_time);
 }
+
+#[test]
+fn restart_job_carries_a_jar_and_a_parallelism() {
+    let src = r#"
+        restart_job(#{ job: "clicks", jid: "abc", strategy: "savepoint", jar: "clicks-2.jar", parallelism: 4 });
+        restart_job(#{ job: "clicks", jar: "/opt/jobs/clicks-3.jar" });
+        restart_job(#{ job: "clicks" });
+    "#;
+    let Verdict::Requests(r) = eval(src).unwrap().verdict else { panic!() };
+    let o = |i: usize| match &r[i].kind {
+        RequestKind::Restart { overrides, .. } => overrides.clone(),
+        k => panic!("{k:?}"),
+    };
+    assert_eq!(o(0).jar, Some(crate::model::JarRef::Name("clicks-2.jar".into())));
+    assert_eq!(o(0).parallelism, Some(4));
+    assert_eq!(o(0).kind(), crate::model::RestartKind::Upgrade);
+    assert_eq!(o(1).jar, Some(crate::model::JarRef::Path("/opt/jobs/clicks-3.jar".into())));
+    assert!(o(2).is_empty());
+    let e = eval(r#"restart_job(#{ job: "clicks", parallelism: 0 });"#).unwrap_err().to_string();
+    assert!(e.contains("parallelism must be a positive integer"), "{e}");
+}

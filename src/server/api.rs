@@ -177,6 +177,15 @@ pub struct RestartView {
     pub updated: String,
     /// Who drives it.
     pub owner: Option<String>,
+    /// `restart`, `upgrade`, `rollback` or `rescale`.
+    #[serde(default)]
+    pub kind: String,
+    /// The jar id it submits, once known.
+    #[serde(default)]
+    pub jar: Option<String>,
+    /// The parallelism it submits, when it changes it.
+    #[serde(default)]
+    pub parallelism: Option<u32>,
 }
 
 impl From<RestartRecord> for RestartView {
@@ -190,6 +199,9 @@ impl From<RestartRecord> for RestartView {
             started: r.started,
             updated: r.updated,
             owner: r.owner,
+            kind: r.kind.to_string(),
+            jar: r.jar_id,
+            parallelism: r.overrides.parallelism,
         }
     }
 }

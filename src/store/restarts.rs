@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::{conv_err, parse_col, ts, Result, Store};
-use crate::model::{RestartResult, RestartStep, RestartStrategy};
+use crate::model::{RestartKind, RestartOverrides, RestartResult, RestartStep, RestartStrategy, StepTime};
 
 /// A restart in progress or done: the restart's own journal, step by step. While `outcome` is `None` it is the
 /// per-job lock (at most one restart per target and job).
@@ -43,6 +43,37 @@ pub struct RestartRecord {
     /// Until when the owner's claim holds (RFC 3339, as [`ts`] writes it); after that, or once released (`None`),
     /// another process may [claim](Store::claim_restart) it.
     pub lease_until: Option<String>,
+    /// What the restart does: bring the same job back, upgrade it, roll an upgrade or rescale back, or rescale it.
+    pub kind: RestartKind,
+    /// What it submits differently from the job's `jobs.<name>.jar` (empty for a plain restart).
+    pub overrides: RestartOverrides,
+    /// The jar id it submits, once known (uploaded or found at the `jar-uploaded` step; for a rollback, the
+    /// previous jar). `None`: the job's configured jar, found at the submit step.
+    pub jar_id: Option<String>,
+    /// For an upgrade or rescale: the jar id the job ran before, to roll back to (`None`: the configured jar).
+    pub prev_jar_id: Option<String>,
+    /// For an upgrade or rescale: the parallelism the job ran with before (its vertices' largest), to roll back to.
+    pub prev_parallelism: Option<u32>,
+    /// For a rollback: the upgrade or rescale it undoes.
+    pub rollback_of: Option<i64>,
+    /// For a rollback and the change it undoes: why the new version failed (Flink's root cause if it had one).
+    pub cause: Option<String>,
+    /// Each step reached and when, oldest first: the restart's timeline.
+    pub steps: Vec<StepTime>,
+}
+
+impl RestartRecord {
+    /// Notes that the record reached its current step at `at` (once per step change).
+    pub fn mark_step(&mut self, at: DateTime<Utc>) {
+        if self.steps.last().map(|s| s.step) != Some(self.step) {
+            self.steps.push(StepTime { step: self.step, at: ts(at) });
+        }
+    }
+
+    /// The parallelism it submits: the override's, else `None` (the configured one).
+    pub fn parallelism(&self) -> Option<u32> {
+        self.overrides.parallelism
+    }
 }
 
 /// A savepoint or checkpoint location Warden took or used for a job.
@@ -65,7 +96,24 @@ pub struct SavepointRecord {
 }
 
 const RESTART_COLS: &str = "id, journal_id, target, job, strategy, old_jid, step, trigger_id, location, new_jid, \
-     outcome, started, updated, owner, lease_until";
+     outcome, started, updated, owner, lease_until, kind, overrides, jar_id, prev_jar_id, prev_parallelism, rollback_of, \
+     cause, steps";
+
+fn json_col<T: serde::de::DeserializeOwned + Default>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<T> {
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(T::default()),
+        Some(s) => serde_json::from_str(&s)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))),
+    }
+}
+
+fn overrides_text(o: &RestartOverrides) -> Option<String> {
+    (!o.is_empty()).then(|| serde_json::to_string(o).unwrap_or_default())
+}
+
+fn steps_text(s: &[StepTime]) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "[]".into())
+}
 
 fn restart_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestartRecord> {
     Ok(RestartRecord {
@@ -84,6 +132,14 @@ fn restart_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestartRecord> {
         updated: r.get(12)?,
         owner: r.get(13)?,
         lease_until: r.get(14)?,
+        kind: parse_col(r, 15)?,
+        overrides: json_col(r, 16)?,
+        jar_id: r.get(17)?,
+        prev_jar_id: r.get(18)?,
+        prev_parallelism: r.get(19)?,
+        rollback_of: r.get(20)?,
+        cause: r.get(21)?,
+        steps: json_col(r, 22)?,
     })
 }
 
@@ -103,14 +159,56 @@ impl Store {
         owner: &str,
         lease: chrono::Duration,
     ) -> Result<Option<RestartRecord>> {
+        self.begin_restart_as(
+            journal_id,
+            target,
+            job,
+            strategy,
+            old_jid,
+            RestartKind::Restart,
+            &RestartOverrides::default(),
+            at,
+            owner,
+            lease,
+        )
+    }
+
+    /// [`Store::begin_restart`] of a given kind with overrides (an upgrade or rescale).
+    #[allow(clippy::too_many_arguments)] // one row's columns, named at every call site
+    pub fn begin_restart_as(
+        &self,
+        journal_id: i64,
+        target: &str,
+        job: &str,
+        strategy: RestartStrategy,
+        old_jid: &str,
+        kind: RestartKind,
+        overrides: &RestartOverrides,
+        at: DateTime<Utc>,
+        owner: &str,
+        lease: chrono::Duration,
+    ) -> Result<Option<RestartRecord>> {
         let now = ts(at);
         let until = ts(at + lease);
+        let steps = steps_text(&[StepTime { step: RestartStep::Started, at: now.clone() }]);
         let inserted = self.with(|c| {
             match c.execute(
                 "INSERT INTO restarts (journal_id, target, job, strategy, old_jid, step, started, updated, owner,
-                                       lease_until)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?6, ?7, ?8)",
-                params![journal_id, target, job, strategy.as_str(), old_jid, now, owner, until],
+                                       lease_until, kind, overrides, steps)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    journal_id,
+                    target,
+                    job,
+                    strategy.as_str(),
+                    old_jid,
+                    now,
+                    owner,
+                    until,
+                    kind.as_str(),
+                    overrides_text(overrides),
+                    steps
+                ],
             ) {
                 Ok(_) => Ok(Some(c.last_insert_rowid())),
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
@@ -123,6 +221,48 @@ impl Store {
             Some(id) => self.restart(id),
             None => Ok(None),
         }
+    }
+
+    /// Ends `failed` (an upgrade or rescale whose new run failed; its `outcome` is set) and begins its rollback in
+    /// the same transaction, so the job is never without a restart in progress in between: the rollback record
+    /// (kind `rollback`, same journal entry, owner and lease) restores the same `location` with the previous jar
+    /// (`prev_jar_id`) and parallelism, at step `state-chosen`, replacing the failed run (`new_jid`). Only the
+    /// failed record's owner may do this.
+    pub fn roll_back(&self, failed: &RestartRecord, at: DateTime<Utc>) -> Result<RestartRecord> {
+        self.transaction(|s| {
+            s.update_restart(failed, at)?;
+            let now = ts(at);
+            let overrides = RestartOverrides { parallelism: failed.prev_parallelism, ..Default::default() };
+            let steps = steps_text(&[StepTime { step: RestartStep::StateChosen, at: now.clone() }]);
+            let id = s.with(|c| {
+                c.execute(
+                    "INSERT INTO restarts (journal_id, target, job, strategy, old_jid, step, location, started, updated,
+                                           owner, lease_until, kind, overrides, jar_id, prev_jar_id, prev_parallelism,
+                                           rollback_of, cause, steps)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'state-chosen', ?6, ?7, ?7, ?8, ?9, 'rollback', ?10, ?11, ?11, ?12,
+                             ?13, ?14, ?15)",
+                    params![
+                        failed.journal_id,
+                        failed.target,
+                        failed.job,
+                        failed.strategy.as_str(),
+                        failed.new_jid.clone().unwrap_or_default(),
+                        failed.location,
+                        now,
+                        failed.owner,
+                        failed.lease_until,
+                        overrides_text(&overrides),
+                        failed.prev_jar_id,
+                        failed.prev_parallelism,
+                        failed.id,
+                        failed.cause,
+                        steps
+                    ],
+                )?;
+                Ok(c.last_insert_rowid())
+            })?;
+            s.restart(id)?.ok_or_else(|| s.err(format!("the rollback of restart #{} vanished", failed.id)))
+        })
     }
 
     /// Takes over restart `id` for `owner` until `now + lease`, if it is unfinished and its lease has expired or was
@@ -205,6 +345,18 @@ impl Store {
         })
     }
 
+    /// The rollback that undoes restart `id` (an upgrade or rescale whose new run failed), if one began.
+    pub fn rollback_of(&self, id: i64) -> Result<Option<RestartRecord>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {RESTART_COLS} FROM restarts WHERE rollback_of = ?1 ORDER BY id DESC LIMIT 1"),
+                [id],
+                restart_row,
+            )
+            .optional()
+        })
+    }
+
     /// The restart of `job` on `target` that is in progress, if any.
     pub fn restart_in_progress(&self, target: &str, job: &str) -> Result<Option<RestartRecord>> {
         self.with(|c| {
@@ -244,7 +396,8 @@ impl Store {
     pub fn update_restart(&self, r: &RestartRecord, at: DateTime<Utc>) -> Result<()> {
         let n = self.with(|c| {
             c.execute(
-                "UPDATE restarts SET step = ?2, trigger_id = ?3, location = ?4, new_jid = ?5, outcome = ?6, updated = ?7
+                "UPDATE restarts SET step = ?2, trigger_id = ?3, location = ?4, new_jid = ?5, outcome = ?6, updated = ?7,
+                   jar_id = ?9, prev_jar_id = ?10, prev_parallelism = ?11, cause = ?12, steps = ?13
                  WHERE id = ?1 AND owner IS ?8",
                 params![
                     r.id,
@@ -254,7 +407,12 @@ impl Store {
                     r.new_jid,
                     r.outcome.as_ref().map(|o| o.to_string()),
                     ts(at),
-                    r.owner
+                    r.owner,
+                    r.jar_id,
+                    r.prev_jar_id,
+                    r.prev_parallelism,
+                    r.cause,
+                    steps_text(&r.steps)
                 ],
             )
         })?;

@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use super::{Result, StoreError};
 
 /// The schema version this Warden writes and the newest it can read.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// One step of the ladder.
 #[derive(Debug)]
@@ -77,7 +77,24 @@ pub const MIGRATIONS: &[Migration] = &[
         what: "the alerts firing now, for inhibit rules",
         apply: |c| c.execute_batch(crate::notify::inhibit::SCHEMA),
     },
+    Migration {
+        version: 7,
+        what: "upgrades, rollbacks and rescales on restart records (kind, overrides, jars, step times)",
+        apply: |c| c.execute_batch(V7),
+    },
 ];
+
+/// Version 7: what an upgrade, rollback or rescale records. Plain SQL that PostgreSQL accepts as well.
+pub const V7: &str = "
+ALTER TABLE restarts ADD COLUMN kind TEXT NOT NULL DEFAULT 'restart';
+ALTER TABLE restarts ADD COLUMN overrides TEXT;
+ALTER TABLE restarts ADD COLUMN jar_id TEXT;
+ALTER TABLE restarts ADD COLUMN prev_jar_id TEXT;
+ALTER TABLE restarts ADD COLUMN prev_parallelism INTEGER;
+ALTER TABLE restarts ADD COLUMN rollback_of INTEGER;
+ALTER TABLE restarts ADD COLUMN cause TEXT;
+ALTER TABLE restarts ADD COLUMN steps TEXT;
+";
 
 /// `ALTER TABLE table ADD COLUMN column decl`, unless the table has that column already.
 fn add_column(c: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {

@@ -22,5 +22,6 @@ mod rescale;
 mod rules;
 mod server;
 mod store;
+mod upgrade;
 mod watch;
 mod yarn;

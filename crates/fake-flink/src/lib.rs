@@ -74,6 +74,34 @@ impl Default for SavepointBehaviour {
     }
 }
 
+/// What jobs run from a jar do (see [`FakeJobManager::set_jar_behaviour`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JarBehaviour {
+    /// The program's `main()` throws: `POST /jars/:id/run` answers 400 (`Could not execute application.`,
+    /// caused by `ProgramInvocationException: The main method caused an error: <message>`) and no job starts.
+    MainThrows(String),
+    /// The job starts RUNNING and fails for good `after` its start (restart strategy `none`), like
+    /// [`FakeJobManager::fail`].
+    FailsAfter {
+        /// How long after its start.
+        after: Duration,
+        /// The exception class.
+        class: String,
+        /// Its message.
+        message: String,
+    },
+    /// The job starts RUNNING and goes into a restart loop `after` its start, like
+    /// [`FakeJobManager::restart_loop`].
+    RestartLoopAfter {
+        /// How long after its start.
+        after: Duration,
+        /// The exception class.
+        class: String,
+        /// Its message.
+        message: String,
+    },
+}
+
 /// Stops the server when the last [`FakeJobManager`] handle goes away.
 struct Handle {
     state: Arc<Mutex<State>>,
@@ -169,6 +197,22 @@ impl FakeJobManager {
             uploaded: now_ms(),
         });
         id
+    }
+
+    /// Sets what jobs submitted from now on from jars of this file name do (uploaded or added).
+    pub fn set_jar_behaviour(&self, file_name: &str, b: JarBehaviour) {
+        self.state().jar_behaviours.insert(file_name.to_string(), b);
+    }
+
+    /// How a jar of this file name uploaded over `POST /jars/upload` runs: its entry class and the name of the
+    /// job it starts (default: no entry class, the file name without `.jar`).
+    pub fn on_upload(&self, file_name: &str, entry_class: &str, job_name: &str) {
+        self.state().upload_as.insert(file_name.to_string(), (entry_class.to_string(), job_name.to_string()));
+    }
+
+    /// The file names of every jar uploaded over `POST /jars/upload`, in order.
+    pub fn uploads(&self) -> Vec<String> {
+        self.state().uploads.clone()
     }
 
     /// Starts a new RUNNING job named `job_name` (parallelism 1) and returns its id (32 hex).
@@ -305,6 +349,7 @@ impl FakeJobManager {
         let mut st = self.state();
         let now = now_ms();
         st.jobs.iter_mut().for_each(|j| j.advance(now));
+        server::settle(&mut st, now);
         st.jobs_newest_first()
             .into_iter()
             .filter(|j| j.name == name)
@@ -314,7 +359,9 @@ impl FakeJobManager {
 
     /// The job's state (`RUNNING`, `FAILED`, …), or `None` for an unknown job.
     pub fn job_state(&self, jid: &str) -> Option<String> {
-        self.state().job_mut(jid).map(|j| j.status.name().to_string())
+        let mut st = self.state();
+        server::settle(&mut st, now_ms());
+        st.job_mut(jid).map(|j| j.status.name().to_string())
     }
 
     /// The current `numRestarts` of the job, or `None` for an unknown job.

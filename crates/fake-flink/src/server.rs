@@ -101,6 +101,14 @@ pub(super) struct State {
     pub(super) max_in_flight: usize,
     /// The adaptive scheduler and its in-place rescales.
     pub(super) adaptive: super::rescale::Adaptive,
+    /// What jobs run from a jar of this file name do.
+    pub(super) jar_behaviours: HashMap<String, crate::JarBehaviour>,
+    /// How an uploaded jar of this file name runs: (entry class, job name).
+    pub(super) upload_as: HashMap<String, (String, String)>,
+    /// File names uploaded, in order.
+    pub(super) uploads: Vec<String>,
+    /// Jobs that fail (or start restarting) at a time: (jid, due ms, what).
+    pub(super) doomed: Vec<(String, i64, crate::JarBehaviour)>,
 }
 
 impl State {
@@ -123,6 +131,10 @@ impl State {
             in_flight: 0,
             max_in_flight: 0,
             adaptive: Default::default(),
+            jar_behaviours: HashMap::new(),
+            upload_as: HashMap::new(),
+            uploads: Vec::new(),
+            doomed: Vec::new(),
         }
     }
 
@@ -271,6 +283,7 @@ fn route(st: &mut State, method: &Method, uri: &Uri, body: &[u8]) -> Reply {
     for j in &mut st.jobs {
         j.advance(now);
     }
+    settle(st, now);
     super::rescale::apply_due(st, now, SLOTS);
     let query: Vec<(String, String)> = Query::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -326,6 +339,7 @@ fn route(st: &mut State, method: &Method, uri: &Uri, body: &[u8]) -> Reply {
         (Method::GET, ["jobmanager", "config"]) => jobmanager_config(st),
         (Method::GET, ["taskmanagers"]) => taskmanagers(st, now),
         (Method::GET, ["jars"]) => jars(st),
+        (Method::POST, ["jars", "upload"]) => upload_jar(st, body),
         (Method::POST, ["jars", jarid, "run"]) => run_jar(st, jarid, body, &query),
         (Method::GET, _) if st.web_ui => {
             // With the web UI on the classpath, unknown GETs go to the static file server.
@@ -748,9 +762,71 @@ fn run_jar(st: &mut State, jarid: &str, body: &[u8], query: &[(String, String)])
         }
     }
     let now = now_ms();
+    let behaviour = st.jar_behaviours.get(&jar.name).cloned();
+    if let Some(crate::JarBehaviour::MainThrows(msg)) = &behaviour {
+        let cause = format!(
+            "org.apache.flink.client.program.ProgramInvocationException: The main method caused an error: {msg}"
+        );
+        return Reply::errors(400, &[&text::rest_handler_exception("Could not execute application.", Some(&cause))]);
+    }
     let restored = savepoint.map(|path| restored_from(st, &path, now));
     let jid = st.start_job(jid, &jar.job_name, parallelism, restored);
+    if let Some(b) = behaviour {
+        let after = match &b {
+            crate::JarBehaviour::FailsAfter { after, .. } | crate::JarBehaviour::RestartLoopAfter { after, .. } => {
+                *after
+            }
+            crate::JarBehaviour::MainThrows(_) => Duration::ZERO,
+        };
+        st.doomed.push((jid.clone(), now + after.as_millis() as i64, b));
+    }
     Reply::ok(&json!({ "jobid": jid }))
+}
+
+/// Jobs whose jar makes them fail now do.
+pub(super) fn settle(st: &mut State, now: i64) {
+    let due: Vec<(String, i64, crate::JarBehaviour)> = {
+        let (due, later) = std::mem::take(&mut st.doomed).into_iter().partition(|d| d.1 <= now);
+        st.doomed = later;
+        due
+    };
+    for (jid, at, b) in due {
+        if let Some(j) = st.job_mut(&jid) {
+            if j.status.is_globally_terminal() {
+                continue;
+            }
+            match b {
+                crate::JarBehaviour::FailsAfter { class, message, .. } => j.fail(&class, &message, at.max(now - 1)),
+                crate::JarBehaviour::RestartLoopAfter { class, message, .. } => {
+                    j.restart_loop(&class, &message, at.max(now - 1))
+                }
+                crate::JarBehaviour::MainThrows(_) => {}
+            }
+        }
+    }
+}
+
+/// `POST /jars/upload`: a multipart body with a `jarfile` part; the jar is known by its file name.
+fn upload_jar(st: &mut State, body: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(body);
+    let Some(name) = text
+        .split("filename=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+    else {
+        return Reply::errors(400, &["Exactly 1 file must be sent, received 0."]);
+    };
+    if !name.ends_with(".jar") {
+        return Reply::errors(400, &["Only Jar files are allowed."]);
+    }
+    let (entry_class, job_name) =
+        st.upload_as.get(&name).cloned().unwrap_or_else(|| (String::new(), name.trim_end_matches(".jar").to_string()));
+    let id = format!("{}_{name}", uuid4());
+    st.jars.push(Jar { id: id.clone(), name: name.clone(), entry_class, job_name, uploaded: now_ms() });
+    st.uploads.push(name);
+    Reply::ok(&json!({"filename": format!("{}/flink-web-upload/{id}", st.web_tmpdir), "status": "success"}))
 }
 
 /// `latest.restored` for a job started from `path`, using the id of the savepoint / checkpoint

@@ -37,7 +37,12 @@ fn req(kind: RequestKind, details: Value) -> ActionRequest {
 
 fn restart(jid: &str) -> ActionRequest {
     req(
-        RequestKind::Restart { job: "clicks".into(), jid: jid.into(), strategy: RestartStrategy::LastCheckpoint },
+        RequestKind::Restart {
+            job: "clicks".into(),
+            jid: jid.into(),
+            strategy: RestartStrategy::LastCheckpoint,
+            overrides: Default::default(),
+        },
         Value::Null,
     )
 }

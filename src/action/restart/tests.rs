@@ -10,6 +10,31 @@ use crate::fetch::ClientPool;
 use crate::store::NewEntry;
 use fake_flink::{FakeJobManager, FlinkApiVersion, SavepointBehaviour};
 
+mod upgrade;
+
+thread_local! {
+    /// A simulated crash: the driver stops right after saving this step of a record of this kind.
+    static CRASH_AFTER: std::cell::Cell<Option<(crate::model::RestartKind, crate::model::RestartStep)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Arms a simulated crash right after `kind`'s `step` is saved (once).
+pub(super) fn crash_after(kind: crate::model::RestartKind, step: crate::model::RestartStep) {
+    CRASH_AFTER.with(|c| c.set(Some((kind, step))));
+}
+
+/// Whether the driver "crashes" now, having saved `rec` (disarms).
+pub(super) fn crash_now(rec: &RestartRecord) -> bool {
+    CRASH_AFTER.with(|c| {
+        if c.get() == Some((rec.kind, rec.step)) {
+            c.set(None);
+            true
+        } else {
+            false
+        }
+    })
+}
+
 struct Rig {
     fake: FakeJobManager,
     client: TargetClient,
@@ -40,6 +65,7 @@ fn job_config() -> JobConfig {
         verify_timeout: Duration::from_secs(10),
         stop_timeout: Duration::from_secs(10),
         parallelism: None,
+        upgrade: crate::config::UpgradeConfig { probation: Duration::from_millis(400) },
     }
 }
 
