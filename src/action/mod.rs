@@ -70,7 +70,7 @@ impl Executor {
             }
             Planned::Rescale { journal_id, job, jid, to, origin } => {
                 tokio::select! {
-                    _ = self.rescale(journal_id, &origin.rule, &origin.target, &job, &jid, to) => {}
+                    _ = self.rescale(journal_id, &origin.rule, &origin.target, &job, &jid, to, false, cancel.clone()) => {}
                     _ = cancel.cancelled() => {
                         // Flink goes on with the bounds it was given; only Warden's wait for it ends.
                         let why = "interrupted: Warden shut down while it waited for the rescale; Flink goes on \
@@ -240,7 +240,11 @@ impl Executor {
         outcome
     }
 
-    /// Runs a `rescale` request (see [`rescale`]) and journals and announces how it ended.
+    /// Runs a `rescale` request (see [`rescale`]) and journals and announces how it ended. `operator`: asked by
+    /// `warden rescale --parallelism N` (not clamped to `jobs.<job>.parallelism`). Where the cluster cannot
+    /// rescale in place, a savepoint restart with the new parallelism follows under the same journal entry, which
+    /// the restart concludes (the outcome is then [`rescale::RescaleOutcome::ViaSavepoint`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn rescale(
         &self,
         journal_id: i64,
@@ -249,6 +253,8 @@ impl Executor {
         job: &str,
         jid: &str,
         to: crate::model::RescaleTo,
+        operator: bool,
+        cancel: CancellationToken,
     ) -> rescale::RescaleOutcome {
         let outcome = match (self.clients.get(target), self.jobs.get(job)) {
             (None, _) => rescale::RescaleOutcome::Failed {
@@ -262,18 +268,30 @@ impl Executor {
                 path: None,
             },
             (Some(client), Some(config)) => {
+                let bounds = if operator {
+                    Some(crate::config::ParallelismBounds { min: 1, max: u32::MAX })
+                } else {
+                    config.parallelism
+                };
                 let ctx = rescale::RescaleContext {
                     store: &self.store,
                     target,
                     client,
                     job,
                     config,
+                    bounds,
                     poll: self.restart_poll,
                 };
                 rescale::rescale(&ctx, jid, to).await
             }
         };
         let (summary, details) = rescale::describe(job, &outcome);
+        if let rescale::RescaleOutcome::ViaSavepoint { jid, wanted, .. } = &outcome {
+            tracing::info!(rule, target, job, "{summary}");
+            let overrides = crate::model::RestartOverrides { parallelism: Some(*wanted), ..Default::default() };
+            self.restart(journal_id, rule, target, job, jid, RestartStrategy::Savepoint, &overrides, cancel).await;
+            return outcome;
+        }
         let journal = outcome.journal();
         match &outcome {
             rescale::RescaleOutcome::Suppressed(_) => tracing::info!(rule, target, job, "{summary}"),
@@ -285,7 +303,7 @@ impl Executor {
             rescale::RescaleOutcome::Done { .. } => Some(("rescaled", crate::model::Severity::Info)),
             rescale::RescaleOutcome::Partial { .. } => Some(("rescale_partial", crate::model::Severity::Warning)),
             rescale::RescaleOutcome::Failed { .. } => Some(("rescale_failed", crate::model::Severity::Critical)),
-            rescale::RescaleOutcome::Suppressed(_) => None,
+            rescale::RescaleOutcome::Suppressed(_) | rescale::RescaleOutcome::ViaSavepoint { .. } => None,
         };
         if let Some((event, severity)) = announce {
             self.announce(AlertRecord {

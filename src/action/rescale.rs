@@ -8,8 +8,9 @@
 //!    or while this Warden rescales or restarts it; a restart that this Warden starts meanwhile waits for the
 //!    rescale to end ([`job_lock`]).
 //! 3. **Path.** In place when [`crate::flink::rescale::supports_in_place`] says so (Flink ≥ 1.18, adaptive
-//!    scheduler): new per-vertex bounds, then verified by the vertices' parallelism. Otherwise through a savepoint
-//!    restart with the new parallelism, where that path is available.
+//!    scheduler): new per-vertex bounds, then verified by the vertices' parallelism. Otherwise
+//!    [`RescaleOutcome::ViaSavepoint`]: the executor runs a savepoint restart with the parallelism overridden
+//!    (the restart machinery of [`crate::action::restart`]: verified, rolled back if the new run fails).
 //! 4. **Outcome.** Journalled (`ok`, `partial: …`, `failed at <step>: …`) with which path was used and how long
 //!    Warden's part (reading the job, deciding, asking) and Flink's part (until the vertices run at the new
 //!    parallelism) took, and announced as `rescaled`, `rescale_partial` or `rescale_failed`.
@@ -97,6 +98,18 @@ pub enum RescaleOutcome {
     },
     /// Nothing to do, or not now (already at the bound, a restart in progress): journalled as `suppressed: …`.
     Suppressed(String),
+    /// The cluster cannot rescale in place: the caller rescales through a savepoint restart with the new
+    /// parallelism (the restart machinery journals and announces that one). Not an end by itself.
+    ViaSavepoint {
+        /// The run to rescale.
+        jid: String,
+        /// Parallelism before.
+        from: u32,
+        /// Parallelism asked for, clamped.
+        wanted: u32,
+        /// Why not in place.
+        reason: String,
+    },
     /// A step failed.
     Failed {
         /// The step (`start`, `job`, `path`, `requirements`, `verify`, …).
@@ -117,6 +130,7 @@ impl RescaleOutcome {
                 format!("partial: parallelism {got} of {wanted} asked; no free slot left")
             }
             RescaleOutcome::Suppressed(why) => format!("suppressed: {why}"),
+            RescaleOutcome::ViaSavepoint { .. } => "started".into(),
             RescaleOutcome::Failed { step, message, .. } => format!("failed at {step}: {message}"),
         }
     }
@@ -157,6 +171,10 @@ pub struct RescaleContext<'a> {
     pub job: &'a str,
     /// The job's configuration (its bounds, `verify_timeout`).
     pub config: &'a JobConfig,
+    /// The bounds the parallelism asked for is clamped to: the job's `parallelism` for a rule's request, `None`
+    /// for an operator's `warden rescale --parallelism N` (Flink still refuses more than a vertex's max
+    /// parallelism).
+    pub bounds: Option<crate::config::ParallelismBounds>,
     /// How often Flink is polled while waiting.
     pub poll: Duration,
 }
@@ -165,7 +183,7 @@ pub struct RescaleContext<'a> {
 /// module docs for the steps.
 pub async fn rescale(ctx: &RescaleContext<'_>, jid: &str, to: RescaleTo) -> RescaleOutcome {
     let started = Instant::now();
-    let Some(bounds) = ctx.config.parallelism else {
+    let Some(bounds) = ctx.bounds else {
         return RescaleOutcome::failed(
             "start",
             format!(
@@ -222,7 +240,11 @@ pub async fn rescale(ctx: &RescaleContext<'_>, jid: &str, to: RescaleTo) -> Resc
                 format!("already at its upper bound {} (jobs.{}.parallelism.max)", from, ctx.job)
             }
             RescaleTo::Step(_) => format!("already at its lower bound {} (jobs.{}.parallelism.min)", from, ctx.job),
-            RescaleTo::Exactly(_) => format!("already at parallelism {from} (bounds {}..={})", bounds.min, bounds.max),
+            RescaleTo::Exactly(n) if n == from => format!("already at parallelism {from}"),
+            RescaleTo::Exactly(n) => format!(
+                "already at parallelism {from}, the nearest to {n} within its bounds {}..={} (jobs.{}.parallelism)",
+                bounds.min, bounds.max, ctx.job
+            ),
         };
         return RescaleOutcome::Suppressed(format!("{} {why}", ctx.job));
     }
@@ -231,15 +253,16 @@ pub async fn rescale(ctx: &RescaleContext<'_>, jid: &str, to: RescaleTo) -> Resc
             let why_path = format!("Flink {version}, {evidence}");
             in_place(ctx, &jid, from, wanted, why_path, started).await
         }
-        InPlaceSupport::No { reason } => RescaleOutcome::failed(
+        InPlaceSupport::No { reason } if ctx.config.jar.is_none() => RescaleOutcome::failed(
             "path",
             format!(
-                "cannot rescale {} in place ({reason}), and rescaling through a savepoint restart is not available \
-                 in this build",
-                ctx.job
+                "cannot rescale {} in place ({reason}), and a savepoint rescale submits a jar over REST: \
+                 `jobs.{}` resubmits with a command",
+                ctx.job, ctx.job
             ),
             Some(RescalePath::Savepoint),
         ),
+        InPlaceSupport::No { reason } => RescaleOutcome::ViaSavepoint { jid, from, wanted, reason },
     }
 }
 
@@ -314,6 +337,11 @@ pub fn describe(job: &str, o: &RescaleOutcome) -> (String, serde_json::Value) {
                    "free_slots": free_slots, "warden_ms": ms(timing.warden), "flink_ms": ms(timing.flink)}),
         ),
         RescaleOutcome::Suppressed(why) => (format!("rescale of {job} not done: {why}"), json!({"job": job})),
+        RescaleOutcome::ViaSavepoint { jid, from, wanted, reason } => (
+            format!("{job} is rescaled from parallelism {from} to {wanted} through a savepoint restart: {reason}"),
+            json!({"job": job, "jid": jid, "from": from, "to": wanted, "path": RescalePath::Savepoint,
+                   "why_path": reason}),
+        ),
         RescaleOutcome::Failed { step, message, path } => (
             format!("rescale of {job} failed at step `{step}`: {message}"),
             json!({"job": job, "step": step, "path": path}),

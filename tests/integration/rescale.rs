@@ -37,7 +37,8 @@ async fn rig(adaptive: bool, bounds: Value) -> Rig {
     let cfg = json!({
         "state_dir": "state",
         "targets": [{"name": "jm", "url": fake.url(), "timeout": "2s"}],
-        "jobs": {"clicks": {"jar": {"name": "clicks.jar"}, "verify_timeout": "3s", "parallelism": bounds}},
+        "jobs": {"clicks": {"jar": {"name": "clicks.jar", "entry_class": "demo.Clicks"}, "verify_timeout": "3s",
+                            "savepoint_timeout": "3s", "parallelism": bounds, "upgrade": {"probation": "0s"}}},
         "server": {"enabled": false},
     });
     let path = write_config(dir.path(), &cfg);
@@ -75,8 +76,19 @@ impl Rig {
                 ..Default::default()
             })
             .unwrap();
-        let o = self.executor.rescale(id, "test/scale", "jm", "clicks", &self.jid, to).await;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let o = self.executor.rescale(id, "test/scale", "jm", "clicks", &self.jid, to, false, cancel).await;
         (o, self.store.entry(id).unwrap().unwrap())
+    }
+
+    /// `warden ARGS…` on the rig's configuration.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(crate::support::WARDEN)
+            .arg("--config")
+            .arg(self._dir.path().join("warden.yaml"))
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     fn puts(&self) -> usize {
@@ -112,18 +124,27 @@ async fn in_place_on_an_adaptive_2x_cluster_and_verified_by_the_vertices() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn not_in_place_on_a_default_scheduler_cluster() {
+async fn not_in_place_on_a_default_scheduler_cluster_but_through_a_savepoint() {
     let r = rig(false, json!({"min": 1, "max": 4})).await;
     let (o, entry) = r.rescale(RescaleTo::Exactly(2)).await;
-    let RescaleOutcome::Failed { step, message, path } = &o else { panic!("{o:?}") };
-    assert_eq!((step.as_str(), *path), ("path", Some(RescalePath::Savepoint)));
-    assert!(
-        message.contains("runs under the Default scheduler; in-place rescaling needs the adaptive one"),
-        "{message}"
-    );
+    let RescaleOutcome::ViaSavepoint { jid, from, wanted, reason } = &o else { panic!("{o:?}") };
+    assert_eq!((jid.as_str(), *from, *wanted), (r.jid.as_str(), 1, 2));
+    assert!(reason.contains("runs under the Default scheduler; in-place rescaling needs the adaptive one"), "{reason}");
     assert_eq!(r.puts(), 0, "no PUT to a cluster that cannot take it");
-    assert_eq!(r.fake.job_parallelism(&r.jid), Some(1));
-    assert!(entry.outcome.starts_with("failed at path: "), "{}", entry.outcome);
+    // The savepoint restart, under the rescale's journal entry: a new run at parallelism 2, from the savepoint.
+    assert_eq!(entry.action, ActionKind::Rescale);
+    assert_eq!(entry.outcome, "ok", "{entry:?}");
+    assert!(entry.output.starts_with("rescale #1 strategy=savepoint"), "{}", entry.output);
+    let live: Vec<_> = r.fake.jobs_named("clicks").into_iter().filter(|(_, s)| s == "RUNNING").collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_ne!(live[0].0, r.jid, "a new run");
+    assert_eq!(r.fake.job_parallelism(&live[0].0), Some(2));
+    let rec = r.store.restarts(None).unwrap().pop().unwrap();
+    assert_eq!((rec.journal_id, rec.overrides.parallelism), (entry.id, Some(2)));
+    // One notice, from the restart machinery.
+    let log = std::fs::read_to_string(r.executor.alert_log.path()).unwrap();
+    let events: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.iter().filter(|e| e["event"] == "rescaled").count(), 1, "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,4 +313,33 @@ async fn the_status_shows_a_rescale_in_flight() {
     let (o, _) = running.await.unwrap();
     assert!(matches!(o, RescaleOutcome::Done { to: 2, .. }), "{o:?}");
     assert!(rescale::in_flight(&r.store).unwrap().is_empty(), "done: no longer in flight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warden_rescale_goes_in_place_on_an_adaptive_cluster_and_says_so() {
+    let r = rig(true, json!({"min": 1, "max": 2})).await;
+    let dry = r.cli(&["rescale", "--target", "jm", "--job", "clicks", "--parallelism", "3", "--dry-run"]);
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(dry.status.code(), Some(0), "{out}{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(out.contains("to parallelism 3 in place (the adaptive scheduler rescales the running job"), "{out}");
+    assert!(out.contains("(Flink 2.3.0, jobmanager.scheduler: adaptive)"), "{out}");
+    assert_eq!((r.puts(), r.fake.job_parallelism(&r.jid)), (0, Some(1)), "a dry run changes nothing");
+    // The operator's number is taken as asked (above the rules' bound of 2).
+    let run = r.cli(&["rescale", "--target", "jm", "--job", "clicks", "--parallelism", "3"]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{out}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(out.contains("clicks rescaled in-place from parallelism 1 to 3"), "{out}");
+    assert_eq!(r.fake.job_parallelism(&r.jid), Some(3));
+    assert_eq!(r.fake.jobs_named("clicks").len(), 1, "the same run");
+    assert!(r.fake.jar_runs().is_empty(), "nothing resubmitted");
+    let e = r.store.entries(None).unwrap().into_iter().find(|e| e.action == ActionKind::Rescale).unwrap();
+    assert_eq!((e.rule.as_str(), e.outcome.as_str()), ("cli", "ok"));
+    // Beyond what Flink allows (max parallelism 128): Flink's refusal, exit 1.
+    let run = r.cli(&["rescale", "--target", "jm", "--job", "clicks", "--parallelism", "500"]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("failed at step `requirements`") && out.contains("exceeds its maximum parallelism 128"),
+        "{out}"
+    );
 }
