@@ -186,13 +186,13 @@ flink_dist_ensure() {
     # serialise concurrent runs on the same cache
     if command -v flock >/dev/null; then exec 9>"$WARDEN_E2E_CACHE/.lock-$FLINK_VERSION"; flock 9; fi
     [[ -f "$dest/.complete" ]] && exit 0
-    archive=$(ls "$dl"/apache_flink_libraries-"$FLINK_VERSION"[-.]* 2>/dev/null | head -n1 || true)
+    archive=$(ls "$dl"/apache[-_]flink[-_]libraries-"$FLINK_VERSION"[-.]* 2>/dev/null | head -n1 || true)
     if [[ -z "$archive" ]]; then
       flink_log "downloading apache-flink-libraries==$FLINK_VERSION from PyPI (~250-350 MB)"
       python3 -m pip download --quiet --disable-pip-version-check --no-deps \
         "apache-flink-libraries==$FLINK_VERSION" -d "$dl" >&2 ||
         { flink_log "ERROR: pip download failed"; exit 1; }
-      archive=$(ls "$dl"/apache_flink_libraries-"$FLINK_VERSION"[-.]* 2>/dev/null | head -n1 || true)
+      archive=$(ls "$dl"/apache[-_]flink[-_]libraries-"$FLINK_VERSION"[-.]* 2>/dev/null | head -n1 || true)
       [[ -n "$archive" ]] || { flink_log "ERROR: no archive for $FLINK_VERSION in $dl"; exit 1; }
     fi
     flink_log "unpacking $(basename "$archive") into $dest"

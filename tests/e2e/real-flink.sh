@@ -22,7 +22,7 @@ source "$HERE/warden-lib.sh"
 # ------------------------------------------------------------------ scenarios
 # Add a scenario: write scenario_<name>() below and append <name> here.
 SCENARIOS=(smoke fail_restart savepoint_restart restart_loop kill_resume savepoint_timeout
-  cause_while_watched late_savepoint checkpoint_stall jm_failover duplicate_jobs rescale_in_place)
+  cause_while_watched late_savepoint checkpoint_stall jm_failover duplicate_jobs rescale_in_place rescale_savepoint)
 # `timing` repeats fail_restart E2E_TIMING_RUNS times and prints medians (off by default).
 E2E_TIMING_RUNS="${E2E_TIMING_RUNS:-0}"
 ((E2E_TIMING_RUNS > 0)) && SCENARIOS+=(timing)
@@ -848,6 +848,65 @@ RHAI
     "$(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / 1000))' "$(jsonl 'rows[0]["flink_ms"]' <<<"$out")")" \
     | tee -a "${TIMINGS_FILE:-/dev/null}" >&2
   flink_stop_pid "$wpid" 10
+}
+
+# ---------------------------------------------------------------- rescale_savepoint
+# The shared cluster runs the default scheduler: `warden rescale --parallelism 2`
+# of clicks (parallelism 1) must say it goes through a savepoint restart (and
+# why not in place), exit 0, leave exactly one live clicks run, a new one, with
+# every vertex RUNNING at 2 and restored from the savepoint Warden took (the
+# keyed counts come back from it).  Prints each step of the restart record's
+# timeline, split into Warden's part and Flink's.
+scenario_rescale_savepoint() {
+  local dir=$SCENARIO_DIR marker="$SCENARIO_DIR/marker" jid rc=0 rec new sp live t
+  local -a args wargs
+  mapfile -t args < <(clicks_args "$marker")
+  mapfile -t wargs < <(warden_args "${args[@]}")
+  jid=$(flink_run_jar "$CLICKS_JAR_ID" --no-restart -- "${args[@]}")
+  flink_wait_state "$jid" RUNNING 60 >/dev/null
+  flink_wait_checkpoint "$jid" 1 60 >/dev/null
+  warden_write_config "$dir" "${wargs[@]}" --flink-conf restart-strategy.type=none --job 'savepoint_mode: stop' \
+    --job 'parallelism: {min: 1, max: 2}' --job 'upgrade: {probation: 5s}'
+
+  t=$(flink_now)
+  warden_cli "$dir" rescale --target "$WARDEN_TARGET" --job clicks --parallelism 2 \
+    >"$dir/rescale.out" 2>"$dir/warden-rescale.log" || rc=$?
+  timing "rescale_savepoint: warden rescale" "$t"
+  sed 's/^/    | /' "$dir/rescale.out" >&2
+  check "warden rescale exits 0 (got $rc)" test "$rc" = 0
+  expect "it says it goes through a savepoint restart" grep -q "to parallelism 2 through a savepoint restart" "$dir/rescale.out"
+  expect "it says why not in place" grep -q "in-place rescaling needs" "$dir/rescale.out"
+  check "old run $jid is FINISHED" test "$(flink_job_state "$jid")" = FINISHED
+  rec=$(warden_history "$dir" --restarts | jsonl 'rows[-1]')
+  check "the restart record is a rescale to 2 that ended ok" \
+    test "$(jsonl '[rows[0]["kind"], rows[0]["overrides"].get("parallelism"), rows[0]["outcome"]]' <<<"$rec")" = '["rescale", 2, "ok"]'
+  sp=$(jsonl 'rows[0]["location"]' <<<"$rec")
+  new=$(jsonl 'rows[0]["new_jid"]' <<<"$rec")
+  live=$(live_jobs clicks | xargs)
+  check "exactly one live clicks job, the new one ($live)" test "$live" = "$new"
+  expect "every vertex of the new run is RUNNING at 2 ($(flink_vertex_parallelism "$new" | xargs))" \
+    test "$(flink_rest GET "/jobs/$new" |
+      _flink_json 'bool(d["vertices"]) and all(v["parallelism"] == 2 and v["status"] == "RUNNING" for v in d["vertices"])')" = true
+  check "the savepoint is under jobs.clicks.savepoint_dir" contains "$sp" "$dir/savepoints/"
+  expect "the new run restored its state from that savepoint" same_path "$(flink_restored_checkpoint_path "$new")" "$sp"
+  # The timeline: Warden's part is deciding and asking; Flink's is the savepoint, the old run leaving, the
+  # submission and the new run coming up (each wait includes up to one poll interval, 1 s); probation is the
+  # configured wait (5 s here).
+  python3 - "$rec" <<'PY' | tee -a "${TIMINGS_FILE:-/dev/null}" >&2
+import json, sys
+from datetime import datetime
+r = json.loads(sys.argv[1])
+steps = [(s["step"], datetime.fromisoformat(s["at"].replace("Z", "+00:00"))) for s in r["steps"]]
+flink = {"savepoint-triggered", "state-chosen", "submitting", "submitted"}
+parts = {"Warden": 0.0, "Flink": 0.0, "probation": 0.0}
+for (a, ta), (b, tb) in zip(steps, steps[1:]):
+    d = (tb - ta).total_seconds()
+    who = "probation" if a == "probation" else ("Flink" if a in flink else "Warden")
+    parts[who] += d
+    print("%-40s %6.1fs  (%s)" % ("rescale_savepoint: " + a + " -> " + b, d, who))
+for k, v in parts.items():
+    print("%-40s %6.1fs" % ("rescale_savepoint: " + k + "'s part", v))
+PY
 }
 
 # ------------------------------------------------------------------ runner
