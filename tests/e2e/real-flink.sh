@@ -787,8 +787,8 @@ scenario_rescale_in_place() {
   jid=$(flink_run_jar "$CLICKS_JAR_ID" -- "${args[@]}")
   flink_wait_state "$jid" RUNNING 60 >/dev/null
   flink_wait_checkpoint "$jid" 1 60 >/dev/null
-  check "the cluster runs the adaptive scheduler" \
-    test "$(flink_rest GET "/jobs/$jid" | _flink_json 'd.get("schedulerType")')" = Adaptive
+  check "the cluster runs the adaptive scheduler" test "$(flink_rest GET /jobmanager/config |
+    _flink_json 'next((e["value"] for e in d if e["key"] == "jobmanager.scheduler"), None)')" = adaptive
   mkdir -p "$dir/scale"
   cat >"$dir/scale/pack.yaml" <<'YAML'
 name: scale
