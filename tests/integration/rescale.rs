@@ -29,7 +29,11 @@ struct Rig {
 }
 
 async fn rig(adaptive: bool, bounds: Value) -> Rig {
-    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    rig_on(FlinkApiVersion::V2, adaptive, bounds).await
+}
+
+async fn rig_on(version: FlinkApiVersion, adaptive: bool, bounds: Value) -> Rig {
+    let fake = FakeJobManager::start(version).await.unwrap();
     fake.set_adaptive_scheduler(adaptive);
     fake.add_jar("clicks.jar", "demo.Clicks", "clicks");
     let jid = fake.submit("clicks");
@@ -342,4 +346,17 @@ async fn warden_rescale_goes_in_place_on_an_adaptive_cluster_and_says_so() {
         out.contains("failed at step `requirements`") && out.contains("exceeds its maximum parallelism 128"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_on_an_adaptive_1_20_cluster_too() {
+    // Flink 1.x jobs do not report their scheduler: the cluster's configuration says it.
+    let r = rig_on(FlinkApiVersion::V1, true, json!({"min": 1, "max": 4})).await;
+    let (o, _) = r.rescale(RescaleTo::Exactly(3)).await;
+    let RescaleOutcome::Done { to, path, why_path, .. } = &o else { panic!("{o:?}") };
+    assert_eq!(
+        (*to, *path, why_path.as_str()),
+        (3, RescalePath::InPlace, "Flink 1.20.1, jobmanager.scheduler: adaptive")
+    );
+    assert_eq!(r.fake.job_parallelism(&r.jid), Some(3));
 }
