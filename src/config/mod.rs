@@ -722,6 +722,22 @@ mod tests {
     }
 
     #[test]
+    fn parallelism_bounds_need_min_at_most_max() {
+        let job = |b: &str| format!("jobs:\n  clicks:\n    jar: {{name: clicks.jar}}\n    parallelism: {b}\n");
+        assert!(errs(&job("{min: 1, max: 4}")).is_empty());
+        assert!(errs(&job("{max: 4}")).is_empty(), "min defaults to 1");
+        assert_eq!(
+            errs(&job("{min: 3, max: 2}")),
+            ["warden.yaml:4:18: job `clicks`: parallelism bounds need 1 <= min <= max, not min 3 and max 2"]
+        );
+        assert_eq!(errs(&job("{min: 0, max: 2}")).len(), 1);
+        let e = errs(&job("{min: 1}"));
+        assert!(e.len() == 1 && e[0].starts_with("warden.yaml:4:") && e[0].contains("max"), "{e:?}");
+        let c = load_str(Path::new("warden.yaml"), &job("{max: 8}")).unwrap().config;
+        assert_eq!(c.jobs["clicks"].parallelism, Some(ParallelismBounds { min: 1, max: 8 }));
+    }
+
+    #[test]
     fn targets_labelled_managed_by_are_hands_off_for_the_dispatcher() {
         let text = "targets:\n  - {name: a, url: \"http://a:8081\", labels: {managed_by: flink-operator}}\n  - {name: b, url: \"http://b:8081\", labels: {managed_by: warden}}\n  - {name: c, url: \"http://c:8081\"}\n";
         let c = load_str(Path::new("warden.yaml"), text).unwrap().config;
