@@ -360,3 +360,70 @@ async fn in_place_on_an_adaptive_1_20_cluster_too() {
     );
     assert_eq!(r.fake.job_parallelism(&r.jid), Some(3));
 }
+
+/// A daemon with only `plugins/flink-autoscale` (every 200 ms, `params`) on an adaptive fake where `clicks`'s source
+/// vertex is backpressured (85 %) and its map runs flat out.
+async fn autoscale(params: Value) -> (FakeJobManager, String, Daemon) {
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.unwrap();
+    fake.set_adaptive_scheduler(true);
+    let jid = fake.submit("clicks");
+    let job: Value = reqwest::get(format!("{}/jobs/{jid}", fake.url())).await.unwrap().json().await.unwrap();
+    for v in job["vertices"].as_array().unwrap() {
+        let source = v["name"].as_str().unwrap().starts_with("Source");
+        let (bp, busy) = if source { (850.0, 3.0) } else { (0.0, 1000.0) };
+        let body =
+            json!([{"id": "backPressuredTimeMsPerSecond", "max": bp}, {"id": "busyTimeMsPerSecond", "max": busy}]);
+        let path = format!("/jobs/{jid}/vertices/{}/subtasks/metrics", v["id"].as_str().unwrap());
+        fake.set_override(&path, 200, "application/json", body.to_string().into_bytes());
+    }
+    let mut p = json!({"warmup": "0s", "up_for": "1s"});
+    crate::support::merge(&mut p, params);
+    let cfg = json!({
+        "state_dir": "state",
+        "pack_paths": [concat!(env!("CARGO_MANIFEST_DIR"), "/plugins/flink-autoscale")],
+        "targets": [{"name": "jm", "url": fake.url(), "timeout": "2s", "labels": {"flink-autoscale": "on"}}],
+        "packs": {"flink-autoscale": {"every": "200ms", "params": p}},
+        "jobs": {"clicks": {"jar": {"name": "clicks.jar"}, "verify_timeout": "5s", "parallelism": {"min": 1, "max": 4}}},
+        "server": {"enabled": false},
+        "shutdown_grace": "5s",
+    });
+    let d = Daemon::start(cfg).await;
+    (fake, jid, d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscale_pack_recommends_by_default_and_changes_nothing() {
+    let (fake, jid, mut d) = autoscale(json!({})).await;
+    let e = d
+        .wait_for(
+            "the recommendation",
+            |e| matches!(e, Event::Alert(a) if a.event == "firing" && a.rule == "flink-autoscale/recommend"),
+        )
+        .await;
+    let Event::Alert(a) = e else { unreachable!() };
+    assert_eq!(a.summary, "clicks: parallelism 1 → 2: backpressure 85 % on `Source: clicks-source` for 1s");
+    assert_eq!((a.details["parallelism"].as_u64(), a.details["recommended"].as_u64()), (Some(1), Some(2)));
+    d.polls(3).await;
+    assert_eq!(fake.job_parallelism(&jid), Some(1), "only a recommendation");
+    assert!(d.journal().iter().all(|e| e.action != ActionKind::Rescale));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscale_pack_with_act_rescales_one_step_in_place() {
+    let (fake, jid, mut d) = autoscale(json!({"act": true, "cooldown": "1h"})).await;
+    let e = d
+        .wait_for("rescaled", |e| matches!(e, Event::Alert(a) if a.event == "rescaled" && a.subject == "clicks"))
+        .await;
+    let Event::Alert(a) = e else { unreachable!() };
+    assert_eq!(a.rule, "flink-autoscale/recommend");
+    assert_eq!((a.details["path"].as_str(), a.details["to"].as_u64()), (Some("in-place"), Some(2)));
+    assert_eq!(fake.job_parallelism(&jid), Some(2));
+    // Still backpressured, but the cooldown holds: one step, not more.
+    d.polls(6).await;
+    let rescales: Vec<_> = d.journal().into_iter().filter(|e| e.action == ActionKind::Rescale).collect();
+    assert_eq!(rescales.len(), 1, "{rescales:#?}");
+    assert_eq!(rescales[0].summary, "clicks: parallelism 1 → 2: backpressure 85 % on `Source: clicks-source` for 1s");
+    assert_eq!(fake.job_parallelism(&jid), Some(2));
+    d.stop().await;
+}
