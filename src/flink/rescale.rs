@@ -66,8 +66,8 @@ async fn call(
 }
 
 /// Decides whether the cluster behind `client` can rescale `jid` in place: the Flink version from `/config`
-/// (`flink-version` ≥ 1.18), then the adaptive scheduler, recognised by `jobmanager.scheduler: adaptive` in
-/// `/jobmanager/config`, by the job's `schedulerType` (`Adaptive`, Flink 2.x), or by `/config`'s
+/// (`flink-version` ≥ 1.18), then the adaptive scheduler, recognised by the job's `schedulerType` (`Adaptive`,
+/// Flink 2.x), else by `jobmanager.scheduler: adaptive` in `/jobmanager/config`, else by `/config`'s
 /// `features.web-rescale` (true only with the adaptive scheduler). A cluster that cannot be asked is `No`, with
 /// the error.
 pub async fn supports_in_place(client: &TargetClient, jid: &str) -> InPlaceSupport {
@@ -82,6 +82,25 @@ pub async fn supports_in_place(client: &TargetClient, jid: &str) -> InPlaceSuppo
             reason: format!("{shown}: in-place rescaling needs Flink 1.18 or newer with the adaptive scheduler"),
         };
     }
+    // The job says which scheduler runs it (Flink 2.x): the most precise answer, also for a job that chose its own.
+    if !jid.is_empty() {
+        if let Ok(job) = call(client, reqwest::Method::GET, &format!("/jobs/{jid}"), None).await {
+            match job.get("schedulerType").and_then(Value::as_str) {
+                Some("Adaptive") => {
+                    return InPlaceSupport::Yes { version, evidence: "the job's schedulerType: Adaptive".into() }
+                }
+                Some(other) => {
+                    return InPlaceSupport::No {
+                        reason: format!(
+                            "job {jid} runs under the {other} scheduler; in-place rescaling needs the adaptive one"
+                        ),
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    // Else the cluster's configuration (Flink 1.x jobs do not say).
     if let Ok(Value::Array(entries)) = call(client, reqwest::Method::GET, "/jobmanager/config", None).await {
         let scheduler = entries
             .iter()
@@ -101,27 +120,6 @@ pub async fn supports_in_place(client: &TargetClient, jid: &str) -> InPlaceSuppo
                 }
             }
             None => {}
-        }
-    }
-    // Not configured cluster-wide (the default scheduler, or a job that chose its own): ask the job.
-    if !jid.is_empty() {
-        if let Ok(job) = call(client, reqwest::Method::GET, &format!("/jobs/{jid}"), None).await {
-            match job.get("schedulerType").and_then(Value::as_str) {
-                Some("Adaptive") => {
-                    return InPlaceSupport::Yes {
-                        version,
-                        evidence: format!("job {jid} reports schedulerType Adaptive"),
-                    }
-                }
-                Some(other) => {
-                    return InPlaceSupport::No {
-                        reason: format!(
-                            "job {jid} runs under the {other} scheduler; in-place rescaling needs the adaptive one"
-                        ),
-                    }
-                }
-                None => {}
-            }
         }
     }
     if config.pointer("/features/web-rescale").and_then(Value::as_bool) == Some(true) {

@@ -106,7 +106,7 @@ async fn in_place_on_an_adaptive_2x_cluster_and_verified_by_the_vertices() {
     let (o, entry) = r.rescale(RescaleTo::Step(1)).await;
     let RescaleOutcome::Done { jid, from, to, path, why_path, .. } = &o else { panic!("{o:?}") };
     assert_eq!((jid.as_str(), *from, *to, *path), (r.jid.as_str(), 1, 2, RescalePath::InPlace));
-    assert_eq!(why_path, "Flink 2.3.0, jobmanager.scheduler: adaptive");
+    assert_eq!(why_path, "Flink 2.3.0, the job's schedulerType: Adaptive");
     assert_eq!(r.fake.job_parallelism(&r.jid), Some(2), "the same run, now at 2");
     assert_eq!(r.fake.jobs_named("clicks").len(), 1, "no second run, no resubmission");
     assert_eq!(entry.outcome, "ok");
@@ -326,7 +326,7 @@ async fn warden_rescale_goes_in_place_on_an_adaptive_cluster_and_says_so() {
     let out = String::from_utf8_lossy(&dry.stdout);
     assert_eq!(dry.status.code(), Some(0), "{out}{}", String::from_utf8_lossy(&dry.stderr));
     assert!(out.contains("to parallelism 3 in place (the adaptive scheduler rescales the running job"), "{out}");
-    assert!(out.contains("(Flink 2.3.0, jobmanager.scheduler: adaptive)"), "{out}");
+    assert!(out.contains("(Flink 2.3.0, the job's schedulerType: Adaptive)"), "{out}");
     assert_eq!((r.puts(), r.fake.job_parallelism(&r.jid)), (0, Some(1)), "a dry run changes nothing");
     // The operator's number is taken as asked (above the rules' bound of 2).
     let run = r.cli(&["rescale", "--target", "jm", "--job", "clicks", "--parallelism", "3"]);
