@@ -350,7 +350,12 @@ async fn roll_back(ctx: &RestartContext<'_>, mut rec: RestartRecord, step: &'sta
     (ctx.progress)(&rec, &format!("the new version failed at {step}: {message}; root cause: {cause}; rolling back"));
     rec.cause = Some(cause);
     rec.outcome = Some(RestartResult::Failed { step: step.to_string(), message: format!("{message}; rolled back") });
-    match ctx.store.roll_back(&rec, ctx.clock.now()) {
+    // The entry class and arguments of the release the job ran, if an earlier upgrade set them.
+    let previous = match (current_release(ctx, &rec.target, &rec.job).await, &rec.prev_jar_id) {
+        (Some(last), Some(prev)) if last.jar_id.as_ref() == Some(prev) => last.overrides,
+        _ => RestartOverrides::default(),
+    };
+    match ctx.store.roll_back(&rec, &previous, ctx.clock.now()) {
         Ok(next) => Flow::Then(next),
         Err(e) => {
             if ctx.store.restart(rec.id).ok().flatten().is_some_and(|r| r.owner != rec.owner) {
@@ -436,7 +441,7 @@ pub fn conclusion(outcome: &RestartOutcome) -> Option<(&RestartRecord, Conclusio
                         "rolled_back",
                         Severity::Warning,
                         format!(
-                            "the new version of {} failed ({cause}); rolled back to the previous jar {} {from}: job                              {new} is RUNNING{restored}",
+                            "the new version of {} failed ({cause}); rolled back to the previous jar {} {from}: job {new} is RUNNING{restored}",
                             r.job,
                             jar(r).unwrap_or_else(|| "(as configured)".into())
                         ),
@@ -462,7 +467,7 @@ pub fn conclusion(outcome: &RestartOutcome) -> Option<(&RestartRecord, Conclusio
                     "rollback_failed",
                     Severity::Critical,
                     format!(
-                        "the new version of {} failed ({}) and so did the rollback, at step `{step}`: {message};                          Warden stops here",
+                        "the new version of {} failed ({}) and so did the rollback, at step `{step}`: {message}; Warden stops here",
                         record.job,
                         record.cause.as_deref().unwrap_or("unknown")
                     ),
@@ -490,10 +495,36 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
 
 /// Sleeps for the poll interval; false when Warden is shutting down.
 async fn pause(ctx: &RestartContext<'_>) -> bool {
+    pause_for(ctx, ctx.poll).await
+}
+
+/// Sleeps before the `n`-th look at something Flink is about to finish (a savepoint, a job leaving or reaching
+/// RUNNING): 100 ms, doubling up to the poll interval, so a quick answer is seen at once and a slow one is not
+/// asked for too often. False when Warden is shutting down.
+async fn pause_n(ctx: &RestartContext<'_>, n: u32) -> bool {
+    pause_for(ctx, backoff(ctx.poll, n)).await
+}
+
+/// `min(poll, 100 ms × 2^n)`.
+pub(crate) fn backoff(poll: Duration, n: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << n.min(16))).min(poll)
+}
+
+async fn pause_for(ctx: &RestartContext<'_>, d: Duration) -> bool {
     tokio::select! {
-        _ = tokio::time::sleep(ctx.poll) => true,
+        _ = tokio::time::sleep(d) => true,
         _ = ctx.cancel.cancelled() => false,
     }
+}
+
+/// The release the job runs since its last upgrade, rollback or rescale (that record: its `jar_id` and
+/// overrides), if that jar is still on the cluster. Restarts resubmit it, and upgrades roll back to it, instead
+/// of `jobs.<name>.jar`, which may still name an older release.
+async fn current_release(ctx: &RestartContext<'_>, target: &str, job: &str) -> Option<RestartRecord> {
+    let last = ctx.store.last_change(target, job).ok().flatten()?;
+    let id = last.jar_id.clone()?;
+    let jars = FlinkClient::new(ctx.client).jars().await.ok()?;
+    jars.iter().any(|j| j.0 == id).then_some(last)
 }
 
 /// An upgrade's or rescale's first step: what the job runs now (to roll back to), and the new jar on the cluster.
@@ -508,8 +539,13 @@ async fn prepare(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
             ),
         );
     };
-    // What the job runs now. Flink does not say which jar a job came from: the configured jar's newest upload
-    // (found before the new jar is uploaded, which may have the same file name).
+    // What the job runs now. Flink does not say which jar a job came from: the jar of its last upgrade, rollback or
+    // rescale if that is still on the cluster, else the configured jar's newest upload (found before the new jar
+    // is uploaded, which may have the same file name).
+    let release = current_release(ctx, &rec.target, &rec.job).await;
+    if rec.prev_jar_id.is_none() {
+        rec.prev_jar_id = release.as_ref().and_then(|r| r.jar_id.clone());
+    }
     if rec.prev_jar_id.is_none() {
         if let Some(name) = &jar.name {
             match fc.find_jar(name).await {
@@ -669,6 +705,7 @@ async fn await_savepoint(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
     let fc = FlinkClient::new(ctx.client);
     let trigger = rec.trigger_id.clone().unwrap_or_default();
     let deadline = parse_ts(&rec.updated) + chrono::Duration::from_std(ctx.job.savepoint_timeout).unwrap_or_default();
+    let mut n = 0;
     loop {
         match fc.savepoint_status(&rec.old_jid, &trigger).await {
             Ok(SavepointStatus::Completed(loc)) => return savepoint_taken(ctx, rec, loc).await,
@@ -715,9 +752,10 @@ async fn await_savepoint(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
             };
             return Step::Fail("savepoint", message);
         }
-        if !pause(ctx).await {
+        if !pause_n(ctx, n).await {
             return Step::Stop;
         }
+        n += 1;
     }
 }
 
@@ -749,11 +787,11 @@ async fn savepoint_taken(ctx: &RestartContext<'_>, rec: &mut RestartRecord, loc:
 async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     let fc = FlinkClient::new(ctx.client);
     if rec.kind == RestartKind::Rollback {
-        // What is live of the job now is the failed new version (the old run was stopped before it was
-        // submitted): cancel it (again, after a crash; cancelling an ended job changes nothing).
+        // The failed new version (the old run was stopped before it was submitted): cancel it if it is still live
+        // (again, after a crash). Nothing else is cancelled: another live instance makes the rollback fail below.
         if let Ok(jobs) = fc.jobs().await {
             for j in jobs.iter().filter(|j| j.name == rec.job && j.is_live()) {
-                if rec.old_jid.is_empty() || j.jid == rec.old_jid {
+                if !rec.old_jid.is_empty() && j.jid == rec.old_jid {
                     (ctx.progress)(rec, &format!("cancelling {} ({}), the failed new version", j.jid, j.state));
                     if let Err(e) = fc.cancel(&j.jid).await {
                         (ctx.progress)(rec, &format!("cannot cancel {}: {e}", j.jid));
@@ -764,6 +802,7 @@ async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
     }
     // A stopped job takes a moment to leave RUNNING; wait for that, but never submit next to a live instance.
     let deadline = tokio::time::Instant::now() + ctx.job.stop_timeout;
+    let mut n = 0;
     loop {
         match fc.jobs().await {
             Ok(jobs) => {
@@ -788,9 +827,10 @@ async fn ensure_not_live(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> S
                 }
             }
         }
-        if !pause(ctx).await {
+        if !pause_n(ctx, n).await {
             return Step::Stop;
         }
+        n += 1;
     }
 }
 
@@ -845,6 +885,29 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     let fc = FlinkClient::new(ctx.client);
     let new_jid = if let Some(jar) = &ctx.job.jar {
         let version = fc.version().await.unwrap_or_default();
+        // A restart (and an upgrade's or rescale's settings it does not override) keeps the release the job runs
+        // since its last upgrade, rollback or rescale; a rollback carries its own.
+        let mut base = RestartOverrides::default();
+        if rec.kind != RestartKind::Rollback {
+            if let Some(last) = current_release(ctx, &rec.target, &rec.job).await {
+                if rec.jar_id.is_none() {
+                    (ctx.progress)(
+                        rec,
+                        &format!(
+                            "submitting {}, the jar of {} #{} (what {} runs since)",
+                            last.jar_id.as_deref().unwrap_or(""),
+                            last.kind,
+                            last.id,
+                            rec.job
+                        ),
+                    );
+                    rec.jar_id = last.jar_id.clone();
+                }
+                if rec.kind == RestartKind::Restart || rec.jar_id == last.jar_id {
+                    base = last.overrides;
+                }
+            }
+        }
         let mut jar_id = rec.jar_id.clone();
         if jar_id.is_none() {
             if let Some(name) = &jar.name {
@@ -873,9 +936,9 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
         }
         let o = &rec.overrides;
         let run = JarRun {
-            entry_class: o.entry_class.clone().or_else(|| jar.entry_class.clone()),
-            args: o.args.clone().unwrap_or_else(|| jar.args.clone()),
-            parallelism: o.parallelism.or(jar.parallelism),
+            entry_class: o.entry_class.clone().or(base.entry_class).or_else(|| jar.entry_class.clone()),
+            args: o.args.clone().or(base.args).unwrap_or_else(|| jar.args.clone()),
+            parallelism: o.parallelism.or(base.parallelism).or(jar.parallelism),
             savepoint: rec.location.clone(),
             allow_non_restored_state: o.allow_non_restored_state.unwrap_or(jar.allow_non_restored_state),
             claim_mode: jar.claim_mode.clone(),
@@ -884,7 +947,18 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
         rec.jar_id = jar_id.clone();
         match fc.run_jar(jar_id.as_deref().unwrap_or(""), &run, major(&version)).await {
             Ok(j) => j,
-            Err(e) => return Step::Fail("submit", e.to_string()),
+            // The answer may be lost while the job was submitted (a timeout): no instance was live a moment ago,
+            // so one live now is this submission. Adopt it rather than call the submission failed.
+            Err(e) => match live_instances(ctx, rec).await {
+                Live::One(j) => {
+                    (ctx.progress)(
+                        rec,
+                        &format!("the jar run answered {e}, but {j} of {} is live: adopting it", rec.job),
+                    );
+                    j
+                }
+                _ => return Step::Fail("submit", e.to_string()),
+            },
         }
     } else if !rec.overrides.is_empty() {
         return Step::Fail(
@@ -951,6 +1025,7 @@ async fn verify(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     if let Some(loc) = rec.location.clone() {
         let want = normalize_location(&loc);
         let deadline = started + ctx.job.verify_timeout;
+        let mut n = 0;
         loop {
             let got = fc.checkpoints(&new).await.ok().and_then(|i| i.restored);
             match got {
@@ -964,9 +1039,10 @@ async fn verify(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
                 }
                 None => {}
             }
-            if !pause(ctx).await {
+            if !pause_n(ctx, n).await {
                 return Step::Stop;
             }
+            n += 1;
         }
         if let Err(e) = ctx.store.record_savepoint(
             &rec.target,

@@ -237,7 +237,7 @@ fn print_view(v: &StatusView) {
                         r.id.to_string(),
                         r.job.clone(),
                         r.target.clone(),
-                        r.strategy.clone(),
+                        r.what(),
                         r.step.clone(),
                         r.started.clone(),
                         r.owner.clone().unwrap_or_default(),

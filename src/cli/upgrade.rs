@@ -95,7 +95,19 @@ pub(super) async fn execute(
             return Ok(ExitCode::from(2));
         };
         let client = Arc::new(TargetClient::new(tcfg, &mut ClientPool::default())?);
-        let facts = Facts::ask(&client, job, job_cfg, jid, overrides).await;
+        let mut facts = Facts::ask(&client, job, job_cfg, jid, overrides).await;
+        // After an upgrade, rollback or rescale, the job runs (and rolls back to) that release while its jar is on
+        // the cluster.
+        if cfg.state_dir.join("warden.db").is_file() {
+            let last =
+                warden::store::Store::open(&cfg.state_dir).ok().and_then(|s| s.last_change(target, job).ok().flatten());
+            if let Some(last) = last {
+                let on_cluster = FlinkClient::new(&client).jars().await.unwrap_or_default();
+                if let Some(id) = last.jar_id.filter(|id| on_cluster.iter().any(|j| &j.0 == id)) {
+                    facts.current_jar = Ok(Some(format!("{id} (from {} #{})", last.kind, last.id)));
+                }
+            }
+        }
         outln!("{}", render_plan(target, job, job_cfg, overrides, &facts));
         return Ok(ExitCode::SUCCESS);
     }

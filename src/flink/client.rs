@@ -331,9 +331,11 @@ impl<'a> FlinkClient<'a> {
         })
     }
 
-    /// Waits until `jid` is RUNNING. Fails early when it reaches a terminal state.
+    /// Waits until `jid` is RUNNING, looking after 100 ms, then twice as long each time up to `poll`. Fails early
+    /// when it reaches a terminal state.
     pub async fn wait_running(&self, jid: &str, timeout: Duration, poll: Duration) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut wait = Duration::from_millis(100).min(poll);
         loop {
             let last;
             match self.job_state(jid).await {
@@ -350,7 +352,8 @@ impl<'a> FlinkClient<'a> {
                     humantime::format_duration(timeout)
                 ));
             }
-            tokio::time::sleep(poll).await;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(poll);
         }
     }
 }

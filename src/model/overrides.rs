@@ -28,6 +28,26 @@ impl JarRef {
         }
     }
 
+    /// Reads a jar named by a rule: a jar on the cluster, or a file under the configuration's directory (a relative
+    /// path ending in `.jar`, without `..`). A rule never makes Warden upload a file from elsewhere on the host.
+    pub fn from_rule(s: &str) -> Result<JarRef, String> {
+        match JarRef::parse(s) {
+            JarRef::Path(p) => {
+                let inside = p.is_relative()
+                    && p.components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+                if !inside || p.extension().and_then(|e| e.to_str()) != Some("jar") {
+                    return Err(format!(
+                        "jar `{s}`: a file to upload must be a `.jar` under the configuration's directory (a relative \
+                         path without `..`); a jar already on the cluster is named without a `/`"
+                    ));
+                }
+                Ok(JarRef::Path(p))
+            }
+            name => Ok(name),
+        }
+    }
+
     /// The jar's file name (the name `GET /jars` lists after an upload).
     pub fn file_name(&self) -> String {
         match self {
@@ -108,6 +128,11 @@ mod tests {
         assert_eq!(re.kind(), RestartKind::Rescale);
         assert_eq!(JarRef::parse("./build/clicks-2.jar"), JarRef::Path("./build/clicks-2.jar".into()));
         assert_eq!(JarRef::parse("./build/clicks-2.jar").file_name(), "clicks-2.jar");
+        assert_eq!(JarRef::from_rule("jobs/clicks-2.jar"), Ok(JarRef::Path("jobs/clicks-2.jar".into())));
+        assert_eq!(JarRef::from_rule("clicks-2.jar"), Ok(JarRef::Name("clicks-2.jar".into())));
+        for bad in ["/etc/passwd", "../secrets/x.jar", "jobs/../../x.jar", "/opt/jobs/clicks.jar", "jobs/notes.txt"] {
+            assert!(JarRef::from_rule(bad).is_err(), "{bad}");
+        }
         assert_eq!(serde_json::to_string(&re).unwrap(), r#"{"parallelism":4}"#);
         assert_eq!(serde_json::from_str::<RestartOverrides>("{}").unwrap(), RestartOverrides::default());
     }

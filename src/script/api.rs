@@ -181,7 +181,10 @@ fn restart_job(m: Map) -> R<()> {
     let subject = get_str(&m, "subject")?.unwrap_or_else(|| job.clone());
     let summary = get_str(&m, "summary")?.unwrap_or_else(|| format!("restart {job} ({strategy})"));
     // An upgrade (`jar`: a jar on the cluster, or a file with a `/` to upload) or a rescale (`parallelism`).
-    let jar = get_str(&m, "jar")?.filter(|j| !j.is_empty()).map(|j| crate::model::JarRef::parse(&j));
+    let jar = match get_str(&m, "jar")?.filter(|j| !j.is_empty()) {
+        Some(j) => Some(crate::model::JarRef::from_rule(&j).map_err(|e| format!("restart_job(): {e}"))?),
+        None => None,
+    };
     let parallelism = match m.get("parallelism") {
         None => None,
         Some(v) => match v.as_int().ok().and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0) {

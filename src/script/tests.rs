@@ -302,7 +302,7 @@ fn follow_ups_count_against_the_total_time_budget() {
 fn restart_job_carries_a_jar_and_a_parallelism() {
     let src = r#"
         restart_job(#{ job: "clicks", jid: "abc", strategy: "savepoint", jar: "clicks-2.jar", parallelism: 4 });
-        restart_job(#{ job: "clicks", jar: "/opt/jobs/clicks-3.jar" });
+        restart_job(#{ job: "clicks", jar: "jobs/clicks-3.jar" });
         restart_job(#{ job: "clicks" });
     "#;
     let Verdict::Requests(r) = eval(src).unwrap().verdict else { panic!() };
@@ -313,8 +313,10 @@ fn restart_job_carries_a_jar_and_a_parallelism() {
     assert_eq!(o(0).jar, Some(crate::model::JarRef::Name("clicks-2.jar".into())));
     assert_eq!(o(0).parallelism, Some(4));
     assert_eq!(o(0).kind(), crate::model::RestartKind::Upgrade);
-    assert_eq!(o(1).jar, Some(crate::model::JarRef::Path("/opt/jobs/clicks-3.jar".into())));
+    assert_eq!(o(1).jar, Some(crate::model::JarRef::Path("jobs/clicks-3.jar".into())));
     assert!(o(2).is_empty());
     let e = eval(r#"restart_job(#{ job: "clicks", parallelism: 0 });"#).unwrap_err().to_string();
     assert!(e.contains("parallelism must be a positive integer"), "{e}");
+    let e = eval(r#"restart_job(#{ job: "clicks", jar: "/etc/passwd" });"#).unwrap_err().to_string();
+    assert!(e.contains("under the configuration's directory"), "{e}");
 }

@@ -188,6 +188,25 @@ pub struct RestartView {
     pub parallelism: Option<u32>,
 }
 
+impl RestartView {
+    /// The strategy, and for an upgrade, rollback or rescale its kind, jar and parallelism:
+    /// `upgrade (savepoint, jar 3f1e_clicks-2.jar)`.
+    pub fn what(&self) -> String {
+        if self.kind.is_empty() || self.kind == "restart" {
+            return self.strategy.clone();
+        }
+        let mut s = format!("{} ({}", self.kind, self.strategy);
+        if let Some(j) = &self.jar {
+            s.push_str(&format!(", jar {j}"));
+        }
+        if let Some(p) = self.parallelism {
+            s.push_str(&format!(", parallelism {p}"));
+        }
+        s.push(')');
+        s
+    }
+}
+
 impl From<RestartRecord> for RestartView {
     fn from(r: RestartRecord) -> Self {
         RestartView {

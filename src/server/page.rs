@@ -189,7 +189,7 @@ pub fn render(v: &StatusView) -> String {
                 "<tr data-job=\"{job}\"><td><b>{job}</b> <span class=\"mut\">on {}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&r.target),
                 badge(&r.step),
-                esc(&r.strategy),
+                esc(&r.what()),
                 when_text(&r.started),
                 job = esc(&r.job),
             );

@@ -226,13 +226,24 @@ impl Store {
     /// Ends `failed` (an upgrade or rescale whose new run failed; its `outcome` is set) and begins its rollback in
     /// the same transaction, so the job is never without a restart in progress in between: the rollback record
     /// (kind `rollback`, same journal entry, owner and lease) restores the same `location` with the previous jar
-    /// (`prev_jar_id`) and parallelism, at step `state-chosen`, replacing the failed run (`new_jid`). Only the
-    /// failed record's owner may do this.
-    pub fn roll_back(&self, failed: &RestartRecord, at: DateTime<Utc>) -> Result<RestartRecord> {
+    /// (`prev_jar_id`), parallelism (`prev_parallelism`) and the previous entry class and arguments (`previous`:
+    /// those of the release the job ran, when it came from an earlier upgrade), at step `state-chosen`, replacing
+    /// the failed run (`new_jid`). Only the failed record's owner may do this.
+    pub fn roll_back(
+        &self,
+        failed: &RestartRecord,
+        previous: &RestartOverrides,
+        at: DateTime<Utc>,
+    ) -> Result<RestartRecord> {
         self.transaction(|s| {
             s.update_restart(failed, at)?;
             let now = ts(at);
-            let overrides = RestartOverrides { parallelism: failed.prev_parallelism, ..Default::default() };
+            let overrides = RestartOverrides {
+                entry_class: previous.entry_class.clone(),
+                args: previous.args.clone(),
+                parallelism: failed.prev_parallelism,
+                ..Default::default()
+            };
             let steps = steps_text(&[StepTime { step: RestartStep::StateChosen, at: now.clone() }]);
             let id = s.with(|c| {
                 c.execute(
@@ -342,6 +353,22 @@ impl Store {
     pub fn restart(&self, id: i64) -> Result<Option<RestartRecord>> {
         self.with(|c| {
             c.query_row(&format!("SELECT {RESTART_COLS} FROM restarts WHERE id = ?1"), [id], restart_row).optional()
+        })
+    }
+
+    /// The newest upgrade, rollback or rescale of `job` on `target` that ended `ok`: the release the job runs since
+    /// (its `jar_id` and overrides).
+    pub fn last_change(&self, target: &str, job: &str) -> Result<Option<RestartRecord>> {
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {RESTART_COLS} FROM restarts WHERE target = ?1 AND job = ?2 AND outcome = 'ok'
+                       AND kind IN ('upgrade', 'rollback', 'rescale') ORDER BY id DESC LIMIT 1"
+                ),
+                params![target, job],
+                restart_row,
+            )
+            .optional()
         })
     }
 

@@ -534,6 +534,25 @@ flink_build_job() {
   FLINK_JOB_JAR=$out
 }
 
+# flink_build_job_release OUT_JAR MAIN_CLASS: the fixture job plus the "next
+# releases" in $FLINK_JOB_SRC/src/v2/java (demo.ClicksV2, demo.ClicksBroken),
+# with MAIN_CLASS as the manifest's main class (upgrade scenarios).
+flink_build_job_release() {
+  local out=$1 main=$2 classes
+  classes=$(mktemp -d "$FLINK_WORK/classes.XXXXXX")
+  local -a srcs
+  mapfile -t srcs < <(find "$FLINK_JOB_SRC/src/main/java" "$FLINK_JOB_SRC/src/v2/java" -name '*.java' | sort)
+  javac -nowarn -encoding UTF-8 -cp "$(_flink_classpath)" -d "$classes" "${srcs[@]}" >&2 ||
+    { flink_die "javac failed for the fixture job's releases (Flink $FLINK_VERSION)"; return 1; }
+  jar --create --file "$out" --main-class "$main" -C "$classes" . >&2 || { flink_die "jar failed"; return 1; }
+  rm -rf "$classes"
+}
+
+# flink_job_timestamps JID: "<state>=<ms>" of every state the job reached
+flink_job_timestamps() {
+  flink_rest GET "/jobs/$1" | _flink_json '"\n".join("%s=%s" % (k, v) for k, v in d.get("timestamps", {}).items() if v)'
+}
+
 # ---------------------------------------------------------------- REST
 
 # flink_rest METHOD PATH [JSON_BODY]: call the REST API; prints the body,

@@ -22,7 +22,8 @@ source "$HERE/warden-lib.sh"
 # ------------------------------------------------------------------ scenarios
 # Add a scenario: write scenario_<name>() below and append <name> here.
 SCENARIOS=(smoke fail_restart savepoint_restart restart_loop kill_resume savepoint_timeout
-  cause_while_watched late_savepoint checkpoint_stall jm_failover duplicate_jobs rescale_in_place rescale_savepoint)
+  cause_while_watched late_savepoint checkpoint_stall jm_failover duplicate_jobs upgrade_ok upgrade_rollback
+  rescale_in_place rescale_savepoint)
 # `timing` repeats fail_restart E2E_TIMING_RUNS times and prints medians (off by default).
 E2E_TIMING_RUNS="${E2E_TIMING_RUNS:-0}"
 ((E2E_TIMING_RUNS > 0)) && SCENARIOS+=(timing)
@@ -767,6 +768,170 @@ scenario_duplicate_jobs() {
   live=$(live_jobs clicks | xargs)
   expect "the other instance is the one live clicks job ($live)" test "$live" = "$j1"
   flink_stop_pid "$wpid" 10
+}
+
+# ---------------------------------------------------------------- upgrades
+# upgrade_start DIR: clicks from clicks.jar (first counts in DIR/counts), a
+# checkpoint, warden.yaml (stop-with-savepoint, 10s probation, no Flink
+# restarts) and `warden run` watching; prints the job id
+upgrade_start() {
+  local dir=$1 jid
+  local -a args wargs
+  mapfile -t args < <(clicks_args "$dir/marker" --count-file "$dir/counts")
+  mapfile -t wargs < <(warden_args "${args[@]}")
+  jid=$(flink_run_jar "$CLICKS_JAR_ID" --no-restart -- "${args[@]}")
+  flink_wait_state "$jid" RUNNING 60 >/dev/null
+  flink_wait_checkpoint "$jid" 1 60 >/dev/null
+  warden_write_config "$dir" "${wargs[@]}" --flink-conf restart-strategy.type=none --job 'savepoint_mode: stop' \
+    --job 'upgrade: {probation: 10s}'
+  warden_start "$dir" >/dev/null
+  # Let the counter grow, so that a restored run starts well above 1.
+  sleep 4
+  printf '%s\n' "$jid"
+}
+
+# upgrade_counts DIR N: wait until N runs appended their first count; prints the last
+upgrade_counts() {
+  local dir=$1 n=$2 i
+  for ((i = 0; i < 120; i++)); do
+    (($(wc -l <"$dir/counts" 2>/dev/null || echo 0) >= n)) && break
+    sleep 0.5
+  done
+  tail -n 1 "$dir/counts" | awk '{print $2}'
+}
+
+# upgrade_figures DIR LABEL: each restart record's time, split into Flink's part
+# (jar upload, the savepoint's end-to-end duration from Flink's checkpoint
+# statistics, the jar run call, the new job's INITIALIZING -> RUNNING from its
+# timestamps) and Warden's (the rest: its own work plus the latency of polling
+# Flink every second), probation apart; from the step timestamps of
+# `warden history --restarts`.
+upgrade_figures() {
+  local dir=$1 label=$2
+  warden_history "$dir" --restarts | python3 -c '
+import json, sys, urllib.request
+from datetime import datetime
+base, label, out = sys.argv[1], sys.argv[2], sys.argv[3]
+def get(p):
+    try:
+        return json.load(urllib.request.urlopen(base + p, timeout=10))
+    except Exception:
+        return {}
+def t(s):
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+def norm(p):
+    p = (p or "").replace("file://", "").replace("file:", "")
+    return p.rstrip("/").removesuffix("/_metadata")
+lines = []
+for r in (json.loads(l) for l in sys.stdin if l.strip()):
+    steps = r.get("steps") or []
+    at = {s["step"]: t(s["at"]) for s in steps}
+    total = t(r["updated"]) - t(r["started"])
+    probation = at.get("done", t(r["updated"])) - at["probation"] if "probation" in at else 0.0
+    upload = at["jar-uploaded"] - at["started"] if "jar-uploaded" in at and "started" in at else 0.0
+    run = at["submitted"] - at["submitting"] if "submitted" in at and "submitting" in at else 0.0
+    savepoint = 0.0
+    if r.get("trigger_id"):
+        hist = get("/jobs/%s/checkpoints" % r["old_jid"]).get("history", [])
+        sp = [h for h in hist if h.get("is_savepoint") and norm(h.get("external_path")) == norm(r.get("location"))]
+        savepoint = sp[0]["end_to_end_duration"] / 1000.0 if sp else 0.0
+    start = 0.0
+    if r.get("new_jid"):
+        ts = get("/jobs/%s" % r["new_jid"]).get("timestamps", {})
+        end = ts.get("RUNNING") or ts.get("FAILED") or 0
+        if end and ts.get("INITIALIZING"):
+            start = (end - ts["INITIALIZING"]) / 1000.0
+    flink = upload + savepoint + run + start
+    warden = total - probation - flink
+    lines.append("%s #%s %s: %.1fs = Flink %.1fs (upload %.1f, savepoint %.1f, jar run %.1f, job start %.1f) + Warden %.1fs + probation %.1fs" % (
+        label, r["id"], r["kind"], total, flink, upload, savepoint, run, start, warden, probation))
+    steps_txt = " ".join("%s=%.1f" % (s["step"], at_next - t(s["at"])) for s, at_next in zip(steps, [t(x["at"]) for x in steps[1:]] + [t(r["updated"])]))
+    lines.append("    steps (s): " + steps_txt)
+for l in lines:
+    print("  time: " + l, file=sys.stderr)
+with open(out, "a") as f:
+    for l in lines:
+        if not l.startswith("    "):
+            f.write(l + "\n")
+' "$FLINK_REST_URL" "$label" "${TIMINGS_FILE:-/dev/null}"
+}
+
+# ---------------------------------------------------------------- upgrade_ok
+# `warden upgrade` to a good second jar while `warden run` watches: exit 0, the
+# jar uploaded and submitted once from the stop-with-savepoint, restored from
+# it (the counter continues), on probation, then done; one restart record.
+scenario_upgrade_ok() {
+  local dir=$SCENARIO_DIR jid rc=0 t rec new live first n
+  jid=$(upgrade_start "$dir")
+  first=$(upgrade_counts "$dir" 1)
+  flink_build_job_release "$dir/clicks-v2.jar" demo.ClicksV2
+  t=$(flink_now)
+  warden_cli "$dir" upgrade --target "$WARDEN_TARGET" --job clicks --jar "$dir/clicks-v2.jar" \
+    --entry-class demo.ClicksV2 >"$dir/upgrade.out" 2>"$dir/warden-upgrade.log" || rc=$?
+  timing "upgrade_ok: warden upgrade (10s probation included)" "$t"
+  sed 's/^/    | /' "$dir/upgrade.out" >&2
+  check "warden upgrade exits 0 (got $rc)" test "$rc" = 0
+  check "old run $jid is FINISHED" test "$(flink_job_state "$jid")" = FINISHED
+  rec=$(warden_history "$dir" --restarts | jsonl 'rows[-1]')
+  check "one restart record" test "$(warden_history "$dir" --restarts | jsonl 'len(rows)')" = 1
+  check "it is an upgrade, ok" test "$(jsonl 'rows[0]["kind"] + " " + rows[0]["outcome"]' <<<"$rec")" = "upgrade ok"
+  check "it submitted the uploaded clicks-v2.jar" contains "$(jsonl 'rows[0]["jar_id"]' <<<"$rec")" _clicks-v2.jar
+  check "it went through probation" contains "$(jsonl '[s["step"] for s in rows[0]["steps"]]' <<<"$rec")" probation
+  new=$(jsonl 'rows[0]["new_jid"]' <<<"$rec")
+  live=$(live_jobs clicks | xargs)
+  check "exactly one live clicks job, the new one ($live)" test "$live" = "$new"
+  check "new job restored from the savepoint" \
+    same_path "$(flink_restored_checkpoint_path "$new")" "$(jsonl 'rows[0]["location"]' <<<"$rec")"
+  n=$(upgrade_counts "$dir" 2)
+  flink_log "first counts: old run $first, upgraded run $n"
+  check "the counter continues from the old run's state (first count $n > 1)" test "$n" -gt 1
+  check "alerts.jsonl has an upgraded record" \
+    test -n "$(jsonl 'next((r for r in rows if r["event"] == "upgraded"), None)' <"$dir/state/alerts.jsonl")"
+  upgrade_figures "$dir" upgrade_ok
+}
+
+# ---------------------------------------------------------------- upgrade_rollback
+# `warden upgrade` to a jar whose job throws at start (demo.ClicksBroken) while
+# `warden run` watches: the new job fails, Warden cancels what is left of it,
+# resubmits the old jar from the same savepoint (the counter continues), exits
+# 1, and one `rolled_back` alert carries the new version's root cause.
+scenario_upgrade_rollback() {
+  local dir=$SCENARIO_DIR jid rc=0 t rows up rb live n alerts
+  jid=$(upgrade_start "$dir")
+  upgrade_counts "$dir" 1 >/dev/null
+  flink_build_job_release "$dir/clicks-v2-broken.jar" demo.ClicksBroken
+  t=$(flink_now)
+  warden_cli "$dir" upgrade --target "$WARDEN_TARGET" --job clicks --jar "$dir/clicks-v2-broken.jar" \
+    --entry-class demo.ClicksBroken >"$dir/upgrade.out" 2>"$dir/warden-upgrade.log" || rc=$?
+  timing "upgrade_rollback: warden upgrade -> rolled back" "$t"
+  sed 's/^/    | /' "$dir/upgrade.out" >&2
+  grep -v '^[0-9]\{4\}-' "$dir/warden-upgrade.log" | sed 's/^/    ! /' >&2 || true
+  check "warden upgrade exits 1 (got $rc)" test "$rc" = 1
+  check "it says it rolled back" grep -q "rolled back to the previous jar" "$dir/warden-upgrade.log"
+  rows=$(warden_history "$dir" --restarts)
+  check "two restart records" test "$(jsonl 'len(rows)' <<<"$rows")" = 2
+  up=$(jsonl 'rows[0]' <<<"$rows")
+  rb=$(jsonl 'rows[1]' <<<"$rows")
+  check "the upgrade failed and was rolled back" \
+    bash -c '[[ "$1" == "upgrade failed at "*"rolled back" ]]' _ "$(jsonl 'rows[0]["kind"] + " " + rows[0]["outcome"]' <<<"$up")"
+  check "the rollback undoes it and is ok" test "$(jsonl '"%s %s %s" % (rows[0]["kind"], rows[0]["rollback_of"], rows[0]["outcome"])' <<<"$rb")" \
+    = "rollback $(jsonl 'rows[0]["id"]' <<<"$up") ok"
+  check "the rollback used the same savepoint" \
+    same_path "$(jsonl 'rows[0]["location"]' <<<"$rb")" "$(jsonl 'rows[0]["location"]' <<<"$up")"
+  check "the rollback submitted the old jar ($CLICKS_JAR_ID)" test "$(jsonl 'rows[0]["jar_id"]' <<<"$rb")" = "$CLICKS_JAR_ID"
+  check "the broken job is not live" bash -c '[[ "$1" == FAILED || "$1" == CANCELED ]]' _ \
+    "$(flink_job_state "$(jsonl 'rows[0]["new_jid"]' <<<"$up")")"
+  live=$(live_jobs clicks | xargs)
+  check "exactly one live clicks job, the rolled-back one ($live)" test "$live" = "$(jsonl 'rows[0]["new_jid"]' <<<"$rb")"
+  check "it restored from the savepoint" \
+    same_path "$(flink_restored_checkpoint_path "$live")" "$(jsonl 'rows[0]["location"]' <<<"$rb")"
+  n=$(upgrade_counts "$dir" 2)
+  check "the counter continues from the old run's state (first count $n > 1)" test "$n" -gt 1
+  alerts=$(jsonl '[r for r in rows if r["event"] == "rolled_back"]' <"$dir/state/alerts.jsonl")
+  check "one rolled_back alert" test "$(jsonl 'len(rows[0])' <<<"$alerts")" = 1
+  check "it carries the root cause" contains "$alerts" "v2 cannot start: broken release"
+  flink_log "alert: $(jsonl 'rows[0][0]["summary"]' <<<"$alerts")"
+  upgrade_figures "$dir" upgrade_rollback
 }
 
 # ---------------------------------------------------------------- rescale_in_place

@@ -148,6 +148,9 @@ async fn an_upgrade_killed_on_probation_is_finished_by_the_daemon_which_rolls_th
         r.restarts().first().is_some_and(|x| x.step == RestartStep::Probation)
     })
     .await;
+    // What the status API and page show for it in flight.
+    let flight = warden::server::api::RestartView::from(r.restarts()[0].clone()).what();
+    assert!(flight.starts_with("upgrade (savepoint, jar ") && flight.ends_with("_clicks-2.jar)"), "{flight}");
     kill9(&mut cli);
     wait_until("the rollback to end", Duration::from_secs(60), || {
         let rs = r.restarts();
@@ -211,4 +214,11 @@ async fn dry_runs_plan_and_change_nothing_and_rescale_says_which_path_it_took() 
     assert_eq!(r.fake.jar_runs()[0]["parallelism"], 3);
     let rs = r.restarts();
     assert_eq!((rs[0].kind, rs[0].overrides.parallelism), (RestartKind::Rescale, Some(3)));
+    // The next plan starts from what runs now: the rescaled release.
+    let out = r
+        .warden(&["upgrade", "--target", "jm", "--job", "clicks", "--jar", "clicks-2.jar", "--dry-run"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("_clicks.jar (from rescale #1), parallelism 3"), "{stdout}");
 }

@@ -80,6 +80,9 @@ pub enum JarBehaviour {
     /// The program's `main()` throws: `POST /jars/:id/run` answers 400 (`Could not execute application.`,
     /// caused by `ProgramInvocationException: The main method caused an error: <message>`) and no job starts.
     MainThrows(String),
+    /// The job starts RUNNING, but the answer to `POST /jars/:id/run` is a 500 (an answer lost after the
+    /// submission, as a timeout would).
+    AnswerLost,
     /// The job starts RUNNING and fails for good `after` its start (restart strategy `none`), like
     /// [`FakeJobManager::fail`].
     FailsAfter {

@@ -776,6 +776,7 @@ fn run_jar(st: &mut State, jarid: &str, body: &[u8], query: &[(String, String)])
             crate::JarBehaviour::FailsAfter { after, .. } | crate::JarBehaviour::RestartLoopAfter { after, .. } => {
                 *after
             }
+            crate::JarBehaviour::AnswerLost => return Reply::errors(500, &["Internal server error."]),
             crate::JarBehaviour::MainThrows(_) => Duration::ZERO,
         };
         st.doomed.push((jid.clone(), now + after.as_millis() as i64, b));
@@ -800,7 +801,7 @@ pub(super) fn settle(st: &mut State, now: i64) {
                 crate::JarBehaviour::RestartLoopAfter { class, message, .. } => {
                     j.restart_loop(&class, &message, at.max(now - 1))
                 }
-                crate::JarBehaviour::MainThrows(_) => {}
+                crate::JarBehaviour::MainThrows(_) | crate::JarBehaviour::AnswerLost => {}
             }
         }
     }

@@ -527,3 +527,12 @@ async fn a_restart_whose_driver_process_is_gone_is_taken_over_at_once() {
     done(outcome);
     assert_eq!(r.fake.jar_runs().len(), 1);
 }
+
+#[test]
+fn waits_on_flink_start_short_and_back_off_to_the_poll_interval() {
+    let s = Duration::from_secs(1);
+    let got: Vec<u128> = (0..6).map(|n| super::backoff(s, n).as_millis()).collect();
+    assert_eq!(got, vec![100, 200, 400, 800, 1000, 1000]);
+    assert_eq!(super::backoff(Duration::from_millis(50), 0), Duration::from_millis(50));
+    assert_eq!(super::backoff(s, 60), s);
+}

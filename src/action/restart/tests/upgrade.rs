@@ -350,3 +350,58 @@ async fn a_jar_named_on_the_cluster_is_found_and_an_unknown_one_changes_nothing(
     assert_eq!(rec.jar_id.as_deref(), Some(id.as_str()));
     assert_eq!(r.runs_of(), vec![id]);
 }
+
+#[tokio::test]
+async fn after_an_upgrade_restarts_keep_the_new_release_and_a_failed_second_upgrade_rolls_back_to_it() {
+    let r = rig(FlinkApiVersion::V2).await;
+    let old = r.running_job();
+    let mut o = r.upgrade_to();
+    o.entry_class = Some("demo.Clicks2".into());
+    let v2 = done(r.change(&old, &o).await);
+    let v2_jar = v2.jar_id.clone().unwrap();
+    // The upgraded job fails: the restart resubmits v2 with its entry class and arguments, not `jobs.clicks.jar`.
+    let new = v2.new_jid.clone().unwrap();
+    r.fake.fast_forward(&new, Duration::from_secs(3));
+    r.fake.fail(&new, "java.lang.RuntimeException", "boom");
+    let re = done(r.restart(&new, RestartStrategy::LastCheckpoint).await);
+    assert_eq!(re.kind, RestartKind::Restart);
+    assert_eq!(re.jar_id.as_deref(), Some(v2_jar.as_str()));
+    let body = &r.fake.jar_runs()[1];
+    assert_eq!(
+        (body["entryClass"].as_str(), &body["programArgsList"]),
+        (Some("demo.Clicks2"), &serde_json::json!(["--rate", "200"]))
+    );
+    // A third release fails: the rollback goes back to v2 (not to the configured clicks.jar), as it ran.
+    let p = r.dir.path().join("clicks-3.jar");
+    std::fs::write(&p, b"PK").unwrap();
+    r.fake.on_upload("clicks-3.jar", "demo.Clicks3", "clicks");
+    r.fake.set_jar_behaviour(
+        "clicks-3.jar",
+        JarBehaviour::FailsAfter { after: Duration::ZERO, class: "java.lang.Error".into(), message: "v3".into() },
+    );
+    let cur = re.new_jid.clone().unwrap();
+    let v3 = RestartOverrides { jar: Some(JarRef::Path(p)), ..Default::default() };
+    let rb = done(r.change(&cur, &v3).await);
+    assert_eq!(rb.kind, RestartKind::Rollback);
+    assert_eq!(rb.jar_id.as_deref(), Some(v2_jar.as_str()));
+    let runs = r.runs_of();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert_eq!(runs[3], v2_jar);
+    let body = &r.fake.jar_runs()[3];
+    assert_eq!(
+        (body["entryClass"].as_str(), &body["programArgsList"]),
+        (Some("demo.Clicks2"), &serde_json::json!(["--rate", "200"]))
+    );
+}
+
+#[tokio::test]
+async fn a_submission_whose_answer_is_lost_is_adopted_not_rolled_back_nor_repeated() {
+    let r = rig(FlinkApiVersion::V2).await;
+    r.fake.set_jar_behaviour("clicks-2.jar", JarBehaviour::AnswerLost);
+    let old = r.running_job();
+    let rec = done(r.change(&old, &r.upgrade_to()).await);
+    assert_eq!(rec.kind, RestartKind::Upgrade, "not rolled back");
+    assert_eq!(r.runs_of().len(), 1, "submitted once");
+    assert_eq!(r.live(), vec![rec.new_jid.clone().unwrap()]);
+    assert!(r.log.lock().unwrap().iter().any(|m| m.contains("adopting it")), "{:?}", r.log.lock().unwrap());
+}

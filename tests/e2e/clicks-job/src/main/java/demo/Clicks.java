@@ -1,8 +1,10 @@
 package demo;
 
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.Paths;
+import java.nio.file.StandardOpenOption;
 
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.state.ValueState;
@@ -33,7 +35,9 @@ import org.apache.flink.util.Collector;
  * --slow-while PATH (sleep --slow MS per record only while PATH exists; default: always),
  * --rate RECORDS_PER_SECOND (default 100), --checkpoint-interval MS (default 1000; 0: checkpointing off),
  * --checkpoint-timeout MS (default: Flink's, 10 min), --tolerable-failed-checkpoints N (default: Flink's, 0; a
- * larger N keeps the job RUNNING while its checkpoints expire, e.g. behind --slow-while back-pressure).
+ * larger N keeps the job RUNNING while its checkpoints expire, e.g. behind --slow-while back-pressure),
+ * --fail MESSAGE (the counter throws RuntimeException(MESSAGE) on every record: a release that fails at start),
+ * --count-file PATH (each run appends "start N": the first count it sees, 1 without state, more once restored).
  */
 public class Clicks {
 
@@ -41,6 +45,8 @@ public class Clicks {
         String name = "clicks";
         String marker = "";
         String slowWhile = "";
+        String fail = "";
+        String countFile = "";
         long slowMs = 0;
         double rate = 100;
         long interval = 1000;
@@ -54,6 +60,8 @@ public class Clicks {
                 case "--marker": marker = need(a, v); i++; break;
                 case "--slow": slowMs = Long.parseLong(need(a, v)); i++; break;
                 case "--slow-while": slowWhile = need(a, v); i++; break;
+                case "--fail": fail = need(a, v); i++; break;
+                case "--count-file": countFile = need(a, v); i++; break;
                 case "--rate": rate = Double.parseDouble(need(a, v)); i++; break;
                 case "--checkpoint-interval": interval = Long.parseLong(need(a, v)); i++; break;
                 case "--checkpoint-timeout": timeout = Long.parseLong(need(a, v)); i++; break;
@@ -80,7 +88,7 @@ public class Clicks {
         env.fromSource(source, WatermarkStrategy.noWatermarks(), "clicks-source")
                 .uid("clicks-source")
                 .keyBy(new ModKey(), Types.LONG)
-                .process(new Counter(marker, slowMs, slowWhile))
+                .process(new Counter(marker, slowMs, slowWhile, fail, countFile))
                 .returns(Types.LONG)
                 .uid("clicks-counter")
                 .name("clicks-counter")
@@ -122,14 +130,19 @@ public class Clicks {
         private final String marker;
         private final long slowMs;
         private final String slowWhile;
+        private final String fail;
+        private final String countFile;
+        private transient boolean started;
         private transient ValueState<Long> count;
         private transient Path markerPath;
         private transient Path slowPath;
 
-        Counter(String marker, long slowMs, String slowWhile) {
+        Counter(String marker, long slowMs, String slowWhile, String fail, String countFile) {
             this.marker = marker;
             this.slowMs = slowMs;
             this.slowWhile = slowWhile;
+            this.fail = fail;
+            this.countFile = countFile;
         }
 
         @Override
@@ -138,6 +151,9 @@ public class Clicks {
                 count = getRuntimeContext().getState(new ValueStateDescriptor<>("count", Long.class));
                 markerPath = marker.isEmpty() ? null : Paths.get(marker);
                 slowPath = slowWhile.isEmpty() ? null : Paths.get(slowWhile);
+            }
+            if (!fail.isEmpty()) {
+                throw new RuntimeException(fail);
             }
             if (markerPath != null && Files.exists(markerPath)) {
                 throw new RuntimeException("marker file present: " + marker);
@@ -148,6 +164,14 @@ public class Clicks {
             Long c = count.value();
             long next = (c == null ? 0L : c) + 1;
             count.update(next);
+            if (!started) {
+                started = true;
+                if (!countFile.isEmpty()) {
+                    // The first count this run sees: 1 without state, more once restored.
+                    Files.write(Paths.get(countFile), ("start " + next + "\n").getBytes(StandardCharsets.UTF_8),
+                            StandardOpenOption.CREATE, StandardOpenOption.APPEND);
+                }
+            }
             out.collect(next);
         }
     }
