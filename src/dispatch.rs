@@ -207,8 +207,10 @@ impl Dispatcher {
             }
             // A relaunch on a target whose jobs someone else manages (the Flink Kubernetes Operator): refused and
             // journalled once while it keeps being asked; nothing is carried out, and nothing to resolve later.
-            if let (RequestKind::Run { .. } | RequestKind::Restart { .. }, Some(manager)) =
-                (&r.kind, self.policy.hands_off.get(&o.target))
+            if let (
+                RequestKind::Run { .. } | RequestKind::Restart { .. } | RequestKind::Rescale { .. },
+                Some(manager),
+            ) = (&r.kind, self.policy.hands_off.get(&o.target))
             {
                 if st.fired_at.is_none() {
                     st.fired_at = Some(now);
@@ -221,8 +223,13 @@ impl Dispatcher {
             if matches!(r.kind, RequestKind::Patch { .. }) && st.last_action.is_some() {
                 continue;
             }
-            let acts =
-                matches!(r.kind, RequestKind::Run { .. } | RequestKind::Restart { .. } | RequestKind::Patch { .. });
+            let acts = matches!(
+                r.kind,
+                RequestKind::Run { .. }
+                    | RequestKind::Restart { .. }
+                    | RequestKind::Patch { .. }
+                    | RequestKind::Rescale { .. }
+            );
             let cooldown = r.cooldown.or(if acts { Some(self.policy.run_cooldown) } else { self.policy.alert_repeat });
             let repeat = match (st.last_action, cooldown) {
                 (None, _) => true,
@@ -250,16 +257,25 @@ impl Dispatcher {
                     }
                     planned.extend(self.notify(o, rec, ev.as_str(), store)?);
                 }
-                RequestKind::Run { .. } | RequestKind::Restart { .. } | RequestKind::Patch { .. } => {
+                RequestKind::Run { .. }
+                | RequestKind::Restart { .. }
+                | RequestKind::Patch { .. }
+                | RequestKind::Rescale { .. } => {
                     let (command, vars) = match &r.kind {
                         RequestKind::Run { command, vars } => (command.as_str(), vars.clone()),
                         _ => ("", BTreeMap::new()),
                     };
                     let acts = self.run(o, r, requests, command, &vars, store)?;
                     // Held back by the storm guard: not an action, so the backoff clock keeps its last real run.
-                    let acted = acts
-                        .iter()
-                        .any(|p| matches!(p, Planned::Run { .. } | Planned::Restart { .. } | Planned::Patch { .. }));
+                    let acted = acts.iter().any(|p| {
+                        matches!(
+                            p,
+                            Planned::Run { .. }
+                                | Planned::Restart { .. }
+                                | Planned::Patch { .. }
+                                | Planned::Rescale { .. }
+                        )
+                    });
                     if !acted && !self.dry_run {
                         st.last_action = previous_action;
                     }
@@ -352,7 +368,7 @@ impl Dispatcher {
     /// `cooldown` × 2^(runs in the storm guard's window − 1), at most the window.
     fn backoff(&self, cooldown: Duration, o: &Origin, subject: &str, store: &Store) -> Result<Duration, StoreError> {
         let g = &self.policy.storm_guard;
-        let runs = store.runs_since(&o.target, subject, o.time - chrono_d(g.window))?;
+        let runs = relaunch_times(store, &o.target, subject, o.time - chrono_d(g.window))?.len() as u32;
         let factor = 2u32.saturating_pow(runs.saturating_sub(1).min(16));
         Ok(cooldown.saturating_mul(factor).min(g.window.max(cooldown)))
     }
@@ -372,14 +388,14 @@ impl Dispatcher {
         if let Some(reset) = store.guard_reset_at(&o.target, &r.subject)? {
             since = since.max(reset);
         }
-        let runs = store.runs_since(&o.target, &r.subject, since)?;
+        let times = relaunch_times(store, &o.target, &r.subject, since)?;
+        let runs = times.len() as u32;
         if runs >= g.max_runs {
             if store.gave_up_since(&o.target, &r.subject, since)? {
                 return Ok(vec![]);
             }
             // Relaunches are allowed again once enough of the counted ones have left the window: when the
             // (runs - max_runs)-th oldest is `window` old.
-            let times = store.relaunch_times_since(&o.target, &r.subject, since)?;
             let k = (runs.saturating_sub(g.max_runs)) as usize;
             let until = times.get(k).copied().unwrap_or(now) + chrono_d(g.window);
             let rec = AlertRecord {
@@ -438,6 +454,17 @@ impl Dispatcher {
                 subject: r.subject.clone(),
             }]);
         }
+        if let RequestKind::Rescale { job, jid, to } = &r.kind {
+            let id = journal(
+                ActionKind::Rescale,
+                &to.to_string(),
+                with_field(r.details.clone(), "old_jid", serde_json::json!(jid)),
+            )?;
+            if self.dry_run {
+                return Ok(vec![]);
+            }
+            return Ok(vec![Planned::Rescale { journal_id: id, job: job.clone(), jid: jid.clone(), to: *to, origin }]);
+        }
         if let RequestKind::Restart { job, jid, strategy, overrides } = &r.kind {
             let id = journal(
                 ActionKind::Restart,
@@ -474,6 +501,34 @@ impl Dispatcher {
             subject: r.subject.clone(),
         }])
     }
+}
+
+/// When `subject` on `target` was relaunched since `since`, oldest first: the runs, restarts and patches the
+/// store counts, and rescales (dry runs and suppressed ones do not count). The storm guard and the backoff count
+/// them together: a job rescaled three times in its window has been restarted by Flink three times.
+fn relaunch_times(
+    store: &Store,
+    target: &str,
+    subject: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, StoreError> {
+    let mut times = store.relaunch_times_since(target, subject, since)?;
+    let f = crate::store::JournalFilter {
+        job: Some(subject.to_string()),
+        kind: Some(ActionKind::Rescale),
+        since: Some(since),
+        ..Default::default()
+    };
+    for e in store.find_entries(&f, None)? {
+        if e.target != target || e.outcome == "dry-run" || e.outcome.starts_with("suppressed") {
+            continue;
+        }
+        if let Ok(t) = DateTime::parse_from_rfc3339(&e.time) {
+            times.push(t.with_timezone(&Utc));
+        }
+    }
+    times.sort();
+    Ok(times)
 }
 
 /// What occurrence an alert is about, when its rule says so in `details.episode` (the Flink pack's

@@ -112,9 +112,10 @@ pub fn evaluate_observation<'r>(
     out
 }
 
-/// Whether a verdict asks for a command or a restart (whose decision record keeps an excerpt of the observation).
+/// Whether a verdict asks for a command, a restart or a rescale (whose decision record keeps an excerpt of the
+/// observation).
 fn acts(v: &Verdict) -> bool {
-    matches!(v, Verdict::Requests(r) if r.iter().any(|r| matches!(r.kind, RequestKind::Run { .. } | RequestKind::Restart { .. })))
+    matches!(v, Verdict::Requests(r) if r.iter().any(|r| matches!(r.kind, RequestKind::Run { .. } | RequestKind::Restart { .. } | RequestKind::Rescale { .. })))
 }
 
 /// The observation's body as the shared document the rules read (an `Arc` clone, not a copy).

@@ -165,13 +165,14 @@ impl FollowUp for Replayed {
 /// What the dispatcher decided in one step, in a form tests match against.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actual {
-    /// `alert`, `log`, `run`, `restart` or `patch`.
+    /// `alert`, `log`, `run`, `restart`, `patch` or `rescale`.
     pub action: String,
     /// For alerts: `firing`, `reminder`, `resolved`, `giving_up`.
     pub event: String,
     /// The subject.
     pub subject: String,
-    /// For runs: the command; for restarts: the strategy; for patches: the path.
+    /// For runs: the command; for restarts: the strategy; for patches: the path; for rescales: the parallelism
+    /// asked for (`4`, `+1`, `-1`).
     pub command: String,
     /// Severity.
     pub severity: String,
@@ -184,7 +185,7 @@ pub struct Actual {
 impl std::fmt::Display for Actual {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.action.as_str() {
-            "run" | "restart" | "patch" => {
+            "run" | "restart" | "patch" | "rescale" => {
                 write!(f, "{} {} {} ({}): {:?}", self.action, self.command, self.subject, self.rule, self.summary)
             }
             _ => write!(
@@ -232,6 +233,15 @@ fn actuals(planned: Vec<Planned>) -> Vec<Actual> {
                 event: String::new(),
                 subject: job,
                 command: strategy.to_string(),
+                severity: String::new(),
+                summary: String::new(),
+                rule: origin.rule,
+            },
+            Planned::Rescale { job, to, origin, .. } => Actual {
+                action: "rescale".into(),
+                event: String::new(),
+                subject: job,
+                command: to.to_string(),
                 severity: String::new(),
                 summary: String::new(),
                 rule: origin.rule,
@@ -343,7 +353,7 @@ impl Sim {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    /// `alert`, `log`, `run`, `restart` or `patch`.
+    /// `alert`, `log`, `run`, `restart`, `patch` or `rescale`.
     pub action: String,
     /// `firing`, `reminder`, `resolved`, `giving_up`.
     #[serde(default)]
@@ -351,7 +361,8 @@ pub struct Expect {
     /// The subject (job name).
     #[serde(default)]
     pub subject: Option<String>,
-    /// The command (`run`), strategy (`restart`) or path (`patch`).
+    /// The command (`run`), strategy (`restart`), path (`patch`) or the parallelism asked for (`rescale`: `4`,
+    /// `+1`, `-1`).
     #[serde(default)]
     pub command: Option<String>,
     /// `info`, `warning`, `critical`.

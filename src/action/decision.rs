@@ -42,6 +42,7 @@ pub fn decide(o: &Origin, r: &ActionRequest, evaluation: &[ActionRequest]) -> Op
         RequestKind::Restart { job, jid, strategy, .. } => {
             (Asked::Restart { job: job.clone(), strategy: *strategy }, Some(jid.clone()))
         }
+        RequestKind::Rescale { job, jid, to } => (Asked::Rescale { job: job.clone(), to: *to }, Some(jid.clone())),
         RequestKind::Alert | RequestKind::Log | RequestKind::Patch { .. } => return None,
     };
     let jid_before = jid.filter(|j| !j.is_empty());

@@ -214,6 +214,7 @@ pub async fn wait_turn(store: &Store, p: &Planned, cancel: &CancellationToken) -
         }
         Planned::Restart { journal_id, origin, job, .. } => (*journal_id, &origin.target, format!("restart {job}")),
         Planned::Patch { journal_id, origin, path, .. } => (*journal_id, &origin.target, format!("patch {path}")),
+        Planned::Rescale { journal_id, origin, job, .. } => (*journal_id, &origin.target, format!("rescale {job}")),
     };
     let Some(limits) = ActionLimits::of(store) else { return Ok(None) };
     limits.acquire(target, &what, cancel).await.map(Some).ok_or(journal_id)

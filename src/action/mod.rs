@@ -7,6 +7,7 @@ pub mod leftover;
 pub mod limits;
 pub mod log;
 pub mod patch;
+pub mod rescale;
 pub mod restart;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,17 @@ impl Executor {
             }
             Planned::Restart { journal_id, job, jid, strategy, overrides, origin } => {
                 self.restart(journal_id, &origin.rule, &origin.target, &job, &jid, strategy, &overrides, cancel).await;
+            }
+            Planned::Rescale { journal_id, job, jid, to, origin } => {
+                tokio::select! {
+                    _ = self.rescale(journal_id, &origin.rule, &origin.target, &job, &jid, to, false, cancel.clone()) => {}
+                    _ = cancel.cancelled() => {
+                        // Flink goes on with the bounds it was given; only Warden's wait for it ends.
+                        let why = "interrupted: Warden shut down while it waited for the rescale; Flink goes on \
+                                   with any new bounds it was given";
+                        self.finish(journal_id, why, "");
+                    }
+                }
             }
             Planned::Patch { journal_id, path, body, origin, subject } => {
                 let out = match self.clients.get(&origin.target) {
@@ -189,6 +201,9 @@ impl Executor {
             tracing::info!(target = %r.target, job = %r.job, jid = %r.old_jid, new_jid = %r.new_jid.as_deref().unwrap_or(""), restart = r.id, step = %r.step, "{msg}");
             events.send(Event::RestartProgress { job: r.job.clone(), step: r.step, message: msg.to_string() });
         };
+        // Not while this Warden rescales the job in place (a rescale does not start while this restart runs).
+        let lock = rescale::job_lock(&self.store, target, job);
+        let _rescaling = lock.lock().await;
         let outcome = match self.restart_context(target, job, cancel, &progress) {
             Ok(ctx) => restart::begin_with(&ctx, journal_id, target, job, jid, strategy, overrides).await,
             Err(e) => RestartOutcome::Failed {
@@ -222,6 +237,86 @@ impl Executor {
             },
         };
         self.conclude(rule, &outcome);
+        outcome
+    }
+
+    /// Runs a `rescale` request (see [`rescale`]) and journals and announces how it ended. `operator`: asked by
+    /// `warden rescale --parallelism N` (not clamped to `jobs.<job>.parallelism`). Where the cluster cannot
+    /// rescale in place, a savepoint restart with the new parallelism follows under the same journal entry, which
+    /// the restart concludes (the outcome is then [`rescale::RescaleOutcome::ViaSavepoint`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rescale(
+        &self,
+        journal_id: i64,
+        rule: &str,
+        target: &str,
+        job: &str,
+        jid: &str,
+        to: crate::model::RescaleTo,
+        operator: bool,
+        cancel: CancellationToken,
+    ) -> rescale::RescaleOutcome {
+        let outcome = match (self.clients.get(target), self.jobs.get(job)) {
+            (None, _) => rescale::RescaleOutcome::Failed {
+                step: "start".into(),
+                message: format!("no target named `{target}`"),
+                path: None,
+            },
+            (_, None) => rescale::RescaleOutcome::Failed {
+                step: "start".into(),
+                message: format!("no `jobs.{job}` entry in warden.yaml gives the bounds of job `{job}`"),
+                path: None,
+            },
+            (Some(client), Some(config)) => {
+                let bounds = if operator {
+                    Some(crate::config::ParallelismBounds { min: 1, max: u32::MAX })
+                } else {
+                    config.parallelism
+                };
+                let ctx = rescale::RescaleContext {
+                    store: &self.store,
+                    target,
+                    client,
+                    job,
+                    config,
+                    bounds,
+                    poll: self.restart_poll,
+                };
+                rescale::rescale(&ctx, jid, to).await
+            }
+        };
+        let (summary, details) = rescale::describe(job, &outcome);
+        if let rescale::RescaleOutcome::ViaSavepoint { jid, wanted, .. } = &outcome {
+            tracing::info!(rule, target, job, "{summary}");
+            let overrides = crate::model::RestartOverrides { parallelism: Some(*wanted), ..Default::default() };
+            self.restart(journal_id, rule, target, job, jid, RestartStrategy::Savepoint, &overrides, cancel).await;
+            return outcome;
+        }
+        let journal = outcome.journal();
+        match &outcome {
+            rescale::RescaleOutcome::Suppressed(_) => tracing::info!(rule, target, job, "{summary}"),
+            rescale::RescaleOutcome::Done { .. } => tracing::info!(rule, target, job, "{summary}"),
+            _ => tracing::warn!(rule, target, job, "{summary}"),
+        }
+        self.finish(journal_id, &journal, &details.to_string());
+        let announce = match &outcome {
+            rescale::RescaleOutcome::Done { .. } => Some(("rescaled", crate::model::Severity::Info)),
+            rescale::RescaleOutcome::Partial { .. } => Some(("rescale_partial", crate::model::Severity::Warning)),
+            rescale::RescaleOutcome::Failed { .. } => Some(("rescale_failed", crate::model::Severity::Critical)),
+            rescale::RescaleOutcome::Suppressed(_) | rescale::RescaleOutcome::ViaSavepoint { .. } => None,
+        };
+        if let Some((event, severity)) = announce {
+            self.announce(AlertRecord {
+                time: self.clock.now(),
+                event: event.into(),
+                rule: rule.into(),
+                target: target.into(),
+                subject: job.into(),
+                severity,
+                summary,
+                details,
+            });
+        }
         outcome
     }
 

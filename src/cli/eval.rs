@@ -209,6 +209,14 @@ fn request_json(q: &ActionRequest) -> Value {
             o["path"] = json!(path);
             o["patch"] = body.clone();
         }
+        RequestKind::Rescale { job, jid, to } => {
+            o["job"] = json!(job);
+            o["jid"] = json!(jid);
+            match to {
+                warden::model::RescaleTo::Exactly(n) => o["parallelism"] = json!(n),
+                warden::model::RescaleTo::Step(s) => o["step"] = json!(s),
+            }
+        }
         RequestKind::Alert | RequestKind::Log => {}
     }
     o
@@ -221,6 +229,7 @@ fn action_name(k: &RequestKind) -> &'static str {
         RequestKind::Restart { .. } => "restart",
         RequestKind::Log => "log",
         RequestKind::Patch { .. } => "patch",
+        RequestKind::Rescale { .. } => "rescale",
     }
 }
 
@@ -283,6 +292,7 @@ fn to_text(rule: &str, input: &Path, r: &EvalReport, from: &BTreeMap<String, Str
                         format!("{} {job} from {strategy}{what}{of}", overrides.kind())
                     }
                     RequestKind::Patch { path, body } => format!("patch {path} with {body}"),
+                    RequestKind::Rescale { job, to, .. } => format!("rescale {job} to parallelism {to}"),
                 };
                 let _ = writeln!(s, "  {}. {head}", i + 1);
                 if !q.summary.is_empty() {

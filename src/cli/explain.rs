@@ -88,6 +88,7 @@ fn why(o: &mut String, d: &Decision) {
     line(o, "decided at", &d.decided_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     let asked = match &d.asked {
         Asked::Restart { job, strategy } => format!("restart {job} ({strategy})"),
+        Asked::Rescale { job, to } => format!("rescale {job} to parallelism {to}"),
         Asked::Run { command, vars } => {
             let vars: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("run `{command}` with {}", if vars.is_empty() { "no values".into() } else { vars.join(", ") })

@@ -252,9 +252,10 @@ pub enum Command {
         #[arg(long, num_args = 0.., allow_hyphen_values = true)]
         args: Option<Vec<String>>,
     },
-    /// Rescale a running job to another parallelism: through a savepoint restart with the new parallelism,
-    /// verified by the new job's vertices, rolled back like an upgrade if the new run fails. Says which path it
-    /// used. Exit 0 when the job runs at the new parallelism.
+    /// Rescale a running job to another parallelism: in place where the cluster can (Flink 1.18+ with the adaptive
+    /// scheduler: new per-vertex bounds, verified by the vertices' parallelism, the same job id), else through a
+    /// savepoint restart with the new parallelism, verified by the new job's vertices, rolled back like an upgrade
+    /// if the new run fails. Says which path it used and why. Exit 0 when the job runs at the new parallelism.
     Rescale {
         /// The target's name.
         #[arg(long)]

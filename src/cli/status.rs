@@ -105,6 +105,7 @@ fn from_store(
         rules: vec![],
         alerts,
         restarts: store.unfinished_restarts()?.into_iter().map(RestartView::from).collect(),
+        rescales: warden::action::rescale::in_flight(&store)?.into_iter().map(EntryView::from).collect(),
         recent: store.entries(Some(10))?.into_iter().map(EntryView::from).collect(),
         counters: Default::default(),
     })

@@ -285,6 +285,7 @@ mod tests {
             verify_timeout: Duration::from_secs(180),
             stop_timeout: Duration::from_secs(60),
             upgrade: UpgradeConfig { probation: Duration::from_secs(60) },
+            parallelism: None,
         }
     }
 

@@ -434,6 +434,17 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
     let command_names: Vec<String> = config.commands.keys().cloned().collect();
     for (name, j) in config.jobs.iter_mut() {
         let path = join_key("jobs", name);
+        if let Some(b) = j.parallelism {
+            if b.min == 0 || b.min > b.max {
+                diags.push(doc.diag(
+                    &join_key(&path, "parallelism"),
+                    format!(
+                        "job `{name}`: parallelism bounds need 1 <= min <= max, not min {} and max {}",
+                        b.min, b.max
+                    ),
+                ));
+            }
+        }
         match (&mut j.jar, &j.command) {
             (Some(_), Some(_)) | (None, None) => {
                 diags.push(doc.diag(&path, format!("job `{name}`: give exactly one of `jar` or `command`")))
@@ -747,6 +758,22 @@ mod tests {
             Ok(_) => vec![],
             Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn parallelism_bounds_need_min_at_most_max() {
+        let job = |b: &str| format!("jobs:\n  clicks:\n    jar: {{name: clicks.jar}}\n    parallelism: {b}\n");
+        assert!(errs(&job("{min: 1, max: 4}")).is_empty());
+        assert!(errs(&job("{max: 4}")).is_empty(), "min defaults to 1");
+        assert_eq!(
+            errs(&job("{min: 3, max: 2}")),
+            ["warden.yaml:4:18: job `clicks`: parallelism bounds need 1 <= min <= max, not min 3 and max 2"]
+        );
+        assert_eq!(errs(&job("{min: 0, max: 2}")).len(), 1);
+        let e = errs(&job("{min: 1}"));
+        assert!(e.len() == 1 && e[0].starts_with("warden.yaml:4:") && e[0].contains("max"), "{e:?}");
+        let c = load_str(Path::new("warden.yaml"), &job("{max: 8}")).unwrap().config;
+        assert_eq!(c.jobs["clicks"].parallelism, Some(ParallelismBounds { min: 1, max: 8 }));
     }
 
     #[test]

@@ -747,10 +747,31 @@ pub struct JobConfig {
     /// rather than start a second instance next to it. Default `60s`.
     #[serde(default = "default_stop_timeout", with = "units::duration")]
     pub stop_timeout: Duration,
+    /// The parallelism a `rescale` request may give the job: `{min: 1, max: 4}`. A rule's rescale (one step up,
+    /// one step down, or a number) is clamped to these bounds; without them Warden does not rescale the job from
+    /// rules. `min` must not exceed `max`.
+    #[serde(default)]
+    pub parallelism: Option<ParallelismBounds>,
     /// Upgrades and rescales of this job (`warden upgrade`, `warden rescale`, `restart_job` with `jar` or
     /// `parallelism`).
     #[serde(default)]
     pub upgrade: UpgradeConfig,
+}
+
+/// The bounds of a job's parallelism for `rescale` (`jobs.<name>.parallelism`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParallelismBounds {
+    /// The lowest parallelism a rescale may set. Default 1.
+    #[serde(default = "default_min_parallelism")]
+    pub min: u32,
+    /// The highest parallelism a rescale may set (keep it at most the job's max parallelism and what the cluster's
+    /// slots can hold).
+    pub max: u32,
+}
+
+fn default_min_parallelism() -> u32 {
+    1
 }
 
 /// How an upgrade or rescale is judged: the new run must be RUNNING and restored within `verify_timeout`, then

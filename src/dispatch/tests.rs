@@ -55,6 +55,7 @@ fn kinds(p: &[Planned]) -> Vec<String> {
             Planned::Run { command, subject, .. } => format!("run:{command}:{subject}"),
             Planned::Restart { job, strategy, .. } => format!("restart:{strategy}:{job}"),
             Planned::Patch { path, body, .. } => format!("patch:{path}:{body}"),
+            Planned::Rescale { job, to, .. } => format!("rescale:{to}:{job}"),
         })
         .collect()
 }
@@ -388,4 +389,51 @@ fn a_patch_in_dry_run_is_journalled_only() {
     let j = s.entries(None).unwrap();
     assert_eq!(j.len(), 1);
     assert_eq!((j[0].action, j[0].outcome.as_str()), (ActionKind::Patch, "dry-run"));
+}
+
+fn rescale_req(subject: &str, to: crate::model::RescaleTo) -> ActionRequest {
+    ActionRequest {
+        kind: RequestKind::Rescale { job: subject.into(), jid: "a1".into(), to },
+        summary: format!("rescale {subject} to parallelism {to}"),
+        ..relaunch(subject)
+    }
+}
+
+#[test]
+fn rescales_wait_for_their_cooldown_and_count_in_the_storm_guard_with_restarts() {
+    use crate::model::RescaleTo;
+    let s = Store::in_memory();
+    let mut pol = policy();
+    pol.run_cooldown = Duration::from_secs(60);
+    pol.storm_guard = crate::config::StormGuardConfig { max_runs: 3, window: Duration::from_secs(1800) };
+    let mut d = Dispatcher::new(pol, false, &s).unwrap();
+    let up = || vec![rescale_req("clicks", RescaleTo::Step(1))];
+    assert_eq!(step(&mut d, &s, 0, up()), ["rescale:+1:clicks"]);
+    let e = s.entries(None).unwrap().pop().unwrap();
+    assert_eq!((e.action, e.detail.as_str(), e.outcome.as_str()), (ActionKind::Rescale, "+1", "started"));
+    assert!(s.decision(e.id).unwrap().is_some(), "a rescale keeps its decision record");
+    // A second rescale within the cooldown does not happen.
+    assert!(step(&mut d, &s, 30, up()).is_empty(), "cooldown");
+    assert_eq!(step(&mut d, &s, 60, up()), ["rescale:+1:clicks"]);
+    // Two rescales and a restart of the same job within the window: the next relaunch of any kind gives up.
+    assert_eq!(step(&mut d, &s, 300, vec![restart_req("clicks")]), ["restart:last-checkpoint:clicks"]);
+    assert_eq!(step(&mut d, &s, 700, up()), ["giving_up:clicks"]);
+    // A rescale the executor found nothing to do for (suppressed) does not count.
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(d.policy.clone(), false, &s).unwrap();
+    for at in [0, 60, 180] {
+        assert_eq!(step(&mut d, &s, at, up()).len(), 1, "at {at}");
+        let id = s.entries(None).unwrap().pop().unwrap().id;
+        s.finish(id, "suppressed: clicks already at its upper bound 4", "", t(at)).unwrap();
+    }
+    assert_eq!(step(&mut d, &s, 240, up()), ["rescale:+1:clicks"]);
+}
+
+#[test]
+fn a_rescale_on_an_operator_managed_target_is_refused() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(hands_off(), false, &s).unwrap();
+    assert!(step(&mut d, &s, 0, vec![rescale_req("clicks", crate::model::RescaleTo::Exactly(4))]).is_empty());
+    let e = s.entries(None).unwrap().pop().unwrap();
+    assert_eq!(e.action, ActionKind::Refused);
 }

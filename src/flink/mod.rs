@@ -1,7 +1,8 @@
 //! Flink REST knowledge the rest of Warden needs: reading exceptions across 1.x and 2.x shapes, and the typed
-//! REST calls of restarts ([`client`]).
+//! REST calls of restarts ([`client`]) and of in-place rescaling ([`rescale`]).
 
 pub mod client;
+pub mod rescale;
 
 use serde_json::Value;
 

@@ -124,4 +124,17 @@ pub enum Planned {
         /// The subject.
         subject: String,
     },
+    /// Change a job's parallelism (in place where the cluster supports it).
+    Rescale {
+        /// Journal row.
+        journal_id: i64,
+        /// The job's name.
+        job: String,
+        /// The running job's id (may be empty).
+        jid: String,
+        /// The parallelism asked for, before the job's bounds clamp it.
+        to: super::RescaleTo,
+        /// Rule and target.
+        origin: Origin,
+    },
 }

@@ -61,4 +61,11 @@ pub enum Asked {
         /// How the job is brought back.
         strategy: RestartStrategy,
     },
+    /// A change of the job's parallelism.
+    Rescale {
+        /// The job's name (a key under `jobs:`).
+        job: String,
+        /// The parallelism asked for, before the job's bounds clamp it.
+        to: super::RescaleTo,
+    },
 }

@@ -137,6 +137,8 @@ text_enum!(
         Refused => "refused",
         /// A restart from state.
         Restart => "restart",
+        /// A change of a running job's parallelism (`rescale`), in place or through a savepoint restart.
+        Rescale => "rescale",
         /// A rule's log line.
         Log => "log",
         /// The storm guard gave up on a job.

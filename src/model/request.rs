@@ -89,6 +89,49 @@ pub enum RequestKind {
         /// The merge patch.
         body: serde_json::Value,
     },
+    /// Change a running job's parallelism (`rescale(#{job, parallelism: N})` or `rescale(#{job, step: 1})`),
+    /// clamped to `jobs.<job>.parallelism: {min, max}`: in place where the cluster supports it (Flink ≥ 1.18 with
+    /// the adaptive scheduler), else through a savepoint restart. Dispatched like `restart_job` (pending, cooldown
+    /// with backoff, storm guard, dry run, journal).
+    Rescale {
+        /// The job's name (a key under `jobs:`, which holds its bounds).
+        job: String,
+        /// The running job's id (may be empty: the live run of `job` is looked up).
+        jid: String,
+        /// The parallelism asked for.
+        to: RescaleTo,
+    },
+}
+
+/// The parallelism a `rescale` request asks for, before it is clamped to the job's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RescaleTo {
+    /// Exactly this parallelism (`rescale(#{parallelism: 4})`).
+    Exactly(u32),
+    /// The job's current parallelism plus this (`rescale(#{step: 1})`, `step: -1`); never 0.
+    Step(i32),
+}
+
+impl RescaleTo {
+    /// The parallelism wanted for a job now at `current`, clamped to `min..=max` (and to at least 1).
+    pub fn resolve(self, current: u32, min: u32, max: u32) -> u32 {
+        let wanted = match self {
+            RescaleTo::Exactly(n) => i64::from(n),
+            RescaleTo::Step(s) => i64::from(current) + i64::from(s),
+        };
+        wanted.clamp(i64::from(min.max(1)), i64::from(max.max(min).max(1))) as u32
+    }
+}
+
+impl std::fmt::Display for RescaleTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RescaleTo::Exactly(n) => write!(f, "{n}"),
+            RescaleTo::Step(s) if *s >= 0 => write!(f, "+{s}"),
+            RescaleTo::Step(s) => write!(f, "{s}"),
+        }
+    }
 }
 
 /// One request from one rule evaluation.
@@ -120,7 +163,26 @@ impl ActionRequest {
             RequestKind::Restart { .. } => format!("restart:{}", self.subject),
             RequestKind::Log => format!("log:{}", self.subject),
             RequestKind::Patch { path, body } => format!("patch:{path}:{body}"),
+            RequestKind::Rescale { .. } => format!("rescale:{}", self.subject),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RescaleTo;
+
+    #[test]
+    fn a_rescale_is_clamped_to_the_bounds() {
+        assert_eq!(RescaleTo::Step(1).resolve(1, 1, 4), 2);
+        assert_eq!(RescaleTo::Step(1).resolve(4, 1, 4), 4);
+        assert_eq!(RescaleTo::Step(-1).resolve(1, 1, 4), 1);
+        assert_eq!(RescaleTo::Step(-3).resolve(6, 2, 8), 3);
+        assert_eq!(RescaleTo::Exactly(16).resolve(2, 1, 8), 8);
+        assert_eq!(RescaleTo::Exactly(0).resolve(2, 0, 8), 1);
+        assert_eq!(RescaleTo::Step(1).to_string(), "+1");
+        assert_eq!(RescaleTo::Step(-2).to_string(), "-2");
+        assert_eq!(RescaleTo::Exactly(3).to_string(), "3");
     }
 }
 

@@ -80,6 +80,7 @@ fn journal_id(p: &crate::model::Planned) -> i64 {
         Planned::Notify { journal_id, .. }
         | Planned::Restart { journal_id, .. }
         | Planned::Run { journal_id, .. }
-        | Planned::Patch { journal_id, .. } => *journal_id,
+        | Planned::Patch { journal_id, .. }
+        | Planned::Rescale { journal_id, .. } => *journal_id,
     }
 }

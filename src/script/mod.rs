@@ -26,6 +26,7 @@ pub mod json;
 pub mod modules;
 mod patch;
 mod query;
+mod rescale;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -169,6 +170,7 @@ impl ScriptEngine {
         engine.set_max_strings_interned(0);
         api::register(&mut engine);
         patch::register(&mut engine);
+        rescale::register(&mut engine);
         // The read-only JSON view of `obs.body` and `http_get(..).body` (src/script/json.rs).
         json::register(&mut engine);
         glob::register(&mut engine);

@@ -44,6 +44,9 @@ pub struct StatusView {
     pub alerts: Vec<AlertView>,
     /// Restarts in progress.
     pub restarts: Vec<RestartView>,
+    /// Rescales in progress (journalled `rescale` entries not finished yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rescales: Vec<EntryView>,
     /// The newest journal entries (newest last).
     pub recent: Vec<EntryView>,
     /// The daemon's counters (polls, poll_errors, evaluations, rule_errors, actions, reloads, failed_reloads,
@@ -289,7 +292,7 @@ fn job_health(state: &str) -> &'static str {
 
 /// Builds the view from the daemon's status (and the store, on its thread).
 pub async fn build_view(status: &StatusHandle) -> Result<StatusView, String> {
-    let (restarts, recent, inhibited) = match status.store() {
+    let (restarts, recent, inhibited, rescales) = match status.store() {
         Some(store) => {
             store
                 .call(|s| {
@@ -297,11 +300,12 @@ pub async fn build_view(status: &StatusHandle) -> Result<StatusView, String> {
                     let e = s.entries(Some(RECENT)).map_err(|e| e.to_string())?;
                     // Before the notifier has made its tables nothing is inhibited.
                     let i = crate::notify::inhibit::held_inhibited(s).unwrap_or_default();
-                    Ok::<_, String>((r, e, i))
+                    let sc = crate::action::rescale::in_flight(s).map_err(|e| e.to_string())?;
+                    Ok::<_, String>((r, e, i, sc))
                 })
                 .await?
         }
-        None => (vec![], vec![], Default::default()),
+        None => (vec![], vec![], Default::default(), vec![]),
     };
     let firing = status.firing();
     let probes = status.probes();
@@ -333,6 +337,7 @@ pub async fn build_view(status: &StatusHandle) -> Result<StatusView, String> {
             })
             .collect(),
         restarts: restarts.into_iter().map(RestartView::from).collect(),
+        rescales: rescales.into_iter().map(EntryView::from).collect(),
         recent: recent.into_iter().map(EntryView::from).collect(),
         counters: BTreeMap::new(),
     };

@@ -186,13 +186,13 @@ flink_dist_ensure() {
     # serialise concurrent runs on the same cache
     if command -v flock >/dev/null; then exec 9>"$WARDEN_E2E_CACHE/.lock-$FLINK_VERSION"; flock 9; fi
     [[ -f "$dest/.complete" ]] && exit 0
-    archive=$(ls "$dl"/apache_flink_libraries-"$FLINK_VERSION"[-.]* 2>/dev/null | head -n1 || true)
+    archive=$(ls "$dl"/apache[-_]flink[-_]libraries-"$FLINK_VERSION"[-.]* 2>/dev/null | head -n1 || true)
     if [[ -z "$archive" ]]; then
       flink_log "downloading apache-flink-libraries==$FLINK_VERSION from PyPI (~250-350 MB)"
       python3 -m pip download --quiet --disable-pip-version-check --no-deps \
         "apache-flink-libraries==$FLINK_VERSION" -d "$dl" >&2 ||
         { flink_log "ERROR: pip download failed"; exit 1; }
-      archive=$(ls "$dl"/apache_flink_libraries-"$FLINK_VERSION"[-.]* 2>/dev/null | head -n1 || true)
+      archive=$(ls "$dl"/apache[-_]flink[-_]libraries-"$FLINK_VERSION"[-.]* 2>/dev/null | head -n1 || true)
       [[ -n "$archive" ]] || { flink_log "ERROR: no archive for $FLINK_VERSION in $dl"; exit 1; }
     fi
     flink_log "unpacking $(basename "$archive") into $dest"
@@ -433,6 +433,28 @@ flink_cluster_start() {
   FLINK_TM_PID=$(_flink_start_process taskmanager org.apache.flink.runtime.taskexecutor.TaskManagerRunner "$tm_params") || return 1
   flink_log "Flink $FLINK_VERSION starting: JM pid $FLINK_JM_PID, TM pid $FLINK_TM_PID, REST $FLINK_REST_URL"
   flink_wait_ready "$timeout"
+}
+
+# flink_cluster_start_beside NAME [TIMEOUT=60] [KEY: VALUE ...]: start another
+# cluster (own config, logs, temp, blob and upload dirs under $FLINK_WORK/NAME,
+# a new REST port) next to the shared one, e.g. with `jobmanager.scheduler:
+# adaptive`; the globals (FLINK_REST_URL, FLINK_JM_PID, ...) then point at it,
+# so call it in a scenario's subshell.  Its pids are tracked (stopped after the
+# scenario).  FLINK_JOB_JAR must be built already.
+flink_cluster_start_beside() {
+  local name=$1 timeout=${2:-60} base
+  shift 2 || shift $#
+  base="$FLINK_WORK/$name"
+  mkdir -p "$base"/{conf,log,tmp,blobs,web-upload}
+  FLINK_CONF_DIR="$base/conf" FLINK_LOG_DIR="$base/log" FLINK_REST_PORT="" FLINK_JM_PID="" FLINK_TM_PID=""
+  flink_cluster_start "$timeout" "io.tmp.dirs: $base/tmp" "blob.storage.directory: $base/blobs" \
+    "web.upload.dir: $base/web-upload" "$@"
+}
+
+# flink_vertex_parallelism JID: the vertices' parallelism and status, one
+# `name=parallelism/status` per line
+flink_vertex_parallelism() {
+  flink_rest GET "/jobs/$1" | _flink_json '"\n".join("%s=%s/%s" % (v["name"], v["parallelism"], v["status"]) for v in d["vertices"])'
 }
 
 # flink_wait_ready [TIMEOUT=60] [MIN_TMS=1]: wait for GET /overview taskmanagers >= MIN_TMS

@@ -22,7 +22,8 @@ source "$HERE/warden-lib.sh"
 # ------------------------------------------------------------------ scenarios
 # Add a scenario: write scenario_<name>() below and append <name> here.
 SCENARIOS=(smoke fail_restart savepoint_restart restart_loop kill_resume savepoint_timeout
-  cause_while_watched late_savepoint checkpoint_stall jm_failover duplicate_jobs upgrade_ok upgrade_rollback)
+  cause_while_watched late_savepoint checkpoint_stall jm_failover duplicate_jobs upgrade_ok upgrade_rollback
+  rescale_in_place rescale_savepoint)
 # `timing` repeats fail_restart E2E_TIMING_RUNS times and prints medians (off by default).
 E2E_TIMING_RUNS="${E2E_TIMING_RUNS:-0}"
 ((E2E_TIMING_RUNS > 0)) && SCENARIOS+=(timing)
@@ -935,6 +936,146 @@ scenario_upgrade_rollback() {
   check "it carries the root cause" contains "$alerts" "v2 cannot start: broken release"
   flink_log "alert: $(jsonl 'rows[0][0]["summary"]' <<<"$alerts")"
   upgrade_figures "$dir" upgrade_rollback
+}
+
+# ---------------------------------------------------------------- rescale_in_place
+# A second cluster beside the shared one, started with `jobmanager.scheduler:
+# adaptive` (four slots); clicks runs at parallelism 1.  A rule asks for
+# `rescale(#{job: "clicks", parallelism: 2})` (bounds 1..2).  Warden must say it
+# rescales in place, and afterwards the same run (same job id, no savepoint, no
+# second run) has every vertex RUNNING at 2.  Prints Warden's part (reading the
+# job and the cluster, deciding, the PUT) and Flink's part (until the vertices
+# ran at 2) as Warden measured them, and the whole from the rule's ask.
+scenario_rescale_in_place() {
+  local dir=$SCENARIO_DIR marker="$SCENARIO_DIR/marker" jid wpid t entry out n live shape
+  local -a args wargs
+  flink_cluster_start_beside adaptive 90 "jobmanager.scheduler: adaptive"
+  CLICKS_JAR_ID=$(flink_upload_jar "$FLINK_JOB_JAR")
+  mapfile -t args < <(clicks_args "$marker")
+  mapfile -t wargs < <(warden_args "${args[@]}")
+  jid=$(flink_run_jar "$CLICKS_JAR_ID" -- "${args[@]}")
+  flink_wait_state "$jid" RUNNING 60 >/dev/null
+  flink_wait_checkpoint "$jid" 1 60 >/dev/null
+  check "the cluster runs the adaptive scheduler" test "$(flink_rest GET /jobmanager/config |
+    _flink_json 'next((e["value"] for e in d if e["key"] == "jobmanager.scheduler"), None)')" = adaptive
+  mkdir -p "$dir/scale"
+  cat >"$dir/scale/pack.yaml" <<'YAML'
+name: scale
+version: 0.1.0
+probes:
+  - name: jobs
+    every: 1s
+    request: {path: /jobs/overview}
+    rules: [to-two]
+YAML
+  cat >"$dir/scale/to-two.rhai" <<'RHAI'
+if !obs.ok { return; }
+for j in obs.body.jobs {
+    if j.name == "clicks" && j.state == "RUNNING" {
+        rescale(#{job: "clicks", jid: j.jid, parallelism: 2, cooldown: "1h", summary: "clicks to 2"});
+    }
+}
+RHAI
+  warden_write_config "$dir" "${wargs[@]}" --job 'parallelism: {min: 1, max: 2}'
+  # The adaptive scheduler waits out its own cooldown before it rescales (about 30 s here): give it 3 minutes.
+  sed -i -e "s|^pack_paths: \[\(.*\)\]$|pack_paths: [\1, $(_wq "$dir/scale")]|" \
+    -e "s|^    verify_timeout: 60s$|    verify_timeout: 180s|" "$dir/warden.yaml"
+  "$WARDEN_BIN" check --config "$dir/warden.yaml" >&2
+
+  t=$(flink_now)
+  wpid=$(warden_start "$dir")
+  entry=""
+  for ((n = 0; n < 400; n++)); do
+    entry=$(warden_history "$dir" | jsonl 'next((e for e in rows if e["action"] == "rescale" and e["outcome"] != "started"), None)')
+    [[ -n "$entry" ]] && break
+    sleep 0.5
+  done
+  timing "rescale_in_place: warden start -> rescale verified" "$t"
+  check "Warden journalled the rescale" test -n "$entry"
+  flink_log "journal: $(jsonl '{k: rows[0][k] for k in ("outcome", "summary", "output")}' <<<"$entry")"
+  out=$(jsonl 'rows[0]["output"]' <<<"$entry")
+  expect "the rescale ended ok" test "$(jsonl 'rows[0]["outcome"]' <<<"$entry")" = ok
+  expect "Warden says it used the in-place path" test "$(jsonl 'rows[0]["path"]' <<<"$out")" = in-place
+  flink_log "Warden's reason for the path: $(jsonl 'rows[0]["why_path"]' <<<"$out")"
+  expect "the run kept its job id" test "$(jsonl 'rows[0]["jid"]' <<<"$out")" = "$jid"
+  shape=$(flink_vertex_parallelism "$jid" | xargs)
+  flink_log "vertices: $shape"
+  expect "every vertex of $jid runs at 2 ($shape)" test "$(flink_rest GET "/jobs/$jid" |
+    _flink_json 'bool(d["vertices"]) and all(v["parallelism"] == 2 and v["status"] == "RUNNING" for v in d["vertices"])')" = true
+  live=$(live_jobs clicks | xargs)
+  expect "one live clicks job, the same run ($live)" test "$live" = "$jid"
+  n=$(warden_history "$dir" --restarts | jsonl 'len(rows)')
+  expect "no restart from a savepoint ($n restart records)" test "$n" = 0
+  n=$(find "$dir/savepoints" -mindepth 1 -maxdepth 1 | wc -l)
+  expect "no savepoint taken ($n)" test "$n" = 0
+  n=$(jsonl 'len([r for r in rows if r["event"] == "rescaled"])' <"$dir/state/alerts.jsonl")
+  expect "one rescaled notice ($n)" test "$n" = 1
+  printf '%-40s %6ss\n' "rescale_in_place: Warden's part" \
+    "$(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / 1000))' "$(jsonl 'rows[0]["warden_ms"]' <<<"$out")")" \
+    | tee -a "${TIMINGS_FILE:-/dev/null}" >&2
+  printf '%-40s %6ss\n' "rescale_in_place: Flink's part" \
+    "$(python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / 1000))' "$(jsonl 'rows[0]["flink_ms"]' <<<"$out")")" \
+    | tee -a "${TIMINGS_FILE:-/dev/null}" >&2
+  flink_stop_pid "$wpid" 10
+}
+
+# ---------------------------------------------------------------- rescale_savepoint
+# The shared cluster runs the default scheduler: `warden rescale --parallelism 2`
+# of clicks (parallelism 1) must say it goes through a savepoint restart (and
+# why not in place), exit 0, leave exactly one live clicks run, a new one, with
+# every vertex RUNNING at 2 and restored from the savepoint Warden took (the
+# keyed counts come back from it).  Prints each step of the restart record's
+# timeline, split into Warden's part and Flink's.
+scenario_rescale_savepoint() {
+  local dir=$SCENARIO_DIR marker="$SCENARIO_DIR/marker" jid rc=0 rec new sp live t
+  local -a args wargs
+  mapfile -t args < <(clicks_args "$marker")
+  mapfile -t wargs < <(warden_args "${args[@]}")
+  jid=$(flink_run_jar "$CLICKS_JAR_ID" --no-restart -- "${args[@]}")
+  flink_wait_state "$jid" RUNNING 60 >/dev/null
+  flink_wait_checkpoint "$jid" 1 60 >/dev/null
+  warden_write_config "$dir" "${wargs[@]}" --flink-conf restart-strategy.type=none --job 'savepoint_mode: stop' \
+    --job 'parallelism: {min: 1, max: 2}' --job 'upgrade: {probation: 5s}'
+
+  t=$(flink_now)
+  warden_cli "$dir" rescale --target "$WARDEN_TARGET" --job clicks --parallelism 2 \
+    >"$dir/rescale.out" 2>"$dir/warden-rescale.log" || rc=$?
+  timing "rescale_savepoint: warden rescale" "$t"
+  sed 's/^/    | /' "$dir/rescale.out" >&2
+  check "warden rescale exits 0 (got $rc)" test "$rc" = 0
+  expect "it says it goes through a savepoint restart" grep -q "to parallelism 2 through a savepoint restart" "$dir/rescale.out"
+  expect "it says why not in place" grep -q "in-place rescaling needs" "$dir/rescale.out"
+  check "old run $jid is FINISHED" test "$(flink_job_state "$jid")" = FINISHED
+  rec=$(warden_history "$dir" --restarts | jsonl 'rows[-1]')
+  check "the restart record is a rescale to 2 that ended ok" \
+    test "$(jsonl '[rows[0]["kind"], rows[0]["overrides"].get("parallelism"), rows[0]["outcome"]]' <<<"$rec")" = '["rescale", 2, "ok"]'
+  sp=$(jsonl 'rows[0]["location"]' <<<"$rec")
+  new=$(jsonl 'rows[0]["new_jid"]' <<<"$rec")
+  live=$(live_jobs clicks | xargs)
+  check "exactly one live clicks job, the new one ($live)" test "$live" = "$new"
+  expect "every vertex of the new run is RUNNING at 2 ($(flink_vertex_parallelism "$new" | xargs))" \
+    test "$(flink_rest GET "/jobs/$new" |
+      _flink_json 'bool(d["vertices"]) and all(v["parallelism"] == 2 and v["status"] == "RUNNING" for v in d["vertices"])')" = true
+  check "the savepoint is under jobs.clicks.savepoint_dir" contains "$sp" "$dir/savepoints/"
+  expect "the new run restored its state from that savepoint" same_path "$(flink_restored_checkpoint_path "$new")" "$sp"
+  # The timeline: Warden's part is deciding and asking; Flink's is the savepoint, the old run leaving, the
+  # submission and the new run coming up (each wait includes up to one poll interval, 1 s); probation is the
+  # configured wait (5 s here).
+  python3 - "$rec" <<'PY' | tee -a "${TIMINGS_FILE:-/dev/null}" >&2
+import json, sys
+from datetime import datetime
+r = json.loads(sys.argv[1])
+steps = [(s["step"], datetime.fromisoformat(s["at"].replace("Z", "+00:00"))) for s in r["steps"]]
+flink = {"savepoint-triggered", "state-chosen", "submitting", "submitted"}
+parts = {"Warden": 0.0, "Flink": 0.0, "probation": 0.0}
+for (a, ta), (b, tb) in zip(steps, steps[1:]):
+    d = (tb - ta).total_seconds()
+    who = "probation" if a == "probation" else ("Flink" if a in flink else "Warden")
+    parts[who] += d
+    print("%-40s %6.1fs  (%s)" % ("rescale_savepoint: " + a + " -> " + b, d, who))
+for k, v in parts.items():
+    print("%-40s %6.1fs" % ("rescale_savepoint: " + k + "'s part", v))
+PY
 }
 
 # ------------------------------------------------------------------ runner

@@ -19,6 +19,7 @@ mod notify;
 mod operator;
 mod ownership;
 mod reload_time;
+mod rescale;
 mod rules;
 mod server;
 mod store;

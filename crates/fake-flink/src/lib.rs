@@ -20,6 +20,7 @@
 //!   `set_web_ui(false)`, answer 404 `Not found: <uri>`.
 
 mod model;
+mod rescale;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -319,6 +320,31 @@ impl FakeJobManager {
     /// Sets what savepoint / stop-with-savepoint operations triggered from now on do.
     pub fn set_savepoint_behaviour(&self, b: SavepointBehaviour) {
         self.state().savepoint_behaviour = b;
+    }
+
+    /// Runs the adaptive scheduler (or, with `false`, the default one again): in-place rescaling through
+    /// `PUT /jobs/:jid/resource-requirements` works, see the crate's `rescale` module.
+    pub fn set_adaptive_scheduler(&self, on: bool) {
+        self.state().adaptive.on = on;
+    }
+
+    /// How long after a `PUT /jobs/:jid/resource-requirements` the job runs at its new parallelism (zero by
+    /// default; a real 2.3.0 cluster took about 30 s).
+    pub fn set_rescale_delay(&self, d: Duration) {
+        self.state().adaptive.delay = d;
+    }
+
+    /// Submits a new RUNNING job named `job_name` at `parallelism` (one slot per unit of parallelism).
+    pub fn submit_with_parallelism(&self, job_name: &str, parallelism: u32) -> String {
+        self.state().start_job(None, job_name, parallelism, None)
+    }
+
+    /// The job's parallelism now (every vertex has it), or `None` for an unknown job.
+    pub fn job_parallelism(&self, jid: &str) -> Option<u32> {
+        let mut st = self.state();
+        let now = now_ms();
+        rescale::apply_due(&mut st, now, server::SLOTS);
+        st.job_mut(jid).map(|j| j.parallelism)
     }
 
     /// `(jid, state)` of every job named `name`, newest first.

@@ -19,7 +19,7 @@ pub(super) const JSON_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
 /// `flink-revision` / `flink-commit` the fake reports.
 const FLINK_COMMIT: &str = "c0f8d1a";
 /// Slots of the fake's single TaskManager.
-const SLOTS: u32 = 4;
+pub(super) const SLOTS: u32 = 4;
 /// The request log keeps at most this many entries (the oldest half goes when it is full).
 pub(super) const REQUEST_LOG_CAP: usize = 100_000;
 
@@ -36,11 +36,11 @@ impl Reply {
         Reply { status, content_type: JSON_CONTENT_TYPE.to_string(), body: serde_json::to_vec(v).unwrap_or_default() }
     }
 
-    fn ok(v: &Value) -> Reply {
+    pub(super) fn ok(v: &Value) -> Reply {
         Reply::json(200, v)
     }
 
-    fn errors(status: u16, msgs: &[&str]) -> Reply {
+    pub(super) fn errors(status: u16, msgs: &[&str]) -> Reply {
         Reply::json(status, &json!({ "errors": msgs }))
     }
 
@@ -99,6 +99,8 @@ pub(super) struct State {
     pub(super) in_flight: usize,
     /// The most requests in flight at once since the last reset.
     pub(super) max_in_flight: usize,
+    /// The adaptive scheduler and its in-place rescales.
+    pub(super) adaptive: super::rescale::Adaptive,
     /// What jobs run from a jar of this file name do.
     pub(super) jar_behaviours: HashMap<String, crate::JarBehaviour>,
     /// How an uploaded jar of this file name runs: (entry class, job name).
@@ -128,6 +130,7 @@ impl State {
             next_seq: 0,
             in_flight: 0,
             max_in_flight: 0,
+            adaptive: Default::default(),
             jar_behaviours: HashMap::new(),
             upload_as: HashMap::new(),
             uploads: Vec::new(),
@@ -281,6 +284,7 @@ fn route(st: &mut State, method: &Method, uri: &Uri, body: &[u8]) -> Reply {
         j.advance(now);
     }
     settle(st, now);
+    super::rescale::apply_due(st, now, SLOTS);
     let query: Vec<(String, String)> = Query::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // Flink also serves every route under the versioned prefix `/v1`.
@@ -298,10 +302,18 @@ fn route(st: &mut State, method: &Method, uri: &Uri, body: &[u8]) -> Reply {
             Reply::ok(&json!({ "jobs": jobs }))
         }
         (Method::GET, ["jobs", "overview"]) => {
-            let jobs: Vec<Value> = st.jobs_newest_first().iter().map(|j| j.overview_json(st.version, now)).collect();
+            let jobs: Vec<Value> = st
+                .jobs_newest_first()
+                .iter()
+                .map(|j| super::rescale::mark_scheduler(st, j.overview_json(st.version, now)))
+                .collect();
             Reply::ok(&json!({ "jobs": jobs }))
         }
-        (Method::GET, ["jobs", jid]) => with_job(st, jid, |st, j| Reply::ok(&j.details_json(st.version, now))),
+        (Method::GET, ["jobs", jid]) => {
+            with_job(st, jid, |st, j| Reply::ok(&super::rescale::mark_scheduler(st, j.details_json(st.version, now))))
+        }
+        (Method::GET, ["jobs", jid, "resource-requirements"]) => super::rescale::get(st, jid),
+        (Method::PUT, ["jobs", jid, "resource-requirements"]) => super::rescale::put(st, jid, body, now),
         (Method::PATCH, ["jobs", jid]) => cancel_job(st, jid, &query),
         (Method::GET, ["jobs", jid, "status"]) => {
             with_job(st, jid, |_, j| Reply::ok(&json!({"status": j.status.name()})))
@@ -392,7 +404,7 @@ fn dashboard_config(st: &State) -> Reply {
         "features": {
             "web-submit": true,
             "web-cancel": true,
-            "web-rescale": false,
+            "web-rescale": st.adaptive.on,
             "web-history": false,
         },
     }))
@@ -445,7 +457,10 @@ fn jobmanager_config(st: &State) -> Reply {
         ("state.checkpoints.dir", "file:///tmp/warden-fake/checkpoints"),
         ("jobmanager.memory.jvm-overhead.max", "201326592b"),
     ];
-    let v: Vec<Value> = pairs.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+    let mut v: Vec<Value> = pairs.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+    if st.adaptive.on {
+        v.push(json!({"key": "jobmanager.scheduler", "value": "adaptive"}));
+    }
     Reply::ok(&Value::Array(v))
 }
 

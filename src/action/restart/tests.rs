@@ -64,6 +64,7 @@ fn job_config() -> JobConfig {
         savepoint_timeout: Duration::from_secs(5),
         verify_timeout: Duration::from_secs(10),
         stop_timeout: Duration::from_secs(10),
+        parallelism: None,
         upgrade: crate::config::UpgradeConfig { probation: Duration::from_millis(400) },
     }
 }
