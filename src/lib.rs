@@ -30,7 +30,8 @@
 //! | [`action`] | built-in actions and the executor: alert log with rotation ([`action::log`]), commands ([`action::command`]; left-over ones after a crash: [`action::leftover`]), JSON merge patches of a target's resources, e.g. the Flink Kubernetes Operator's nonces ([`action::patch`]), decision records, why a command ran or a job was restarted ([`action::decision`], shown by `warden explain`), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, one owner with a lease, resumable, exactly once), concurrency limits ([`action::limits`]) |
 //! | [`notify`] | notification channels (e-mail, Slack, file, plugins), routing, inhibition ([`notify::inhibit`]), grouping, silences, outbox |
 //! | [`store`] | SQLite on its own thread, never blocking async workers: journal, rule state, dispatcher state (one transaction per step), guard resets, restart records (the per-job lock, with owner and lease), savepoint history; [`store::schema`]: versioned migrations; [`store::retention`]: pruning; [`store::lock`]: one daemon per state directory |
-//! | [`runtime`] | the daemon: one task per probe × target (on the monotonic clock; a `for_each: job` probe's task polls each job of the target, a bounded number at a time, and merges the tick's verdicts per rule), the dispatcher task, hot reload (an immutable generation swapped atomically, notifier included), pushed events judged by `events:` probes ([`runtime::events`]), reloads when a target's `file:` secret is rotated, take-over of orphaned restarts, pruning, graceful shutdown (a second signal ends it at once); [`runtime::status`]: what it knows about itself, for the server |
+//! | [`runtime`] | the daemon: one task per probe × target (on the monotonic clock; a `for_each: job` probe's task polls each job of the target, a bounded number at a time, and merges the tick's verdicts per rule), the dispatcher task, hot reload (an immutable generation swapped atomically, notifier included), pushed events judged by `events:` probes ([`runtime::events`]), reloads when a target's `file:` secret is rotated, take-over of orphaned restarts, pruning, graceful shutdown (a second signal ends it at once); with a PostgreSQL store everything that acts belongs to a leader's *term* (started when the lease is taken, stopped the instant it is lost); [`runtime::status`]: what it knows about itself, for the server |
+//! | [`ha`] | an HA pair on a PostgreSQL store: the lease row with its growing epoch (fencing token), the election task (the leader renews and steps down the instant its lease runs out; the standby retries), `warden_members` (the peer), the handover of a predecessor's restarts, and target sharding over more instances on paper ([`ha::shard`], simulated) |
 //! | [`server`] | Warden's own HTTP server: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/api/status`, `/api/history`, `POST /-/reload`, `POST /api/events` (checks pushed events and hands them to the daemon through a channel), the status page; reads [`runtime::status`] |
 //! | [`report`] | `warden report`: an inventory across targets (jobs, Flink version, checkpointing, last checkpoint, state size and trend, restarts in the last day), asked of each JobManager directly |
 //! | [`reload`] | watching `warden.yaml` and pack directories (debounced, polling mode), SIGHUP |
@@ -49,6 +50,7 @@ pub mod event;
 pub mod fetch;
 pub mod fetch_pages;
 pub mod flink;
+pub mod ha;
 pub mod model;
 pub mod notify;
 pub mod pack;
