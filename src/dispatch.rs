@@ -297,10 +297,8 @@ impl Dispatcher {
         }
 
         if slot != *before {
-            let state = serde_json::to_value(&slot).map_err(|e| StoreError {
-                path: store.path().to_path_buf(),
-                source: format!("cannot save the dispatcher's state: {e}").into(),
-            })?;
+            let state = serde_json::to_value(&slot)
+                .map_err(|e| StoreError::new(store.path(), format!("cannot save the dispatcher's state: {e}")))?;
             store.save_dispatch_state(&o.rule, &o.target, &state)?;
         }
         Ok((planned, slot))

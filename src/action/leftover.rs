@@ -19,12 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{Liveness, ProcessIdentity};
 use crate::clock::Clock;
-use crate::store::{ts, Store};
+use crate::store::{args, ts, Store};
 
 /// The key of the process in a journal entry's details.
 pub const DETAILS_KEY: &str = "process";
@@ -48,8 +47,8 @@ pub struct LeftOver {
 /// Records in journal entry `journal_id` (a `run`) which process runs it.
 pub fn record(store: &Store, journal_id: i64, process: &ProcessIdentity) -> crate::store::Result<()> {
     let value = serde_json::to_value(process).unwrap_or(serde_json::Value::Null);
-    store.with_conn(|c| {
-        let details: String = c.query_row("SELECT details FROM journal WHERE id = ?1", [journal_id], |r| r.get(0))?;
+    store.with_db(|c| {
+        let details: String = c.query_one("SELECT details FROM journal WHERE id = ?1", args![journal_id])?.get(0)?;
         let details = match serde_json::from_str::<serde_json::Value>(&details) {
             Ok(serde_json::Value::Object(mut m)) => {
                 m.insert(DETAILS_KEY.into(), value);
@@ -58,19 +57,21 @@ pub fn record(store: &Store, journal_id: i64, process: &ProcessIdentity) -> crat
             Ok(serde_json::Value::Null) | Err(_) => serde_json::json!({ DETAILS_KEY: value }),
             Ok(other) => serde_json::json!({ "value": other, DETAILS_KEY: value }),
         };
-        c.execute("UPDATE journal SET details = ?2 WHERE id = ?1", params![journal_id, details.to_string()]).map(|_| ())
+        c.execute("UPDATE journal SET details = ?2 WHERE id = ?1", args![journal_id, details.to_string()]).map(|_| ())
     })
 }
 
 /// At start-up, before the store marks what is left as interrupted: journals each run still `started` whose
 /// process was recorded for what became of it (see the module docs). Returns the ones still running, for [`watch`].
 pub fn reconcile(store: &Store, now: DateTime<Utc>) -> crate::store::Result<Vec<LeftOver>> {
-    let rows: Vec<(i64, String, String)> = store.with_conn(|c| {
-        let mut st = c.prepare(
+    let rows: Vec<(i64, String, String)> = store.with_db(|c| {
+        c.query(
             "SELECT id, detail, details FROM journal WHERE action = 'run' AND outcome = 'started' ORDER BY id",
-        )?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect()
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .collect()
     })?;
     let mut running = vec![];
     for (journal_id, command, details) in rows {

@@ -32,6 +32,7 @@ pub struct LoadedConfig {
 /// Top-level keys of `warden.yaml`.
 const TOP_KEYS: &[&str] = &[
     "state_dir",
+    "store",
     "pack_paths",
     "targets",
     "probes",
@@ -240,6 +241,18 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
     }
     if let Some(p) = &config.alert_log {
         config.alert_log = Some(base.join(p));
+    }
+    if let Some(pg) = &mut config.store.postgres {
+        if opts.environment || !pg.url.is_reference() {
+            match pg.url.resolve(base) {
+                Err(e) => diags.push(doc.diag("store.postgres.url", format!("`store.postgres.url`: {e}"))),
+                Ok(()) => {
+                    if let Err(e) = crate::store::pg::PgTarget::parse(pg.url.expose()) {
+                        diags.push(doc.diag("store.postgres.url", format!("`store.postgres.url`: {e}")));
+                    }
+                }
+            }
+        }
     }
 
     let mut names = HashSet::new();

@@ -17,6 +17,12 @@ pub struct Config {
     /// against the directory of `warden.yaml`. Default: `warden-state`.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Where Warden keeps its journal, rule and dispatcher state, restarts, outbox and silences. Default: the
+    /// embedded SQLite file `<state_dir>/warden.db`, nothing to set up. `store: {postgres: {url: …}}` keeps them in
+    /// PostgreSQL instead, so that two Wardens (an HA pair) share them; `state_dir` still holds the per-instance
+    /// lock, the alert log and recordings.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Where rule packs are loaded from, relative to `warden.yaml`. A path ending in `/*` means "every
     /// subdirectory that has a `pack.yaml`"; `builtin:flink` is the Flink pack built into the binary (a directory
     /// pack named `flink` replaces it). Default: `["builtin:flink", "rules", "plugins/*"]`.
@@ -81,6 +87,29 @@ pub struct Config {
     /// "HA pair" section.
     #[serde(default)]
     pub ha: HaConfig,
+}
+
+/// The state store's backend, under `store:`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Keep the state in PostgreSQL (version 12 or newer) rather than the SQLite file in `state_dir`.
+    #[serde(default)]
+    pub postgres: Option<PostgresStoreConfig>,
+}
+
+/// A PostgreSQL database for the state store, under `store.postgres`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresStoreConfig {
+    /// The connection URL, as a secret: `${WARDEN_PG_URL}`, `file:/run/secrets/warden-pg` or (not recommended, it
+    /// holds the password) a literal `postgres://user:password@host:5432/db`. It is never logged; messages show it
+    /// without its password. A server on this machine (loopback, Unix socket) is reached in plain text unless the
+    /// URL says `sslmode=require`; any other host needs `sslmode=require` (TLS, the certificate checked against
+    /// the public roots, the host name too) or, to send the password and journal in plain text on purpose,
+    /// `sslmode=disable`. Warden creates and upgrades its tables itself (it needs the right to create tables in
+    /// the database's default schema).
+    pub url: Secret,
 }
 
 pub(crate) fn default_state_dir() -> PathBuf {

@@ -201,14 +201,14 @@ fn a_step_that_fails_half_way_writes_nothing_and_is_decided_again() {
     let mut d = Dispatcher::new(policy(), false, &s).unwrap();
     let both = || vec![alert("clicks", None), relaunch("clicks")];
     let fail_on = |what: &str, on: &str| {
-        s.with_conn(|c| {
-            c.execute_batch(&format!(
+        s.with_db(|c| {
+            c.batch(&format!(
                 "CREATE TRIGGER fail BEFORE INSERT ON {on} {what} BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
             ))
         })
         .unwrap()
     };
-    let heal = || s.with_conn(|c| c.execute_batch("DROP TRIGGER fail")).unwrap();
+    let heal = || s.with_db(|c| c.batch("DROP TRIGGER fail")).unwrap();
 
     // The alert and the relaunch are journalled, then saving the cooldown state fails.
     fail_on("", "dispatch_state");

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use super::{lease, members, HaMetrics, HaView, Leadership, LeaseGuard, Role};
@@ -70,15 +71,9 @@ impl ElectorConfig {
 /// Why the election cannot talk to the database.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ElectionError {
-    /// The URL does not parse (the URL itself is not repeated: it is a secret).
-    #[error("the PostgreSQL URL of `store.postgres.url` is not valid: {0}")]
+    /// The URL cannot be used (the message shows it without its password).
+    #[error("the leader election cannot use `store.postgres.url`: {0}")]
     Url(String),
-    /// A host other than the local machine without `sslmode=disable`: the election does not speak TLS.
-    #[error(
-        "the election's connection to `{0}` would not be encrypted: use a unix socket or a loopback address, or add \
-         `sslmode=disable` to the URL to accept an unencrypted connection"
-    )]
-    NeedsTls(String),
     /// Connecting or a statement failed.
     #[error("{0}")]
     Db(String),
@@ -98,28 +93,30 @@ impl From<tokio_postgres::Error> for ElectionError {
     }
 }
 
-/// Checks the URL before the first connection: it parses, and it reaches this machine or says `sslmode=disable`.
-pub fn check_url(url: &str) -> Result<tokio_postgres::Config, ElectionError> {
-    let cfg: tokio_postgres::Config =
+/// Checks the URL before the first connection, by the store's rules (a server on another host only with TLS or an
+/// explicit `sslmode=disable`), and says whether to use TLS (`sslmode=require`: the certificate and host name are
+/// verified against the public roots, as the store does).
+pub fn check_url(url: &str) -> Result<(tokio_postgres::Config, Option<MakeRustlsConnect>), ElectionError> {
+    crate::store::pg::PgTarget::parse(url).map_err(|e| ElectionError::Url(e.0))?;
+    let mut cfg: tokio_postgres::Config =
         url.parse().map_err(|e: tokio_postgres::Error| ElectionError::Url(e.to_string()))?;
-    let local = |h: &tokio_postgres::config::Host| match h {
-        tokio_postgres::config::Host::Tcp(name) => {
-            name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        }
-        #[cfg(unix)]
-        tokio_postgres::config::Host::Unix(_) => true,
+    cfg.application_name("warden-election");
+    let tls = match cfg.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Require => Some(rustls_connector()?),
+        _ => None,
     };
-    if cfg.get_ssl_mode() != tokio_postgres::config::SslMode::Disable {
-        if let Some(h) = cfg.get_hosts().iter().find(|h| !local(h)) {
-            let name = match h {
-                tokio_postgres::config::Host::Tcp(n) => n.clone(),
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-            };
-            return Err(ElectionError::NeedsTls(name));
-        }
-    }
-    Ok(cfg)
+    Ok((cfg, tls))
+}
+
+fn rustls_connector() -> Result<MakeRustlsConnect, ElectionError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ElectionError::Url(format!("TLS set-up: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// A running election. Dropping it without [`Election::stop`] leaves the lease to run out on its own.
@@ -136,7 +133,7 @@ pub struct Election {
 impl Election {
     /// Starts the election as a standby. Fails only on a URL that cannot work; a database that is down is retried.
     pub fn start(cfg: ElectorConfig, metrics: HaMetrics) -> Result<Election, ElectionError> {
-        let pg = check_url(&cfg.url)?;
+        let (pg, tls) = check_url(&cfg.url)?;
         let guard = LeaseGuard::never();
         let standby = Leadership::standby(&cfg.instance);
         let (tx, rx) = watch::channel(standby);
@@ -144,7 +141,8 @@ impl Election {
             Arc::new(Mutex::new(HaView { role: Role::Standby, instance: cfg.instance.clone(), ..HaView::single() }));
         metrics.set_role(Role::Standby);
         let stop = CancellationToken::new();
-        let task = Task { cfg, pg, metrics, view: view.clone(), guard: guard.clone(), tx, client: None, held: None };
+        let task =
+            Task { cfg, pg, tls, metrics, view: view.clone(), guard: guard.clone(), tx, client: None, held: None };
         let task = tokio::spawn(task.run(stop.clone()));
         Ok(Election { leadership: rx, guard, view, stop, task })
     }
@@ -178,6 +176,7 @@ struct Held {
 struct Task {
     cfg: ElectorConfig,
     pg: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
     metrics: HaMetrics,
     view: Arc<Mutex<HaView>>,
     guard: LeaseGuard,
@@ -275,14 +274,21 @@ impl Task {
     async fn client(&mut self) -> Result<&Client, ElectionError> {
         if self.client.is_none() {
             let limit = self.cfg.lease.max(Duration::from_secs(1));
-            let (client, conn) = tokio::time::timeout(limit, self.pg.connect(NoTls))
-                .await
-                .map_err(|_| ElectionError::Timeout(limit))??;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("HA: the election's connection ended: {e}");
+            let connect = async {
+                match &self.tls {
+                    Some(tls) => {
+                        let (client, conn) = self.pg.connect(tls.clone()).await?;
+                        tokio::spawn(drive(conn));
+                        Ok::<_, tokio_postgres::Error>(client)
+                    }
+                    None => {
+                        let (client, conn) = self.pg.connect(NoTls).await?;
+                        tokio::spawn(drive(conn));
+                        Ok(client)
+                    }
                 }
-            });
+            };
+            let client = tokio::time::timeout(limit, connect).await.map_err(|_| ElectionError::Timeout(limit))??;
             lease::ensure_table(&client).await?;
             members::ensure_table(&client).await?;
             let _ = members::prune(&client).await;
@@ -382,5 +388,12 @@ impl Task {
         self.metrics.set_role(Role::Standby);
         self.view.lock().role = Role::Standby;
         let _ = self.tx.send(Leadership::standby(&instance));
+    }
+}
+
+/// Drives a connection until it ends.
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(conn: F) {
+    if let Err(e) = conn.await {
+        tracing::debug!("HA: the election's connection ended: {e}");
     }
 }

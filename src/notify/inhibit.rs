@@ -28,13 +28,12 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
 use serde::Serialize;
 
 use crate::config::InhibitRuleConfig;
 use crate::diag::closest;
 use crate::model::AlertRecord;
-use crate::store::{Store, StoreError};
+use crate::store::{args, Backend, Db, DbResult, Store, StoreError};
 
 use super::matcher::{Facts, Matcher};
 
@@ -287,22 +286,25 @@ pub fn in_force(
     out
 }
 
-/// Creates the table if needed.
+/// Creates the table if needed (SQLite; on PostgreSQL the store's migrations made it).
 pub fn init(store: &Store) -> Result<(), StoreError> {
-    store.with_conn(|c| c.execute_batch(SCHEMA))
+    match store.backend() {
+        Backend::Sqlite => store.with_db(|c| c.batch(SCHEMA)),
+        Backend::Postgres => Ok(()),
+    }
 }
 
 /// Keeps the set of firing alerts up to date with one the notifier is handed: `firing` and `reminder` add (or
 /// refresh) it, `resolved` removes it; other events change nothing.
 pub fn track(store: &Store, r: &AlertRecord) -> Result<(), StoreError> {
     if matches!(r.event.as_str(), "firing" | "reminder" | "resolved") {
-        store.with_conn(|c| track_on(c, r))?;
+        store.with_db(|c| track_on(c, r))?;
     }
     Ok(())
 }
 
 /// [`track`] on a connection (inside the notifier's transaction for the alert, see [`super::outbox::Change`]).
-pub(crate) fn track_on(c: &rusqlite::Connection, r: &AlertRecord) -> rusqlite::Result<()> {
+pub(crate) fn track_on(c: &Db, r: &AlertRecord) -> DbResult<()> {
     let key = super::outbox::alert_key(r);
     match r.event.as_str() {
         "firing" | "reminder" => {
@@ -310,11 +312,11 @@ pub(crate) fn track_on(c: &rusqlite::Connection, r: &AlertRecord) -> rusqlite::R
             c.execute(
                 "INSERT INTO notify_firing (alert, record) VALUES (?1, ?2)
                  ON CONFLICT (alert) DO UPDATE SET record = excluded.record",
-                params![key, rec],
+                args![key, rec],
             )?;
         }
         "resolved" => {
-            c.execute("DELETE FROM notify_firing WHERE alert = ?1", [key])?;
+            c.execute("DELETE FROM notify_firing WHERE alert = ?1", args![key])?;
         }
         _ => {}
     }
@@ -323,12 +325,11 @@ pub(crate) fn track_on(c: &rusqlite::Connection, r: &AlertRecord) -> rusqlite::R
 
 /// The alerts firing now, as the notifier was told (oldest first).
 pub fn firing(store: &Store) -> Result<Vec<AlertRecord>, StoreError> {
-    store.with_conn(|c| {
-        let mut st = c.prepare("SELECT record FROM notify_firing ORDER BY rowid")?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+    store.with_db(|c| {
+        let rows = c.query("SELECT record FROM notify_firing ORDER BY rowid", &[])?;
         let mut out = vec![];
         for row in rows {
-            if let Ok(rec) = serde_json::from_str(&row?) {
+            if let Ok(rec) = serde_json::from_str(&row.get::<String>(0)?) {
                 out.push(rec);
             }
         }
@@ -351,19 +352,17 @@ pub fn held_inhibited(store: &Store) -> Result<BTreeMap<(String, String, String)
 
 /// True when the alert with key `alert` ([`super::outbox::alert_key`]) fires now.
 pub fn is_firing(store: &Store, alert: &str) -> Result<bool, StoreError> {
-    store.with_conn(|c| {
-        c.query_row("SELECT EXISTS (SELECT 1 FROM notify_firing WHERE alert = ?1)", [alert], |r| r.get(0))
-    })
+    store.with_db(|c| c.query_one("SELECT EXISTS (SELECT 1 FROM notify_firing WHERE alert = ?1)", args![alert])?.get(0))
 }
 
 /// How many alerts are held back by inhibition now, counted per alert (not per channel).
 pub fn held_count(store: &Store) -> Result<u64, StoreError> {
-    store.with_conn(|c| {
-        c.query_row(
+    store.with_db(|c| {
+        c.query_one(
             "SELECT COUNT(DISTINCT alert) FROM notify_alert WHERE state = 'held' AND silenced_by LIKE 'inhibited %'",
-            [],
-            |r| r.get(0),
-        )
+            &[],
+        )?
+        .get(0)
     })
 }
 

@@ -835,6 +835,10 @@ impl Notifier {
         }
         let s = self.setup();
         for mut q in start {
+            // One delivery at a time per message, whichever process delivers: another one may have taken it.
+            if !outbox::claim(&self.store, q.id, q.attempts)? {
+                continue;
+            }
             let Some(sender) = s.senders.get(&q.channel).cloned() else {
                 let reason = format!("channel `{}` is no longer configured", q.channel);
                 self.fail(&mut q, now, &reason)?;
@@ -917,9 +921,7 @@ impl Notifier {
                 );
                 if let Some(j) = q.journal_id {
                     // Not finished yet: update the outcome only.
-                    self.store.with_conn(|c| {
-                        c.execute("UPDATE journal SET outcome = ?2 WHERE id = ?1", rusqlite::params![j, outcome])
-                    })?;
+                    self.store.set_outcome(j, &outcome)?;
                 }
                 tracing::warn!(channel = %q.channel, message = %q.message.id, "delivery failed, will retry: {reason}");
             }

@@ -12,10 +12,9 @@
 //! a sent message is never queued again.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 
 use crate::model::AlertRecord;
-use crate::store::{ts, Store, StoreError};
+use crate::store::{args, ts, Backend, Store, StoreError};
 
 use super::channel::Message;
 
@@ -39,11 +38,16 @@ CREATE TABLE IF NOT EXISTS notify_alert (
 );
 ";
 
-/// Creates the tables if needed.
+/// Creates the tables if needed (SQLite; on PostgreSQL the store's migrations made them), and releases the
+/// outbox claims a previous run of this process's epoch left behind (it stopped while delivering: see [`claim`]).
 pub fn init(store: &Store) -> Result<(), StoreError> {
-    store.with_conn(|c| c.execute_batch(SCHEMA))?;
+    if store.backend() == Backend::Sqlite {
+        store.with_db(|c| c.batch(SCHEMA))?;
+    }
     super::inhibit::init(store)?;
-    super::silence::init(store)
+    super::silence::init(store)?;
+    store.with_db(|c| c.execute("DELETE FROM notify_claim WHERE epoch <= ?1", args![store.epoch()]))?;
+    Ok(())
 }
 
 /// The key of an alert across events: rule, target and subject.
@@ -155,20 +159,20 @@ pub enum Change {
 
 /// What `channel` knows about `alert`.
 pub fn alert_state(store: &Store, channel: &str, alert: &str) -> Result<Option<AlertState>, StoreError> {
-    store.with_conn(|c| {
-        c.query_row(
+    store.with_db(|c| {
+        let Some(r) = c.query_opt(
             "SELECT state, last_sent, silenced_by FROM notify_alert WHERE channel = ?1 AND alert = ?2",
-            params![channel, alert],
-            |r| {
-                let state: String = r.get(0)?;
-                let last: Option<String> = r.get(1)?;
-                Ok(match state.as_str() {
-                    "held" => AlertState::Held { why: r.get(2)? },
-                    _ => AlertState::Sent { last_sent: last.map(|s| parse_ts(&s)).unwrap_or_default() },
-                })
-            },
-        )
-        .optional()
+            args![channel, alert],
+        )?
+        else {
+            return Ok(None);
+        };
+        let state: String = r.get(0)?;
+        let last: Option<String> = r.get(1)?;
+        Ok(Some(match state.as_str() {
+            "held" => AlertState::Held { why: r.get(2)? },
+            _ => AlertState::Sent { last_sent: last.map(|s| parse_ts(&s)).unwrap_or_default() },
+        }))
     })
 }
 
@@ -177,82 +181,77 @@ pub fn apply(store: &Store, changes: &[Change]) -> Result<(), StoreError> {
     if changes.is_empty() {
         return Ok(());
     }
-    store.with_conn(|c| {
-        // Its own transaction, or a part of the caller's ([`Store::transaction`]).
-        let own = c.is_autocommit();
-        if own {
-            c.execute_batch("BEGIN")?;
-        }
-        let tx = c;
-        let applied = (|| -> rusqlite::Result<()> {
-        for ch in changes {
-            match ch {
-                Change::Pending { channel, grp, due, record } => {
-                    let existing: Option<String> = tx
-                        .query_row(
-                            "SELECT MIN(due) FROM notify_pending WHERE channel = ?1 AND grp = ?2",
-                            params![channel, grp],
-                            |r| r.get(0),
-                        )
-                        .optional()?
-                        .flatten();
-                    let due = existing.unwrap_or_else(|| ts(*due));
-                    tx.execute(
-                        "INSERT INTO notify_pending (channel, grp, due, record, alert) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![channel, grp, due, serde_json::to_string(record).expect("record"), alert_key(record)],
-                    )?;
+    // Its own transaction, or a savepoint in the caller's ([`Store::transaction`]).
+    store.transaction(|st| {
+        st.with_db(|tx| {
+            for ch in changes {
+                match ch {
+                    Change::Pending { channel, grp, due, record } => {
+                        let existing: Option<String> = tx
+                            .query_one(
+                                "SELECT MIN(due) FROM notify_pending WHERE channel = ?1 AND grp = ?2",
+                                args![channel, grp],
+                            )?
+                            .get(0)?;
+                        let due = existing.unwrap_or_else(|| ts(*due));
+                        tx.execute(
+                            "INSERT INTO notify_pending (channel, grp, due, record, alert) VALUES (?1, ?2, ?3, ?4, ?5)",
+                            args![
+                                channel,
+                                grp,
+                                due,
+                                serde_json::to_string(record).expect("record"),
+                                alert_key(record)
+                            ],
+                        )?;
+                    }
+                    Change::Sent { channel, alert, at } => {
+                        tx.execute(
+                            "INSERT INTO notify_alert (channel, alert, state, last_sent, record) VALUES (?1, ?2, 'sent', ?3, '')
+                             ON CONFLICT (channel, alert) DO UPDATE SET state = 'sent', last_sent = excluded.last_sent,
+                               record = '', silenced_by = ''",
+                            args![channel, alert, ts(*at)],
+                        )?;
+                    }
+                    Change::Hold { channel, alert, record, silenced_by } => {
+                        tx.execute(
+                            "INSERT INTO notify_alert (channel, alert, state, record, silenced_by) VALUES (?1, ?2, 'held', ?3, ?4)
+                             ON CONFLICT (channel, alert) DO UPDATE SET state = 'held', record = excluded.record,
+                               silenced_by = excluded.silenced_by",
+                            args![channel, alert, serde_json::to_string(record).expect("record"), silenced_by],
+                        )?;
+                    }
+                    Change::Forget { channel, alert } => {
+                        tx.execute(
+                            "DELETE FROM notify_alert WHERE channel = ?1 AND alert = ?2",
+                            args![channel, alert],
+                        )?;
+                    }
+                    Change::Unqueue { channel, alert } => {
+                        tx.execute(
+                            "DELETE FROM notify_pending WHERE channel = ?1 AND alert = ?2",
+                            args![channel, alert],
+                        )?;
+                    }
+                    Change::DropPending { id } => {
+                        tx.execute("DELETE FROM notify_pending WHERE id = ?1", args![*id])?;
+                    }
+                    Change::Track { record } => super::inhibit::track_on(tx, record)?,
                 }
-                Change::Sent { channel, alert, at } => {
-                    tx.execute(
-                        "INSERT INTO notify_alert (channel, alert, state, last_sent, record) VALUES (?1, ?2, 'sent', ?3, '')
-                         ON CONFLICT (channel, alert) DO UPDATE SET state = 'sent', last_sent = excluded.last_sent,
-                           record = '', silenced_by = ''",
-                        params![channel, alert, ts(*at)],
-                    )?;
-                }
-                Change::Hold { channel, alert, record, silenced_by } => {
-                    tx.execute(
-                        "INSERT INTO notify_alert (channel, alert, state, record, silenced_by) VALUES (?1, ?2, 'held', ?3, ?4)
-                         ON CONFLICT (channel, alert) DO UPDATE SET state = 'held', record = excluded.record,
-                           silenced_by = excluded.silenced_by",
-                        params![channel, alert, serde_json::to_string(record).expect("record"), silenced_by],
-                    )?;
-                }
-                Change::Forget { channel, alert } => {
-                    tx.execute("DELETE FROM notify_alert WHERE channel = ?1 AND alert = ?2", params![channel, alert])?;
-                }
-                Change::Unqueue { channel, alert } => {
-                    tx.execute("DELETE FROM notify_pending WHERE channel = ?1 AND alert = ?2", params![channel, alert])?;
-                }
-                Change::DropPending { id } => {
-                    tx.execute("DELETE FROM notify_pending WHERE id = ?1", [id])?;
-                }
-                Change::Track { record } => super::inhibit::track_on(tx, record)?,
             }
-        }
-        Ok(())
-        })();
-        match (own, applied) {
-            (true, Ok(())) => c.execute_batch("COMMIT"),
-            (true, Err(e)) => {
-                let _ = c.execute_batch("ROLLBACK");
-                Err(e)
-            }
-            (false, r) => r,
-        }
+            Ok(())
+        })
     })
 }
 
 /// Alerts held back by silences: `(channel, alert key, latest record)`.
 pub fn held(store: &Store) -> Result<Vec<(String, String, AlertRecord)>, StoreError> {
-    store.with_conn(|c| {
-        let mut st =
-            c.prepare("SELECT channel, alert, record FROM notify_alert WHERE state = 'held' ORDER BY rowid")?;
+    store.with_db(|c| {
         let rows =
-            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+            c.query("SELECT channel, alert, record FROM notify_alert WHERE state = 'held' ORDER BY rowid", &[])?;
         let mut out = vec![];
-        for row in rows {
-            let (ch, a, rec) = row?;
+        for r in rows {
+            let (ch, a, rec): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
             if let Ok(rec) = serde_json::from_str(&rec) {
                 out.push((ch, a, rec));
             }
@@ -263,16 +262,14 @@ pub fn held(store: &Store) -> Result<Vec<(String, String, AlertRecord)>, StoreEr
 
 /// Alerts held back by silences or inhibitions: `(channel, alert key, why, latest record)`.
 pub fn held_why(store: &Store) -> Result<Vec<(String, String, String, AlertRecord)>, StoreError> {
-    store.with_conn(|c| {
-        let mut st = c.prepare(
+    store.with_db(|c| {
+        let rows = c.query(
             "SELECT channel, alert, silenced_by, record FROM notify_alert WHERE state = 'held' ORDER BY rowid",
+            &[],
         )?;
-        let rows = st.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
-        })?;
         let mut out = vec![];
-        for row in rows {
-            let (ch, a, why, rec) = row?;
+        for r in rows {
+            let (ch, a, why, rec): (String, String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
             if let Ok(rec) = serde_json::from_str(&rec) {
                 out.push((ch, a, why, rec));
             }
@@ -283,43 +280,51 @@ pub fn held_why(store: &Store) -> Result<Vec<(String, String, String, AlertRecor
 
 /// Groups whose wait is over, oldest first: `(channel, group key)`.
 pub fn due_groups(store: &Store, now: DateTime<Utc>) -> Result<Vec<(String, String)>, StoreError> {
-    store.with_conn(|c| {
-        let mut st = c.prepare(
+    store.with_db(|c| {
+        c.query(
             "SELECT channel, grp FROM notify_pending GROUP BY channel, grp HAVING MIN(due) <= ?1 ORDER BY MIN(id)",
-        )?;
-        let rows = st.query_map([ts(now)], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
+            args![ts(now)],
+        )?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?)))
+        .collect()
     })
 }
 
 /// Other groups of `channel` that hold an earlier record about an alert in group `grp` (they must be queued
 /// first, so that a *resolved* never overtakes its *firing*).
 pub fn predecessors(store: &Store, channel: &str, grp: &str) -> Result<Vec<String>, StoreError> {
-    store.with_conn(|c| {
-        let mut st = c.prepare(
+    store.with_db(|c| {
+        c.query(
             "SELECT p.grp, MIN(p.id) FROM notify_pending p JOIN notify_pending q ON p.channel = q.channel AND p.alert = q.alert
              WHERE q.channel = ?1 AND q.grp = ?2 AND p.grp <> ?2 AND p.id < q.id GROUP BY p.grp ORDER BY MIN(p.id)",
-        )?;
-        let rows = st.query_map(params![channel, grp], |r| r.get(0))?;
-        rows.collect()
+            args![channel, grp],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
     })
 }
 
 /// When the next group is due, if any waits.
 pub fn next_group_due(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let t: Option<String> =
-        store.with_conn(|c| c.query_row("SELECT MIN(due) FROM notify_pending", [], |r| r.get(0)))?;
+    let t: Option<String> = store.with_db(|c| c.query_one("SELECT MIN(due) FROM notify_pending", &[])?.get(0))?;
     Ok(t.map(|s| parse_ts(&s)))
 }
 
 /// The alerts of a group, in arrival order, and the ids of its rows (unreadable rows are dropped with the rest).
 pub fn group(store: &Store, channel: &str, grp: &str) -> Result<(Vec<i64>, Vec<AlertRecord>), StoreError> {
-    store.with_conn(|c| {
-        let mut st = c.prepare("SELECT id, record FROM notify_pending WHERE channel = ?1 AND grp = ?2 ORDER BY id")?;
-        let rows = st.query_map(params![channel, grp], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    store.with_db(|c| {
+        let rows = c
+            .query(
+                "SELECT id, record FROM notify_pending WHERE channel = ?1 AND grp = ?2 ORDER BY id",
+                args![channel, grp],
+            )?
+            .iter()
+            .map(|r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)))
+            .collect::<crate::store::DbResult<Vec<_>>>()?;
         let (mut ids, mut records) = (vec![], vec![]);
-        for row in rows {
-            let (id, rec) = row?;
+        for (id, rec) in rows {
             ids.push(id);
             if let Ok(rec) = serde_json::from_str(&rec) {
                 records.push(rec);
@@ -331,12 +336,17 @@ pub fn group(store: &Store, channel: &str, grp: &str) -> Result<(Vec<i64>, Vec<A
 
 /// The readable rows of a group, in arrival order, with their ids.
 pub fn group_rows(store: &Store, channel: &str, grp: &str) -> Result<Vec<(i64, AlertRecord)>, StoreError> {
-    store.with_conn(|c| {
-        let mut st = c.prepare("SELECT id, record FROM notify_pending WHERE channel = ?1 AND grp = ?2 ORDER BY id")?;
-        let rows = st.query_map(params![channel, grp], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    store.with_db(|c| {
+        let rows = c
+            .query(
+                "SELECT id, record FROM notify_pending WHERE channel = ?1 AND grp = ?2 ORDER BY id",
+                args![channel, grp],
+            )?
+            .iter()
+            .map(|r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)))
+            .collect::<crate::store::DbResult<Vec<_>>>()?;
         let mut out = vec![];
-        for row in rows {
-            let (id, rec) = row?;
+        for (id, rec) in rows {
             if let Ok(rec) = serde_json::from_str(&rec) {
                 out.push((id, rec));
             }
@@ -348,27 +358,28 @@ pub fn group_rows(store: &Store, channel: &str, grp: &str) -> Result<Vec<(i64, A
 /// Queues a message and removes the pending rows it was made from, in one transaction. Returns its id.
 pub fn enqueue(store: &Store, m: &Message, lane: &str, pending_ids: &[i64]) -> Result<i64, StoreError> {
     let body = serde_json::to_string(m).expect("message");
-    store.with_conn(|c| {
-        let tx = c.unchecked_transaction()?;
-        tx.execute(
-            "INSERT INTO notify_outbox (channel, lane, created, next_attempt, status, message)
-             VALUES (?1, ?2, ?3, ?3, 'pending', ?4)",
-            params![m.channel, lane, ts(m.created), body],
-        )?;
-        let id = tx.last_insert_rowid();
-        for p in pending_ids {
-            tx.execute("DELETE FROM notify_pending WHERE id = ?1", [p])?;
-        }
-        tx.commit()?;
-        Ok(id)
+    store.transaction(|st| {
+        st.with_db(|tx| {
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO notify_outbox (channel, lane, created, next_attempt, status, message)
+                     VALUES (?1, ?2, ?3, ?3, 'pending', ?4) RETURNING id",
+                    args![&m.channel, lane, ts(m.created), body],
+                )?
+                .get(0)?;
+            for p in pending_ids {
+                tx.execute("DELETE FROM notify_pending WHERE id = ?1", args![*p])?;
+            }
+            Ok(id)
+        })
     })
 }
 
 /// Drops pending rows (of a channel that no longer exists).
 pub fn drop_pending(store: &Store, ids: &[i64]) -> Result<(), StoreError> {
-    store.with_conn(|c| {
+    store.with_db(|c| {
         for p in ids {
-            c.execute("DELETE FROM notify_pending WHERE id = ?1", [p])?;
+            c.execute("DELETE FROM notify_pending WHERE id = ?1", args![*p])?;
         }
         Ok(())
     })
@@ -396,29 +407,21 @@ pub struct Queued {
 /// The oldest pending message of every lane (only those can be sent: order per lane), except lanes for which
 /// `skip` is true (those with a delivery in flight): their messages are not even read.
 pub fn heads(store: &Store, skip: impl Fn(&str) -> bool) -> Result<Vec<Queued>, StoreError> {
-    store.with_conn(|c| {
-        let mut st = c.prepare(
+    store.with_db(|c| {
+        let rows = c.query(
             "SELECT o.id, o.lane, o.channel, o.next_attempt, o.attempts, o.journal_id FROM notify_outbox o
              JOIN (SELECT MIN(id) AS id FROM notify_outbox WHERE status = 'pending' GROUP BY lane) h ON o.id = h.id
              ORDER BY o.id",
+            &[],
         )?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, u32>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-            ))
-        })?;
         let mut out = vec![];
-        for row in rows {
-            let (id, lane, channel, next, attempts, journal_id) = row?;
+        for r in rows {
+            let (id, lane, channel, next, attempts, journal_id): (i64, String, String, String, u32, Option<i64>) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
             if skip(&lane) {
                 continue;
             }
-            let msg: String = c.query_row("SELECT message FROM notify_outbox WHERE id = ?1", [id], |r| r.get(0))?;
+            let msg: String = c.query_one("SELECT message FROM notify_outbox WHERE id = ?1", args![id])?.get(0)?;
             match serde_json::from_str::<Message>(&msg) {
                 Ok(message) => {
                     out.push(Queued { id, lane, channel, next_attempt: parse_ts(&next), attempts, journal_id, message })
@@ -427,7 +430,7 @@ pub fn heads(store: &Store, skip: impl Fn(&str) -> bool) -> Result<Vec<Queued>, 
                     // Unreadable (written by another version?): set it aside rather than block its lane.
                     c.execute(
                         "UPDATE notify_outbox SET status = 'failed', last_error = ?2 WHERE id = ?1",
-                        params![id, format!("unreadable message: {e}")],
+                        args![id, format!("unreadable message: {e}")],
                     )?;
                 }
             }
@@ -438,55 +441,80 @@ pub fn heads(store: &Store, skip: impl Fn(&str) -> bool) -> Result<Vec<Queued>, 
 
 /// Records the journal entry of a queued message.
 pub fn set_journal(store: &Store, id: i64, journal_id: i64) -> Result<(), StoreError> {
-    store
-        .with_conn(|c| c.execute("UPDATE notify_outbox SET journal_id = ?2 WHERE id = ?1", params![id, journal_id]))?;
+    store.with_db(|c| c.execute("UPDATE notify_outbox SET journal_id = ?2 WHERE id = ?1", args![id, journal_id]))?;
     Ok(())
+}
+
+/// Claims message `id` (`attempts` attempts so far) for one delivery attempt, under this process's epoch ([`Store::epoch`]): `false` when it is
+/// no longer pending, was attempted meanwhile (another process moved it on), or is claimed already by this epoch
+/// or a newer one. One statement decides (the claim row's primary key), so of two processes claiming at once
+/// exactly one wins; a claim of an older epoch (a leader that lost its lease while delivering) is taken over.
+/// The claim ends with [`sent`], [`failed`] or [`retry`]. On PostgreSQL with a fence, a stale leader's claim is
+/// refused before anything is sent.
+pub fn claim(store: &Store, id: i64, attempts: u32) -> Result<bool, StoreError> {
+    let n = store.with_db(|c| {
+        c.execute(
+            "INSERT INTO notify_claim (outbox_id, epoch)
+             SELECT id, ?2 FROM notify_outbox WHERE id = ?1 AND status = 'pending' AND attempts = ?3
+             ON CONFLICT (outbox_id) DO UPDATE SET epoch = excluded.epoch WHERE notify_claim.epoch < excluded.epoch",
+            args![id, store.epoch(), attempts],
+        )
+    })?;
+    Ok(n == 1)
+}
+
+fn release(c: &crate::store::Db, id: i64) -> crate::store::DbResult<usize> {
+    c.execute("DELETE FROM notify_claim WHERE outbox_id = ?1", args![id])
 }
 
 /// Marks a message sent.
 pub fn sent(store: &Store, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-    store.with_conn(|c| {
-        c.execute("UPDATE notify_outbox SET status = 'sent', done = ?2 WHERE id = ?1", params![id, ts(now)])
+    store.with_db(|c| {
+        c.execute("UPDATE notify_outbox SET status = 'sent', done = ?2 WHERE id = ?1", args![id, ts(now)])?;
+        release(c, id)
     })?;
     Ok(())
 }
 
 /// Marks a message failed for good.
 pub fn failed(store: &Store, id: i64, now: DateTime<Utc>, reason: &str) -> Result<(), StoreError> {
-    store.with_conn(|c| {
+    store.with_db(|c| {
         c.execute(
             "UPDATE notify_outbox SET status = 'failed', done = ?2, last_error = ?3, attempts = attempts + 1 WHERE id = ?1",
-            params![id, ts(now), reason],
-        )
+            args![id, ts(now), reason],
+        )?;
+        release(c, id)
     })?;
     Ok(())
 }
 
 /// Schedules another attempt.
 pub fn retry(store: &Store, id: i64, attempts: u32, next: DateTime<Utc>, reason: &str) -> Result<(), StoreError> {
-    store.with_conn(|c| {
+    store.with_db(|c| {
         c.execute(
             "UPDATE notify_outbox SET attempts = ?2, next_attempt = ?3, last_error = ?4 WHERE id = ?1",
-            params![id, attempts, ts(next), reason],
-        )
+            args![id, attempts, ts(next), reason],
+        )?;
+        release(c, id)
     })?;
     Ok(())
 }
 
 /// Deletes sent and failed messages finished before `before`.
 pub fn purge(store: &Store, before: DateTime<Utc>) -> Result<usize, StoreError> {
-    store.with_conn(|c| c.execute("DELETE FROM notify_outbox WHERE status <> 'pending' AND done < ?1", [ts(before)]))
+    store.with_db(|c| c.execute("DELETE FROM notify_outbox WHERE status <> 'pending' AND done < ?1", args![ts(before)]))
 }
 
 /// Messages by status: `(pending, sent, failed)`.
 pub fn counts(store: &Store) -> Result<(u64, u64, u64), StoreError> {
-    store.with_conn(|c| {
-        c.query_row(
-            "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'sent'), 0),
-                    COALESCE(SUM(status = 'failed'), 0) FROM notify_outbox",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+    store.with_db(|c| {
+        let r = c.query_one(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) FROM notify_outbox",
+            &[],
+        )?;
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
     })
 }
 
@@ -499,16 +527,16 @@ pub fn actions_since(
     since: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
-    let rows: Vec<(String, String, String, String, String)> = store.with_conn(|c| {
-        let mut st = c.prepare(
+    let rows: Vec<(String, String, String, String, String)> = store.with_db(|c| {
+        c.query(
             "SELECT action, detail, outcome, summary, output FROM journal
              WHERE target = ?1 AND subject = ?2 AND time >= ?3 AND action NOT IN ('alert', 'resolved', 'log', 'notify')
              ORDER BY id DESC LIMIT ?4",
-        )?;
-        let rows = st.query_map(params![target, subject, ts(since), limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?;
-        rows.collect()
+            args![target, subject, ts(since), limit],
+        )?
+        .iter()
+        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .collect()
     })?;
     Ok(rows
         .into_iter()

@@ -3,11 +3,10 @@
 //! still fires when the silence ends, it is sent then.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::schedule::Schedule;
-use crate::store::{ts, Store, StoreError};
+use crate::store::{args, ts, Backend, DbResult, Row, Store, StoreError};
 
 use super::config::MaintenanceConfig;
 use super::matcher::{Facts, Matcher};
@@ -60,9 +59,12 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
 }
 
-/// Creates the table if needed.
+/// Creates the table if needed (SQLite; on PostgreSQL the store's migrations made it).
 pub fn init(store: &Store) -> Result<(), StoreError> {
-    store.with_conn(|c| c.execute_batch(SCHEMA))
+    match store.backend() {
+        Backend::Sqlite => store.with_db(|c| c.batch(SCHEMA)),
+        Backend::Postgres => Ok(()),
+    }
 }
 
 /// Adds a silence; returns its id. The matchers must parse ([`Matcher::from_pairs`]).
@@ -76,12 +78,13 @@ pub fn add(
 ) -> Result<i64, StoreError> {
     init(store)?;
     let m = serde_json::to_string(matchers).expect("strings");
-    store.with_conn(|c| {
-        c.execute(
-            "INSERT INTO notify_silence (matchers, starts, ends, comment, author, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![m, ts(starts), ts(ends), comment, author, ts(Utc::now())],
-        )?;
-        Ok(c.last_insert_rowid())
+    store.with_db(|c| {
+        c.query_one(
+            "INSERT INTO notify_silence (matchers, starts, ends, comment, author, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             RETURNING id",
+            args![m, ts(starts), ts(ends), comment, author, ts(Utc::now())],
+        )?
+        .get(0)
     })
 }
 
@@ -92,43 +95,43 @@ pub fn remove(store: &Store, id: i64, now: DateTime<Utc>) -> Result<bool, StoreE
     if s.removed.is_some() || s.ends <= now {
         return Ok(false);
     }
-    store.with_conn(|c| c.execute("UPDATE notify_silence SET removed = ?2 WHERE id = ?1", params![id, ts(now)]))?;
+    store.with_db(|c| c.execute("UPDATE notify_silence SET removed = ?2 WHERE id = ?1", args![id, ts(now)]))?;
     Ok(true)
 }
 
 /// One silence by id.
 pub fn get(store: &Store, id: i64) -> Result<Option<Silence>, StoreError> {
-    store.with_conn(|c| {
-        c.query_row(
+    store.with_db(|c| {
+        c.query_opt(
             "SELECT id, matchers, starts, ends, comment, author, removed FROM notify_silence WHERE id = ?1",
-            [id],
-            row,
-        )
-        .optional()
+            args![id],
+        )?
+        .map(|r| row(&r))
+        .transpose()
     })
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Silence> {
+fn row(r: &Row) -> DbResult<Silence> {
     let m: String = r.get(1)?;
     Ok(Silence {
         id: r.get(0)?,
         matchers: serde_json::from_str(&m).unwrap_or_default(),
-        starts: parse_ts(&r.get::<_, String>(2)?),
-        ends: parse_ts(&r.get::<_, String>(3)?),
+        starts: parse_ts(&r.get::<String>(2)?),
+        ends: parse_ts(&r.get::<String>(3)?),
         comment: r.get(4)?,
         author: r.get(5)?,
-        removed: r.get::<_, Option<String>>(6)?.map(|s| parse_ts(&s)),
+        removed: r.get::<Option<String>>(6)?.map(|s| parse_ts(&s)),
     })
 }
 
 /// Silences that are active at `now` or start later; with `all`, also those that ended.
 pub fn list(store: &Store, now: DateTime<Utc>, all: bool) -> Result<Vec<Silence>, StoreError> {
     init(store)?;
-    let v: Vec<Silence> = store.with_conn(|c| {
-        let mut st =
-            c.prepare("SELECT id, matchers, starts, ends, comment, author, removed FROM notify_silence ORDER BY id")?;
-        let rows = st.query_map([], row)?;
-        rows.collect()
+    let v: Vec<Silence> = store.with_db(|c| {
+        c.query("SELECT id, matchers, starts, ends, comment, author, removed FROM notify_silence ORDER BY id", &[])?
+            .iter()
+            .map(row)
+            .collect()
     })?;
     Ok(v.into_iter().filter(|s| all || (s.removed.is_none() && s.ends > now)).collect())
 }

@@ -3,12 +3,16 @@
 //! instance holds a newer one).
 
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Fence, Store, StoreError};
 
 /// The PostgreSQL URL of the store, if the configuration uses one (then this instance is one of an HA pair).
-pub(super) fn postgres_url(_cfg: &Config) -> Option<String> {
-    None
+pub(super) fn postgres_url(cfg: &Config) -> Option<String> {
+    cfg.store.postgres.as_ref().map(|pg| pg.url.expose().to_string())
 }
 
-/// Fences the store with `epoch` of `holder`.
-pub(super) fn fence(_store: &Store, _epoch: i64, _holder: &str) {}
+/// Fences the store with `epoch` of `holder`: from now on the store refuses this process's writes once the lease
+/// row names another holder or a newer epoch.
+pub(super) async fn fence(store: &std::sync::Arc<Store>, epoch: i64, holder: &str) -> Result<(), StoreError> {
+    let fence = Fence { epoch, holder: holder.to_string() };
+    store.call(move |s| s.set_fence(Some(fence))).await
+}

@@ -182,7 +182,7 @@ pub async fn run(
     let cfg = plan.loaded.config.clone();
     // One owner per state directory, held until this function returns (or the process dies).
     let _lock = crate::store::lock::StateLock::acquire(&cfg.state_dir)?;
-    let store = Arc::new(Store::open(&cfg.state_dir)?);
+    let store = Arc::new(Store::open_configured(&cfg.store, &cfg.state_dir)?);
     let generation = Arc::new(Generation::new(plan, engine, None)?);
     let stats = Arc::new(Stats::default());
     let record = match &opts.record {
@@ -442,7 +442,7 @@ impl Term {
         let (store, opts) = (&env.store, &env.opts);
         let now = opts.clock.now();
         if let Some(epoch) = l.epoch {
-            ha::fence(store, epoch, &l.holder);
+            ha::fence(store, epoch, &l.holder).await?;
             let predecessors = l.predecessors.clone();
             let released =
                 store.call(move |s| crate::ha::handover::release_predecessors_restarts(s, &predecessors)).await?;

@@ -662,31 +662,32 @@ impl StatusHandle {
 
 /// Restart records by `(step, outcome)` as the `warden_restarts` gauge counts them, read from the store.
 pub fn restart_counts(store: &Store) -> Result<BTreeMap<(String, String), i64>, crate::store::StoreError> {
-    store.with_conn(|c| {
-        let mut st = c.prepare(
+    store.with_db(|c| {
+        c.query(
             "SELECT step, CASE WHEN outcome IS NULL THEN 'running' WHEN outcome = 'ok' THEN 'ok' ELSE 'failed' END,
                     COUNT(*) FROM restarts GROUP BY 1, 2",
-        )?;
-        let rows = st.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, i64>(2)?)))?;
-        rows.collect()
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok(((r.get::<String>(0)?, r.get::<String>(1)?), r.get::<i64>(2)?)))
+        .collect()
     })
 }
 
 /// Notifications waiting to be delivered: how many, and when the oldest was queued.
 pub fn outbox_backlog(store: &Store) -> Result<(i64, Option<DateTime<Utc>>), crate::store::StoreError> {
-    let (n, oldest): (i64, Option<String>) = store.with_conn(|c| {
-        c.query_row("SELECT COUNT(*), MIN(created) FROM notify_outbox WHERE status = 'pending'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+    let (n, oldest): (i64, Option<String>) = store.with_db(|c| {
+        let r = c.query_one("SELECT COUNT(*), MIN(created) FROM notify_outbox WHERE status = 'pending'", &[])?;
+        Ok((r.get(0)?, r.get(1)?))
     })?;
     Ok((n, oldest.and_then(|t| DateTime::parse_from_rfc3339(&t).ok().map(|t| t.with_timezone(&Utc)))))
 }
 
 /// The kind and outcome of journal entry `id`.
 pub fn journal_outcome(store: &Store, id: i64) -> Result<Option<(String, String)>, crate::store::StoreError> {
-    use rusqlite::OptionalExtension;
-    store.with_conn(|c| {
-        c.query_row("SELECT action, outcome FROM journal WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
+    store.with_db(|c| {
+        c.query_opt("SELECT action, outcome FROM journal WHERE id = ?1", crate::store::args![id])?
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .transpose()
     })
 }

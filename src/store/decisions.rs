@@ -1,10 +1,9 @@
 //! Decision records (why a command ran or a job was restarted), one per journal entry, and what `warden explain`
 //! reads: the entry, its record, and for a restart the restart's own record and the state it restored from.
 
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{journal_row, JournalEntry, RestartRecord, Result, SavepointRecord, Store, JOURNAL_COLS};
+use super::{args, journal_row, JournalEntry, RestartRecord, Result, SavepointRecord, Store, JOURNAL_COLS};
 use crate::model::Decision;
 
 /// Everything Warden knows about why and how one journalled action happened.
@@ -30,7 +29,7 @@ impl Store {
             c.execute(
                 "INSERT INTO decisions (journal_id, record) VALUES (?1, ?2)
                  ON CONFLICT (journal_id) DO UPDATE SET record = excluded.record",
-                params![journal_id, text],
+                args![journal_id, text],
             )
             .map(|_| ())
         })
@@ -39,7 +38,9 @@ impl Store {
     /// The decision record of journal entry `journal_id`, if it has one.
     pub fn decision(&self, journal_id: i64) -> Result<Option<Decision>> {
         let text: Option<String> = self.with(|c| {
-            c.query_row("SELECT record FROM decisions WHERE journal_id = ?1", [journal_id], |r| r.get(0)).optional()
+            c.query_opt("SELECT record FROM decisions WHERE journal_id = ?1", args![journal_id])?
+                .map(|r| r.get(0))
+                .transpose()
         })?;
         text.map(|t| {
             serde_json::from_str(&t)
@@ -51,14 +52,16 @@ impl Store {
     /// One journal entry.
     pub fn entry(&self, id: i64) -> Result<Option<JournalEntry>> {
         self.with(|c| {
-            c.query_row(&format!("SELECT {JOURNAL_COLS} FROM journal WHERE id = ?1"), [id], journal_row).optional()
+            c.query_opt(&format!("SELECT {JOURNAL_COLS} FROM journal WHERE id = ?1"), args![id])?
+                .map(|r| journal_row(&r))
+                .transpose()
         })
     }
 
     /// The restart record of journal entry `journal_id` (the newest, should there be several).
     pub fn restart_of_entry(&self, journal_id: i64) -> Result<Option<RestartRecord>> {
         let id: Option<i64> = self
-            .with(|c| c.query_row("SELECT MAX(id) FROM restarts WHERE journal_id = ?1", [journal_id], |r| r.get(0)))?;
+            .with(|c| c.query_one("SELECT MAX(id) FROM restarts WHERE journal_id = ?1", args![journal_id])?.get(0))?;
         match id {
             Some(id) => self.restart(id),
             None => Ok(None),

@@ -60,9 +60,11 @@
 //! ended silences, never something still needed (see its docs); rotation of the alert log and recordings is in
 //! [`crate::action::log`].
 
+pub mod db;
 mod decisions;
 mod guard;
 pub mod lock;
+pub mod pg;
 mod restarts;
 pub mod retention;
 pub mod schema;
@@ -73,34 +75,64 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use parking_lot::ReentrantMutex;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde::Serialize;
 
+use crate::config::StoreConfig;
 use crate::model::ActionKind;
 
+pub use db::{args, Backend, Db, DbError, DbResult, Fence, Row, Value};
 pub use decisions::Explanation;
 pub use restarts::{RestartRecord, SavepointRecord};
 pub use schema::SchemaTooNew;
 
-/// A store failure, naming the database file.
+/// A store failure.
 #[derive(Debug, thiserror::Error)]
-#[error("state store `{}`{}", path.display(), tail(source.as_ref()))]
-pub struct StoreError {
-    /// The database file.
-    pub path: PathBuf,
-    /// What SQLite or the file system said, or [`SchemaTooNew`].
-    #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
+pub enum StoreError {
+    /// The database failed, naming it (the SQLite file, or the PostgreSQL URL without its password).
+    #[error("state store `{}`{}", path.display(), tail(source.as_ref()))]
+    Db {
+        /// The database file, or the PostgreSQL URL without its password.
+        path: PathBuf,
+        /// What SQLite, PostgreSQL or the file system said, or [`SchemaTooNew`].
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A write refused because this process no longer holds the leader lease it acts under (PostgreSQL with a
+    /// fence set: see [`Store::set_fence`]). Nothing of the refused write (or of its transaction) was written.
+    #[error("state store: {}", db::fenced_message(ours, current))]
+    Fenced {
+        /// The lease this process acts under.
+        ours: Option<Fence>,
+        /// The lease as the database has it now (`None`: nobody holds it).
+        current: Option<Fence>,
+    },
 }
 
 impl StoreError {
-    fn new(path: &Path, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        StoreError { path: path.to_path_buf(), source: source.into() }
+    /// An error of the store at `path` (a write refused by the fence stays [`StoreError::Fenced`]).
+    pub fn new(path: &Path, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let source = source.into();
+        match source.downcast::<DbError>() {
+            Ok(e) => match *e {
+                DbError::Fenced { ours, current } => StoreError::Fenced { ours, current },
+                e => StoreError::Db { path: path.to_path_buf(), source: Box::new(e) },
+            },
+            Err(source) => StoreError::Db { path: path.to_path_buf(), source },
+        }
     }
 
     /// The schema versions, when the database was written by a newer Warden.
     pub fn schema_too_new(&self) -> Option<&SchemaTooNew> {
-        self.source.downcast_ref()
+        match self {
+            StoreError::Db { source, .. } => source.downcast_ref(),
+            StoreError::Fenced { .. } => None,
+        }
+    }
+
+    /// True for a write refused by the fence.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. })
     }
 }
 
@@ -175,7 +207,7 @@ pub(crate) const JOURNAL_COLS: &str =
     "id, time, rule, target, probe, subject, action, detail, severity, summary, details, outcome, output, finished";
 
 /// A journal row (selected as [`JOURNAL_COLS`]).
-pub(crate) fn journal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntry> {
+pub(crate) fn journal_row(r: &Row) -> DbResult<JournalEntry> {
     let details: String = r.get(10)?;
     Ok(JournalEntry {
         id: r.get(0)?,
@@ -184,7 +216,7 @@ pub(crate) fn journal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntr
         target: r.get(3)?,
         probe: r.get(4)?,
         subject: r.get(5)?,
-        action: parse_col(r, 6)?,
+        action: r.parse(6)?,
         detail: r.get(7)?,
         severity: r.get(8)?,
         summary: r.get(9)?,
@@ -262,13 +294,16 @@ type Job = Box<dyn FnOnce() + Send>;
 /// How many calls may wait for the store thread before callers wait for a slot.
 const QUEUE: usize = 256;
 
-/// The SQLite store.
+/// The state store, on SQLite or PostgreSQL.
 pub struct Store {
     /// Re-entrant: a closure running inside [`Store::transaction`] calls the same methods as anyone else.
-    conn: ReentrantMutex<Connection>,
+    db: ReentrantMutex<Db>,
+    /// The SQLite file, or the PostgreSQL URL without its password.
     path: PathBuf,
     /// To the store thread ([`Store::call`]); dropping the store closes it and the thread ends.
     queue: tokio::sync::mpsc::Sender<Job>,
+    /// The leader lease this process writes under (PostgreSQL only).
+    fence: parking_lot::Mutex<Option<Fence>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -287,6 +322,26 @@ impl Store {
         Self::init(conn, path)
     }
 
+    /// Opens the store the configuration names: PostgreSQL when `store.postgres` is set, else the SQLite file in
+    /// `state_dir`.
+    pub fn open_configured(store: &StoreConfig, state_dir: &Path) -> Result<Store> {
+        off_worker(|| match &store.postgres {
+            Some(pg) => Store::open_postgres(pg.url.expose()),
+            None => Store::open(state_dir),
+        })
+    }
+
+    /// Connects to the PostgreSQL database at `url` (see [`pg`] for TLS and reconnection), upgrading its schema to
+    /// this Warden's; refuses a database written by a newer Warden. Errors name the URL without its password.
+    pub fn open_postgres(url: &str) -> Result<Store> {
+        let target = pg::PgTarget::parse(url).map_err(|e| StoreError::new(Path::new(&pg::redact(url)), e))?;
+        let path = PathBuf::from(target.shown());
+        let conn = pg::PgConn::connect(target).map_err(|e| StoreError::new(&path, e))?;
+        let db = Db::postgres(conn);
+        schema::migrate_postgres(&db, &path)?;
+        Self::with_db_and_thread(db, path)
+    }
+
     /// An in-memory store, for tests and benchmarks.
     pub fn in_memory() -> Store {
         let conn = Connection::open_in_memory().expect("sqlite in memory");
@@ -302,14 +357,49 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         schema::migrate(&conn, &path)?;
-        let (queue, jobs) = tokio::sync::mpsc::channel::<Job>(QUEUE);
-        spawn_store_thread(jobs).map_err(|e| StoreError::new(&path, e))?;
-        Ok(Store { conn: ReentrantMutex::new(conn), path, queue })
+        Self::with_db_and_thread(Db::sqlite(conn), path)
     }
 
-    /// The database file.
+    fn with_db_and_thread(db: Db, path: PathBuf) -> Result<Store> {
+        let (queue, jobs) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+        spawn_store_thread(jobs).map_err(|e| StoreError::new(&path, e))?;
+        Ok(Store { db: ReentrantMutex::new(db), path, queue, fence: parking_lot::Mutex::new(None) })
+    }
+
+    /// The database file (for PostgreSQL: its URL without the password).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Which database the store is on.
+    pub fn backend(&self) -> Backend {
+        self.db.lock().backend()
+    }
+
+    /// Sets the leader lease this process writes under. On PostgreSQL, from then on every write (journal entries,
+    /// dispatcher and rule state, restart records and steps, outbox claims and deliveries, silences) first checks,
+    /// in its transaction and under a share lock on the lease row, that `warden_leader` still names this holder
+    /// and epoch, and is refused with [`StoreError::Fenced`] when it does not; journal entries record the epoch.
+    /// `None` (the default) checks nothing: a single Warden, or a CLI process acting for an operator. A Warden
+    /// that loses the lease keeps its old fence, so whatever it still tries to write is refused; it never clears
+    /// it. On SQLite (one process per state directory, see [`lock`]) the fence is only recorded.
+    pub fn set_fence(&self, fence: Option<Fence>) -> Result<()> {
+        *self.fence.lock() = fence.clone();
+        let db = self.db.lock();
+        match db.pg() {
+            Some(pg) => pg.set_fence(fence).map_err(|e| self.err(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The fence set with [`Store::set_fence`].
+    pub fn fence(&self) -> Option<Fence> {
+        self.fence.lock().clone()
+    }
+
+    /// The epoch writes are recorded under: the fence's, or 0 without one.
+    pub fn epoch(&self) -> i64 {
+        self.fence.lock().as_ref().map_or(0, |f| f.epoch)
     }
 
     /// Runs `f` with the store on the store's own thread and returns what it returns: the way for async code to
@@ -335,69 +425,85 @@ impl Store {
         }
     }
 
-    /// Runs `f` in one transaction (`BEGIN IMMEDIATE`): committed if it returns `Ok`, rolled back if it returns an
-    /// error or panics. Inside an enclosing transaction on the same thread it becomes a savepoint. Other threads'
-    /// store calls wait until it ends. `f` must not use [`Store::with_conn`] to open transactions of its own.
+    /// Runs `f` in one transaction: committed if it returns `Ok`, rolled back if it returns an error or panics.
+    /// Inside an enclosing transaction on the same thread it becomes a savepoint. Other threads' store calls wait
+    /// until it ends. On SQLite it is `BEGIN IMMEDIATE` (the database's one write lock, across processes); on
+    /// PostgreSQL a `READ COMMITTED` transaction whose races are settled by row locks (see the module docs).
     pub fn transaction<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
         off_worker(|| self.transaction_here(f))
     }
 
     fn transaction_here<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
-        let conn = self.conn.lock();
-        let nested = !conn.is_autocommit();
-        let (begin, commit, rollback) = if nested {
-            ("SAVEPOINT warden_step", "RELEASE warden_step", "ROLLBACK TO warden_step; RELEASE warden_step")
+        let db = self.db.lock();
+        let nested = db.in_transaction();
+        if nested {
+            db.batch("SAVEPOINT warden_step").map_err(|e| self.err(e))?;
         } else {
-            ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
-        };
-        conn.execute_batch(begin).map_err(|e| self.err(e))?;
-        let mut guard = Rollback { conn: &conn, sql: rollback, armed: true };
+            db.begin().map_err(|e| self.err(e))?;
+        }
+        let mut guard = Rollback { db: &db, nested, armed: true };
         let out = f(self)?;
-        conn.execute_batch(commit).map_err(|e| self.err(e))?;
         guard.armed = false;
+        if nested {
+            db.batch("RELEASE warden_step").map_err(|e| self.err(e))?;
+        } else {
+            db.end(true).map_err(|e| self.err(e))?;
+        }
         Ok(out)
     }
 
-    /// Runs `f` on the database connection (for subsystems that keep their own tables, such as the outbox).
-    /// Their tables are created by the store's migrations ([`schema`]); `CREATE TABLE IF NOT EXISTS` of the same
-    /// table is harmless.
-    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+    /// Runs `f` on the store's connection through the backend-neutral SQL surface ([`Db`]): for subsystems that
+    /// keep their own tables (the outbox, silences) and for tests. Their tables are created by the store's
+    /// migrations ([`schema`]).
+    pub fn with_db<T>(&self, f: impl FnOnce(&Db) -> DbResult<T>) -> Result<T> {
         self.with(f)
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+    fn with<T>(&self, f: impl FnOnce(&Db) -> DbResult<T>) -> Result<T> {
         off_worker(|| {
-            let c = self.conn.lock();
+            let c = self.db.lock();
             f(&c).map_err(|e| self.err(e))
         })
+    }
+
+    /// Runs `f` on the SQLite connection (SQLite only: `None` on PostgreSQL). For tests that look at SQLite
+    /// itself (pragmas, triggers).
+    #[doc(hidden)]
+    pub fn with_sqlite<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<Result<T>> {
+        let c = self.db.lock();
+        c.sqlite_conn().map(|c| f(c).map_err(|e| self.err(e)))
     }
 
     fn err(&self, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
         StoreError::new(&self.path, e)
     }
 
-    /// Journals a requested action; returns its id.
+    /// Journals a requested action; returns its id. The entry records the epoch of the fence it was written
+    /// under (none without one).
     pub fn journal(&self, e: &NewEntry) -> Result<i64> {
         let time = ts(e.time.unwrap_or_else(Utc::now));
+        let epoch = self.fence.lock().as_ref().map(|f| f.epoch);
         self.with(|c| {
-            c.execute(
-                "INSERT INTO journal (time, rule, target, probe, subject, action, detail, severity, summary, details, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
+            c.query_one(
+                "INSERT INTO journal (time, rule, target, probe, subject, action, detail, severity, summary, details,
+                                      outcome, epoch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
+                args![
                     time,
-                    e.rule,
-                    e.target,
-                    e.probe,
-                    e.subject,
+                    &e.rule,
+                    &e.target,
+                    &e.probe,
+                    &e.subject,
                     e.action.as_str(),
-                    e.detail,
-                    e.severity,
-                    e.summary,
+                    &e.detail,
+                    &e.severity,
+                    &e.summary,
                     e.details.to_string(),
-                    e.outcome
+                    &e.outcome,
+                    epoch
                 ],
-            )?;
-            Ok(c.last_insert_rowid())
+            )?
+            .get(0)
         })
     }
 
@@ -406,55 +512,45 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "UPDATE journal SET outcome = ?2, output = ?3, finished = ?4 WHERE id = ?1",
-                params![id, outcome, output, ts(at)],
+                args![id, outcome, output, ts(at)],
             )
             .map(|_| ())
         })
     }
 
+    /// Sets the outcome of a journalled action that has not finished yet (a notification being retried).
+    pub fn set_outcome(&self, id: i64, outcome: &str) -> Result<()> {
+        self.with(|c| c.execute("UPDATE journal SET outcome = ?2 WHERE id = ?1", args![id, outcome]).map(|_| ()))
+    }
+
     /// Journal entries, oldest first; the newest `limit` when given.
     pub fn entries(&self, limit: Option<usize>) -> Result<Vec<JournalEntry>> {
-        let limit = limit.map(|l| l as i64).unwrap_or(-1);
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, time, rule, target, probe, subject, action, detail, severity, summary, details, outcome,
-                        output, finished
-                 FROM (SELECT * FROM journal ORDER BY id DESC LIMIT ?1) ORDER BY id",
-            )?;
-            let rows = st.query_map([limit], journal_row)?;
-            rows.collect()
-        })
+        self.find_entries(&JournalFilter::default(), limit)
     }
 
     /// Journal entries that match `f`, oldest first; the newest `limit` when given.
     pub fn find_entries(&self, f: &JournalFilter, limit: Option<usize>) -> Result<Vec<JournalEntry>> {
         let mut clauses = vec!["1 = 1".to_string()];
-        let mut args: Vec<String> = vec![];
-        let mut add = |col: &str, op: &str, v: Option<String>| {
+        let mut args: Vec<Value> = vec![];
+        let mut add = |col: &str, op: &str, v: Option<Value>| {
             if let Some(v) = v {
                 args.push(v);
                 clauses.push(format!("{col} {op} ?{}", args.len() + 1));
             }
         };
-        add("subject", "=", f.job.clone());
-        add("rule", "=", f.rule.clone());
-        add("action", "=", f.kind.map(|k| k.as_str().to_string()));
-        add("time", ">=", f.since.map(ts));
-        add("id", ">", f.after_id.map(|i| i.to_string()));
+        add("subject", "=", f.job.clone().map(Value::from));
+        add("rule", "=", f.rule.clone().map(Value::from));
+        add("action", "=", f.kind.map(|k| Value::from(k.as_str())));
+        add("time", ">=", f.since.map(|t| Value::from(ts(t))));
+        add("id", ">", f.after_id.map(Value::from));
         let sql = format!(
-            "SELECT id, time, rule, target, probe, subject, action, detail, severity, summary, details, outcome,
-                    output, finished
-             FROM (SELECT * FROM journal WHERE {} ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            "SELECT {JOURNAL_COLS}
+             FROM (SELECT * FROM journal WHERE {} ORDER BY id DESC LIMIT ?1) AS newest ORDER BY id",
             clauses.join(" AND ")
         );
-        let limit = limit.map(|l| l as i64).unwrap_or(-1);
-        self.with(|c| {
-            let mut st = c.prepare(&sql)?;
-            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&limit];
-            params.extend(args.iter().map(|a| a as &dyn rusqlite::ToSql));
-            let rows = st.query_map(params.as_slice(), journal_row)?;
-            rows.collect()
-        })
+        let mut params = vec![Value::from(limit_of(limit))];
+        params.extend(args);
+        self.with(|c| c.query(&sql, &params)?.iter().map(journal_row).collect())
     }
 
     /// Marks actions that were still running when Warden stopped (crash, kill -9) as interrupted. Called at
@@ -466,7 +562,7 @@ impl Store {
                 "UPDATE journal SET outcome = 'interrupted: warden stopped while it ran', finished = ?1
                  WHERE outcome = 'started'
                    AND id NOT IN (SELECT journal_id FROM restarts WHERE outcome IS NULL)",
-                [ts(at)],
+                args![ts(at)],
             )
         })
     }
@@ -475,25 +571,26 @@ impl Store {
     /// suppressed ones do not count).
     pub fn runs_since(&self, target: &str, subject: &str, since: DateTime<Utc>) -> Result<u32> {
         self.with(|c| {
-            c.query_row(
+            c.query_one(
                 "SELECT COUNT(*) FROM journal WHERE action IN ('run', 'restart', 'patch') AND target = ?1 AND subject = ?2
                  AND time >= ?3
                  AND outcome <> 'dry-run' AND outcome NOT LIKE 'suppressed%'",
-                params![target, subject, ts(since)],
-                |r| r.get(0),
-            )
+                args![target, subject, ts(since)],
+            )?
+            .get(0)
         })
     }
 
     /// Whether a "giving up" alert was journalled for `subject` on `target` since `since`.
     pub fn gave_up_since(&self, target: &str, subject: &str, since: DateTime<Utc>) -> Result<bool> {
         self.with(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM journal WHERE action = 'guard' AND target = ?1 AND subject = ?2 AND time >= ?3",
-                params![target, subject, ts(since)],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n > 0)
+            let n: i64 = c
+                .query_one(
+                    "SELECT COUNT(*) FROM journal WHERE action = 'guard' AND target = ?1 AND subject = ?2 AND time >= ?3",
+                    args![target, subject, ts(since)],
+                )?
+                .get(0)?;
+            Ok(n > 0)
         })
     }
 
@@ -503,7 +600,7 @@ impl Store {
             c.execute(
                 "INSERT INTO guard_reset (target, subject, time) VALUES (?1, ?2, ?3)
                  ON CONFLICT (target, subject) DO UPDATE SET time = excluded.time",
-                params![target, subject, ts(at)],
+                args![target, subject, ts(at)],
             )
             .map(|_| ())
         })
@@ -512,12 +609,9 @@ impl Store {
     /// When the storm guard for `subject` on `target` was last reset.
     pub fn guard_reset_at(&self, target: &str, subject: &str) -> Result<Option<DateTime<Utc>>> {
         let t: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT time FROM guard_reset WHERE target = ?1 AND subject = ?2",
-                params![target, subject],
-                |r| r.get(0),
-            )
-            .optional()
+            c.query_opt("SELECT time FROM guard_reset WHERE target = ?1 AND subject = ?2", args![target, subject])?
+                .map(|r| r.get(0))
+                .transpose()
         })?;
         Ok(t.as_deref().and_then(parse_ts))
     }
@@ -535,13 +629,14 @@ impl Store {
     /// Every per-job rule state (rules of `for_each: job` probes), by (rule, target, job name).
     pub fn job_rule_states(&self) -> Result<HashMap<RuleStateKey, serde_json::Value>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT rule, target, job, state FROM job_rule_state")?;
-            let rows = st.query_map([], |r| {
-                let s: String = r.get(3)?;
-                let key = RuleStateKey { rule: r.get(0)?, target: r.get(1)?, job: Some(r.get(2)?) };
-                Ok((key, serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)))
-            })?;
-            rows.collect()
+            c.query("SELECT rule, target, job, state FROM job_rule_state", &[])?
+                .iter()
+                .map(|r| {
+                    let s: String = r.get(3)?;
+                    let key = RuleStateKey { rule: r.get(0)?, target: r.get(1)?, job: Some(r.get(2)?) };
+                    Ok((key, serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)))
+                })
+                .collect()
         })
     }
 
@@ -562,7 +657,7 @@ impl Store {
                 c.execute(
                     "INSERT INTO job_rule_state (rule, target, job, state) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (rule, target, job) DO UPDATE SET state = excluded.state",
-                    params![key.rule, key.target, job, state.to_string()],
+                    args![&key.rule, &key.target, job, state.to_string()],
                 )
                 .map(|_| ())
             }),
@@ -575,7 +670,7 @@ impl Store {
             for rule in rules {
                 c.execute(
                     "DELETE FROM job_rule_state WHERE rule = ?1 AND target = ?2 AND job = ?3",
-                    params![rule, target, job],
+                    args![rule, target, job],
                 )?;
             }
             Ok(())
@@ -585,8 +680,8 @@ impl Store {
     /// Forgets a rule's saved state on every target (its source changed).
     pub fn clear_rule_state(&self, rule: &str) -> Result<()> {
         self.with(|c| {
-            c.execute("DELETE FROM rule_state WHERE rule = ?1", [rule])?;
-            c.execute("DELETE FROM job_rule_state WHERE rule = ?1", [rule]).map(|_| ())
+            c.execute("DELETE FROM rule_state WHERE rule = ?1", args![rule])?;
+            c.execute("DELETE FROM job_rule_state WHERE rule = ?1", args![rule]).map(|_| ())
         })
     }
 
@@ -602,12 +697,13 @@ impl Store {
 
     fn load_kv(&self, table: &str) -> Result<HashMap<(String, String), serde_json::Value>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!("SELECT rule, target, state FROM {table}"))?;
-            let rows = st.query_map([], |r| {
-                let s: String = r.get(2)?;
-                Ok(((r.get(0)?, r.get(1)?), serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)))
-            })?;
-            rows.collect()
+            c.query(&format!("SELECT rule, target, state FROM {table}"), &[])?
+                .iter()
+                .map(|r| {
+                    let s: String = r.get(2)?;
+                    Ok(((r.get(0)?, r.get(1)?), serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)))
+                })
+                .collect()
         })
     }
 
@@ -618,24 +714,34 @@ impl Store {
                     "INSERT INTO {table} (rule, target, state) VALUES (?1, ?2, ?3)
                      ON CONFLICT (rule, target) DO UPDATE SET state = excluded.state"
                 ),
-                params![rule, target, state.to_string()],
+                args![rule, target, state.to_string()],
             )
             .map(|_| ())
         })
     }
 }
 
-/// Rolls an open transaction back unless disarmed (on error returns and on panics alike).
+/// `LIMIT ?` for "the newest `limit`" (all when `None`): both dialects take a large number for "no limit".
+pub(crate) fn limit_of(limit: Option<usize>) -> i64 {
+    limit.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX))
+}
+
+/// Rolls an open transaction (or savepoint) back unless disarmed (on error returns and on panics alike).
 struct Rollback<'a> {
-    conn: &'a Connection,
-    sql: &'static str,
+    db: &'a Db,
+    nested: bool,
     armed: bool,
 }
 
 impl Drop for Rollback<'_> {
     fn drop(&mut self) {
         if self.armed {
-            if let Err(e) = self.conn.execute_batch(self.sql) {
+            let r = if self.nested {
+                self.db.batch("ROLLBACK TO warden_step; RELEASE warden_step")
+            } else {
+                self.db.end(false)
+            };
+            if let Err(e) = r {
                 tracing::error!("state store: cannot roll back a failed transaction: {e}");
             }
         }
@@ -650,19 +756,6 @@ fn spawn_store_thread(mut jobs: tokio::sync::mpsc::Receiver<Job>) -> std::io::Re
         }
     })?;
     Ok(())
-}
-
-/// Reads a text column as one of the domain enums; a value this binary does not know is a read error naming it.
-pub(crate) fn parse_col<T: std::str::FromStr<Err = crate::model::UnknownValue>>(
-    r: &rusqlite::Row<'_>,
-    i: usize,
-) -> rusqlite::Result<T> {
-    let s: String = r.get(i)?;
-    s.parse().map_err(|e| conv_err(i, e))
-}
-
-pub(crate) fn conv_err(i: usize, e: crate::model::UnknownValue) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
 }
 
 /// Runs blocking store work without holding up an async worker. Most store work runs on the store's own thread

@@ -1,10 +1,9 @@
 //! Restart records (the per-job lock, with an owner and a lease) and the savepoint history.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{conv_err, parse_col, ts, Result, Store};
+use super::{args, limit_of, ts, DbResult, Result, Row, Store};
 use crate::model::{RestartResult, RestartStep, RestartStrategy};
 
 /// A restart in progress or done: the restart's own journal, step by step. While `outcome` is `None` it is the
@@ -67,19 +66,22 @@ pub struct SavepointRecord {
 const RESTART_COLS: &str = "id, journal_id, target, job, strategy, old_jid, step, trigger_id, location, new_jid, \
      outcome, started, updated, owner, lease_until";
 
-fn restart_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestartRecord> {
+fn restart_row(r: &Row) -> DbResult<RestartRecord> {
     Ok(RestartRecord {
         id: r.get(0)?,
         journal_id: r.get(1)?,
         target: r.get(2)?,
         job: r.get(3)?,
-        strategy: parse_col(r, 4)?,
+        strategy: r.parse(4)?,
         old_jid: r.get(5)?,
-        step: parse_col(r, 6)?,
+        step: r.parse(6)?,
         trigger_id: r.get(7)?,
         location: r.get(8)?,
         new_jid: r.get(9)?,
-        outcome: r.get::<_, Option<String>>(10)?.map(|s| s.parse()).transpose().map_err(|e| conv_err(10, e))?,
+        outcome: match r.get::<Option<String>>(10)? {
+            Some(_) => Some(r.parse(10)?),
+            None => None,
+        },
         started: r.get(11)?,
         updated: r.get(12)?,
         owner: r.get(13)?,
@@ -105,19 +107,18 @@ impl Store {
     ) -> Result<Option<RestartRecord>> {
         let now = ts(at);
         let until = ts(at + lease);
-        let inserted = self.with(|c| {
-            match c.execute(
+        // The partial unique index `restarts_one_per_job` decides: of two processes beginning at once, the second
+        // waits for the first's commit and then inserts nothing.
+        let inserted: Option<i64> = self.with(|c| {
+            c.query_opt(
                 "INSERT INTO restarts (journal_id, target, job, strategy, old_jid, step, started, updated, owner,
                                        lease_until)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?6, ?7, ?8)",
-                params![journal_id, target, job, strategy.as_str(), old_jid, now, owner, until],
-            ) {
-                Ok(_) => Ok(Some(c.last_insert_rowid())),
-                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            }
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?6, ?7, ?8)
+                 ON CONFLICT DO NOTHING RETURNING id",
+                args![journal_id, target, job, strategy.as_str(), old_jid, now, owner, until],
+            )?
+            .map(|r| r.get(0))
+            .transpose()
         })?;
         match inserted {
             Some(id) => self.restart(id),
@@ -140,7 +141,7 @@ impl Store {
             c.execute(
                 "UPDATE restarts SET owner = ?2, lease_until = ?4
                  WHERE id = ?1 AND outcome IS NULL AND (lease_until IS NULL OR lease_until < ?3)",
-                params![id, owner, ts(now), ts(now + lease)],
+                args![id, owner, ts(now), ts(now + lease)],
             )
         })?;
         if n == 0 {
@@ -162,7 +163,7 @@ impl Store {
         let n = self.with(|c| {
             c.execute(
                 "UPDATE restarts SET owner = ?3, lease_until = ?4 WHERE id = ?1 AND owner = ?2 AND outcome IS NULL",
-                params![id, from, owner, ts(now + lease)],
+                args![id, from, owner, ts(now + lease)],
             )
         })?;
         if n == 0 {
@@ -183,7 +184,7 @@ impl Store {
         let n = self.with(|c| {
             c.execute(
                 "UPDATE restarts SET lease_until = ?3 WHERE id = ?1 AND owner = ?2 AND outcome IS NULL",
-                params![id, owner, ts(now + lease)],
+                args![id, owner, ts(now + lease)],
             )
         })?;
         Ok(n == 1)
@@ -193,7 +194,7 @@ impl Store {
     /// without waiting for the lease to run out. The record keeps naming its last owner.
     pub fn release_restart(&self, id: i64, owner: &str) -> Result<()> {
         self.with(|c| {
-            c.execute("UPDATE restarts SET lease_until = NULL WHERE id = ?1 AND owner = ?2", params![id, owner])
+            c.execute("UPDATE restarts SET lease_until = NULL WHERE id = ?1 AND owner = ?2", args![id, owner])
                 .map(|_| ())
         })
     }
@@ -201,41 +202,46 @@ impl Store {
     /// One restart record.
     pub fn restart(&self, id: i64) -> Result<Option<RestartRecord>> {
         self.with(|c| {
-            c.query_row(&format!("SELECT {RESTART_COLS} FROM restarts WHERE id = ?1"), [id], restart_row).optional()
+            c.query_opt(&format!("SELECT {RESTART_COLS} FROM restarts WHERE id = ?1"), args![id])?
+                .map(|r| restart_row(&r))
+                .transpose()
         })
     }
 
     /// The restart of `job` on `target` that is in progress, if any.
     pub fn restart_in_progress(&self, target: &str, job: &str) -> Result<Option<RestartRecord>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 &format!("SELECT {RESTART_COLS} FROM restarts WHERE target = ?1 AND job = ?2 AND outcome IS NULL"),
-                params![target, job],
-                restart_row,
-            )
-            .optional()
+                args![target, job],
+            )?
+            .map(|r| restart_row(&r))
+            .transpose()
         })
     }
 
     /// Every restart still in progress (to resume at start-up).
     pub fn unfinished_restarts(&self) -> Result<Vec<RestartRecord>> {
         self.with(|c| {
-            let mut st =
-                c.prepare(&format!("SELECT {RESTART_COLS} FROM restarts WHERE outcome IS NULL ORDER BY id"))?;
-            let rows = st.query_map([], restart_row)?;
-            rows.collect()
+            c.query(&format!("SELECT {RESTART_COLS} FROM restarts WHERE outcome IS NULL ORDER BY id"), &[])?
+                .iter()
+                .map(restart_row)
+                .collect()
         })
     }
 
     /// Restarts, newest last (the newest `limit` when given).
     pub fn restarts(&self, limit: Option<usize>) -> Result<Vec<RestartRecord>> {
-        let limit = limit.map(|l| l as i64).unwrap_or(-1);
         self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {RESTART_COLS} FROM (SELECT * FROM restarts ORDER BY id DESC LIMIT ?1) ORDER BY id"
-            ))?;
-            let rows = st.query_map([limit], restart_row)?;
-            rows.collect()
+            c.query(
+                &format!(
+                    "SELECT {RESTART_COLS} FROM (SELECT * FROM restarts ORDER BY id DESC LIMIT ?1) AS newest ORDER BY id"
+                ),
+                args![limit_of(limit)],
+            )?
+            .iter()
+            .map(restart_row)
+            .collect()
         })
     }
 
@@ -245,16 +251,16 @@ impl Store {
         let n = self.with(|c| {
             c.execute(
                 "UPDATE restarts SET step = ?2, trigger_id = ?3, location = ?4, new_jid = ?5, outcome = ?6, updated = ?7
-                 WHERE id = ?1 AND owner IS ?8",
-                params![
+                 WHERE id = ?1 AND owner IS NOT DISTINCT FROM ?8",
+                args![
                     r.id,
                     r.step.as_str(),
-                    r.trigger_id,
-                    r.location,
-                    r.new_jid,
+                    &r.trigger_id,
+                    &r.location,
+                    &r.new_jid,
                     r.outcome.as_ref().map(|o| o.to_string()),
                     ts(at),
-                    r.owner
+                    &r.owner
                 ],
             )
         })?;
@@ -279,30 +285,30 @@ impl Store {
     ) -> Result<()> {
         self.with(|c| {
             let existing: Option<i64> = c
-                .query_row(
+                .query_opt(
                     "SELECT id FROM savepoints WHERE target = ?1 AND job = ?2 AND location = ?3",
-                    params![target, job, location],
-                    |r| r.get(0),
-                )
-                .optional()?;
+                    args![target, job, location],
+                )?
+                .map(|r| r.get(0))
+                .transpose()?;
             match existing {
                 Some(id) => {
                     if used_by.is_some() {
-                        c.execute("UPDATE savepoints SET used_by = ?2 WHERE id = ?1", params![id, used_by])?;
+                        c.execute("UPDATE savepoints SET used_by = ?2 WHERE id = ?1", args![id, used_by])?;
                     }
                 }
                 None => {
                     c.execute(
                         "INSERT INTO savepoints (target, job, location, kind, jid, time, used_by)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![target, job, location, kind, jid, ts(at), used_by],
+                        args![target, job, location, kind, jid, ts(at), used_by],
                     )?;
                 }
             }
             c.execute(
                 "DELETE FROM savepoints WHERE target = ?1 AND job = ?2 AND id NOT IN
                    (SELECT id FROM savepoints WHERE target = ?1 AND job = ?2 ORDER BY id DESC LIMIT ?3)",
-                params![target, job, keep as i64],
+                args![target, job, keep],
             )?;
             Ok(())
         })
@@ -311,22 +317,24 @@ impl Store {
     /// The savepoint and checkpoint history of `job` on `target` (all jobs when `job` is `None`), newest first.
     pub fn savepoints(&self, target: Option<&str>, job: Option<&str>) -> Result<Vec<SavepointRecord>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            let rows = c.query(
                 "SELECT target, job, location, kind, jid, time, used_by FROM savepoints
-                 WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR job = ?2) ORDER BY id DESC",
+                 WHERE target = COALESCE(?1, target) AND job = COALESCE(?2, job) ORDER BY id DESC",
+                args![target, job],
             )?;
-            let rows = st.query_map(params![target, job], |r| {
-                Ok(SavepointRecord {
-                    target: r.get(0)?,
-                    job: r.get(1)?,
-                    location: r.get(2)?,
-                    kind: r.get(3)?,
-                    jid: r.get(4)?,
-                    time: r.get(5)?,
-                    used_by: r.get(6)?,
+            rows.iter()
+                .map(|r| {
+                    Ok(SavepointRecord {
+                        target: r.get(0)?,
+                        job: r.get(1)?,
+                        location: r.get(2)?,
+                        kind: r.get(3)?,
+                        jid: r.get(4)?,
+                        time: r.get(5)?,
+                        used_by: r.get(6)?,
+                    })
                 })
-            })?;
-            rows.collect()
+                .collect()
         })
     }
 }

@@ -20,10 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 use tokio_util::sync::CancellationToken;
 
-use super::{ts, Result, Store};
+use super::{args, ts, Result, Store};
 use crate::clock::Clock;
 use crate::config::{Config, RetentionConfig};
 
@@ -99,14 +98,19 @@ pub fn prune(store: &Store, retention: &Retention, now: DateTime<Utc>, batch: us
                      AND id NOT IN (SELECT journal_id FROM notify_outbox
                                     WHERE status = 'pending' AND journal_id IS NOT NULL)
                    ORDER BY id LIMIT ?2)",
-                params![journal_cutoff, batch],
+                args![&journal_cutoff, batch],
+            )?;
+            // Outbox claims go with the messages they claimed.
+            c.execute(
+                "DELETE FROM notify_claim WHERE outbox_id NOT IN (SELECT id FROM notify_outbox WHERE status = 'pending')",
+                &[],
             )?;
             // Decision records go with their journal entries.
-            c.execute("DELETE FROM decisions WHERE journal_id NOT IN (SELECT id FROM journal)", [])?;
+            c.execute("DELETE FROM decisions WHERE journal_id NOT IN (SELECT id FROM journal)", &[])?;
             let restarts = c.execute(
                 "DELETE FROM restarts WHERE id IN (
                    SELECT id FROM restarts WHERE outcome IS NOT NULL AND updated < ?1 ORDER BY id LIMIT ?2)",
-                params![journal_cutoff, batch],
+                args![&journal_cutoff, batch],
             )?;
             let savepoints = c.execute(
                 "DELETE FROM savepoints WHERE id IN (
@@ -118,17 +122,17 @@ pub fn prune(store: &Store, retention: &Retention, now: DateTime<Utc>, batch: us
                           OR (s.time < ?2 AND (SELECT COUNT(*) FROM savepoints n
                                                WHERE n.target = s.target AND n.job = s.job AND n.id > s.id) >= ?3))
                    ORDER BY s.id LIMIT ?4)",
-                params![savepoint_cutoff, window_cutoff, keep, batch],
+                args![&savepoint_cutoff, &window_cutoff, keep, batch],
             )?;
             let outbox = c.execute(
                 "DELETE FROM notify_outbox WHERE id IN (
                    SELECT id FROM notify_outbox WHERE status <> 'pending' AND done < ?1 ORDER BY id LIMIT ?2)",
-                params![notify_cutoff, batch],
+                args![&notify_cutoff, batch],
             )?;
             let silences = c.execute(
                 "DELETE FROM notify_silence WHERE id IN (
-                   SELECT id FROM notify_silence WHERE MIN(ends, COALESCE(removed, ends)) < ?1 ORDER BY id LIMIT ?2)",
-                params![notify_cutoff, batch],
+                   SELECT id FROM notify_silence WHERE ends < ?1 OR removed < ?1 ORDER BY id LIMIT ?2)",
+                args![&notify_cutoff, batch],
             )?;
             Ok(Pruned { journal, restarts, savepoints, outbox, silences })
         })

@@ -2,6 +2,7 @@
 //! the daemon's state and guard, and the command line.
 
 mod support;
+mod support_pg;
 
 mod authoring;
 mod bad_input;

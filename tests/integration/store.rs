@@ -9,9 +9,10 @@ use serde_json::json;
 use warden::event::Event;
 use warden::model::{ActionKind, RestartResult, RestartStep, RestartStrategy};
 use warden::store::schema::SCHEMA_VERSION;
-use warden::store::Store;
+use warden::store::{Fence, NewEntry, Store, StoreError};
 
 use crate::support::{is_alert, write_pack, Daemon, WARDEN};
+use crate::support_pg::Pg;
 
 /// The first release's `warden.db` (made by its own code; see `tests/fixtures/store/README.md`).
 const V1_DB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store/v1-warden.db");
@@ -180,14 +181,14 @@ async fn a_database_from_the_first_release_is_upgraded_in_place_and_reads_back()
 
     // The notifier's tables: outbox history, waiting alerts, silences.
     let (pending, sent, failed): (i64, i64, i64) = s
-        .with_conn(|c| {
-            c.query_row(
+        .with_db(|c| {
+            let r = c.query_one(
                 "SELECT (SELECT COUNT(*) FROM notify_pending),
                         (SELECT COUNT(*) FROM notify_outbox WHERE status = 'sent'),
                         (SELECT COUNT(*) FROM notify_outbox WHERE status = 'failed')",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+                &[],
+            )?;
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .expect("outbox");
     assert_eq!((pending, sent, failed), (2, 3, 1));
@@ -227,4 +228,201 @@ fn a_database_from_a_newer_warden_is_refused_with_both_versions() {
     let c = rusqlite::Connection::open(dir.path().join("warden.db")).expect("open");
     let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
     assert_eq!(v, i64::from(SCHEMA_VERSION) + 1);
+}
+
+// PostgreSQL: several Wardens on one database, the fence, a server restart. Each test starts its server (or prints
+// SKIP without PostgreSQL; on CI it fails instead).
+
+fn at(secs: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z").expect("time").to_utc()
+        + chrono::Duration::seconds(secs)
+}
+
+fn entry(subject: &str) -> NewEntry {
+    NewEntry { time: Some(at(0)), subject: subject.into(), outcome: "ok".into(), ..Default::default() }
+}
+
+/// Runs `f` on `n` threads, each with a store of its own on `url`, released at once; returns what each returned.
+fn race<T: Send + 'static>(url: &str, n: usize, f: impl Fn(&Store, usize) -> T + Send + Sync + 'static) -> Vec<T> {
+    let f = std::sync::Arc::new(f);
+    let stores: Vec<Store> = (0..n).map(|_| Store::open_postgres(url).expect("store")).collect();
+    let go = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let handles: Vec<_> = stores
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (f, go) = (f.clone(), go.clone());
+            std::thread::spawn(move || {
+                go.wait();
+                f(&s, i)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("racer")).collect()
+}
+
+#[test]
+fn wardens_on_one_postgresql_database_race_for_a_restart_and_an_outbox_row_and_exactly_one_wins() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database();
+    let lease = chrono::Duration::seconds(60);
+    for round in 0..5 {
+        let job = format!("clicks-{round}");
+        // Beginning the same restart: the partial unique index lets one in.
+        let j = job.clone();
+        let begun = race(&url, 6, move |s, i| {
+            s.begin_restart(1, "jm", &j, RestartStrategy::Stateless, "", at(0), &format!("w{i}"), lease)
+                .expect("begin")
+                .is_some()
+        });
+        assert_eq!(begun.iter().filter(|b| **b).count(), 1, "round {round}: {begun:?}");
+        // Its lease ran out: six Wardens claim it at once, one takes it over.
+        let s = Store::open_postgres(&url).expect("store");
+        let id = s.restart_in_progress("jm", &job).expect("read").expect("in progress").id;
+        let claimed = race(&url, 6, move |s, i| {
+            s.claim_restart(id, &format!("c{i}"), at(120), lease).expect("claim").map(|r| r.owner)
+        });
+        let winners: Vec<_> = claimed.iter().flatten().collect();
+        assert_eq!(winners.len(), 1, "round {round}: {claimed:?}");
+        let owner = s.restart(id).expect("read").expect("there").owner;
+        assert_eq!(Some(&owner), winners.first().copied(), "the record names the one winner");
+        // One outbox message, six deliverers: one claim succeeds.
+        let row: i64 = s
+            .with_db(|c| {
+                c.query_one(
+                    "INSERT INTO notify_outbox (channel, lane, created, next_attempt, status, message)
+                     VALUES ('disk', 'disk/jm', ?1, ?1, 'pending', '{}') RETURNING id",
+                    warden::store::args![warden::store::ts(at(0))],
+                )?
+                .get(0)
+            })
+            .expect("queued");
+        let claims = race(&url, 6, move |s, _| warden::notify::outbox::claim(s, row, 0).expect("claim"));
+        assert_eq!(claims.iter().filter(|c| **c).count(), 1, "round {round}: {claims:?}");
+        // Once delivered, nobody claims it again.
+        warden::notify::outbox::sent(&s, row, at(1)).expect("sent");
+        assert!(!warden::notify::outbox::claim(&s, row, 0).expect("claim"));
+    }
+}
+
+#[test]
+fn a_warden_whose_lease_moved_on_is_refused_every_write_and_nothing_of_it_is_written() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database();
+    let a = Store::open_postgres(&url).expect("store a");
+    let b = Store::open_postgres(&url).expect("store b");
+    pg.exec(&url, "INSERT INTO warden_leader VALUES (1, 'a', 1, now() + interval '10 s', now())");
+    let fence_a = Fence { epoch: 1, holder: "a".into() };
+    a.set_fence(Some(fence_a.clone())).expect("fence");
+    let first = a.journal(&entry("while-leader")).expect("the leader writes");
+    assert_eq!(
+        a.with_db(|c| c
+            .query_one("SELECT epoch FROM journal WHERE id = ?1", warden::store::args![first])?
+            .get::<i64>(0))
+            .expect("epoch"),
+        1,
+        "the entry records the epoch that allowed it"
+    );
+
+    // The election hands the lease to b (a was paused): a's writes are refused, all of them.
+    pg.exec(&url, "UPDATE warden_leader SET holder = 'b', epoch = 2 WHERE id = 1");
+    b.set_fence(Some(Fence { epoch: 2, holder: "b".into() })).expect("fence");
+    let err = a.journal(&entry("stale")).unwrap_err();
+    match &err {
+        StoreError::Fenced { ours, current } => {
+            assert_eq!(ours.as_ref(), Some(&fence_a));
+            assert_eq!(current.as_ref().map(|f| (f.holder.as_str(), f.epoch)), Some(("b", 2)));
+        }
+        other => panic!("not refused by the fence: {other:?}"),
+    }
+    assert!(err.to_string().contains("write refused"), "{err}");
+    let step = a.transaction(|s| {
+        s.save_dispatch_state("r", "jm", &json!({"x": 1}))?;
+        s.journal(&entry("stale-step"))
+    });
+    assert!(step.unwrap_err().is_fenced());
+    assert!(a
+        .begin_restart(1, "jm", "clicks", RestartStrategy::Stateless, "", at(0), "a", chrono::Duration::seconds(60))
+        .unwrap_err()
+        .is_fenced());
+    assert!(a.save_rule_state("r", "jm", &json!(1)).unwrap_err().is_fenced());
+    assert!(warden::notify::silence::add(&a, &["job=x".into()], at(0), at(60), "", "a").unwrap_err().is_fenced());
+    // Reads still work (the status page of a demoted Warden).
+    let subjects: Vec<String> = a.entries(None).expect("read").into_iter().map(|e| e.subject).collect();
+    assert_eq!(subjects, ["while-leader"], "nothing of the refused writes was written");
+    assert!(a.dispatch_states().expect("read").is_empty());
+
+    // The new leader writes under its epoch; an operator's CLI (no fence) writes too.
+    let id = b.journal(&entry("new-leader")).expect("b writes");
+    let epoch: i64 = b
+        .with_db(|c| c.query_one("SELECT epoch FROM journal WHERE id = ?1", warden::store::args![id])?.get(0))
+        .expect("epoch");
+    assert_eq!(epoch, 2);
+    let cli = Store::open_postgres(&url).expect("cli store");
+    cli.reset_guard("jm", "clicks", at(0)).expect("an unfenced store writes");
+    // The lease gone altogether: refused too.
+    pg.exec(&url, "DELETE FROM warden_leader");
+    let gone = b.journal(&entry("no-lease")).unwrap_err();
+    assert!(matches!(gone, StoreError::Fenced { current: None, .. }), "{gone:?}");
+}
+
+#[test]
+fn a_postgresql_restart_mid_run_rolls_back_the_cut_transaction_and_the_store_reconnects() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database();
+    let s = Store::open_postgres(&url).expect("store");
+    s.journal(&entry("before")).expect("journal");
+    // A dispatcher step is cut by the restart half-way: none of it is kept.
+    let cut = s.transaction(|s| {
+        s.journal(&entry("cut-1"))?;
+        pg.restart();
+        s.save_dispatch_state("r", "jm", &json!({"x": 1}))?;
+        s.journal(&entry("cut-2"))
+    });
+    let err = cut.expect_err("a transaction over a lost connection fails");
+    assert!(!err.is_fenced(), "{err}");
+    // The next calls reconnect (the one that meets the cut may fail; it does not panic).
+    let mut read = s.entries(None);
+    if read.is_err() {
+        read = s.entries(None);
+    }
+    let subjects: Vec<String> = read.expect("reconnected").into_iter().map(|e| e.subject).collect();
+    assert_eq!(subjects, ["before"], "the cut step was rolled back, not half-applied");
+    assert!(s.dispatch_states().expect("read").is_empty());
+    s.journal(&entry("after")).expect("writes again");
+    // A restart between two calls: the store notices the closed connection and reconnects at once.
+    pg.restart();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut n = s.entries(None).map(|e| e.len());
+    if n.is_err() {
+        n = s.entries(None).map(|e| e.len());
+    }
+    assert_eq!(n.expect("reconnected"), 2);
+}
+
+#[test]
+fn a_postgresql_database_from_a_newer_warden_is_refused_with_both_versions() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database();
+    drop(Store::open_postgres(&url).expect("a fresh database gets the schema"));
+    drop(Store::open_postgres(&url).expect("opening it again changes nothing"));
+    pg.exec(&url, &format!("UPDATE schema_version SET version = {}", SCHEMA_VERSION + 1));
+    let err = Store::open_postgres(&url).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "state store `{url}` has schema version {}, this Warden knows up to {SCHEMA_VERSION}: upgrade Warden",
+            SCHEMA_VERSION + 1
+        )
+    );
+}
+
+#[test]
+fn a_postgresql_url_with_a_password_never_shows_it() {
+    let Some(pg) = Pg::start() else { return };
+    let url = format!("postgres://warden:hunter2@127.0.0.1:{}/no_such_db", pg.port());
+    let err = Store::open_postgres(&url).unwrap_err().to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("warden:***@127.0.0.1"), "{err}");
+    assert!(err.contains("no_such_db"), "{err}");
 }
