@@ -385,6 +385,8 @@ async fn a_leader_paused_past_its_lease_does_nothing_when_it_wakes() {
     p.signal(a, libc::SIGSTOP);
     let paused = Instant::now();
     let (b, epoch_b) = p.leader_after(epoch_a, Duration::from_secs(20)).await;
+    // From here on, nothing may be written under the old epoch.
+    let mark = p.last_journal_id().await;
     assert_ne!(a, b);
     eprintln!("paused leader replaced after {:.2}s", paused.elapsed().as_secs_f64());
     // The new leader finishes the restart the paused one began (it released its predecessor's restart).
@@ -393,7 +395,6 @@ async fn a_leader_paused_past_its_lease_does_nothing_when_it_wakes() {
     })
     .await;
     assert_eq!(p.restarts().await[0].outcome, Some(RestartResult::Ok));
-    let mark = p.last_journal_id().await;
     let submissions = p.fake.jar_runs().len();
     // Wake it: it must step down before it acts.
     p.signal(a, libc::SIGCONT);
