@@ -24,14 +24,16 @@ pub async fn run(config: &Path, format: Format, state_dir: Option<PathBuf>) -> a
         Some(v) => v,
         None => {
             let dir = super::state_dir(config, state_dir)?;
-            if !dir.join("warden.db").is_file() {
+            // An HA pair keeps its state in PostgreSQL, not in the state directory.
+            let store_cfg = loaded.as_ref().map(|l| l.config.store.clone()).unwrap_or_default();
+            if store_cfg.postgres.is_none() && !dir.join("warden.db").is_file() {
                 anyhow::bail!(
                     "no daemon answered and no state in `{}` yet (has `warden run` been started?)",
                     dir.display()
                 );
             }
             let policy = loaded.map(|l| l.config.dispatch).unwrap_or_default();
-            tokio::task::spawn_blocking(move || from_store(&dir, policy)).await??
+            tokio::task::spawn_blocking(move || from_store(&store_cfg, &dir, policy)).await??
         }
     };
     match format {
@@ -70,8 +72,12 @@ fn short(e: &reqwest::Error) -> String {
     }
 }
 
-fn from_store(dir: &Path, policy: warden::config::DispatchConfig) -> anyhow::Result<StatusView> {
-    let store = Store::open(dir)?;
+fn from_store(
+    store: &warden::config::StoreConfig,
+    dir: &Path,
+    policy: warden::config::DispatchConfig,
+) -> anyhow::Result<StatusView> {
+    let store = Store::open_configured(store, dir)?;
     let d = warden::dispatch::Dispatcher::new(policy, false, &store)?;
     let inhibited = warden::notify::inhibit::held_inhibited(&store).unwrap_or_default();
     let alerts = d
