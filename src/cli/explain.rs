@@ -20,11 +20,11 @@ pub fn parse_id(s: &str) -> Result<i64, String> {
 
 pub async fn run(config: &Path, entry: &str, format: Format, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let id = parse_id(entry).map_err(|e| anyhow::anyhow!(e))?;
-    let dir = super::state_dir(config, state_dir)?;
-    if !dir.join("warden.db").is_file() {
+    let (sc, dir) = super::store_location(config, state_dir)?;
+    if !super::has_store(&sc, &dir) {
         anyhow::bail!("no journal in `{}` yet (has `warden run` been started?)", dir.display());
     }
-    let found = tokio::task::spawn_blocking(move || Store::open(&dir)?.explain(id)).await??;
+    let found = tokio::task::spawn_blocking(move || Store::open_configured(&sc, &dir)?.explain(id)).await??;
     let Some(e) = found else {
         anyhow::bail!(
             "no journal entry #{id} (`warden history` lists the entries with their ids; old ones are pruned)"

@@ -7,8 +7,8 @@ use warden::model::ActionKind;
 use warden::store::{NewEntry, Store};
 
 pub fn reset(config: &Path, target: &str, subject: &str, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let dir = super::state_dir(config, state_dir)?;
-    let store = Store::open(&dir)?;
+    let (sc, dir) = super::store_location(config, state_dir)?;
+    let store = Store::open_configured(&sc, &dir)?;
     let now = chrono::Utc::now();
     store.reset_guard(target, subject, now)?;
     let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());

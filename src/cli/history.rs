@@ -22,11 +22,11 @@ pub struct Args {
 }
 
 pub async fn run(config: &Path, a: Args) -> anyhow::Result<ExitCode> {
-    let dir = super::state_dir(config, a.state_dir)?;
-    if !dir.join("warden.db").is_file() {
+    let (sc, dir) = super::store_location(config, a.state_dir)?;
+    if !super::has_store(&sc, &dir) {
         anyhow::bail!("no journal in `{}` yet (has `warden run` been started?)", dir.display());
     }
-    let store = Store::open(&dir)?;
+    let store = Store::open_configured(&sc, &dir)?;
     if a.restarts {
         for r in store.restarts(a.limit)? {
             match a.format {

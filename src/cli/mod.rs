@@ -431,7 +431,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The state directory of a command: `--state-dir`, else the configuration's (see [`warden::config::state_dir`]).
-fn state_dir(config: &std::path::Path, given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    warden::config::state_dir(config, given).map_err(|d| anyhow::anyhow!("{d}"))
+/// The state store of a command: the SQLite file in `--state-dir`, else the configuration's `store:` and
+/// `state_dir` (see [`warden::config::store_location`]).
+fn store_location(
+    config: &std::path::Path,
+    given: Option<PathBuf>,
+) -> anyhow::Result<(warden::config::StoreConfig, PathBuf)> {
+    warden::config::store_location(config, given).map_err(|d| anyhow::anyhow!("{d}"))
+}
+
+/// True when there is a store to read: a PostgreSQL one, or the SQLite file in `dir`.
+fn has_store(store: &warden::config::StoreConfig, dir: &std::path::Path) -> bool {
+    store.postgres.is_some() || dir.join("warden.db").is_file()
 }

@@ -28,11 +28,11 @@ pub async fn run(
         clients.push(Arc::new(TargetClient::new(t, &mut pool)?));
     }
     let mut report = warden::report::gather(&clients, chrono::Utc::now()).await;
-    let dir = super::state_dir(config, state_dir)?;
+    let (sc, dir) = super::store_location(config, state_dir)?;
     let mut note = None;
-    if dir.join("warden.db").is_file() {
+    if super::has_store(&sc, &dir) {
         report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let store = Store::open(&dir)?;
+            let store = Store::open_configured(&sc, &dir)?;
             warden::report::add_restarts(&mut report, &store)?;
             Ok(report)
         })

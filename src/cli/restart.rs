@@ -91,7 +91,7 @@ async fn restart(
             }
         }
     };
-    let store = Arc::new(Store::open(&cfg.state_dir)?);
+    let store = Arc::new(Store::open_configured(&cfg.store, &cfg.state_dir)?);
     let events = Events::default();
     let mut rx = events.subscribe();
     let printer = tokio::spawn(async move {

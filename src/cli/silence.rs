@@ -83,12 +83,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     warden::config::units::parse_duration(s)
 }
 
-fn state_dir(config: &Path, given: Option<PathBuf>) -> Result<PathBuf, CliError> {
-    warden::config::state_dir(config, given).map_err(|d| CliError(d.to_string()))
-}
-
-fn open(dir: &Path) -> Result<Store, CliError> {
-    Store::open(dir).map_err(|e| CliError(e.to_string()))
+/// The configuration's store (or the SQLite file in `--state-dir`).
+fn open(config: &Path, given: Option<PathBuf>) -> Result<Store, CliError> {
+    let (sc, dir) = warden::config::store_location(config, given).map_err(|d| CliError(d.to_string()))?;
+    Store::open_configured(&sc, &dir).map_err(|e| CliError(e.to_string()))
 }
 
 /// Runs a `warden silence` subcommand with the configuration at `config`. Returns the process exit code.
@@ -100,7 +98,7 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
             if duration.is_zero() {
                 return Err(CliError("--for: the duration must be longer than 0s".into()));
             }
-            let store = open(&state_dir(config, dir)?)?;
+            let store = open(config, dir)?;
             let ends = now + chrono::Duration::from_std(duration).map_err(|e| CliError(format!("--for: {e}")))?;
             let id =
                 silences::add(&store, &matchers, now, ends, &comment, &author).map_err(|e| CliError(e.to_string()))?;
@@ -112,7 +110,7 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
             Ok(0)
         }
         SilenceCommand::List { all, format, state_dir: dir } => {
-            let store = open(&state_dir(config, dir)?)?;
+            let store = open(config, dir)?;
             let list = silences::list(&store, now, all).map_err(|e| CliError(e.to_string()))?;
             match format {
                 Format::Json => {
@@ -150,7 +148,7 @@ pub async fn silence(cmd: SilenceCommand, config: &Path) -> Result<u8, CliError>
             Ok(0)
         }
         SilenceCommand::Rm { id, state_dir: dir } => {
-            let store = open(&state_dir(config, dir)?)?;
+            let store = open(config, dir)?;
             if silences::remove(&store, id, now).map_err(|e| CliError(e.to_string()))? {
                 outln!("silence {id} removed: alerts it held back that still fire are sent now");
                 Ok(0)

@@ -23,17 +23,15 @@ pub async fn run(config: &Path, format: Format, state_dir: Option<PathBuf>) -> a
     let view = match view {
         Some(v) => v,
         None => {
-            let dir = super::state_dir(config, state_dir)?;
-            // An HA pair keeps its state in PostgreSQL, not in the state directory.
-            let store_cfg = loaded.as_ref().map(|l| l.config.store.clone()).unwrap_or_default();
-            if store_cfg.postgres.is_none() && !dir.join("warden.db").is_file() {
+            let (sc, dir) = super::store_location(config, state_dir)?;
+            if !super::has_store(&sc, &dir) {
                 anyhow::bail!(
                     "no daemon answered and no state in `{}` yet (has `warden run` been started?)",
                     dir.display()
                 );
             }
             let policy = loaded.map(|l| l.config.dispatch).unwrap_or_default();
-            tokio::task::spawn_blocking(move || from_store(&store_cfg, &dir, policy)).await??
+            tokio::task::spawn_blocking(move || from_store(&sc, &dir, policy)).await??
         }
     };
     match format {
@@ -73,11 +71,11 @@ fn short(e: &reqwest::Error) -> String {
 }
 
 fn from_store(
-    store: &warden::config::StoreConfig,
+    sc: &warden::config::StoreConfig,
     dir: &Path,
     policy: warden::config::DispatchConfig,
 ) -> anyhow::Result<StatusView> {
-    let store = Store::open_configured(store, dir)?;
+    let store = Store::open_configured(sc, dir)?;
     let d = warden::dispatch::Dispatcher::new(policy, false, &store)?;
     let inhibited = warden::notify::inhibit::held_inhibited(&store).unwrap_or_default();
     let alerts = d

@@ -76,6 +76,32 @@ pub fn state_dir(config: &Path, given: Option<PathBuf>) -> Result<PathBuf, Diagn
     Ok(base.join(dir))
 }
 
+/// Finds the state store for a command that reads or edits it (`history`, `status`, `silence`, `guard`, …):
+/// with `given` (a `--state-dir` flag), the SQLite file in that directory; else the configuration's `store:`
+/// (its PostgreSQL URL resolved: a `${VAR}` or `file:` secret must be readable from the operator's shell) and
+/// `state_dir` (see [`state_dir`]). Nothing else of the configuration has to be valid.
+pub fn store_location(config: &Path, given: Option<PathBuf>) -> Result<(StoreConfig, PathBuf), Diagnostics> {
+    if given.is_some() {
+        return Ok((StoreConfig::default(), state_dir(config, given)?));
+    }
+    let dir = state_dir(config, None)?;
+    let text =
+        std::fs::read_to_string(config).map_err(|e| Diagnostics(vec![Diagnostic::file(config, e.to_string())]))?;
+    let doc = YamlDoc::parse(config, &text).map_err(|d| Diagnostics(vec![d]))?;
+    let url = doc.value.get("store").and_then(|s| s.get("postgres")).and_then(|p| p.get("url"));
+    let url = match url {
+        None | Some(Value::Null) => return Ok((StoreConfig::default(), dir)),
+        Some(Value::String(u)) => u.clone(),
+        Some(_) => return Err(Diagnostics(vec![doc.diag("store.postgres.url", "`store.postgres.url` must be text")])),
+    };
+    let base = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut secret = Secret::new(url);
+    secret
+        .resolve(base)
+        .map_err(|e| Diagnostics(vec![doc.diag("store.postgres.url", format!("`store.postgres.url`: {e}"))]))?;
+    Ok((StoreConfig { postgres: Some(PostgresStoreConfig { url: secret }) }, dir))
+}
+
 /// How much of the outside world a load may look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -730,6 +756,25 @@ mod tests {
         let text = "targets:\n  - {name: a, url: \"http://a:8081\", labels: {managed_by: flink-operator}}\n  - {name: b, url: \"http://b:8081\", labels: {managed_by: warden}}\n  - {name: c, url: \"http://c:8081\"}\n";
         let c = load_str(Path::new("warden.yaml"), text).unwrap().config;
         assert_eq!(c.dispatch.hands_off, BTreeMap::from([("a".to_string(), "flink-operator".to_string())]));
+    }
+
+    #[test]
+    fn the_store_is_sqlite_by_default_and_postgresql_when_given_a_url_never_shown() {
+        let c = load_str(Path::new("warden.yaml"), "targets: []\n").unwrap().config;
+        assert_eq!(c.store, StoreConfig::default(), "SQLite in state_dir, nothing to set");
+        let text = "targets: []\nstore:\n  postgres:\n    url: postgres://w:hunter2@127.0.0.1:5432/w\n";
+        let c = load_str(Path::new("warden.yaml"), text).unwrap().config;
+        let url = &c.store.postgres.as_ref().unwrap().url;
+        assert_eq!(url.expose(), "postgres://w:hunter2@127.0.0.1:5432/w");
+        assert!(!format!("{c:?}").contains("hunter2"), "the URL is a secret");
+
+        let typo = errs("targets: []\nstore:\n  postgress: {url: x}\n");
+        assert!(typo.iter().any(|e| e.contains("warden.yaml:3:3") && e.contains("postgress")), "{typo:?}");
+        let remote = errs("targets: []\nstore:\n  postgres:\n    url: postgres://w:hunter2@db.example.com/w\n");
+        assert!(remote.iter().any(|e| e.contains("store.postgres.url") && e.contains("sslmode=require")), "{remote:?}");
+        assert!(remote.iter().all(|e| !e.contains("hunter2")), "{remote:?}");
+        let unset = errs("targets: []\nstore: {postgres: {url: '${WARDEN_TEST_PG_URL_UNSET}'}}\n");
+        assert!(unset.iter().any(|e| e.contains("WARDEN_TEST_PG_URL_UNSET")), "{unset:?}");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Keep the state in PostgreSQL (version 12 or newer) rather than the SQLite file in `state_dir`.
+    /// Keep the state in PostgreSQL (10 or newer; tested with 15) rather than the SQLite file in `state_dir`.
     #[serde(default)]
     pub postgres: Option<PostgresStoreConfig>,
 }
@@ -106,8 +106,8 @@ pub struct PostgresStoreConfig {
     /// holds the password) a literal `postgres://user:password@host:5432/db`. It is never logged; messages show it
     /// without its password. A server on this machine (loopback, Unix socket) is reached in plain text unless the
     /// URL says `sslmode=require`; any other host needs `sslmode=require` (TLS, the certificate checked against
-    /// the public roots, the host name too) or, to send the password and journal in plain text on purpose,
-    /// `sslmode=disable`. Warden creates and upgrades its tables itself (it needs the right to create tables in
+    /// the public roots, the host name too; add `sslrootcert=/absolute/path/ca.pem` to check it against your own
+    /// CA instead) or, to send the password and journal in plain text on purpose, `sslmode=disable`. Warden creates and upgrades its tables itself (it needs the right to create tables in
     /// the database's default schema).
     pub url: Secret,
 }

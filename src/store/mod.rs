@@ -1,7 +1,34 @@
-//! The state store: one SQLite file (`<state_dir>/warden.db`) with the action journal, rule state, dispatcher
-//! state, storm-guard resets, restart records (the per-job lock, with an owner and a lease), the savepoint history,
-//! and the notifier's outbox and silences. Nothing in it is lost across restarts; a CLI process (`warden history`,
-//! `warden guard reset`) can use it while the daemon runs (WAL mode, busy timeout).
+//! The state store: the action journal, rule state, dispatcher state, storm-guard resets, restart records (the
+//! per-job lock, with an owner and a lease), the savepoint history, and the notifier's outbox and silences. Nothing
+//! in it is lost across restarts; a CLI process (`warden history`, `warden guard reset`) can use it while the
+//! daemon runs.
+//!
+//! ## Two backends, one set of queries
+//!
+//! By default the store is one SQLite file, `<state_dir>/warden.db` (WAL mode, busy timeout): nothing to set up.
+//! With `store: {postgres: {url: …}}` it is a PostgreSQL database holding the same tables ([`pg`]: the
+//! connection's own thread, reconnection, TLS), so that the two Wardens of an HA pair share one state and either
+//! can carry on where the other stopped. Every query is written once against the neutral surface in [`db`]
+//! (`?1` placeholders, the SQL both dialects share); what differs — DDL, how a transaction begins, fencing — is in
+//! [`db`], [`pg`] and [`schema`].
+//!
+//! ## Exactly once across processes (PostgreSQL)
+//!
+//! SQLite has one writer at a time (`BEGIN IMMEDIATE` takes the file's write lock), and one daemon per state
+//! directory ([`lock`]). On PostgreSQL two processes may write at once, in `READ COMMITTED` transactions; what must
+//! happen once is settled by the rows themselves:
+//!
+//! - **Beginning a restart**: the partial unique index `restarts_one_per_job` with `ON CONFLICT DO NOTHING`: a
+//!   second insert for the same job waits for the first to commit, then inserts nothing.
+//! - **Claiming, stealing, renewing a restart, writing its steps**: one `UPDATE … WHERE` compare-and-swap on the
+//!   owner and lease; a concurrent update waits for the row lock and re-checks the condition on the new row, so
+//!   exactly one claimer wins and a step of a lost owner changes nothing.
+//! - **Delivering a notification**: [`crate::notify::outbox::claim`], one upsert on `notify_claim` keyed by the
+//!   message (a claim of an older leader epoch is taken over, one of the same or a newer one is not).
+//! - **The dispatcher's steps, rule state, the journal**: only the leader writes them, and the fence
+//!   ([`Store::set_fence`]) makes that true in the database itself: every write transaction share-locks the lease
+//!   row and is refused once the lease names another holder or epoch. The lock is held to the commit, so the
+//!   election cannot hand the lease on between the check and the write.
 //!
 //! ## Never on the async workers
 //!
@@ -42,6 +69,7 @@
 //!
 //! ## Durable
 //!
+//! On PostgreSQL, a commit is durable as the server is configured (`synchronous_commit`, replication). On SQLite:
 //! WAL mode with `synchronous = FULL`: every commit is `fsync`ed to the write-ahead log before it returns, so a
 //! journalled relaunch or a restart step that Warden acted on survives a power cut. (With WAL, `NORMAL` only syncs
 //! at checkpoints: the last commits before a power cut could vanish while their effects — a job submitted, a
@@ -50,7 +78,8 @@
 //!
 //! ## Schema versions
 //!
-//! `PRAGMA user_version` holds the schema version; [`schema`] has the ordered migrations, each applied in its own
+//! `PRAGMA user_version` (SQLite) or the `schema_version` table (PostgreSQL) holds the schema version; [`schema`]
+//! has the ordered migrations of each backend (a version means the same tables on both), each applied in its own
 //! transaction when a store is opened. A database written by a newer Warden (a version above
 //! [`schema::SCHEMA_VERSION`]) is refused rather than misread.
 //!
@@ -443,12 +472,13 @@ impl Store {
         }
         let mut guard = Rollback { db: &db, nested, armed: true };
         let out = f(self)?;
-        guard.armed = false;
+        // A commit that fails (SQLite busy past its timeout) leaves the transaction to the guard's rollback.
         if nested {
             db.batch("RELEASE warden_step").map_err(|e| self.err(e))?;
         } else {
             db.end(true).map_err(|e| self.err(e))?;
         }
+        guard.armed = false;
         Ok(out)
     }
 

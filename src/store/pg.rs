@@ -21,7 +21,9 @@
 //! **TLS.** A server on a loopback address or a Unix socket is reached in plain text unless the URL asks for TLS
 //! (`sslmode=require`); any other host needs TLS with certificate verification against the Mozilla roots
 //! (`webpki-roots`), and the URL is refused unless it says `sslmode=disable` explicitly. `sslmode=require` always
-//! verifies the certificate and the host name here (like libpq's `verify-full`).
+//! verifies the certificate and the host name here (like libpq's `verify-full`); `sslrootcert=/path/ca.pem`
+//! verifies against that file's CA certificates instead of the public roots (a private CA, a cloud provider's),
+//! and implies TLS.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -59,6 +61,8 @@ pub struct UrlError(pub String);
 pub struct PgTarget {
     config: postgres::Config,
     tls: bool,
+    /// The CA certificates (PEM) to verify the server with instead of the public roots (`sslrootcert=`).
+    ca: Option<std::path::PathBuf>,
     /// The URL without its password, for messages.
     shown: String,
 }
@@ -72,7 +76,13 @@ impl std::fmt::Debug for PgTarget {
 impl PgTarget {
     /// Parses `url` and decides on TLS (see the module docs). The error never repeats the URL's password.
     pub fn parse(url: &str) -> Result<PgTarget, UrlError> {
-        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+        // `sslrootcert` (libpq's name) is ours to read: the client library does not know it.
+        let (stripped, ca) = take_param(url, "sslrootcert");
+        let ca = ca.map(|p| {
+            let p = percent_encoding::percent_decode_str(&p).decode_utf8_lossy().into_owned();
+            std::path::PathBuf::from(p)
+        });
+        let mut config: postgres::Config = stripped.parse().map_err(|e: postgres::Error| {
             UrlError(format!("`{}` is not a PostgreSQL URL: {}", redact(url), strip_secret(&e.to_string(), url)))
         })?;
         config.connect_timeout(CONNECT_TIMEOUT);
@@ -87,9 +97,13 @@ impl PgTarget {
         });
         let mode = config.get_ssl_mode();
         let asked = url_ssl_mode(url);
+        if ca.is_some() && mode == postgres::config::SslMode::Disable {
+            return Err(UrlError(format!("`{}`: `sslrootcert` with `sslmode=disable` says two things", redact(url))));
+        }
         let tls = match (mode, asked.as_deref()) {
             (postgres::config::SslMode::Disable, _) => false,
             (postgres::config::SslMode::Require, _) => true,
+            _ if ca.is_some() => true,
             // `prefer` (the default when the URL says nothing): plain text on this machine only.
             _ if local => false,
             _ => {
@@ -101,13 +115,35 @@ impl PgTarget {
                 )))
             }
         };
-        Ok(PgTarget { config, tls, shown: redact(url) })
+        if tls {
+            // Never fall back to plain text when TLS was asked for.
+            config.ssl_mode(postgres::config::SslMode::Require);
+        }
+        Ok(PgTarget { config, tls, ca, shown: redact(url) })
     }
 
     /// The URL without its password.
     pub fn shown(&self) -> &str {
         &self.shown
     }
+}
+
+/// `url` without its query parameter `name`, and that parameter's value.
+fn take_param(url: &str, name: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
+    let mut value = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            Some(v) => {
+                value = Some(v.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    (url, value)
 }
 
 fn url_ssl_mode(url: &str) -> Option<String> {
@@ -162,7 +198,7 @@ impl PgConn {
     /// Starts the connection thread and connects (with the bounded retry).
     pub(crate) fn connect(target: PgTarget) -> DbResult<PgConn> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let tls = if target.tls { Some(rustls_connector()?) } else { None };
+        let tls = if target.tls { Some(rustls_connector(target.ca.as_deref())?) } else { None };
         let mut session = Session {
             config: target.config,
             tls,
@@ -233,9 +269,26 @@ impl PgConn {
     }
 }
 
-fn rustls_connector() -> DbResult<MakeRustlsConnect> {
+/// A TLS connector that verifies the server's certificate and name: against the CA certificates in `ca` (PEM)
+/// when given, else the Mozilla roots.
+fn rustls_connector(ca: Option<&std::path::Path>) -> DbResult<MakeRustlsConnect> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let roots = match ca {
+        None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+        Some(path) => {
+            let bad = |e: String| DbError::Other(format!("sslrootcert `{}`: {e}", path.display()));
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
+            for c in certs {
+                roots.add(c.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("no certificate in it".into()));
+            }
+            roots
+        }
+    };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| DbError::Other(format!("TLS set-up: {e}")))?
@@ -502,5 +555,10 @@ mod tests {
         let bad = PgTarget::parse("postgres://w:hunter2@db:notaport/w").unwrap_err().to_string();
         assert!(!bad.contains("hunter2"), "{bad}");
         assert!(format!("{:?}", PgTarget::parse("postgres://w:hunter2@localhost/w").unwrap()).contains("***"));
+        let ca = PgTarget::parse("postgres://w@db.example.com/w?sslrootcert=/etc/ca%20dir/ca.pem&connect_timeout=3")
+            .unwrap();
+        assert!(ca.tls, "a CA file implies TLS");
+        assert_eq!(ca.ca.as_deref(), Some(std::path::Path::new("/etc/ca dir/ca.pem")));
+        assert!(PgTarget::parse("postgres://w@localhost/w?sslmode=disable&sslrootcert=/ca.pem").is_err());
     }
 }

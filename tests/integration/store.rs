@@ -324,6 +324,26 @@ fn a_warden_whose_lease_moved_on_is_refused_every_write_and_nothing_of_it_is_wri
         "the entry records the epoch that allowed it"
     );
 
+    // While a's write transaction is open, the election cannot move the lease on: the check holds the row.
+    let moved = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (m, exec_url) = (moved.clone(), url.clone());
+    let pg = std::sync::Arc::new(pg);
+    let pg2 = pg.clone();
+    let mut election = None;
+    a.transaction(|s| {
+        s.journal(&entry("in-step"))?;
+        election = Some(std::thread::spawn(move || {
+            pg2.exec(&exec_url, "UPDATE warden_leader SET epoch = epoch WHERE id = 1");
+            m.store(true, std::sync::atomic::Ordering::SeqCst);
+        }));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!moved.load(std::sync::atomic::Ordering::SeqCst), "the lease row was changed under a's write");
+        Ok(())
+    })
+    .expect("a's step commits");
+    election.expect("spawned").join().expect("the election's update");
+    assert!(moved.load(std::sync::atomic::Ordering::SeqCst));
+
     // The election hands the lease to b (a was paused): a's writes are refused, all of them.
     pg.exec(&url, "UPDATE warden_leader SET holder = 'b', epoch = 2 WHERE id = 1");
     b.set_fence(Some(Fence { epoch: 2, holder: "b".into() })).expect("fence");
@@ -349,7 +369,7 @@ fn a_warden_whose_lease_moved_on_is_refused_every_write_and_nothing_of_it_is_wri
     assert!(warden::notify::silence::add(&a, &["job=x".into()], at(0), at(60), "", "a").unwrap_err().is_fenced());
     // Reads still work (the status page of a demoted Warden).
     let subjects: Vec<String> = a.entries(None).expect("read").into_iter().map(|e| e.subject).collect();
-    assert_eq!(subjects, ["while-leader"], "nothing of the refused writes was written");
+    assert_eq!(subjects, ["while-leader", "in-step"], "nothing of the refused writes was written");
     assert!(a.dispatch_states().expect("read").is_empty());
 
     // The new leader writes under its epoch; an operator's CLI (no fence) writes too.
@@ -425,4 +445,105 @@ fn a_postgresql_url_with_a_password_never_shows_it() {
     assert!(!err.contains("hunter2"), "{err}");
     assert!(err.contains("warden:***@127.0.0.1"), "{err}");
     assert!(err.contains("no_such_db"), "{err}");
+}
+
+/// The whole daemon on PostgreSQL: `store: {postgres: {url: …}}` from `warden.yaml` (a secret from the
+/// environment is resolved the same way; here a literal), an alert journalled, queued in the outbox, delivered
+/// through a file channel and marked sent there; the SQLite file in `state_dir` is not created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_keeps_its_whole_state_in_postgresql_when_configured_to() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database();
+    let fake = FakeJobManager::start(FlinkApiVersion::V2).await.expect("fake JobManager");
+    fake.submit("clicks");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pack(dir.path(), "t", &[("always", "alert(#{ subject: \"clicks\", summary: \"always firing\" });\n")]);
+    let cfg = json!({
+        "state_dir": "state",
+        "store": {"postgres": {"url": url}},
+        "pack_paths": ["plugins/*"],
+        "targets": [{"name": "jm", "url": fake.url(), "timeout": "2s"}],
+        "notify": {
+            "group_wait": "0s",
+            "default": {"channels": ["file"]},
+            "channels": {"file": {"type": "file", "path": "sent.jsonl"}},
+        },
+        "shutdown_grace": "5s",
+    });
+    let mut d = Daemon::start_in(dir, cfg).await;
+    d.wait_for("the alert", |e| is_alert(e, "firing", "t/always", "clicks")).await;
+    let s = Store::open_postgres(&url).expect("the daemon's store");
+    crate::support::eventually("the notification marked sent in PostgreSQL", || {
+        s.entries(None).expect("journal").iter().any(|e| e.action == ActionKind::Notify && e.outcome == "sent")
+    })
+    .await;
+    let j = s.entries(None).expect("journal");
+    assert_eq!(j.iter().filter(|e| e.action == ActionKind::Alert && e.subject == "clicks").count(), 1, "{j:#?}");
+    assert!(s.dispatch_states().expect("state").contains_key(&("t/always".to_string(), "jm".to_string())));
+    assert_eq!(warden::notify::outbox::counts(&s).expect("outbox"), (0, 1, 0));
+    assert!(!d.state_dir.join("warden.db").exists(), "no SQLite file beside a PostgreSQL store");
+    assert!(d.state_dir.join("warden.lock").exists(), "the per-instance lock stays in state_dir");
+
+    // The operator's commands find the same store through the configuration.
+    let yaml = d.state_dir.parent().expect("config dir").join("warden.yaml");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(WARDEN)
+            .args(args)
+            .arg("--config")
+            .arg(&yaml)
+            .env_remove("WARDEN_LOG")
+            .output()
+            .expect("run warden");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "warden {args:?}: {stdout}{stderr}");
+        stdout.into_owned()
+    };
+    let history = cli(&["history"]);
+    assert!(history.contains("always firing"), "{history}");
+    cli(&["silence", "add", "--match", "job=orders", "--for", "1h", "--comment", "maintenance"]);
+    let silences = warden::notify::silence::list(&s, chrono::Utc::now(), false).expect("silences");
+    assert_eq!(silences.iter().map(|x| x.comment.as_str()).collect::<Vec<_>>(), ["maintenance"]);
+    assert!(!d.state_dir.join("warden.db").exists(), "the commands did not make a SQLite store either");
+    d.stop().await;
+}
+
+/// A CA and a server certificate for `localhost` signed by it: `(ca.pem, server certificate, server key)`.
+fn test_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "Warden test CA");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("server certificate");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_to_postgresql_verifies_the_server_certificate_and_name() {
+    let (ca, cert, key) = test_ca();
+    let Some(pg) = Pg::start_with_tls(&cert, &key) else { return };
+    let db = pg.database();
+    let name = db.rsplit('/').next().expect("database name");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).expect("write the CA");
+    let base = format!("postgres://warden@localhost:{}/{name}", pg.port());
+    // Against the public roots, a private CA's certificate is refused: TLS was used, and it verifies.
+    let err = Store::open_postgres(&format!("{base}?sslmode=require")).unwrap_err().to_string();
+    assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
+    // With the CA the server's certificate is signed by, the store opens and works over TLS.
+    let s = Store::open_postgres(&format!("{base}?sslrootcert={}", ca_file.display())).expect("TLS with the CA");
+    s.journal(&entry("over-tls")).expect("journal");
+    let ssl: bool = s
+        .with_db(|c| c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])?.get(0))
+        .expect("pg_stat_ssl");
+    assert!(ssl, "the connection is encrypted");
+    // The name is checked too: 127.0.0.1 is not in the certificate.
+    let by_ip = format!("postgres://warden@127.0.0.1:{}/{name}?sslrootcert={}", pg.port(), ca_file.display());
+    let err = Store::open_postgres(&by_ip).unwrap_err().to_string();
+    assert!(err.contains("certificate") || err.contains("NotValidForName"), "{err}");
 }

@@ -24,24 +24,44 @@ pub struct Pg {
     port: u16,
     /// Run the server's tools as this user (when the tests run as root).
     user: Option<&'static str>,
+    /// The server offers TLS with `server.crt` and `server.key` in its data directory.
+    tls: bool,
 }
 
 static NEXT_DB: AtomicU32 = AtomicU32::new(1);
 
 impl Pg {
     /// Starts a server of its own, or `None` (after printing why) when PostgreSQL is not installed. Under
-    /// `CI=true`, a missing PostgreSQL panics instead.
+    /// `CI=true`, a missing PostgreSQL panics instead; an installed one that does not start always does.
     pub fn start() -> Option<Pg> {
-        match Self::try_start() {
-            Ok(pg) => Some(pg),
-            Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("PostgreSQL is needed for this test on CI: {why}")
+        Self::start_with(None)
+    }
+
+    /// Starts a server of its own that offers TLS with this certificate chain and key (PEM), as
+    /// [`Pg::start`] otherwise.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Option<Pg> {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Option<Pg> {
+        let Some(bin) = find_bin() else {
+            let why = "`initdb` is neither on PATH nor in /usr/lib/postgresql/*/bin";
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("PostgreSQL is needed for this test on CI: {why}");
             }
-            Err(why) => {
-                eprintln!("SKIP: no PostgreSQL for this test: {why}");
-                None
+            eprintln!("SKIP: no PostgreSQL for this test: {why}");
+            return None;
+        };
+        // Installed but not starting is a failure, not a skip. The port is picked before the server binds it:
+        // should another process take it meanwhile, try another.
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(bin.clone(), tls) {
+                Ok(pg) => return Some(pg),
+                Err(why) => last = why,
             }
         }
+        panic!("PostgreSQL is installed ({}) but does not start: {last}", bin.display())
     }
 
     /// One server for the whole test process, stopped when it exits; `None` as for [`Pg::start`].
@@ -49,7 +69,7 @@ impl Pg {
         static SHARED: OnceLock<Option<Pg>> = OnceLock::new();
         SHARED
             .get_or_init(|| {
-                let pg = Pg::start()?;
+                let pg = Pg::start_with(None)?;
                 SHARED_DATA.set((pg.bin.clone(), pg.data(), pg.user)).ok();
                 // SAFETY: registers a plain `extern "C"` function with no arguments, as atexit expects.
                 unsafe { libc::atexit(stop_shared) };
@@ -58,8 +78,7 @@ impl Pg {
             .as_ref()
     }
 
-    fn try_start() -> Result<Pg, String> {
-        let bin = find_bin().ok_or("`initdb` is neither on PATH nor in /usr/lib/postgresql/*/bin")?;
+    fn try_start(bin: PathBuf, tls: Option<(&str, &str)>) -> Result<Pg, String> {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         let user = root.then_some("nobody");
@@ -75,12 +94,26 @@ impl Pg {
                 return Err(format!("cannot give {} to {u}", data.display()));
             }
         }
-        let pg = Pg { dir, bin, port: free_port()?, user };
+        let pg = Pg { dir, bin, port: free_port()?, user, tls: tls.is_some() };
         pg.run(
             "initdb",
             &["-D", &pg.data_s(), "-U", "warden", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
         )?;
-        pg.pg_ctl("start")?;
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (name, text) in [("server.crt", cert), ("server.key", key)] {
+                let path = pg.data().join(name);
+                std::fs::write(&path, text).map_err(|e| e.to_string())?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+                if let Some(u) = user {
+                    Command::new("chown").args([u, &path.display().to_string()]).status().map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        if let Err(e) = pg.pg_ctl("start") {
+            let log = std::fs::read_to_string(pg.data().join("server.log")).unwrap_or_default();
+            return Err(format!("{e}\n{log}"));
+        }
         Ok(pg)
     }
 
@@ -107,9 +140,10 @@ impl Pg {
 
     fn pg_ctl(&self, what: &str) -> Result<(), String> {
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200{}",
             self.port,
-            self.data_s()
+            self.data_s(),
+            if self.tls { " -c ssl=on" } else { "" }
         );
         let log = self.dir.path().join("data/server.log").display().to_string();
         self.run("pg_ctl", &["-D", &self.data_s(), "-l", &log, "-o", &opts, "-w", "-m", "fast", what])
