@@ -93,24 +93,68 @@ impl From<tokio_postgres::Error> for ElectionError {
     }
 }
 
-/// Checks the URL before the first connection, by the store's rules (a server on another host only with TLS or an
-/// explicit `sslmode=disable`), and says whether to use TLS (`sslmode=require`: the certificate and host name are
-/// verified against the public roots, as the store does).
+/// Checks the URL before the first connection, by the store's rules ([`crate::store::pg::PgTarget::parse`]: a
+/// server on another host only with TLS or an explicit `sslmode=disable`), and decides on TLS the way the store does:
+/// `sslmode=require` or `sslrootcert=` (a private CA, PEM) means TLS with the certificate and host name verified
+/// (against that CA, else the public roots), never falling back to plain text; a server on this machine is reached in
+/// plain text otherwise.
 pub fn check_url(url: &str) -> Result<(tokio_postgres::Config, Option<MakeRustlsConnect>), ElectionError> {
     crate::store::pg::PgTarget::parse(url).map_err(|e| ElectionError::Url(e.0))?;
+    let (stripped, ca) = take_param(url, "sslrootcert");
+    let ca =
+        ca.map(|p| std::path::PathBuf::from(percent_encoding::percent_decode_str(&p).decode_utf8_lossy().into_owned()));
     let mut cfg: tokio_postgres::Config =
-        url.parse().map_err(|e: tokio_postgres::Error| ElectionError::Url(e.to_string()))?;
+        stripped.parse().map_err(|e: tokio_postgres::Error| ElectionError::Url(e.to_string()))?;
     cfg.application_name("warden-election");
     let tls = match cfg.get_ssl_mode() {
-        tokio_postgres::config::SslMode::Require => Some(rustls_connector()?),
+        tokio_postgres::config::SslMode::Disable => None,
+        tokio_postgres::config::SslMode::Require => Some(rustls_connector(ca.as_deref())?),
+        _ if ca.is_some() => Some(rustls_connector(ca.as_deref())?),
         _ => None,
     };
+    if tls.is_some() {
+        cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
     Ok((cfg, tls))
 }
 
-fn rustls_connector() -> Result<MakeRustlsConnect, ElectionError> {
+/// `url` without its query parameter `name`, and that parameter's value.
+fn take_param(url: &str, name: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
+    let mut value = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            Some(v) => {
+                value = Some(v.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    (url, value)
+}
+
+/// A TLS connector that verifies the server's certificate and name, against the CA certificates in `ca` (PEM) when
+/// given, else the public roots (as the store's own connection does).
+fn rustls_connector(ca: Option<&std::path::Path>) -> Result<MakeRustlsConnect, ElectionError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let roots = match ca {
+        None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+        Some(path) => {
+            let bad = |e: String| ElectionError::Url(format!("sslrootcert `{}`: {e}", path.display()));
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+                roots.add(c.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad("no certificate in it".into()));
+            }
+            roots
+        }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ElectionError::Url(format!("TLS set-up: {e}")))?
@@ -395,5 +439,27 @@ impl Task {
 async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(conn: F) {
     if let Err(e) = conn.await {
         tracing::debug!("HA: the election's connection ended: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_follow_the_stores_rules_and_a_private_ca_means_tls() {
+        let (cfg, tls) = check_url("postgres://w:secret@127.0.0.1:5432/w").unwrap();
+        assert!(tls.is_none());
+        assert_eq!(cfg.get_ssl_mode(), tokio_postgres::config::SslMode::Prefer);
+        let err = |url: &str| check_url(url).err().expect("refused").to_string();
+        let e = err("postgres://w:secret@db.example.com/w");
+        assert!(e.contains("TLS") && !e.contains("secret"), "{e}");
+        let (_, tls) = check_url("postgres://w@db.example.com/w?sslmode=disable").unwrap();
+        assert!(tls.is_none());
+        let (cfg, tls) = check_url("postgres://w@db.example.com/w?sslmode=require").unwrap();
+        assert!(tls.is_some());
+        assert_eq!(cfg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let e = err("postgres://w@db.example.com/w?sslrootcert=/nonexistent/ca.pem");
+        assert!(e.contains("sslrootcert `/nonexistent/ca.pem`"), "{e}");
     }
 }
