@@ -520,18 +520,20 @@ impl Term {
             env.guard.clone(),
         ));
 
-        // Rules that existed when Warden last ran and no longer do: their state goes, their alerts resolve.
-        {
-            let kept = |v: &serde_json::Value| v.as_object().is_none_or(|m| !m.is_empty());
-            let (dispatch, rules) =
-                store.call(|s| Ok::<_, StoreError>((s.dispatch_states()?, s.all_rule_states()?))).await?;
-            let mut gone: Vec<(String, String)> =
-                dispatch.into_iter().filter(|(_, v)| kept(v)).map(|(k, _)| k).collect();
-            gone.extend(rules.into_keys().map(|k| (k.rule, k.target)));
-            gone.retain(|(rule, _)| !generation.plan.rules.contains_key(rule) && rule != self_alerts::SELF_RULE);
-            gone.sort();
-            gone.dedup();
-            retire_rules(&gone, &generation, &shared, "warden/start").await;
+        // Rules that existed when Warden last ran and no longer do: their state goes, their alerts resolve. (The tasks
+        // run by now: a store error here is reported, not returned, so that the term can still be stopped.)
+        match store.call(|s| Ok::<_, StoreError>((s.dispatch_states()?, s.all_rule_states()?))).await {
+            Err(e) => tracing::error!("cannot read which rules were removed since the last start: {e}"),
+            Ok((dispatch, rules)) => {
+                let kept = |v: &serde_json::Value| v.as_object().is_none_or(|m| !m.is_empty());
+                let mut gone: Vec<(String, String)> =
+                    dispatch.into_iter().filter(|(_, v)| kept(v)).map(|(k, _)| k).collect();
+                gone.extend(rules.into_keys().map(|k| (k.rule, k.target)));
+                gone.retain(|(rule, _)| !generation.plan.rules.contains_key(rule) && rule != self_alerts::SELF_RULE);
+                gone.sort();
+                gone.dedup();
+                retire_rules(&gone, &generation, &shared, "warden/start").await;
+            }
         }
         Ok(Term { epoch: l.epoch, shared, tasks, probes, actions, stop, kill, notify_stop, notify_task, disp })
     }
