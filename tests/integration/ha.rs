@@ -441,3 +441,48 @@ async fn the_database_restarted_under_both_leaves_one_leader_that_acts_once() {
     assert_eq!(p.fake.jar_runs().len(), 1, "one submission");
     assert_eq!(p.live().len(), 1);
 }
+
+/// The lease row's statements themselves, on the real database: the epoch only grows, a renewal needs the holder
+/// and its epoch, a lease that ran out goes to the next taker, a release hands over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_row_takes_renews_expires_and_releases_on_the_databases_clock() {
+    use warden::ha::lease;
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database();
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    lease::ensure_table(&c).await.unwrap();
+    lease::ensure_table(&c).await.unwrap(); // idempotent, like the store's migration
+    let long = Duration::from_secs(60);
+    let a = lease::take(&c, "a", long).await.unwrap().expect("a free lease is taken");
+    assert_eq!(a.epoch, 1);
+    assert_eq!(lease::take(&c, "b", long).await.unwrap(), None, "a lease held by a is not b's");
+    assert!(lease::renew(&c, "a", 1, long).await.unwrap().is_some());
+    assert!(lease::renew(&c, "a", 2, long).await.unwrap().is_none(), "a renewal under another epoch");
+    assert!(lease::renew(&c, "b", 1, long).await.unwrap().is_none(), "a renewal by another holder");
+    // A re-take by the holder itself moves the epoch on: writes under its earlier epoch are fenced.
+    assert_eq!(lease::take(&c, "a", long).await.unwrap().unwrap().epoch, 2);
+    assert!(lease::renew(&c, "a", 1, long).await.unwrap().is_none());
+    // A release hands over at once.
+    assert!(lease::release(&c, "a", 2).await.unwrap());
+    assert!(!lease::read(&c).await.unwrap().unwrap().held());
+    let b = lease::take(&c, "b", Duration::from_millis(300)).await.unwrap().expect("released: b takes it");
+    assert_eq!(b.epoch, 3);
+    assert!(!lease::release(&c, "a", 2).await.unwrap(), "a cannot release what it no longer holds");
+    // A lease that is not renewed runs out on the database's clock, and the next taker gets a newer epoch.
+    assert_eq!(lease::take(&c, "a", long).await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(lease::take(&c, "a", long).await.unwrap().unwrap().epoch, 4);
+    // The old holder cannot renew its way back in.
+    assert!(lease::renew(&c, "b", 3, long).await.unwrap().is_none());
+    let row = lease::read(&c).await.unwrap().unwrap();
+    assert_eq!((row.holder.as_str(), row.epoch, row.held()), ("a", 4, true));
+    // Two takers at once: exactly one wins.
+    assert!(lease::release(&c, "a", 4).await.unwrap());
+    let (c2, conn2) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn2);
+    let (x, y) = tokio::join!(lease::take(&c, "x", long), lease::take(&c2, "y", long));
+    let winners = [x.unwrap(), y.unwrap()].into_iter().flatten().collect::<Vec<_>>();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(winners[0].epoch, 5);
+}
