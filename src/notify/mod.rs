@@ -836,7 +836,7 @@ impl Notifier {
         let s = self.setup();
         for mut q in start {
             // One delivery at a time per message, whichever process delivers: another one may have taken it.
-            if !outbox::claim(&self.store, q.id, q.attempts)? {
+            if !outbox::claim(&self.store, q.id, q.attempts, now)? {
                 continue;
             }
             let Some(sender) = s.senders.get(&q.channel).cloned() else {
@@ -845,9 +845,18 @@ impl Notifier {
                 continue;
             };
             if q.journal_id.is_none() {
-                let id = self.store.journal(&queued_entry(&q.message, now))?;
-                outbox::set_journal(&self.store, q.id, id)?;
-                q.journal_id = Some(id);
+                let journalled = self.store.journal(&queued_entry(&q.message, now)).and_then(|id| {
+                    outbox::set_journal(&self.store, q.id, id)?;
+                    Ok(id)
+                });
+                match journalled {
+                    Ok(id) => q.journal_id = Some(id),
+                    Err(e) => {
+                        // Not started: the next round tries again (this process or another).
+                        let _ = outbox::release(&self.store, q.id);
+                        return Err(e.into());
+                    }
+                }
             }
             let lane = q.lane.clone();
             let h = inflight.spawn(async move {

@@ -445,25 +445,37 @@ pub fn set_journal(store: &Store, id: i64, journal_id: i64) -> Result<(), StoreE
     Ok(())
 }
 
-/// Claims message `id` (`attempts` attempts so far) for one delivery attempt, under this process's epoch ([`Store::epoch`]): `false` when it is
-/// no longer pending, was attempted meanwhile (another process moved it on), or is claimed already by this epoch
-/// or a newer one. One statement decides (the claim row's primary key), so of two processes claiming at once
-/// exactly one wins; a claim of an older epoch (a leader that lost its lease while delivering) is taken over.
-/// The claim ends with [`sent`], [`failed`] or [`retry`]. On PostgreSQL with a fence, a stale leader's claim is
-/// refused before anything is sent.
-pub fn claim(store: &Store, id: i64, attempts: u32) -> Result<bool, StoreError> {
+/// How long a delivery claim holds before another deliverer may take the message over (a delivery that ended
+/// without its result being recorded: the store failed, the task died). Deliveries take seconds.
+pub const CLAIM_LEASE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Claims message `id` (`attempts` attempts so far) at `now` for one delivery attempt, under this process's epoch
+/// ([`Store::epoch`]): `false` when it is no longer pending, was attempted meanwhile (another process moved it on),
+/// or is claimed already by this epoch or a newer one and that claim has not run out ([`CLAIM_LEASE`]). One
+/// statement decides (the claim row's primary key), so of two processes claiming at once exactly one wins; a claim
+/// of an older epoch (a leader that lost its lease while delivering) is taken over at once. The claim ends with
+/// [`sent`], [`failed`], [`retry`] or [`release`]. On PostgreSQL with a fence, a stale leader's claim is refused
+/// before anything is sent.
+pub fn claim(store: &Store, id: i64, attempts: u32, now: DateTime<Utc>) -> Result<bool, StoreError> {
     let n = store.with_db(|c| {
         c.execute(
-            "INSERT INTO notify_claim (outbox_id, epoch)
-             SELECT id, ?2 FROM notify_outbox WHERE id = ?1 AND status = 'pending' AND attempts = ?3
-             ON CONFLICT (outbox_id) DO UPDATE SET epoch = excluded.epoch WHERE notify_claim.epoch < excluded.epoch",
-            args![id, store.epoch(), attempts],
+            "INSERT INTO notify_claim (outbox_id, epoch, until)
+             SELECT id, ?2, ?4 FROM notify_outbox WHERE id = ?1 AND status = 'pending' AND attempts = ?3
+             ON CONFLICT (outbox_id) DO UPDATE SET epoch = excluded.epoch, until = excluded.until
+               WHERE notify_claim.epoch < excluded.epoch OR notify_claim.until < ?5",
+            args![id, store.epoch(), attempts, ts(now + CLAIM_LEASE), ts(now)],
         )
     })?;
     Ok(n == 1)
 }
 
-fn release(c: &crate::store::Db, id: i64) -> crate::store::DbResult<usize> {
+/// Gives up the claim on message `id` without an attempt (its delivery could not start).
+pub fn release(store: &Store, id: i64) -> Result<(), StoreError> {
+    store.with_db(|c| unclaim(c, id))?;
+    Ok(())
+}
+
+fn unclaim(c: &crate::store::Db, id: i64) -> crate::store::DbResult<usize> {
     c.execute("DELETE FROM notify_claim WHERE outbox_id = ?1", args![id])
 }
 
@@ -471,7 +483,7 @@ fn release(c: &crate::store::Db, id: i64) -> crate::store::DbResult<usize> {
 pub fn sent(store: &Store, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
     store.with_db(|c| {
         c.execute("UPDATE notify_outbox SET status = 'sent', done = ?2 WHERE id = ?1", args![id, ts(now)])?;
-        release(c, id)
+        unclaim(c, id)
     })?;
     Ok(())
 }
@@ -483,7 +495,7 @@ pub fn failed(store: &Store, id: i64, now: DateTime<Utc>, reason: &str) -> Resul
             "UPDATE notify_outbox SET status = 'failed', done = ?2, last_error = ?3, attempts = attempts + 1 WHERE id = ?1",
             args![id, ts(now), reason],
         )?;
-        release(c, id)
+        unclaim(c, id)
     })?;
     Ok(())
 }
@@ -495,7 +507,7 @@ pub fn retry(store: &Store, id: i64, attempts: u32, next: DateTime<Utc>, reason:
             "UPDATE notify_outbox SET attempts = ?2, next_attempt = ?3, last_error = ?4 WHERE id = ?1",
             args![id, attempts, ts(next), reason],
         )?;
-        release(c, id)
+        unclaim(c, id)
     })?;
     Ok(())
 }

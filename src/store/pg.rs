@@ -87,6 +87,14 @@ impl PgTarget {
         })?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("warden");
+        // A server that stops answering (a network cut without a reset) ends the connection within half a minute
+        // instead of the kernel's quarter of an hour, so calls fail and the next one reconnects.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(30));
+        }
+        if config.get_keepalives_idle() > Duration::from_secs(30) {
+            config.keepalives_idle(Duration::from_secs(30));
+        }
         let hosts = config.get_hosts();
         if hosts.is_empty() {
             return Err(UrlError(format!("`{}` names no host", redact(url))));

@@ -83,7 +83,8 @@ pub const MIGRATIONS: &[Migration] = &[
         apply: |c| {
             add_column(c, "journal", "epoch", "INTEGER")?;
             c.execute_batch(
-                "CREATE TABLE IF NOT EXISTS notify_claim (outbox_id INTEGER PRIMARY KEY, epoch INTEGER NOT NULL);",
+                "CREATE TABLE IF NOT EXISTS notify_claim (outbox_id INTEGER PRIMARY KEY, epoch INTEGER NOT NULL,
+                   until TEXT NOT NULL);",
             )
         },
     },
@@ -151,7 +152,7 @@ CREATE TABLE IF NOT EXISTS notify_outbox (
 );
 CREATE INDEX IF NOT EXISTS notify_outbox_lane ON notify_outbox(status, lane, id);
 CREATE INDEX IF NOT EXISTS notify_outbox_done ON notify_outbox(done) WHERE status <> 'pending';
-CREATE TABLE IF NOT EXISTS notify_claim (outbox_id BIGINT PRIMARY KEY, epoch BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS notify_claim (outbox_id BIGINT PRIMARY KEY, epoch BIGINT NOT NULL, until TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS notify_alert (
   channel TEXT NOT NULL, alert TEXT NOT NULL, state TEXT NOT NULL, last_sent TEXT,
   record TEXT NOT NULL, silenced_by TEXT NOT NULL DEFAULT '',

@@ -297,11 +297,16 @@ fn wardens_on_one_postgresql_database_race_for_a_restart_and_an_outbox_row_and_e
                 .get(0)
             })
             .expect("queued");
-        let claims = race(&url, 6, move |s, _| warden::notify::outbox::claim(s, row, 0).expect("claim"));
+        let claims = race(&url, 6, move |s, _| warden::notify::outbox::claim(s, row, 0, at(0)).expect("claim"));
         assert_eq!(claims.iter().filter(|c| **c).count(), 1, "round {round}: {claims:?}");
+        // A claim whose delivery never reported back (its process died) runs out, and one other takes it over.
+        let lease = warden::notify::outbox::CLAIM_LEASE.num_seconds();
+        assert!(!warden::notify::outbox::claim(&s, row, 0, at(lease - 1)).expect("claim"), "still held");
+        let later = race(&url, 6, move |s, _| warden::notify::outbox::claim(s, row, 0, at(lease + 1)).expect("claim"));
+        assert_eq!(later.iter().filter(|c| **c).count(), 1, "round {round}: {later:?}");
         // Once delivered, nobody claims it again.
         warden::notify::outbox::sent(&s, row, at(1)).expect("sent");
-        assert!(!warden::notify::outbox::claim(&s, row, 0).expect("claim"));
+        assert!(!warden::notify::outbox::claim(&s, row, 0, at(10 * lease)).expect("claim"));
     }
 }
 

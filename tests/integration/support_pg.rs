@@ -204,6 +204,10 @@ extern "C" fn stop_shared() {
     if let Some((bin, data, user)) = SHARED_DATA.get() {
         let _ = command(bin, *user, "pg_ctl", &["-D", &data.display().to_string(), "-m", "immediate", "-w", "stop"])
             .output();
+        // The static's temporary directory is never dropped: remove it here.
+        if let Some(dir) = data.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
