@@ -309,6 +309,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             changed = async { leadership.as_mut().expect("guarded").changed().await }, if leadership.is_some() => {
                 if changed.is_err() {
+                    tracing::error!("HA: the election stopped; this instance no longer acts");
                     leadership = None;
                     if let Some(t) = term.take() {
                         t.stop_now().await;
