@@ -147,9 +147,16 @@ impl Ticker {
     /// A ticker for `schedule`. An `every` schedule's first run comes at a random offset within its interval;
     /// `clock` is the wall clock cron schedules follow.
     pub fn new(schedule: &Schedule, clock: Clock) -> Self {
+        Self::first_within(schedule, clock, None)
+    }
+
+    /// Like [`Ticker::new`], but an `every` schedule's first run comes within `first` (if shorter than the
+    /// interval): a new leader of an HA pair polls at once instead of up to a whole interval later.
+    pub fn first_within(schedule: &Schedule, clock: Clock, first: Option<Duration>) -> Self {
         let kind = match schedule {
             Schedule::Every(every) => {
-                let span = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX).max(1);
+                let within = first.map_or(*every, |f| f.min(*every));
+                let span = u64::try_from(within.as_nanos()).unwrap_or(u64::MAX).max(1);
                 let offset = Duration::from_nanos(rand::thread_rng().gen_range(0..span));
                 TickerKind::Every { every: *every, due: Instant::now() + offset, started: false }
             }

@@ -862,6 +862,24 @@ async fn live_instances(ctx: &RestartContext<'_>, rec: &RestartRecord) -> Live {
     }
 }
 
+/// Whether this driver still holds the restart, asked of the store right before the submission (the one call that
+/// must never happen twice): a driver that was paused while another process took the restart over — or an HA leader
+/// whose lease moved on, whose write the store's fence refuses — stops here instead of submitting.
+fn still_ours(ctx: &RestartContext<'_>, rec: &RestartRecord) -> bool {
+    let renewed = ctx.store.renew_restart_lease(rec.id, &ctx.owner, ctx.clock.now(), chrono_lease(ctx.lease));
+    match renewed {
+        Ok(true) => !ctx.cancel.is_cancelled(),
+        Ok(false) => {
+            (ctx.progress)(rec, "the restart was taken over by another process; not submitting");
+            false
+        }
+        Err(e) => {
+            (ctx.progress)(rec, &format!("cannot confirm this process still drives the restart ({e}); not submitting"));
+            false
+        }
+    }
+}
+
 async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
     match live_instances(ctx, rec).await {
         Live::None => {}
@@ -945,6 +963,9 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
             flink_config: jar.flink_config.clone(),
         };
         rec.jar_id = jar_id.clone();
+        if !still_ours(ctx, rec) {
+            return Step::Stop;
+        }
         match fc.run_jar(jar_id.as_deref().unwrap_or(""), &run, major(&version)).await {
             Ok(j) => j,
             // The answer may be lost while the job was submitted (a timeout): no instance was live a moment ago,
@@ -977,6 +998,9 @@ async fn submit(ctx: &RestartContext<'_>, rec: &mut RestartRecord) -> Step {
         vars.insert("target".to_string(), rec.target.clone());
         vars.insert("target_url".to_string(), ctx.client.base.clone());
         vars.insert("subject".to_string(), rec.job.clone());
+        if !still_ours(ctx, rec) {
+            return Step::Stop;
+        }
         let r = super::command::run(cmd, &vars, ctx.workdir, ctx.cancel.clone()).await;
         let outcome = r.outcome(cmd.timeout);
         if outcome != "ok" {

@@ -108,7 +108,35 @@ fn from_store(
         rescales: warden::action::rescale::in_flight(&store)?.into_iter().map(EntryView::from).collect(),
         recent: store.entries(Some(10))?.into_iter().map(EntryView::from).collect(),
         counters: Default::default(),
+        ha: warden::ha::HaView::single(),
     })
+}
+
+/// The HA pair in one line (nothing for a single instance): role, epoch, lease, peer.
+fn ha_line(ha: &warden::ha::HaView, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    use warden::ha::Role;
+    let ago = |t: chrono::DateTime<chrono::Utc>| {
+        let s = (now - t).num_milliseconds().max(0) as f64 / 1000.0;
+        format!("{s:.1}s ago")
+    };
+    let lease = ha.lease_until.map(|t| t.format("%H:%M:%S%.3f UTC").to_string()).unwrap_or_else(|| "-".into());
+    let epoch = ha.epoch.map(|e| e.to_string()).unwrap_or_else(|| "-".into());
+    let me = match ha.role {
+        Role::Single => return None,
+        Role::Leader => format!("HA: {} is the LEADER (epoch {epoch}, lease until {lease})", ha.instance),
+        Role::Standby => match &ha.holder {
+            Some(h) => {
+                format!("HA: {} is the standby (the leader is {h}, epoch {epoch}, lease until {lease})", ha.instance)
+            }
+            None => format!("HA: {} is the standby (no leader seen yet)", ha.instance),
+        },
+    };
+    let peer = match &ha.peer {
+        Some(p) => format!("; peer {} ({}, seen {})", p.instance, p.role, ago(p.last_seen)),
+        None => "; no peer seen".into(),
+    };
+    let err = ha.last_error.as_ref().map(|e| format!("; database: {e}")).unwrap_or_default();
+    Some(format!("{me}{peer}{err}"))
 }
 
 /// Pads to `w` characters (not bytes).
@@ -155,6 +183,9 @@ fn print_view(v: &StatusView) {
         _ => "from the state directory (no daemon answered)".into(),
     };
     outln!("Warden {}: {verdict}  ({from}{})", v.version, if v.dry_run { ", dry run" } else { "" });
+    if let Some(line) = ha_line(&v.ha, v.now) {
+        outln!("{line}");
+    }
     if let Some(r) = &v.reload {
         if r.ok {
             outln!("configuration: applied {} ({})", r.time.format("%Y-%m-%d %H:%M:%S UTC"), r.trigger);
@@ -290,5 +321,42 @@ fn print_view(v: &StatusView) {
                 })
                 .collect(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use warden::ha::{HaView, Peer, Role};
+
+    use super::ha_line;
+
+    #[test]
+    fn the_pair_reads_in_one_line_and_a_single_instance_says_nothing() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 17, 0, 10).unwrap();
+        assert_eq!(ha_line(&HaView::single(), now), None);
+        let leader = HaView {
+            role: Role::Leader,
+            instance: "a".into(),
+            epoch: Some(7),
+            holder: Some("a".into()),
+            lease_until: Some(Utc.with_ymd_and_hms(2026, 12, 1, 17, 0, 16).unwrap()),
+            peer: Some(Peer {
+                instance: "b".into(),
+                role: Role::Standby,
+                epoch: None,
+                last_seen: Utc.with_ymd_and_hms(2026, 12, 1, 17, 0, 9).unwrap(),
+            }),
+            last_error: None,
+        };
+        insta::assert_snapshot!(ha_line(&leader, now).unwrap(), @"HA: a is the LEADER (epoch 7, lease until 17:00:16.000 UTC); peer b (standby, seen 1.0s ago)");
+        let standby = HaView {
+            role: Role::Standby,
+            instance: "b".into(),
+            peer: None,
+            last_error: Some("connection refused".into()),
+            ..leader
+        };
+        insta::assert_snapshot!(ha_line(&standby, now).unwrap(), @"HA: b is the standby (the leader is a, epoch 7, lease until 17:00:16.000 UTC); no peer seen; database: connection refused");
     }
 }

@@ -49,6 +49,7 @@ const TOP_KEYS: &[&str] = &[
     "server",
     "self_alerts",
     "inhibit",
+    "ha",
 ];
 
 /// Finds the state directory for any command: `given` (a `--state-dir` flag) when there is one, else `state_dir`
@@ -513,6 +514,7 @@ fn check_semantics(doc: &YamlDoc, base: &Path, config: &mut Config, opts: LoadOp
         ));
     }
     config.retention.check(doc, &config.dispatch.storm_guard, diags);
+    config.ha.check(doc, diags);
     check_server(doc, base, &mut config.server, opts, diags);
 }
 

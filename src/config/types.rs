@@ -82,6 +82,11 @@ pub struct Config {
     /// per-job alerts of the same target); the rules here come on top of them.
     #[serde(default)]
     pub inhibit: InhibitConfig,
+    /// An active/standby pair on one PostgreSQL store (`store: {postgres: …}`): the leader election's timing and
+    /// this instance's name. Ignored with the default SQLite store (one instance, no election). See the README's
+    /// "HA pair" section.
+    #[serde(default)]
+    pub ha: HaConfig,
 }
 
 /// The state store's backend, under `store:`.
@@ -1270,4 +1275,128 @@ pub struct InhibitRuleConfig {
 
 fn default_inhibit_equal() -> Vec<String> {
     vec!["target".into()]
+}
+
+/// Leader election of an HA pair (`ha:`), used only with a PostgreSQL store. The leader holds a lease row in the
+/// database and renews it; the standby takes it over once it has run out. The defaults give a failover under 10 s
+/// after the leader dies (lease 6 s + one retry of 1 s + the first poll); a graceful stop hands over at once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    /// How long the leadership lasts without a renewal. The leader stops acting the moment its own lease (measured
+    /// on its monotonic clock from when it *sent* the last successful renewal) runs out, before the database would
+    /// let anyone else take it. Longer: fewer false failovers on a slow database; shorter: faster failover.
+    /// Default `6s`.
+    #[serde(default = "default_ha_lease", with = "units::duration")]
+    pub lease: Duration,
+    /// How often the leader renews its lease. Less than half of `lease`, so one lost renewal does not cost the
+    /// leadership. Default `2s`.
+    #[serde(default = "default_ha_renew", with = "units::duration")]
+    pub renew_every: Duration,
+    /// How often the standby tries to take the lease (and reconnects to the database after an error). Default `1s`.
+    #[serde(default = "default_ha_retry", with = "units::duration")]
+    pub retry_every: Duration,
+    /// This instance's name in the lease row, `warden status` and the peer's status. Unique per instance.
+    /// Default: `<hostname>-<pid>`.
+    #[serde(default)]
+    pub instance: Option<String>,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        Self {
+            lease: default_ha_lease(),
+            renew_every: default_ha_renew(),
+            retry_every: default_ha_retry(),
+            instance: None,
+        }
+    }
+}
+
+fn default_ha_lease() -> Duration {
+    Duration::from_secs(6)
+}
+fn default_ha_renew() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_ha_retry() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl HaConfig {
+    /// Checks what the types cannot: a renewal well within the lease, no zero durations, a usable instance name.
+    pub(crate) fn check(&self, doc: &super::yaml::YamlDoc, diags: &mut Vec<crate::diag::Diagnostic>) {
+        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+        if self.lease < Duration::from_secs(1) {
+            diags.push(doc.diag("ha.lease", format!("`ha.lease` must be at least 1s (it is {})", fmt(self.lease))));
+        }
+        if self.renew_every.is_zero() || self.renew_every * 2 >= self.lease {
+            diags.push(doc.diag(
+                "ha.renew_every",
+                format!(
+                    "`ha.renew_every` ({}) must be longer than 0s and less than half of `ha.lease` ({}): one lost \
+                     renewal must not cost the leadership",
+                    fmt(self.renew_every),
+                    fmt(self.lease)
+                ),
+            ));
+        }
+        if self.retry_every.is_zero() || self.retry_every > self.lease {
+            diags.push(doc.diag(
+                "ha.retry_every",
+                format!(
+                    "`ha.retry_every` ({}) must be longer than 0s and at most `ha.lease` ({})",
+                    fmt(self.retry_every),
+                    fmt(self.lease)
+                ),
+            ));
+        }
+        if let Some(name) = &self.instance {
+            let ok = !name.is_empty()
+                && name.len() <= 200
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
+            if !ok {
+                diags.push(doc.diag(
+                    "ha.instance",
+                    format!("`ha.instance` `{name}` must be 1-200 characters of letters, digits and `-_.:@`"),
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod ha_tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, Vec<String>> {
+        crate::config::load_str(Path::new("warden.yaml"), text)
+            .map(|l| l.config)
+            .map_err(|d| d.0.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn ha_has_defaults_for_a_failover_under_ten_seconds() {
+        let c = load("targets: []\n").unwrap().ha;
+        assert_eq!(c, HaConfig::default());
+        assert!(c.lease + c.retry_every < Duration::from_secs(10));
+        let c = load("ha:\n  lease: 10s\n  renew_every: 3s\n  retry_every: 500ms\n  instance: a-1\n").unwrap().ha;
+        assert_eq!(c.lease, Duration::from_secs(10));
+        assert_eq!(c.renew_every, Duration::from_secs(3));
+        assert_eq!(c.retry_every, Duration::from_millis(500));
+        assert_eq!(c.instance.as_deref(), Some("a-1"));
+    }
+
+    #[test]
+    fn a_renewal_that_is_not_well_within_the_lease_is_refused_where_it_is_written() {
+        let e = load("ha:\n  lease: 4s\n  renew_every: 2s\n").unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("warden.yaml:3:") && e[0].contains("less than half of `ha.lease`"), "{e:?}");
+        let e = load("ha:\n  instance: 'a b'\n  unknown: 1\n").unwrap_err();
+        assert!(e.iter().any(|e| e.contains("unknown")), "{e:?}");
+        let e = load("ha:\n  instance: 'a b'\n").unwrap_err();
+        assert!(e[0].contains("`ha.instance` `a b`"), "{e:?}");
+    }
 }

@@ -4,6 +4,10 @@
 //! store's thread ([`Store::call`]), not on this task's worker: a locked or slow database delays decisions, never
 //! the probes and timers that share the worker. The dispatcher moves to the store thread for each step and back;
 //! this task awaits each step before it takes the next verdict, so verdicts are decided in the order they came.
+//! In an HA pair only the leader runs it, and it drops every verdict once the leader's lease ([`LeaseGuard`]) has run
+//! out.
+//!
+//! [`LeaseGuard`]: crate::ha::LeaseGuard
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,9 +34,16 @@ pub(super) async fn dispatch_loop(
     kill: CancellationToken,
     stats: Arc<Stats>,
     status: super::StatusHandle,
+    guard: crate::ha::LeaseGuard,
 ) {
     status.set_firing(dispatcher.firing_alerts());
     while let Some((origin, verdict)) = rx.recv().await {
+        // A leader whose lease ran out (it was paused, or the database is gone) decides nothing more, even before
+        // its term is stopped; the store's fence would refuse the decision's writes anyway.
+        if !guard.holds() {
+            tracing::debug!(rule = %origin.rule, target = %origin.target, "not the leader (any more): verdict dropped");
+            continue;
+        }
         if policy.has_changed().unwrap_or(false) {
             dispatcher.set_policy(policy.borrow_and_update().clone());
         }

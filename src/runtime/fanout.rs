@@ -90,7 +90,7 @@ pub(super) async fn fan_out_loop(
         return;
     };
     let key = (job.probe.clone(), job.target.clone());
-    let mut ticker = Ticker::new(&job.schedule, shared.clock.clone());
+    let mut ticker = Ticker::first_within(&job.schedule, shared.clock.clone(), shared.first_tick);
     let labels = super::status::ProbeLabels { probe: job.probe.clone(), target: job.target.clone() };
     let mut merge = JobVerdicts::default();
     let mut last_error: Option<String> = None;

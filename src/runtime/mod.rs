@@ -47,6 +47,9 @@ pub enum RuntimeError {
     /// The HTTP server could not listen on the address `server.listen` names.
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
+    /// The leader election cannot work with the store's URL.
+    #[error(transparent)]
+    Election(#[from] crate::ha::elector::ElectionError),
 }
 
 /// How to run.
@@ -130,7 +133,13 @@ struct Shared {
     status: StatusHandle,
     /// The latest `/jobs/overview` answer of each target, for the probes that fan out over its jobs.
     overviews: fanout::Overviews,
+    /// How soon after its start a probe polls first (`None`: within its interval, spread at random). A leader that
+    /// just took over polls within [`FIRST_TICK_AS_LEADER`], so a failover does not wait a whole interval.
+    first_tick: Option<Duration>,
 }
+
+/// How soon a new leader's probes poll first.
+const FIRST_TICK_AS_LEADER: Duration = Duration::from_secs(1);
 
 impl Shared {
     fn generation(&self) -> Arc<Generation> {
@@ -158,6 +167,12 @@ impl ReloadSource {
 }
 
 /// Runs the daemon until `shutdown` completes. Returns the counters.
+///
+/// With the default SQLite store the daemon acts from the start (role `single`). With a PostgreSQL store it is
+/// one of an HA pair ([`crate::ha`]): it starts as the standby, with its configuration loaded, its clients built
+/// and its server answering, and acts only during a *term*, from the moment it takes the lease until it loses or
+/// releases it. Everything that acts (probes and rules, the dispatcher, actions, the outbox sender, the take-over
+/// of orphaned restarts, self-alerts, pruning) belongs to the term and stops with it.
 pub async fn run(
     plan: Plan,
     engine: ScriptEngine,
@@ -168,15 +183,8 @@ pub async fn run(
     // One owner per state directory, held until this function returns (or the process dies).
     let _lock = crate::store::lock::StateLock::acquire(&cfg.state_dir)?;
     let store = Arc::new(Store::open_configured(&cfg.store, &cfg.state_dir)?);
-    // Commands a killed Warden left behind: journalled for what became of them, the running ones followed.
-    let left_running = crate::action::leftover::reconcile(&store, opts.clock.now())?;
-    let interrupted = store.mark_interrupted(opts.clock.now())?;
-    if interrupted > 0 {
-        tracing::warn!("{interrupted} action(s) were running when Warden last stopped; journalled as interrupted");
-    }
     let generation = Arc::new(Generation::new(plan, engine, None)?);
     let stats = Arc::new(Stats::default());
-    let (tx, rx) = mpsc::channel(1024);
     let record = match &opts.record {
         Some(p) => Some(Arc::new(
             crate::action::log::RecordWriter::create(p, cfg.retention.recordings)
@@ -184,19 +192,7 @@ pub async fn run(
         )),
         None => None,
     };
-    let shared = Arc::new(Shared {
-        current: Arc::new(std::sync::RwLock::new(generation.clone())),
-        gate: tokio::sync::RwLock::new(()),
-        store: store.clone(),
-        states: Arc::new(Mutex::new(store.all_rule_states()?)),
-        stats: stats.clone(),
-        clock: opts.clock.clone(),
-        events: opts.events.clone(),
-        tx,
-        record,
-        status: opts.status.clone(),
-        overviews: fanout::Overviews::default(),
-    });
+    let current = Arc::new(std::sync::RwLock::new(generation.clone()));
     let notifier = Arc::new(
         crate::notify::Notifier::new(
             cfg.notify.clone(),
@@ -207,8 +203,6 @@ pub async fn run(
         )?
         .with_inhibit_rules(generation.plan.inhibit.clone()),
     );
-    let notify_stop = CancellationToken::new();
-    let notify_task = tokio::spawn(notifier.clone().run(notify_stop.clone()));
     let make_executor = |g: &Generation| {
         let c = &g.plan.loaded.config;
         Arc::new(Executor {
@@ -230,8 +224,23 @@ pub async fn run(
     // Bounded work: the limits outlive every executor a reload builds (actions started by the old one still count).
     let limits = crate::action::limits::ActionLimits::install(&store, &cfg.dispatch);
     let executor = Arc::new(std::sync::RwLock::new(make_executor(&generation)));
-    let dispatcher = Dispatcher::new(cfg.dispatch.clone(), opts.dry_run, &store)?;
-    let (policy_tx, policy_rx) = tokio::sync::watch::channel(cfg.dispatch.clone());
+    let (policy_tx, _) = tokio::sync::watch::channel(cfg.dispatch.clone());
+
+    // The election, with a PostgreSQL store; without one this instance acts from the start.
+    let election = match ha::postgres_url(&cfg) {
+        Some(url) => {
+            let ecfg = crate::ha::ElectorConfig::new(url, &cfg.ha, crate::action::restart::owner_id());
+            let e = crate::ha::Election::start(ecfg, opts.status.metrics().ha.clone())?;
+            opts.status.set_ha(e.view_handle());
+            Some(e)
+        }
+        None => {
+            opts.status.metrics().ha.set_role(crate::ha::Role::Single);
+            None
+        }
+    };
+    let guard = election.as_ref().map(|e| e.guard.clone()).unwrap_or_else(crate::ha::LeaseGuard::always);
+    let mut leadership = election.as_ref().map(|e| e.leadership.clone());
 
     // What the server and `warden status` read; the server itself (if asked for) starts once the store is ours.
     opts.status.started_with(generation.clone(), store.clone(), stats.clone(), opts.dry_run);
@@ -240,61 +249,30 @@ pub async fn run(
         true => crate::server::start(&cfg.server, opts.status.clone(), server_stop.clone()).await?,
         false => None,
     };
-
-    let stop = CancellationToken::new();
-    let kill = CancellationToken::new();
-    let probes = TaskTracker::new();
-    let actions = TaskTracker::new();
     tracing::info!(
         jobs = generation.plan.jobs.len(),
         rules = generation.plan.rules.len(),
         targets = cfg.targets.len(),
         dry_run = opts.dry_run,
         state = %store.path().display(),
+        role = if election.is_some() { "standby" } else { "single" },
         "warden is watching"
     );
-    let mut tasks: HashMap<(String, String), (String, CancellationToken)> = HashMap::new();
-    spawn_jobs(&generation, &mut tasks, &probes, &shared, &stop);
-    // Restarts that were in progress when Warden stopped, or whose driver died since, continue from their step.
-    actions.spawn(orphans::adopt_orphans(executor.clone(), orphans::ORPHAN_SCAN, stop.clone(), kill.clone()));
-    tokio::spawn(crate::action::leftover::watch(
-        store.clone(),
-        left_running,
-        opts.clock.clone(),
-        crate::action::leftover::WATCH_EVERY,
-        stop.clone(),
-    ));
-    // Bounded growth: the store is pruned by the `retention` of the generation in force at each round.
-    tokio::spawn(prune_loop(store.clone(), shared.clone(), stop.clone()));
-    // Events pushed to `POST /api/events`, judged by the `events:` probes.
-    let (events_tx, events_rx) = mpsc::channel(events::QUEUE);
-    opts.status.set_event_sink(events_tx);
-    probes.spawn(events::events_loop(events_rx, shared.clone(), stop.clone()));
-    // Warden watching itself (`self_alerts`).
-    tokio::spawn(self_alerts::watch_self(shared.clone(), stop.clone()));
-    let disp = tokio::spawn(dispatch_loop(
-        rx,
-        dispatcher,
-        store.clone(),
-        executor.clone(),
-        policy_rx,
-        actions.clone(),
-        kill.clone(),
-        stats.clone(),
-        opts.status.clone(),
-    ));
-
-    // Rules that existed when Warden last ran and no longer do: their state goes, their alerts resolve.
-    {
-        let kept = |v: &serde_json::Value| v.as_object().is_none_or(|m| !m.is_empty());
-        let mut gone: Vec<(String, String)> =
-            store.dispatch_states()?.into_iter().filter(|(_, v)| kept(v)).map(|(k, _)| k).collect();
-        gone.extend(store.all_rule_states()?.into_keys().map(|k| (k.rule, k.target)));
-        gone.retain(|(rule, _)| !generation.plan.rules.contains_key(rule) && rule != self_alerts::SELF_RULE);
-        gone.sort();
-        gone.dedup();
-        retire_rules(&gone, &generation, &shared, "warden/start").await;
-    }
+    let env = TermEnv {
+        current: current.clone(),
+        store: store.clone(),
+        stats: stats.clone(),
+        record,
+        notifier: notifier.clone(),
+        executor: executor.clone(),
+        policy: policy_tx.clone(),
+        guard: guard.clone(),
+        opts: opts.clone(),
+    };
+    let mut term = match &election {
+        None => Some(Term::start(&env, &crate::ha::Leadership::single()).await?),
+        Some(_) => None,
+    };
 
     // Reload triggers: file changes (if watching) and SIGHUP.
     let (reload_tx, mut reload_rx) = mpsc::channel::<crate::reload::Trigger>(8);
@@ -314,25 +292,65 @@ pub async fn run(
             }
         }
     }
+    let secrets_stop = CancellationToken::new();
     if opts.reload.is_some() {
         opts.status.set_reload_trigger(reload_tx.clone());
         // Rotated token files (a projected service-account token) take effect without anyone asking.
-        tokio::spawn(watch_secret_files(shared.clone(), reload_tx.clone(), stop.clone()));
+        tokio::spawn(watch_secret_files(current.clone(), reload_tx.clone(), secrets_stop.clone()));
     }
     drop(reload_tx);
 
     tokio::pin!(shutdown);
+    // A promotion whose term could not start (the store failed) is tried again while the lease holds.
+    let mut retry_term: Option<tokio::time::Instant> = None;
     loop {
+        let retry_at = retry_term;
         tokio::select! {
             _ = &mut shutdown => break,
+            changed = async { leadership.as_mut().expect("guarded").changed().await }, if leadership.is_some() => {
+                if changed.is_err() {
+                    tracing::error!("HA: the election stopped; this instance no longer acts");
+                    leadership = None;
+                    if let Some(t) = term.take() {
+                        t.stop_now().await;
+                    }
+                    continue;
+                }
+                let l = leadership.as_mut().expect("guarded").borrow_and_update().clone();
+                let epoch = term.as_ref().and_then(|t| t.epoch);
+                if let Some(t) = term.take_if(|_| !l.acts() || l.epoch != epoch) {
+                    t.stop_now().await;
+                }
+                retry_term = None;
+                if l.acts() && term.is_none() {
+                    match Term::start(&env, &l).await {
+                        Ok(t) => term = Some(t),
+                        Err(e) => {
+                            tracing::error!("HA: cannot start acting as the leader (tried again in 1s): {e}");
+                            retry_term = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                        }
+                    }
+                }
+            }
+            _ = async { tokio::time::sleep_until(retry_at.expect("guarded")).await }, if retry_at.is_some() => {
+                retry_term = None;
+                let l = leadership.as_ref().map(|r| r.borrow().clone());
+                if let Some(l) = l.filter(|l| l.acts() && term.is_none() && guard.holds()) {
+                    match Term::start(&env, &l).await {
+                        Ok(t) => term = Some(t),
+                        Err(e) => {
+                            tracing::error!("HA: cannot start acting as the leader (tried again in 1s): {e}");
+                            retry_term = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                        }
+                    }
+                }
+            }
             Some(trigger) = reload_rx.recv() => {
                 let Some(src) = &opts.reload else { continue };
                 let started = std::time::Instant::now();
                 let swap = Swap {
-                    shared: &shared,
-                    tasks: &mut tasks,
-                    probes: &probes,
-                    stop: &stop,
+                    current: &current,
+                    term: term.as_mut(),
                     executor: &executor,
                     make_executor: &make_executor,
                     policy: &policy_tx,
@@ -355,57 +373,27 @@ pub async fn run(
                         tracing::error!(trigger = ?trigger, problems = errors.len(), "reload rejected: Warden keeps running with what it had");
                     }
                 }
-                let applied = outcome.is_ok().then(|| shared.generation());
+                let applied = outcome.is_ok().then(|| current.read().unwrap_or_else(|p| p.into_inner()).clone());
                 opts.status.reloaded(applied, &trigger, outcome.as_ref().err().cloned().unwrap_or_default());
                 opts.events.send(Event::Reloaded { ok: outcome.is_ok(), errors: outcome.err().unwrap_or_default(), took });
             }
         }
     }
 
-    tracing::info!("shutting down: polling stops; running actions get {:?} to finish", cfg.shutdown_grace);
-    stop.cancel();
-    probes.close();
-    let force = opts.force.clone();
-    let graceful = async {
-        probes.wait().await;
-        drop(shared);
-        let _ = disp.await; // the channel closed: every verdict was dispatched
-        actions.close();
-        tokio::time::timeout(cfg.shutdown_grace, actions.wait()).await.is_ok()
-    };
-    let finished = tokio::select! {
-        done = graceful => done,
-        _ = force.cancelled() => false,
-    };
-    if !finished {
-        actions.close();
-        let wait = if force.is_cancelled() {
-            tracing::warn!("stopping at once: killing running actions");
-            FORCED_WAIT
-        } else {
-            tracing::warn!("grace period over: killing running actions");
-            Duration::from_secs(10)
-        };
-        kill.cancel();
-        let killed = tokio::time::timeout(wait, actions.wait());
-        tokio::pin!(killed);
-        tokio::select! {
-            _ = &mut killed => {}
-            _ = force.cancelled(), if !force.is_cancelled() => {
-                let _ = tokio::time::timeout(FORCED_WAIT, actions.wait()).await;
-            }
-        }
+    secrets_stop.cancel();
+    if let Some(t) = term.take() {
+        tracing::info!("shutting down: polling stops; running actions get {:?} to finish", cfg.shutdown_grace);
+        t.stop_graceful(cfg.shutdown_grace, &opts.force).await;
     }
-    notify_stop.cancel();
-    tokio::select! {
-        _ = notify_task => {}
-        _ = force.cancelled() => {}
+    // Acting has stopped: the lease goes, so the standby takes over at its next try.
+    if let Some(e) = election {
+        e.stop().await;
     }
     server_stop.cancel();
     if let Some(server) = server {
         tokio::select! {
             _ = server => {}
-            _ = force.cancelled() => {}
+            _ = opts.force.cancelled() => {}
         }
     }
     tracing::info!(
@@ -418,6 +406,206 @@ pub async fn run(
         "warden stopped"
     );
     Ok(stats)
+}
+
+/// What every term is started from: the parts of the daemon that outlive a change of role.
+struct TermEnv {
+    current: Arc<std::sync::RwLock<Arc<Generation>>>,
+    store: Arc<Store>,
+    stats: Arc<Stats>,
+    record: Option<Arc<crate::action::log::RecordWriter>>,
+    notifier: Arc<crate::notify::Notifier>,
+    executor: Arc<std::sync::RwLock<Arc<Executor>>>,
+    policy: tokio::sync::watch::Sender<crate::config::DispatchConfig>,
+    guard: crate::ha::LeaseGuard,
+    opts: RunOptions,
+}
+
+/// One stretch of acting: a single instance's whole run, or a leader's time between taking and losing the lease.
+struct Term {
+    /// The epoch it acts under (`None`: a single instance).
+    epoch: Option<i64>,
+    shared: Arc<Shared>,
+    tasks: HashMap<(String, String), (String, CancellationToken)>,
+    probes: TaskTracker,
+    actions: TaskTracker,
+    stop: CancellationToken,
+    kill: CancellationToken,
+    notify_stop: CancellationToken,
+    notify_task: tokio::task::JoinHandle<()>,
+    disp: tokio::task::JoinHandle<()>,
+}
+
+impl Term {
+    /// Starts acting as `l` says: fences the store with the term's epoch, takes over what the previous term (or a
+    /// killed Warden) left (restarts, commands, the outbox), then starts the probes, the dispatcher and the rest.
+    async fn start(env: &TermEnv, l: &crate::ha::Leadership) -> Result<Term, RuntimeError> {
+        let (store, opts) = (&env.store, &env.opts);
+        let now = opts.clock.now();
+        if let Some(epoch) = l.epoch {
+            ha::fence(store, epoch, &l.holder).await?;
+            let predecessors = l.predecessors.clone();
+            let released =
+                store.call(move |s| crate::ha::handover::release_predecessors_restarts(s, &predecessors)).await?;
+            if !released.is_empty() {
+                tracing::info!(restarts = ?released, epoch, "HA: taking over the restarts the previous leader drove");
+            }
+        }
+        // Commands a killed Warden (or the previous leader) left behind: journalled for what became of them, the
+        // running ones followed.
+        let (left_running, interrupted) = store
+            .call(move |s| {
+                let left = crate::action::leftover::reconcile(s, now)?;
+                Ok::<_, StoreError>((left, s.mark_interrupted(now)?))
+            })
+            .await?;
+        if interrupted > 0 {
+            tracing::warn!("{interrupted} action(s) were running when Warden last stopped; journalled as interrupted");
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let states = store.call(|s| s.all_rule_states()).await?;
+        let shared = Arc::new(Shared {
+            current: env.current.clone(),
+            gate: tokio::sync::RwLock::new(()),
+            store: store.clone(),
+            states: Arc::new(Mutex::new(states)),
+            stats: env.stats.clone(),
+            clock: opts.clock.clone(),
+            events: opts.events.clone(),
+            tx,
+            record: env.record.clone(),
+            status: opts.status.clone(),
+            overviews: fanout::Overviews::default(),
+            first_tick: l.epoch.map(|_| FIRST_TICK_AS_LEADER),
+        });
+        let generation = shared.generation();
+        let policy = generation.plan.loaded.config.dispatch.clone();
+        let dry_run = opts.dry_run;
+        let dispatcher = store.call(move |s| Dispatcher::new(policy, dry_run, s)).await?;
+        let notify_stop = CancellationToken::new();
+        let notify_task = tokio::spawn(env.notifier.clone().run(notify_stop.clone()));
+        let stop = CancellationToken::new();
+        let kill = CancellationToken::new();
+        let probes = TaskTracker::new();
+        let actions = TaskTracker::new();
+        let mut tasks = HashMap::new();
+        spawn_jobs(&generation, &mut tasks, &probes, &shared, &stop);
+        // Restarts that were in progress when Warden (or the previous leader) stopped, or whose driver died since,
+        // continue from their step.
+        actions.spawn(orphans::adopt_orphans(env.executor.clone(), orphans::ORPHAN_SCAN, stop.clone(), kill.clone()));
+        tokio::spawn(crate::action::leftover::watch(
+            store.clone(),
+            left_running,
+            opts.clock.clone(),
+            crate::action::leftover::WATCH_EVERY,
+            stop.clone(),
+        ));
+        // Bounded growth: the store is pruned by the `retention` of the generation in force at each round.
+        tokio::spawn(prune_loop(store.clone(), shared.clone(), stop.clone()));
+        // Events pushed to `POST /api/events`, judged by the `events:` probes.
+        let (events_tx, events_rx) = mpsc::channel(events::QUEUE);
+        opts.status.set_event_sink(Some(events_tx));
+        probes.spawn(events::events_loop(events_rx, shared.clone(), stop.clone()));
+        // Warden watching itself (`self_alerts`).
+        tokio::spawn(self_alerts::watch_self(shared.clone(), stop.clone()));
+        let disp = tokio::spawn(dispatch_loop(
+            rx,
+            dispatcher,
+            store.clone(),
+            env.executor.clone(),
+            env.policy.subscribe(),
+            actions.clone(),
+            kill.clone(),
+            env.stats.clone(),
+            opts.status.clone(),
+            env.guard.clone(),
+        ));
+
+        // Rules that existed when Warden last ran and no longer do: their state goes, their alerts resolve. (The tasks
+        // run by now: a store error here is reported, not returned, so that the term can still be stopped.)
+        match store.call(|s| Ok::<_, StoreError>((s.dispatch_states()?, s.all_rule_states()?))).await {
+            Err(e) => tracing::error!("cannot read which rules were removed since the last start: {e}"),
+            Ok((dispatch, rules)) => {
+                let kept = |v: &serde_json::Value| v.as_object().is_none_or(|m| !m.is_empty());
+                let mut gone: Vec<(String, String)> =
+                    dispatch.into_iter().filter(|(_, v)| kept(v)).map(|(k, _)| k).collect();
+                gone.extend(rules.into_keys().map(|k| (k.rule, k.target)));
+                gone.retain(|(rule, _)| !generation.plan.rules.contains_key(rule) && rule != self_alerts::SELF_RULE);
+                gone.sort();
+                gone.dedup();
+                retire_rules(&gone, &generation, &shared, "warden/start").await;
+            }
+        }
+        Ok(Term { epoch: l.epoch, shared, tasks, probes, actions, stop, kill, notify_stop, notify_task, disp })
+    }
+
+    /// Stops at once: the lease is lost (or about to be), so nothing may go on acting. Running actions are killed
+    /// (their journal entries are finished by the next leader, which the fence lets write), deliveries in flight
+    /// are given up (they stay queued for the next leader).
+    async fn stop_now(self) {
+        self.shared.status.set_event_sink(None);
+        self.stop.cancel();
+        self.kill.cancel();
+        self.notify_stop.cancel();
+        self.probes.close();
+        self.actions.close();
+        let Term { shared, probes, actions, disp, mut notify_task, .. } = self;
+        drop(shared);
+        let wind_down = async {
+            probes.wait().await;
+            let _ = disp.await;
+            actions.wait().await;
+        };
+        let _ = tokio::time::timeout(FORCED_WAIT, wind_down).await;
+        if tokio::time::timeout(Duration::from_millis(200), &mut notify_task).await.is_err() {
+            notify_task.abort();
+        }
+        tracing::info!("acting stopped: this instance is the standby");
+    }
+
+    /// Stops for a shutdown: polling stops at once, running actions get `grace` to finish (or none once `force`
+    /// fires), the outbox sender finishes the deliveries in flight.
+    async fn stop_graceful(self, grace: Duration, force: &CancellationToken) {
+        self.shared.status.set_event_sink(None);
+        self.stop.cancel();
+        self.probes.close();
+        let Term { shared, probes, actions, disp, kill, notify_stop, notify_task, .. } = self;
+        let graceful = async {
+            probes.wait().await;
+            drop(shared);
+            let _ = disp.await; // the channel closed: every verdict was dispatched
+            actions.close();
+            tokio::time::timeout(grace, actions.wait()).await.is_ok()
+        };
+        let finished = tokio::select! {
+            done = graceful => done,
+            _ = force.cancelled() => false,
+        };
+        if !finished {
+            actions.close();
+            let wait = if force.is_cancelled() {
+                tracing::warn!("stopping at once: killing running actions");
+                FORCED_WAIT
+            } else {
+                tracing::warn!("grace period over: killing running actions");
+                Duration::from_secs(10)
+            };
+            kill.cancel();
+            let killed = tokio::time::timeout(wait, actions.wait());
+            tokio::pin!(killed);
+            tokio::select! {
+                _ = &mut killed => {}
+                _ = force.cancelled(), if !force.is_cancelled() => {
+                    let _ = tokio::time::timeout(FORCED_WAIT, actions.wait()).await;
+                }
+            }
+        }
+        notify_stop.cancel();
+        tokio::select! {
+            _ = notify_task => {}
+            _ = force.cancelled() => {}
+        }
+    }
 }
 
 /// Starts, keeps or stops probe tasks so that exactly the generation's jobs run. Unchanged jobs keep their task
@@ -463,10 +651,9 @@ fn spawn_jobs(
 
 /// Everything a reload swaps, restarts or tells.
 struct Swap<'a> {
-    shared: &'a Arc<Shared>,
-    tasks: &'a mut HashMap<(String, String), (String, CancellationToken)>,
-    probes: &'a TaskTracker,
-    stop: &'a CancellationToken,
+    current: &'a std::sync::RwLock<Arc<Generation>>,
+    /// The term acting now, if any (a standby has none: it swaps the generation and nothing else).
+    term: Option<&'a mut Term>,
     executor: &'a std::sync::RwLock<Arc<Executor>>,
     make_executor: &'a (dyn Fn(&Generation) -> Arc<Executor> + Sync),
     policy: &'a tokio::sync::watch::Sender<crate::config::DispatchConfig>,
@@ -480,9 +667,10 @@ struct Swap<'a> {
 ///
 /// The dispatcher is not part of a generation: its memory (cooldowns, pending `for`, firing alerts, storm-guard
 /// counts) survives every reload; only its policy changes. Rules whose source changed start with a fresh state;
-/// rules that are gone lose their state and their firing alerts resolve, once.
+/// rules that are gone lose their state and their firing alerts resolve, once. A standby only swaps what it keeps
+/// loaded: the rule states and alerts in the store are the leader's.
 async fn reload(src: &ReloadSource, s: Swap<'_>) -> Result<usize, Vec<String>> {
-    let old = s.shared.generation();
+    let old = s.current.read().unwrap_or_else(|p| p.into_inner()).clone();
     let g = load_generation(src.config.clone(), &old).await?;
     let c = &g.plan.loaded.config;
     // The one step that can still fail comes before anything is swapped. Applied on every reload (it is one
@@ -491,22 +679,31 @@ async fn reload(src: &ReloadSource, s: Swap<'_>) -> Result<usize, Vec<String>> {
         .map_err(|e| vec![format!("{}: the `notify` section cannot be applied: {e}", src.config.display())])?;
     let g = Arc::new(g);
     let c = &g.plan.loaded.config;
-    // One swap of everything loaded; meanwhile no evaluation is committed (see `Shared::gate`).
-    let gate = s.shared.gate.write().await;
-    *s.shared.current.write().unwrap_or_else(|p| p.into_inner()) = g.clone();
-    *s.executor.write().unwrap_or_else(|p| p.into_inner()) = (s.make_executor)(&g);
-    let _ = s.policy.send(c.dispatch.clone());
-    s.limits.resize(&c.dispatch);
-    forget_changed_rule_states(&old, &g, s.shared);
-    let targets = &old.plan.loaded.config.targets;
-    let gone: Vec<(String, String)> = old
-        .removed_rules(&g)
-        .into_iter()
-        .flat_map(|r| targets.iter().map(move |t| (r.clone(), t.name.clone())))
-        .collect();
-    retire_rules(&gone, &old, s.shared, "warden/reload").await;
-    spawn_jobs(&g, s.tasks, s.probes, s.shared, s.stop);
-    drop(gate);
+    let swap_all = || {
+        *s.current.write().unwrap_or_else(|p| p.into_inner()) = g.clone();
+        *s.executor.write().unwrap_or_else(|p| p.into_inner()) = (s.make_executor)(&g);
+        let _ = s.policy.send(c.dispatch.clone());
+        s.limits.resize(&c.dispatch);
+    };
+    match s.term {
+        None => swap_all(),
+        Some(term) => {
+            // One swap of everything loaded; meanwhile no evaluation is committed (see `Shared::gate`).
+            let shared = term.shared.clone();
+            let gate = shared.gate.write().await;
+            swap_all();
+            forget_changed_rule_states(&old, &g, &shared);
+            let targets = &old.plan.loaded.config.targets;
+            let gone: Vec<(String, String)> = old
+                .removed_rules(&g)
+                .into_iter()
+                .flat_map(|r| targets.iter().map(move |t| (r.clone(), t.name.clone())))
+                .collect();
+            retire_rules(&gone, &old, &shared, "warden/reload").await;
+            spawn_jobs(&g, &mut term.tasks, &term.probes, &shared, &term.stop);
+            drop(gate);
+        }
+    }
     if let Some(w) = s.watch {
         w.update(src.watched(&g));
     }
@@ -531,19 +728,20 @@ async fn load_generation(path: PathBuf, old: &Arc<Generation>) -> Result<Generat
 /// the new value and gives that target a new client. A reload that fails (the file is unreadable) is asked for
 /// again at most once a minute.
 async fn watch_secret_files(
-    shared: Arc<Shared>,
+    current: Arc<std::sync::RwLock<Arc<Generation>>>,
     reload: mpsc::Sender<crate::reload::Trigger>,
     stop: CancellationToken,
 ) {
+    let generation = || current.read().unwrap_or_else(|p| p.into_inner()).clone();
     let mut asked: Option<(usize, std::time::Instant)> = None;
     loop {
-        let g = shared.generation();
+        let g = generation();
         let every = g.plan.loaded.config.reload.poll_interval.max(Duration::from_millis(100));
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let g = shared.generation();
+        let g = generation();
         let changed = g.plan.loaded.config.targets.iter().find_map(|t| {
             let auth = t.auth.iter().flat_map(|a| a.bearer.iter().chain(a.basic.iter().map(|b| &b.password)));
             let mut secrets = auth.chain(t.headers.values());
@@ -638,6 +836,7 @@ mod dispatch_loop;
 pub mod events;
 mod fanout;
 mod generation;
+mod ha;
 mod orphans;
 mod probe;
 pub mod self_alerts;

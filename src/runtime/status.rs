@@ -128,6 +128,9 @@ pub struct Metrics {
     pub reload_ok_time: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// `warden_build_info{version}` (always 1).
     pub build_info: Family<BuildLabels, Gauge>,
+    /// `warden_ha_role{role}`, `warden_ha_epoch`, `warden_ha_lease_renewals_total{result}`,
+    /// `warden_ha_transitions_total`.
+    pub ha: crate::ha::HaMetrics,
 }
 
 impl Default for Metrics {
@@ -157,6 +160,7 @@ impl Metrics {
             reload_ok: Gauge::default(),
             reload_ok_time: Gauge::default(),
             build_info: Family::default(),
+            ha: crate::ha::HaMetrics::default(),
         };
         r.register("warden_probe_duration_seconds", "How long a poll takes, answer or error", m.probe_duration.clone());
         r.register(
@@ -206,6 +210,7 @@ impl Metrics {
         );
         r.register("warden_build_info", "Warden's version (always 1)", m.build_info.clone());
         m.build_info.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        m.ha.register(&mut r);
         Metrics { registry: r, ..m }
     }
 }
@@ -303,7 +308,10 @@ struct Inner {
     store: OnceLock<Arc<Store>>,
     stats: OnceLock<Arc<Stats>>,
     reload_tx: OnceLock<mpsc::Sender<Trigger>>,
-    events_tx: OnceLock<mpsc::Sender<super::events::PushedEvent>>,
+    /// Replaced at each leadership term (a standby has none: pushed events are refused).
+    events_tx: RwLock<Option<mpsc::Sender<super::events::PushedEvent>>>,
+    /// The HA pair's view, with a PostgreSQL store (`None`: a single instance).
+    ha: RwLock<Option<Arc<Mutex<crate::ha::HaView>>>>,
     server: OnceLock<std::net::SocketAddr>,
     probes: Mutex<HashMap<(String, String), ProbeRun>>,
     rules: Mutex<HashMap<String, RuleRun>>,
@@ -336,7 +344,8 @@ impl StatusHandle {
             store: OnceLock::new(),
             stats: OnceLock::new(),
             reload_tx: OnceLock::new(),
-            events_tx: OnceLock::new(),
+            events_tx: RwLock::new(None),
+            ha: RwLock::new(None),
             server: OnceLock::new(),
             probes: Mutex::new(HashMap::new()),
             rules: Mutex::new(HashMap::new()),
@@ -445,13 +454,25 @@ impl StatusHandle {
     /// Hands a pushed event to the daemon (it is judged by the `events:` probes that take it). `false` when no
     /// daemon takes events (not started yet, or shutting down), or its queue is full.
     pub fn push_event(&self, event: super::events::PushedEvent) -> bool {
-        self.0.events_tx.get().is_some_and(|tx| tx.try_send(event).is_ok())
+        self.0.events_tx.read().as_ref().is_some_and(|tx| tx.try_send(event).is_ok())
     }
 
     // ---- written by the runtime ----
 
-    pub(super) fn set_event_sink(&self, tx: mpsc::Sender<super::events::PushedEvent>) {
-        let _ = self.0.events_tx.set(tx);
+    pub(super) fn set_event_sink(&self, tx: Option<mpsc::Sender<super::events::PushedEvent>>) {
+        *self.0.events_tx.write() = tx;
+    }
+
+    /// The HA pair's view (role, epoch, peer); `single` without an election.
+    pub fn ha(&self) -> crate::ha::HaView {
+        match &*self.0.ha.read() {
+            Some(v) => v.lock().clone(),
+            None => crate::ha::HaView::single(),
+        }
+    }
+
+    pub(super) fn set_ha(&self, view: Arc<Mutex<crate::ha::HaView>>) {
+        *self.0.ha.write() = Some(view);
     }
 
     pub(super) fn started_with(&self, g: Arc<Generation>, store: Arc<Store>, stats: Arc<Stats>, dry_run: bool) {

@@ -52,6 +52,11 @@ pub struct StatusView {
     /// The daemon's counters (polls, poll_errors, evaluations, rule_errors, actions, reloads, failed_reloads,
     /// skipped_runs).
     pub counters: BTreeMap<String, u64>,
+    /// The HA pair: this instance's `role` (`leader`, `standby`, or `single` without PostgreSQL), the `epoch` it
+    /// leads under (or the lease row's, as a standby), the lease `holder` and `lease_until`, and the `peer` (the
+    /// other instance, with its role and when it was last seen).
+    #[serde(default = "crate::ha::HaView::single")]
+    pub ha: crate::ha::HaView,
 }
 
 /// `ok`, `failing`, `unknown`, …: how something is doing, in one word.
@@ -340,6 +345,7 @@ pub async fn build_view(status: &StatusHandle) -> Result<StatusView, String> {
         rescales: rescales.into_iter().map(EntryView::from).collect(),
         recent: recent.into_iter().map(EntryView::from).collect(),
         counters: BTreeMap::new(),
+        ha: status.ha(),
     };
     if let Some(st) = status.stats() {
         use std::sync::atomic::Ordering::Relaxed;

@@ -186,8 +186,20 @@ async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Every probe × target has run at least once.
+/// Every probe × target has run at least once (a standby: it reaches the database).
 async fn readyz(State(s): State<AppState>) -> Response {
+    // A standby is ready when it can take over: its configuration is loaded and it reaches the database.
+    let ha = s.status.ha();
+    if ha.role == crate::ha::Role::Standby {
+        return match &ha.last_error {
+            None if s.status.generation().is_some() => (StatusCode::OK, "ready (standby)\n").into_response(),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no configuration loaded yet\n").into_response(),
+            Some(e) => {
+                (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: the standby cannot reach the database: {e}\n"))
+                    .into_response()
+            }
+        };
+    }
     if s.status.ready() {
         return (StatusCode::OK, "ready\n").into_response();
     }

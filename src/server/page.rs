@@ -119,6 +119,8 @@ pub fn render(v: &StatusView) -> String {
         ("bad", format!("{failing_targets} TARGET{} FAILING", if failing_targets == 1 { "" } else { "S" }))
     } else if reload_failed {
         ("warn", "RELOAD FAILED".to_string())
+    } else if v.ha.role == crate::ha::Role::Standby {
+        ("ok", "STANDBY".to_string())
     } else if !v.ready {
         ("warn", "STARTING".to_string())
     } else {
@@ -141,7 +143,14 @@ pub fn render(v: &StatusView) -> String {
          <div id=\"updated\" data-at=\"{now}\">updated now</div><div>{} targets · {} probes · {} rules{}</div></div></header>",
         esc(&v.version),
         esc(&verdict),
-        if v.dry_run { "<span class=\"badge warn\">dry run</span>" } else { "" },
+        match (v.dry_run, v.ha.role) {
+            (true, _) => "<span class=\"badge warn\">dry run</span>".to_string(),
+            (false, crate::ha::Role::Single) => String::new(),
+            (false, role) => format!(
+                "<span id=\"ha\" class=\"badge\">{role}{}</span>",
+                v.ha.epoch.map(|e| format!(" · epoch {e}")).unwrap_or_default()
+            ),
+        },
         v.targets.len(),
         v.probes.len(),
         v.rules.len(),

@@ -14,6 +14,7 @@ mod explain;
 mod fanout;
 mod flink_ha;
 mod fuzz;
+mod ha;
 mod inhibit;
 mod notify;
 mod operator;
