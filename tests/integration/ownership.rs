@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use fake_flink::{FakeJobManager, FlinkApiVersion, SavepointBehaviour};
 use serde_json::json;
-use warden::model::RestartResult;
+use warden::model::{RestartResult, RestartStep};
 use warden::store::{RestartRecord, Store};
 
 use crate::support::{flink_config, write_config, WARDEN};
@@ -144,6 +144,16 @@ async fn warden_restart_beside_a_running_restart_follows_it_and_nothing_is_submi
     assert_eq!(r.live().len(), 1, "live instances: {:?}", r.live());
 }
 
+/// Where the driver of `kill_9_of_the_restart_driver_at_any_step_never_starts_the_job_twice` is killed, round after
+/// round: at once (`None`), or as soon as its restart reached the step.
+const KILL_AT: [Option<RestartStep>; 5] = [
+    None,
+    Some(RestartStep::Started),
+    Some(RestartStep::SavepointTriggered),
+    Some(RestartStep::StateChosen),
+    Some(RestartStep::Submitted),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_restart_driver_at_any_step_never_starts_the_job_twice() {
     let r = rig().await;
@@ -155,8 +165,21 @@ async fn kill_9_of_the_restart_driver_at_any_step_never_starts_the_job_twice() {
         let before = r.restarts().len();
         let mut driver =
             r.warden(&["restart", "--target", "jm", "--job", "clicks", "--strategy", "savepoint"]).spawn().unwrap();
-        // Spread the kills over the restart's life: from before it begins to after it is done.
-        tokio::time::sleep(Duration::from_millis(150 * round)).await;
+        // Spread the kills over the restart's life: each round aims at one step (a restart now passes through all
+        // of them within a few hundred milliseconds, so a fixed delay would only ever hit "done").
+        let aim = KILL_AT[round as usize % KILL_AT.len()];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(step) = aim {
+            let reached = r.restarts().get(before).is_some_and(|x| {
+                x.outcome.is_some()
+                    || RestartStep::ALL.iter().position(|s| *s == x.step)
+                        >= RestartStep::ALL.iter().position(|s| *s == step)
+            });
+            if reached || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let step = r.restarts().get(before).map(|x| x.step.to_string()).unwrap_or_else(|| "not begun".into());
         kill9(&mut driver);
         killed_at.push(step);
