@@ -100,7 +100,7 @@ impl From<tokio_postgres::Error> for ElectionError {
 /// plain text otherwise.
 pub fn check_url(url: &str) -> Result<(tokio_postgres::Config, Option<MakeRustlsConnect>), ElectionError> {
     crate::store::pg::PgTarget::parse(url).map_err(|e| ElectionError::Url(e.0))?;
-    let (stripped, ca) = take_param(url, "sslrootcert");
+    let (stripped, ca) = crate::store::pg::take_param(url, "sslrootcert");
     let ca =
         ca.map(|p| std::path::PathBuf::from(percent_encoding::percent_decode_str(&p).decode_utf8_lossy().into_owned()));
     let mut cfg: tokio_postgres::Config =
@@ -118,49 +118,9 @@ pub fn check_url(url: &str) -> Result<(tokio_postgres::Config, Option<MakeRustls
     Ok((cfg, tls))
 }
 
-/// `url` without its query parameter `name`, and that parameter's value.
-fn take_param(url: &str, name: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
-    let mut value = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|kv| match kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
-            Some(v) => {
-                value = Some(v.to_string());
-                false
-            }
-            None => true,
-        })
-        .collect();
-    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
-    (url, value)
-}
-
-/// A TLS connector that verifies the server's certificate and name, against the CA certificates in `ca` (PEM) when
-/// given, else the public roots (as the store's own connection does).
+/// A TLS connector that verifies the server's certificate and name, made as the store's own connection makes it.
 fn rustls_connector(ca: Option<&std::path::Path>) -> Result<MakeRustlsConnect, ElectionError> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let roots = match ca {
-        None => rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
-        Some(path) => {
-            let bad = |e: String| ElectionError::Url(format!("sslrootcert `{}`: {e}", path.display()));
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-                roots.add(c.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(bad("no certificate in it".into()));
-            }
-            roots
-        }
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ElectionError::Url(format!("TLS set-up: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
+    crate::store::pg::rustls_connector(ca).map_err(|e| ElectionError::Url(e.to_string()))
 }
 
 /// A running election. Dropping it without [`Election::stop`] leaves the lease to run out on its own.

@@ -137,7 +137,7 @@ impl PgTarget {
 }
 
 /// `url` without its query parameter `name`, and that parameter's value.
-fn take_param(url: &str, name: &str) -> (String, Option<String>) {
+pub(crate) fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
     let mut value = None;
     let kept: Vec<&str> = query
@@ -279,7 +279,7 @@ impl PgConn {
 
 /// A TLS connector that verifies the server's certificate and name: against the CA certificates in `ca` (PEM)
 /// when given, else the Mozilla roots.
-fn rustls_connector(ca: Option<&std::path::Path>) -> DbResult<MakeRustlsConnect> {
+pub(crate) fn rustls_connector(ca: Option<&std::path::Path>) -> DbResult<MakeRustlsConnect> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let roots = match ca {
