@@ -4,15 +4,11 @@
 //! overridden: verified by the new job's vertices, rolled back to the previous parallelism from the same savepoint
 //! if the new run fails). [`choose_path`] decides, and the command says which path it took and why.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use warden::action::log::AlertLog;
 use warden::action::rescale::RescaleOutcome;
-use warden::action::Executor;
-use warden::clock::Clock;
 use warden::config::{JobConfig, LoadedConfig};
 use warden::event::Events;
 use warden::fetch::{ClientPool, TargetClient};
@@ -107,24 +103,8 @@ async fn in_place(
         outcome: "started".into(),
         ..Default::default()
     })?;
-    let executor = Executor {
-        commands: cfg.commands.clone(),
-        alert_log: AlertLog::new(cfg.alert_log.clone().unwrap_or_else(|| cfg.state_dir.join("alerts.jsonl"))),
-        workdir: loaded.base_dir.clone(),
-        store,
-        clock: Clock::System,
-        events: Events::default(),
-        notifier: None,
-        clients: HashMap::from([(target.to_string(), client)]),
-        jobs: cfg.jobs.clone(),
-        restart_poll: std::time::Duration::from_secs(1),
-    };
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let c2 = cancel.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        c2.cancel();
-    });
+    let executor = super::restart::operator_executor(loaded, store, Events::default(), target, client);
+    let cancel = super::restart::cancel_on_ctrl_c();
     let to = RescaleTo::Exactly(parallelism);
     let o = executor.rescale(id, "cli", target, job, jid.unwrap_or(""), to, true, cancel).await;
     let (summary, _) = warden::action::rescale::describe(job, &o);

@@ -107,24 +107,8 @@ pub(super) async fn restart(
             }
         }
     });
-    let executor = Executor {
-        commands: cfg.commands.clone(),
-        alert_log: AlertLog::new(cfg.alert_log.clone().unwrap_or_else(|| cfg.state_dir.join("alerts.jsonl"))),
-        workdir: loaded.base_dir.clone(),
-        store: store.clone(),
-        clock: Clock::System,
-        events: events.clone(),
-        notifier: None,
-        clients: HashMap::from([(target.to_string(), client)]),
-        jobs: cfg.jobs.clone(),
-        restart_poll: std::time::Duration::from_secs(1),
-    };
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let c2 = cancel.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        c2.cancel();
-    });
+    let executor = operator_executor(loaded, store.clone(), events.clone(), target, client);
+    let cancel = cancel_on_ctrl_c();
     // One driver per restart: a restart of this job already in progress is followed (or taken over if its driver is
     // gone), never doubled.
     let outcome = match store.restart_in_progress(target, job)? {
@@ -287,4 +271,39 @@ fn report(outcome: &RestartOutcome) {
         }
         RestartOutcome::StoreFailed(e) => eprintln!("warden: the state store failed during the restart: {e}"),
     }
+}
+
+/// The executor of an operator's command (`warden restart`, `warden rescale`): the system clock, no notifier (the
+/// command prints what happens), one target's client.
+pub(crate) fn operator_executor(
+    loaded: &LoadedConfig,
+    store: Arc<Store>,
+    events: Events,
+    target: &str,
+    client: Arc<TargetClient>,
+) -> Executor {
+    let cfg = &loaded.config;
+    Executor {
+        commands: cfg.commands.clone(),
+        alert_log: AlertLog::new(cfg.alert_log.clone().unwrap_or_else(|| cfg.state_dir.join("alerts.jsonl"))),
+        workdir: loaded.base_dir.clone(),
+        store,
+        clock: Clock::System,
+        events,
+        notifier: None,
+        clients: HashMap::from([(target.to_string(), client)]),
+        jobs: cfg.jobs.clone(),
+        restart_poll: std::time::Duration::from_secs(1),
+    }
+}
+
+/// A token cancelled on Ctrl-C: an operator's command stops where it is (its journal says so) instead of dying.
+pub(crate) fn cancel_on_ctrl_c() -> tokio_util::sync::CancellationToken {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        c2.cancel();
+    });
+    cancel
 }
