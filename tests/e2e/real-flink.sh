@@ -922,7 +922,11 @@ scenario_upgrade_rollback() {
     = "rollback $(jsonl 'rows[0]["id"]' <<<"$up") ok"
   check "the rollback used the same savepoint" \
     same_path "$(jsonl 'rows[0]["location"]' <<<"$rb")" "$(jsonl 'rows[0]["location"]' <<<"$up")"
-  check "the rollback submitted the old jar ($CLICKS_JAR_ID)" test "$(jsonl 'rows[0]["jar_id"]' <<<"$rb")" = "$CLICKS_JAR_ID"
+  # The job is configured with `jar: {name: clicks.jar}`, and Flink's REST API does not say which upload a job runs
+  # from: the previous release is the newest upload of that name (the scenarios with clusters of their own share
+  # this cluster's upload directory, so it need not be the id uploaded at set-up, but it is the same file).
+  check "the rollback submitted the old jar (an upload of clicks.jar, not the broken one)" \
+    bash -c '[[ "$1" == *_clicks.jar ]]' _ "$(jsonl 'rows[0]["jar_id"]' <<<"$rb")"
   check "the broken job is not live" bash -c '[[ "$1" == FAILED || "$1" == CANCELED ]]' _ \
     "$(flink_job_state "$(jsonl 'rows[0]["new_jid"]' <<<"$up")")"
   live=$(live_jobs clicks | xargs)
