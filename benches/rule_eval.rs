@@ -26,6 +26,10 @@ use warden::model::Observation;
 use warden::plan::{self, PackSource, PlannedRule};
 use warden::script::{self, EvalInput, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
 
+/// The daemon's allocator (src/main.rs), so that both the reference and the pack are timed as the daemon runs them.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXPECTED: usize = 200;
 /// The pack may cost at most this fraction of parsing the same body with `serde_json`.
 const TARGET_RATIO: f64 = 0.5;

@@ -52,7 +52,7 @@ pub fn evaluate_observation<'r>(
     let mut out = vec![];
     for (rule, params) in rules {
         let before = state_of(&rule.name);
-        let params = script::params_to_dynamic(params);
+        let params = params_dynamic(params);
         let input = EvalInput {
             obs: seen.obs,
             target: &target_dyn,
@@ -110,6 +110,37 @@ pub fn evaluate_observation<'r>(
         }));
     }
     out
+}
+
+/// How many parameter sets a thread keeps converted (a rule's parameters, per target with overrides).
+const PARAMS_KEPT: usize = 256;
+
+thread_local! {
+    /// Parameters as rules see them, by where the plan keeps them, with the parameters they were converted from.
+    static PARAMS: std::cell::RefCell<std::collections::HashMap<usize, (Params, Dynamic)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// `params` as rules see them ([`script::params_to_dynamic`]): converted from JSON once per thread and kept while
+/// they stay the same (a reload that changes them makes a new conversion); each evaluation gets its own copy of the
+/// converted map (cloning Rhai values shares their strings), because a rule can change the value it is given in
+/// place (`params.names.push(x)`), and that must not reach the next evaluation.
+fn params_dynamic(params: &Params) -> Dynamic {
+    let at = params as *const Params as usize;
+    PARAMS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((kept, d)) = c.get(&at) {
+            if kept == params {
+                return d.clone().into_shared();
+            }
+        }
+        if c.len() >= PARAMS_KEPT {
+            c.clear();
+        }
+        let d = script::params_to_dynamic(params).flatten();
+        c.insert(at, (params.clone(), d.clone()));
+        d.into_shared()
+    })
 }
 
 /// Whether a verdict asks for a command, a restart or a rescale (whose decision record keeps an excerpt of the
@@ -238,6 +269,45 @@ mod tests {
         kept.add("r", "b", Some(&asks(&["b"])));
         assert_eq!(subjects(&m.finish(["r"], true)[0].1), ["alert:b"]);
         assert_eq!(subjects(&kept.finish(["r"], false)[0].1), ["alert:a", "alert:b"]);
+    }
+
+    #[test]
+    fn parameters_converted_once_stay_as_configured_whatever_a_rule_does_with_them() {
+        let engine = ScriptEngine::new(&ScriptLimits::default());
+        let compile = |name: &str, src: &str| {
+            engine.compile(name, "t", std::path::PathBuf::from(format!("{name}.rhai")), src).unwrap()
+        };
+        // Each rule tries to change what it was given (some are refused with an error, some change a copy); a rule
+        // evaluated after it with the same parameters must see them as configured.
+        let tries = [
+            "let p = params; p.names.push(\"x\"); p.limit = 9;",
+            "let n = params.names; n.push(\"y\"); n.clear();",
+            "fn f(p) { p.limit = 7; p.names.clear(); } f(params);",
+            "params.names.push(\"z\");",
+            "params.limit = 8;",
+            "params.names.clear();",
+            "params.names.sort();",
+        ];
+        let check = compile("t/check", "alert(#{ subject: \"seen\", summary: `${params.limit} ${params.names}` });");
+        let target = TargetInfo { name: "jm".into(), url: String::new(), labels: Default::default() };
+        let obs = Dynamic::UNIT;
+        let seen = Observed { obs: &obs, probe: "p", target: &target, now: Utc::now() };
+        let params: Params =
+            [("limit".to_string(), serde_json::json!(3)), ("names".to_string(), serde_json::json!(["b", "a"]))]
+                .into_iter()
+                .collect();
+        let null = || serde_json::Value::Null;
+        for (i, t) in tries.iter().enumerate() {
+            let rule = compile(&format!("t/try{i}"), t);
+            let _ = evaluate_observation(&engine, [(&rule, &params)], &seen, &mut |_| null(), &mut || None);
+            let out = evaluate_observation(&engine, [(&check, &params)], &seen, &mut |_| null(), &mut || None);
+            match &out[0] {
+                Ok(RuleVerdict { verdict: Verdict::Requests(r), .. }) => {
+                    assert_eq!(r[0].summary, r#"3 ["b", "a"]"#, "after `{t}`")
+                }
+                other => panic!("after `{t}`: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -58,11 +58,24 @@ impl Overviews {
         }
     }
 
+    /// Drops `target`'s overview, if one is kept (its fan-out probes are gone).
+    pub(super) fn forget(&self, target: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !m.is_empty() {
+            m.remove(target);
+        }
+    }
+
     /// `target`'s latest overview, if it is not older than `max_age`.
     pub(super) fn fresh(&self, target: &str, max_age: Duration) -> Option<Arc<serde_json::Value>> {
         let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         m.get(target).filter(|(at, _)| at.elapsed() <= max_age).map(|(_, b)| b.clone())
     }
+}
+
+/// Whether `g` polls a fan-out probe on `target` (which reads the target's latest overview).
+pub(super) fn fans_out(g: &super::generation::Generation, target: &str) -> bool {
+    g.plan.jobs.iter().any(|j| j.for_each.is_some() && j.target == target)
 }
 
 /// The jobs of an overview answer whose state `fe` takes, each as its own entry.

@@ -28,6 +28,12 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
     let labels = super::status::ProbeLabels { probe: job.probe.clone(), target: job.target.clone() };
     // The answers of a jobs-overview probe also tell the target's fan-out probes which jobs there are.
     let lists_jobs = super::fanout::is_jobs_overview(&job.request);
+    // Whether the target has fan-out probes, for the generation it was worked out for.
+    let mut fans_out = {
+        let g = shared.generation();
+        let f = super::fanout::fans_out(&g, &job.target);
+        (g, f)
+    };
     loop {
         if next_tick(&mut ticker, &stop, &shared, &labels).await.is_none() {
             return;
@@ -55,16 +61,25 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
             s => s.next_after(shared.clock.now()),
         };
         shared.status.polled(&labels, polled_at, took, err.clone(), next);
+        // The rules of the current generation: a reload that changed only rules takes effect at the next poll.
+        let generation = shared.generation();
         if let Some(body) = &obs.body {
             shared.status.saw_jobs(&job.target, body, polled_at);
             if lists_jobs && obs.error.is_none() {
-                shared.overviews.put(&job.target, body);
+                // Kept for the target's fan-out probes only: a parsed overview of 100 jobs is a few hundred KB, so
+                // a thousand targets without fan-out probes would otherwise hold hundreds of MB for nothing.
+                if !Arc::ptr_eq(&generation, &fans_out.0) {
+                    fans_out = (generation.clone(), super::fanout::fans_out(&generation, &job.target));
+                }
+                if fans_out.1 {
+                    shared.overviews.put(&job.target, body);
+                } else {
+                    shared.overviews.forget(&job.target);
+                }
             }
         }
         shared.events.send(Event::Observed { probe: job.probe.clone(), target: job.target.clone(), error: err });
 
-        // The rules of the current generation: a reload that changed only rules takes effect at the next poll.
-        let generation = shared.generation();
         let rules = generation.rules.get(&key).cloned().unwrap_or_default();
         let obs_dyn = script::obs_to_dynamic(&obs);
         let sh = shared.clone();
