@@ -35,8 +35,10 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// Records every JSON post and answers `ok`, as Slack's webhook endpoint does. Other requests are kept apart in
-/// `stray`: under heavy load a `GET /jobs/overview` has been seen arriving on this port (not a message; under
-/// investigation), and this test is about the messages.
+/// `stray`: under heavy load a `GET /jobs/overview` has been seen arriving on this port. Its cause is the test binary,
+/// not Warden: tests that stop their fake JobManager on purpose (`bad_input`'s "down", `rules`' unreachable
+/// JobManager) leave their Warden polling the freed port, and the kernel may hand that port to this receiver, which
+/// binds port 0 in the same process. This test is about the messages.
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<Value>>>,
