@@ -312,47 +312,37 @@ pub fn next_group_due(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError
     Ok(t.map(|s| parse_ts(&s)))
 }
 
+/// The rows of a group, in arrival order: their ids and records as stored.
+fn pending_rows(store: &Store, channel: &str, grp: &str) -> Result<Vec<(i64, String)>, StoreError> {
+    store.with_db(|c| {
+        c.query(
+            "SELECT id, record FROM notify_pending WHERE channel = ?1 AND grp = ?2 ORDER BY id",
+            args![channel, grp],
+        )?
+        .iter()
+        .map(|r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)))
+        .collect()
+    })
+}
+
 /// The alerts of a group, in arrival order, and the ids of its rows (unreadable rows are dropped with the rest).
 pub fn group(store: &Store, channel: &str, grp: &str) -> Result<(Vec<i64>, Vec<AlertRecord>), StoreError> {
-    store.with_db(|c| {
-        let rows = c
-            .query(
-                "SELECT id, record FROM notify_pending WHERE channel = ?1 AND grp = ?2 ORDER BY id",
-                args![channel, grp],
-            )?
-            .iter()
-            .map(|r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)))
-            .collect::<crate::store::DbResult<Vec<_>>>()?;
-        let (mut ids, mut records) = (vec![], vec![]);
-        for (id, rec) in rows {
-            ids.push(id);
-            if let Ok(rec) = serde_json::from_str(&rec) {
-                records.push(rec);
-            }
+    let (mut ids, mut records) = (vec![], vec![]);
+    for (id, rec) in pending_rows(store, channel, grp)? {
+        ids.push(id);
+        if let Ok(rec) = serde_json::from_str(&rec) {
+            records.push(rec);
         }
-        Ok((ids, records))
-    })
+    }
+    Ok((ids, records))
 }
 
 /// The readable rows of a group, in arrival order, with their ids.
 pub fn group_rows(store: &Store, channel: &str, grp: &str) -> Result<Vec<(i64, AlertRecord)>, StoreError> {
-    store.with_db(|c| {
-        let rows = c
-            .query(
-                "SELECT id, record FROM notify_pending WHERE channel = ?1 AND grp = ?2 ORDER BY id",
-                args![channel, grp],
-            )?
-            .iter()
-            .map(|r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)))
-            .collect::<crate::store::DbResult<Vec<_>>>()?;
-        let mut out = vec![];
-        for (id, rec) in rows {
-            if let Ok(rec) = serde_json::from_str(&rec) {
-                out.push((id, rec));
-            }
-        }
-        Ok(out)
-    })
+    Ok(pending_rows(store, channel, grp)?
+        .into_iter()
+        .filter_map(|(id, rec)| serde_json::from_str(&rec).ok().map(|rec| (id, rec)))
+        .collect())
 }
 
 /// Queues a message and removes the pending rows it was made from, in one transaction. Returns its id.
