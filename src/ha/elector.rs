@@ -298,7 +298,7 @@ impl Task {
             let _ = members::prune(&client).await;
             self.client = Some(client);
         }
-        Ok(self.client.as_ref().expect("connected above"))
+        self.client.as_ref().ok_or_else(|| ElectionError::Db("no connection to the database".into()))
     }
 
     /// Renews the lease; `false` if it is not ours any more.

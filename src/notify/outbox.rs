@@ -200,7 +200,7 @@ pub fn apply(store: &Store, changes: &[Change]) -> Result<(), StoreError> {
                                 channel,
                                 grp,
                                 due,
-                                serde_json::to_string(record).expect("record"),
+                                record_text(record)?,
                                 alert_key(record)
                             ],
                         )?;
@@ -218,7 +218,7 @@ pub fn apply(store: &Store, changes: &[Change]) -> Result<(), StoreError> {
                             "INSERT INTO notify_alert (channel, alert, state, record, silenced_by) VALUES (?1, ?2, 'held', ?3, ?4)
                              ON CONFLICT (channel, alert) DO UPDATE SET state = 'held', record = excluded.record,
                                silenced_by = excluded.silenced_by",
-                            args![channel, alert, serde_json::to_string(record).expect("record"), silenced_by],
+                            args![channel, alert, record_text(record)?, silenced_by],
                         )?;
                     }
                     Change::Forget { channel, alert } => {
@@ -310,6 +310,11 @@ pub fn predecessors(store: &Store, channel: &str, grp: &str) -> Result<Vec<Strin
 pub fn next_group_due(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
     let t: Option<String> = store.with_db(|c| c.query_one("SELECT MIN(due) FROM notify_pending", &[])?.get(0))?;
     Ok(t.map(|s| parse_ts(&s)))
+}
+
+/// A record as the outbox stores it.
+fn record_text(record: &AlertRecord) -> crate::store::DbResult<String> {
+    serde_json::to_string(record).map_err(|e| crate::store::DbError::Other(format!("alert record: {e}")))
 }
 
 /// The rows of a group, in arrival order: their ids and records as stored.

@@ -328,9 +328,10 @@ impl Session {
             if self.in_tx {
                 return Err(lost());
             }
-            self.client = Some(self.connect()?);
+            let client = self.connect()?;
+            return Ok(self.client.insert(client));
         }
-        Ok(self.client.as_mut().expect("connected"))
+        self.client.as_mut().ok_or_else(lost)
     }
 
     fn connect(&self) -> DbResult<postgres::Client> {
