@@ -83,6 +83,18 @@ impl Rig {
             .collect()
     }
 
+    /// How often the daemon has read `/jobs/overview` so far (its pack's polls).
+    fn polls(&self) -> usize {
+        self.fake.request_log().iter().filter(|l| l.starts_with("GET /jobs/overview")).count()
+    }
+
+    /// Waits until the daemon has polled `n` more times: the pack has judged the job that often since.
+    async fn judged(&self, n: usize) {
+        let from = self.polls();
+        wait_until(&format!("{n} more polls of the daemon"), Duration::from_secs(30), || self.polls() >= from + n)
+            .await;
+    }
+
     fn wait_daemon_up(&self) {
         let lock = self.dir.path().join("state/warden.lock");
         let start = Instant::now();
@@ -112,10 +124,10 @@ async fn an_upgrade_beside_a_running_daemon_is_driven_once_and_the_daemon_does_n
     let r = rig("1s").await;
     let mut daemon = r.daemon();
     r.wait_daemon_up();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    r.judged(1).await;
     let out = r.upgrade().output().expect("warden upgrade runs");
-    // Long enough for the pack to have judged the job several times since.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The pack judges the job several times since.
+    r.judged(3).await;
     kill9(&mut daemon);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {stderr}");
@@ -158,7 +170,7 @@ async fn an_upgrade_killed_on_probation_is_finished_by_the_daemon_which_rolls_th
     })
     .await;
     // The pack must not relaunch anything afterwards either.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    r.judged(2).await;
     kill9(&mut daemon);
     let rs = r.restarts();
     assert_eq!(rs.len(), 2, "{rs:#?}");
