@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::CommandConfig;
 use crate::event::{Event, Events};
 use crate::model::{AlertRecord, Planned};
-use crate::model::{RestartStep, RestartStrategy};
+use crate::model::RestartStrategy;
 use crate::store::RestartRecord;
 use crate::store::Store;
 use restart::{RestartContext, RestartOutcome};
@@ -207,31 +207,7 @@ impl Executor {
         let outcome = match self.restart_context(target, job, cancel, &progress) {
             Ok(ctx) => restart::begin_with(&ctx, journal_id, target, job, jid, strategy, overrides).await,
             Err(e) => RestartOutcome::Failed {
-                record: RestartRecord {
-                    id: 0,
-                    journal_id,
-                    target: target.into(),
-                    job: job.into(),
-                    strategy,
-                    old_jid: jid.into(),
-                    step: RestartStep::Started,
-                    trigger_id: None,
-                    location: None,
-                    new_jid: None,
-                    outcome: None,
-                    started: String::new(),
-                    updated: String::new(),
-                    owner: None,
-                    lease_until: None,
-                    kind: overrides.kind(),
-                    overrides: overrides.clone(),
-                    jar_id: None,
-                    prev_jar_id: None,
-                    prev_parallelism: None,
-                    rollback_of: None,
-                    cause: None,
-                    steps: vec![],
-                },
+                record: RestartRecord::unsaved(journal_id, target, job, strategy, jid, overrides),
                 step: "start".into(),
                 message: e,
             },

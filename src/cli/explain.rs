@@ -198,28 +198,13 @@ mod tests {
     fn a_restart_explained() {
         let r = RestartRecord {
             id: 3,
-            journal_id: 12,
-            target: "jm".into(),
-            job: "clicks".into(),
-            strategy: RestartStrategy::LastCheckpoint,
-            old_jid: "7c2c".into(),
             step: RestartStep::Done,
-            trigger_id: None,
             location: Some("file:/data/flink/checkpoints/7c2c/chk-120".into()),
             new_jid: Some("9f1e".into()),
             outcome: Some(RestartResult::Ok),
             started: "2026-12-01T12:00:00.100Z".into(),
             updated: "2026-12-01T12:00:09.000Z".into(),
-            owner: None,
-            lease_until: None,
-            kind: Default::default(),
-            overrides: Default::default(),
-            jar_id: None,
-            prev_jar_id: None,
-            prev_parallelism: None,
-            rollback_of: None,
-            cause: None,
-            steps: vec![],
+            ..RestartRecord::unsaved(12, "jm", "clicks", RestartStrategy::LastCheckpoint, "7c2c", &Default::default())
         };
         let s = SavepointRecord {
             target: "jm".into(),
@@ -273,28 +258,12 @@ mod tests {
     fn a_restart_that_failed_before_choosing_a_state_says_so() {
         let r = RestartRecord {
             id: 4,
-            journal_id: 12,
-            target: "jm".into(),
-            job: "clicks".into(),
-            strategy: RestartStrategy::Savepoint,
-            old_jid: "7c2c".into(),
             step: RestartStep::SavepointTriggered,
             trigger_id: Some("t".into()),
-            location: None,
-            new_jid: None,
             outcome: Some(RestartResult::Failed { step: "savepoint".into(), message: "timed out".into() }),
             started: "2026-12-01T12:00:00.100Z".into(),
             updated: "2026-12-01T12:05:00.000Z".into(),
-            owner: None,
-            lease_until: None,
-            kind: Default::default(),
-            overrides: Default::default(),
-            jar_id: None,
-            prev_jar_id: None,
-            prev_parallelism: None,
-            rollback_of: None,
-            cause: None,
-            steps: vec![],
+            ..RestartRecord::unsaved(12, "jm", "clicks", RestartStrategy::Savepoint, "7c2c", &Default::default())
         };
         let e = Explanation {
             entry: entry(ActionKind::Restart, "savepoint"),

@@ -62,6 +62,43 @@ pub struct RestartRecord {
 }
 
 impl RestartRecord {
+    /// A restart of `job` that was never saved (id 0, step `started`, nothing chosen yet): what a restart that could
+    /// not begin reports, and the base of records built by hand.
+    pub fn unsaved(
+        journal_id: i64,
+        target: &str,
+        job: &str,
+        strategy: RestartStrategy,
+        old_jid: &str,
+        overrides: &RestartOverrides,
+    ) -> RestartRecord {
+        RestartRecord {
+            id: 0,
+            journal_id,
+            target: target.into(),
+            job: job.into(),
+            strategy,
+            old_jid: old_jid.into(),
+            step: RestartStep::Started,
+            trigger_id: None,
+            location: None,
+            new_jid: None,
+            outcome: None,
+            started: String::new(),
+            updated: String::new(),
+            owner: None,
+            lease_until: None,
+            kind: overrides.kind(),
+            overrides: overrides.clone(),
+            jar_id: None,
+            prev_jar_id: None,
+            prev_parallelism: None,
+            rollback_of: None,
+            cause: None,
+            steps: vec![],
+        }
+    }
+
     /// Notes that the record reached its current step at `at` (once per step change).
     pub fn mark_step(&mut self, at: DateTime<Utc>) {
         if self.steps.last().map(|s| s.step) != Some(self.step) {
