@@ -182,6 +182,27 @@ impl Pair {
         Some((row.get(0), row.get(1), row.get(2)))
     }
 
+    /// Whether instance `i` has a row in `warden_members` as the standby (what the leader shows as its peer).
+    async fn standby_seen(&self, i: usize) -> bool {
+        let Ok((client, conn)) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await else { return false };
+        tokio::spawn(conn);
+        client
+            .query_opt("SELECT 1 FROM warden_members WHERE instance = $1 AND role = 'standby'", &[&NAMES[i]])
+            .await
+            .is_ok_and(|r| r.is_some())
+    }
+
+    /// How many times the fake JobManager's job list was read (the leader's polls).
+    fn polls(&self) -> usize {
+        self.fake.request_log().iter().filter(|l| l.starts_with("GET /jobs/overview")).count()
+    }
+
+    /// Waits for `n` more polls of the leader: it has judged the jobs that often since.
+    async fn judged(&self, n: usize) {
+        let from = self.polls();
+        wait_until(&format!("{n} more polls"), Duration::from_secs(30), async || self.polls() >= from + n).await;
+    }
+
     /// Waits for a leader with an epoch above `above`; its index and epoch.
     async fn leader_after(&self, above: i64, limit: Duration) -> (usize, i64) {
         let start = Instant::now();
@@ -377,7 +398,7 @@ async fn a_leader_paused_past_its_lease_does_nothing_when_it_wakes() {
     let (a, epoch_a) = p.leader_after(0, Duration::from_secs(30)).await;
     p.start(1);
     // The standby is up and seen: wait for its members row.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until("the standby's members row", Duration::from_secs(20), async || p.standby_seen(1).await).await;
     // The leader begins a restart and is paused in the middle of it.
     let live = p.live();
     p.fake.fail(&live[0], "java.lang.RuntimeException", "paused");
@@ -398,7 +419,10 @@ async fn a_leader_paused_past_its_lease_does_nothing_when_it_wakes() {
     let submissions = p.fake.jar_runs().len();
     // Wake it: it must step down before it acts.
     p.signal(a, libc::SIGCONT);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until("the woken leader to step down", Duration::from_secs(20), async || p.log(a).contains("stepping down"))
+        .await;
+    // The new leader goes on judging the jobs meanwhile; nothing of the old one may appear.
+    p.judged(3).await;
     let late = p.journal_under(epoch_a, mark).await;
     assert!(late.is_empty(), "the woken leader wrote under its old epoch: {late:?}");
     assert_eq!(p.fake.jar_runs().len(), submissions, "the woken leader submitted a job");
@@ -423,7 +447,7 @@ async fn the_database_restarted_under_both_leaves_one_leader_that_acts_once() {
     p.start(0);
     let (_, epoch) = p.leader_after(0, Duration::from_secs(30)).await;
     p.start(1);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until("the standby's members row", Duration::from_secs(20), async || p.standby_seen(1).await).await;
     p._pg.restart();
     // Connections were cut; the leader either renews on a new connection or loses the lease and one of them
     // takes it again.
@@ -435,7 +459,8 @@ async fn the_database_restarted_under_both_leaves_one_leader_that_acts_once() {
         p.restarts().await.first().is_some_and(|x| x.outcome.is_some())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A second restart would begin within a few polls of the leader: let it judge the job again.
+    p.judged(3).await;
     assert_eq!(p.restarts().await.len(), 1, "one restart");
     assert_eq!(p.restarts().await[0].outcome, Some(RestartResult::Ok), "logs:\n{}", p.log(leader));
     assert_eq!(p.fake.jar_runs().len(), 1, "one submission");
