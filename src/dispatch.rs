@@ -123,6 +123,19 @@ impl Dispatcher {
         out
     }
 
+    /// Whether `verdict` can change nothing: it asks for nothing (or was skipped) and nothing asked before by this
+    /// rule on this target is waiting to be resolved. [`Dispatcher::process`] needs no store for it and returns no
+    /// actions, so a caller that has to reach the store first (the daemon's dispatcher task) can leave it at that.
+    pub fn is_quiet(&self, o: &Origin, verdict: &Verdict) -> bool {
+        match verdict {
+            Verdict::Requests(requests) => {
+                requests.is_empty()
+                    && self.states.get(&(o.rule.clone(), o.target.clone())).is_none_or(|slot| slot.is_empty())
+            }
+            _ => true,
+        }
+    }
+
     /// Decides what follows from one evaluation, journals it, and returns the actions to carry out (none in
     /// dry-run mode: those are journalled with outcome `dry-run`). Everything the step writes (journal rows and the
     /// dispatcher's state) is one store transaction: if any of it fails, none of it is written, the in-memory

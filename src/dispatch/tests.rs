@@ -437,3 +437,27 @@ fn a_rescale_on_an_operator_managed_target_is_refused() {
     let e = s.entries(None).unwrap().pop().unwrap();
     assert_eq!(e.action, ActionKind::Refused);
 }
+
+/// The daemon skips the store for verdicts `is_quiet` calls quiet: only those that can change nothing may be.
+#[test]
+fn a_quiet_verdict_is_one_that_changes_nothing() {
+    let s = Store::in_memory();
+    let mut d = Dispatcher::new(policy(), false, &s).unwrap();
+    let empty = Verdict::Requests(vec![]);
+    assert!(d.is_quiet(&origin(0), &empty));
+    assert!(d.is_quiet(&origin(0), &Verdict::Skipped("no answer".into())));
+    assert!(!d.is_quiet(&origin(0), &Verdict::Requests(vec![alert("clicks", None)])));
+    // Pending (not fired yet): the next empty verdict must reach `process`, which forgets it.
+    let pending = Some(Pending::Evaluations(3));
+    assert_eq!(step(&mut d, &s, 0, vec![alert("clicks", pending)]), Vec::<String>::new());
+    assert!(!d.is_quiet(&origin(10), &empty));
+    assert_eq!(step(&mut d, &s, 10, vec![]), Vec::<String>::new());
+    assert!(d.is_quiet(&origin(20), &empty));
+    // Firing: the empty verdict resolves it, also after a restart of Warden (the state comes from the store).
+    assert_eq!(step(&mut d, &s, 30, vec![alert("clicks", None)]), ["firing:clicks"]);
+    let mut again = Dispatcher::new(policy(), false, &s).unwrap();
+    assert!(!again.is_quiet(&origin(40), &empty));
+    assert!(again.is_quiet(&Origin { target: "other".into(), ..origin(40) }, &empty));
+    assert_eq!(step(&mut again, &s, 40, vec![]), ["resolved:clicks"]);
+    assert!(again.is_quiet(&origin(50), &empty));
+}

@@ -47,6 +47,10 @@ pub(super) async fn dispatch_loop(
         if policy.has_changed().unwrap_or(false) {
             dispatcher.set_policy(policy.borrow_and_update().clone());
         }
+        // Most verdicts of a quiet cluster ask for nothing and resolve nothing: no trip to the store's thread.
+        if dispatcher.is_quiet(&origin, &verdict) {
+            continue;
+        }
         let (d, origin, decided) = store
             .call(move |s| {
                 let decided = dispatcher.process(&origin, &verdict, s);
