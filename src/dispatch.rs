@@ -123,17 +123,27 @@ impl Dispatcher {
         out
     }
 
-    /// Whether `verdict` can change nothing: it asks for nothing (or was skipped) and nothing asked before by this
-    /// rule on this target is waiting to be resolved. [`Dispatcher::process`] needs no store for it and returns no
-    /// actions, so a caller that has to reach the store first (the daemon's dispatcher task) can leave it at that.
+    /// Whether `verdict` can change nothing: it asks for nothing (or was skipped), and nothing asked before by this
+    /// rule on this target is waiting to be resolved or forgotten (only runs kept dormant for their cooldown, which
+    /// stay as they are). [`Dispatcher::process`] writes nothing for it and returns no actions, so a caller that has
+    /// to reach the store first (the daemon's dispatcher task) can leave it at that.
     pub fn is_quiet(&self, o: &Origin, verdict: &Verdict) -> bool {
-        match verdict {
-            Verdict::Requests(requests) => {
-                requests.is_empty()
-                    && self.states.get(&(o.rule.clone(), o.target.clone())).is_none_or(|slot| slot.is_empty())
-            }
-            _ => true,
+        let Verdict::Requests(requests) = verdict else {
+            return true;
+        };
+        if !requests.is_empty() {
+            return false;
         }
+        let Some(slot) = self.states.get(&(o.rule.clone(), o.target.clone())) else {
+            return true;
+        };
+        let memory = self.dormant_memory();
+        slot.values().all(|st| st.dormant && !st.alert && st.last_action.is_some_and(|last| o.time - last < memory))
+    }
+
+    /// How long a run that is no longer asked for stays dormant (see `KeyState::dormant`).
+    fn dormant_memory(&self) -> chrono::Duration {
+        chrono_d(self.policy.storm_guard.window.max(self.policy.run_cooldown))
     }
 
     /// Decides what follows from one evaluation, journals it, and returns the actions to carry out (none in
@@ -300,7 +310,7 @@ impl Dispatcher {
 
         // Keys not asked for any more: alerts resolve, pending ones are forgotten, and a run that acted stays
         // dormant for its cooldown (see `KeyState::dormant`).
-        let memory = chrono_d(self.policy.storm_guard.window.max(self.policy.run_cooldown));
+        let memory = self.dormant_memory();
         let gone: Vec<String> = slot.keys().filter(|k| !asked.contains(*k)).cloned().collect();
         for k in gone {
             let Some(st) = slot.remove(&k) else { continue };

@@ -461,3 +461,24 @@ fn a_quiet_verdict_is_one_that_changes_nothing() {
     assert_eq!(step(&mut again, &s, 40, vec![]), ["resolved:clicks"]);
     assert!(again.is_quiet(&origin(50), &empty));
 }
+
+/// A run kept dormant for its cooldown changes nothing while it is remembered, and must be forgotten after.
+#[test]
+fn a_dormant_run_is_quiet_until_it_is_forgotten() {
+    let s = Store::in_memory();
+    let mut pol = policy();
+    pol.run_cooldown = Duration::from_secs(120);
+    let mut d = Dispatcher::new(pol, false, &s).unwrap();
+    let empty = Verdict::Requests(vec![]);
+    assert_eq!(step(&mut d, &s, 0, vec![relaunch("clicks")]), ["run:relaunch:clicks"]);
+    assert!(!d.is_quiet(&origin(10), &empty), "the run is still asked for: the empty verdict makes it dormant");
+    assert!(step(&mut d, &s, 10, vec![]).is_empty());
+    let saved = s.dispatch_states().unwrap();
+    assert!(d.is_quiet(&origin(20), &empty));
+    assert!(step(&mut d, &s, 20, vec![]).is_empty());
+    assert_eq!(s.dispatch_states().unwrap(), saved, "a quiet verdict wrote nothing");
+    let forgotten = 1800 + 1;
+    assert!(!d.is_quiet(&origin(forgotten), &empty), "past the storm guard's window it is forgotten");
+    assert!(step(&mut d, &s, forgotten, vec![]).is_empty());
+    assert!(d.is_quiet(&origin(forgotten + 10), &empty));
+}
