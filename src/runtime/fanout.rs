@@ -386,6 +386,7 @@ fn commit_tick(
         }
     }
     let merged = merge.finish(rules.iter().map(|r| r.compiled.name.as_str()), true);
+    let mut verdicts = Vec::with_capacity(merged.len());
     for ((rule, verdict), planned) in merged.into_iter().zip(rules) {
         if !current.runs(planned) {
             tracing::debug!(rule = %rule, "an evaluation of a rule that a reload removed or changed is dropped");
@@ -399,9 +400,7 @@ fn commit_tick(
             time: now,
             observed: None,
         };
-        if sh.tx.blocking_send((origin, verdict)).is_err() {
-            return false;
-        }
+        verdicts.push((origin, verdict));
     }
-    true
+    verdicts.is_empty() || sh.tx.blocking_send(verdicts).is_ok()
 }

@@ -128,7 +128,9 @@ struct Shared {
     stats: Arc<Stats>,
     clock: Clock,
     events: Events,
-    tx: mpsc::Sender<(Origin, Verdict)>,
+    /// Verdicts for the dispatcher: the verdicts of one evaluation (a poll's rules) travel together, so a quiet
+    /// poll wakes the dispatcher task once, not once per rule.
+    tx: mpsc::Sender<Vec<(Origin, Verdict)>>,
     record: Option<Arc<crate::action::log::RecordWriter>>,
     status: StatusHandle,
     /// The latest `/jobs/overview` answer of each target, for the probes that fan out over its jobs.
@@ -826,7 +828,7 @@ async fn retire_rules(gone: &[(String, String)], g: &Generation, shared: &Shared
             time: shared.clock.now(),
             observed: None,
         };
-        if shared.tx.send((origin, Verdict::Requests(vec![]))).await.is_err() {
+        if shared.tx.send(vec![(origin, Verdict::Requests(vec![]))]).await.is_err() {
             return;
         }
     }

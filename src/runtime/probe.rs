@@ -273,6 +273,7 @@ pub(super) fn judge_one(
 pub(super) fn commit(sh: &Shared, done: Vec<Done>) -> bool {
     let _gate = sh.gate.blocking_read();
     let current = sh.generation();
+    let mut verdicts = Vec::with_capacity(done.len());
     for d in done {
         if !current.runs(&d.rule) {
             tracing::debug!(rule = %d.origin.rule, "an evaluation of a rule that a reload removed or changed is dropped");
@@ -285,9 +286,7 @@ pub(super) fn commit(sh: &Shared, done: Vec<Done>) -> bool {
             let key = RuleStateKey { rule: d.origin.rule.clone(), target: d.origin.target.clone(), job: None };
             sh.states.lock().unwrap_or_else(|p| p.into_inner()).insert(key, state);
         }
-        if sh.tx.blocking_send((d.origin, d.verdict)).is_err() {
-            return false;
-        }
+        verdicts.push((d.origin, d.verdict));
     }
-    true
+    verdicts.is_empty() || sh.tx.blocking_send(verdicts).is_ok()
 }

@@ -42,7 +42,7 @@ pub(super) async fn watch_self(shared: Arc<Shared>, stop: CancellationToken) {
             observed: None,
         };
         tokio::select! {
-            sent = shared.tx.send((origin, Verdict::Requests(requests))) => if sent.is_err() { return },
+            sent = shared.tx.send(vec![(origin, Verdict::Requests(requests))]) => if sent.is_err() { return },
             _ = stop.cancelled() => return,
         }
     }
