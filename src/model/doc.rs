@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sonic_rs::{JsonContainerTrait, JsonNumberTrait, JsonValueTrait, ValueRef};
+use sonic_rs::{JsonContainerTrait, JsonNumberTrait, ValueRef};
 
 /// One value of a document (an object, an array, a string, a number, a bool or `null`).
 pub type DocValue = sonic_rs::Value;
@@ -61,7 +61,8 @@ impl Doc {
             });
         }
         let root: DocValue = sonic_rs::from_slice(bytes).map_err(|e| DocError {
-            message: e.to_string(),
+            // The first line: the parser adds an excerpt of the text on the next ones.
+            message: e.to_string().lines().next().unwrap_or_default().trim_end().to_string(),
             line: e.line(),
             column: e.column(),
         })?;
@@ -169,7 +170,7 @@ impl KeyIndex {
         // SAFETY (both blocks): the caller's promise.
         let end = self.pairs.partition_point(|(k, _)| unsafe { k.as_ref() } <= key);
         let (k, v) = self.pairs.get(end.checked_sub(1)?)?;
-        unsafe { (k.as_ref() == key).then(|| v.as_ref()) }
+        unsafe { (k.as_ref() == key).then_some(v.as_ref()) }
     }
 }
 
@@ -401,6 +402,7 @@ impl<'de> serde::de::Visitor<'de> for Transcode<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use sonic_rs::JsonValueTrait;
 
     #[test]
     fn parses_and_converts_back() {

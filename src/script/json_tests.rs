@@ -16,7 +16,7 @@ use rhai::{Dynamic, Map};
 use serde_json::{json, Value};
 
 use crate::config::ScriptLimits;
-use crate::model::{FetchError, FetchErrorKind, Observation};
+use crate::model::{Doc, FetchError, FetchErrorKind, Observation};
 use crate::script::{
     convert, obs_to_dynamic, params_to_dynamic, target_to_dynamic, CompiledRule, EvalInput, Evaluation, FollowUp,
     FollowUpAnswer, ScriptEngine, ScriptError, TargetInfo, Verdict,
@@ -38,7 +38,7 @@ fn observation(body: Option<Value>) -> Observation {
         time: t0(),
         status: Some(200),
         latency: Duration::from_millis(3),
-        body: body.map(Arc::new),
+        body: body.map(|b| Arc::new(Doc::from_json(&b))),
         error: None,
     }
 }
@@ -248,7 +248,7 @@ fn views_become_json_in_requests_and_state() {
 
 #[test]
 fn the_view_shares_the_document() {
-    let body = Arc::new(sample());
+    let body = Arc::new(Doc::from_json(&sample()));
     let o = Observation { body: Some(body.clone()), ..observation(None) };
     let before = Arc::strong_count(&body);
     let obs = obs_to_dynamic(&o);
@@ -305,7 +305,7 @@ fn odd_json_and_odd_rules_give_errors_or_values_never_panics() {
 /// `obs` as it was before the view: today's `obs` with the body converted into plain Rhai maps and arrays.
 fn plain_obs_to_dynamic(o: &Observation) -> Dynamic {
     let mut m = crate::script::obs_to_dynamic(o).read_lock::<Map>().expect("obs is a map").clone();
-    m.insert("body".into(), o.body.as_deref().map(convert::to_dynamic).unwrap_or(Dynamic::UNIT));
+    m.insert("body".into(), o.body.as_deref().map(|b| convert::to_dynamic(&b.to_json())).unwrap_or(Dynamic::UNIT));
     Dynamic::from_map(m).into_shared()
 }
 
@@ -324,7 +324,11 @@ impl FollowUp for Answers {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (self.seed, path).hash(&mut h);
         let h = h.finish();
-        let ok = |body: Value| FollowUpAnswer { status: Some(200), body: Some(body), error: None };
+        let ok = |body: Value| FollowUpAnswer {
+            status: Some(200),
+            body: Some(Arc::new(Doc::from_json(&body))),
+            error: None,
+        };
         let failed =
             FollowUpAnswer { status: Some(500), body: None, error: Some(("http_status".into(), "500".into())) };
         if path.contains("/exceptions") {
@@ -506,8 +510,8 @@ fn the_flink_pack_decides_as_before_the_view() {
             o.time = now;
             match rng.gen_range(0..20) {
                 0 => o.error = Some(FetchError { kind: FetchErrorKind::Timeout, message: "slow".into() }),
-                1 => o.body = Some(Arc::new(json!({"errors": ["no"]}))),
-                _ => o.body = Some(Arc::new(overview(&mut rng, now.timestamp_millis()))),
+                1 => o.body = Some(Arc::new(Doc::from_json(&json!({"errors": ["no"]})))),
+                _ => o.body = Some(Arc::new(Doc::from_json(&overview(&mut rng, now.timestamp_millis())))),
             }
             let (old_obs, new_obs) = (plain_obs_to_dynamic(&o), obs_to_dynamic(&o));
             for (i, name) in PACK.iter().enumerate() {
@@ -518,7 +522,7 @@ fn the_flink_pack_decides_as_before_the_view() {
                     a,
                     b,
                     "{name}, scenario {scenario}, poll {poll}: the rule decides differently\nparams {p:?}\nbody {}",
-                    o.body.as_deref().map(Value::to_string).unwrap_or_default()
+                    o.body.as_deref().map(Doc::to_text).unwrap_or_default()
                 );
                 compared += 1;
                 match a {
