@@ -120,6 +120,12 @@ impl Doc {
         unsafe { index.get(key) }
     }
 
+    /// How many objects of this document have a key index (for tests).
+    #[cfg(test)]
+    pub(crate) fn indexed_objects(&self) -> usize {
+        self.indexes.lock().len()
+    }
+
     /// A compact JSON text of the document.
     pub fn to_text(&self) -> String {
         sonic_rs::to_string(&self.root).unwrap_or_else(|_| "null".into())

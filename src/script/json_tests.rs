@@ -580,3 +580,67 @@ fn a_quiet_cluster_leaves_rule_state_alone() {
         }
     }
 }
+
+/// Runs `src` once on an observation whose body is `doc`; the one alert's summary.
+fn summary_of_doc(src: &str, doc: Arc<Doc>) -> String {
+    let e = engine();
+    let rule = compile(&e, "t", src);
+    let obs = obs_to_dynamic(&Observation { body: Some(doc), ..observation(None) });
+    let target = target_to_dynamic(&TargetInfo { name: "jm".into(), ..Default::default() });
+    let params = params_to_dynamic(&BTreeMap::new());
+    let input =
+        EvalInput { obs: &obs, target: &target, params: &params, state: &Value::Null, now: t0(), follow_up: None };
+    match e.evaluate(&rule, input).unwrap_or_else(|e| panic!("{e}")).verdict {
+        Verdict::Requests(r) if r.len() == 1 => r[0].summary.clone(),
+        v => panic!("expected one request, got {v:?}"),
+    }
+}
+
+#[test]
+fn keys_come_in_the_document_s_order_and_a_repeated_key_reads_as_its_last_value() {
+    let doc = Arc::new(Doc::parse(br#"{"z": 1, "a": {"y": 2, "b": 3}, "z": 4}"#).unwrap());
+    let cases = [
+        ("obs.body.keys()", json!(["z", "a", "z"])),
+        ("obs.body.a.keys()", json!(["y", "b"])),
+        ("obs.body.a.values()", json!([2, 3])),
+        ("obs.body.values()", json!([1, {"b": 3, "y": 2}, 4])),
+        ("[obs.body.z, obs.body[\"z\"], obs.body.get(\"z\"), obs.body.to_map().z]", json!([4, 4, 4, 4])),
+        ("[obs.body.len(), \"z\" in obs.body, obs.body.contains(\"a\")]", json!([3, true, true])),
+        ("obs.body == #{z: 4, a: #{b: 3, y: 2}}", json!(true)),
+        ("[obs.body].where(\"z == 4 && a.b == 3\").len()", json!(1)),
+        ("obs.body", json!({"a": {"b": 3, "y": 2}, "z": 4})),
+    ];
+    for (expr, want) in cases {
+        let s = summary_of_doc(&format!("alert(#{{ summary: to_json({expr}) }});"), doc.clone());
+        let got: Value = serde_json::from_str(&s).unwrap_or_else(|e| panic!("{expr}: {s}: {e}"));
+        assert_eq!(got, want, "{expr}");
+    }
+}
+
+#[test]
+fn reading_every_key_of_a_large_object_goes_through_one_index() {
+    let n = 5_000;
+    let mut text = String::from(r#"{"rows": ["#);
+    for r in 0..2 {
+        let keys: Vec<String> = (0..100).map(|i| format!(r#""k{i}": {}"#, i + r)).collect();
+        text.push_str(&format!("{}{{{}}}", if r > 0 { "," } else { "" }, keys.join(",")));
+    }
+    text.push_str(r#"], "by_name": {"#);
+    let keys: Vec<String> = (0..n).map(|i| format!(r#""job-{i}": {i}"#)).collect();
+    text.push_str(&keys.join(","));
+    text.push_str("}}");
+    let doc = Arc::new(Doc::parse(text.as_bytes()).unwrap());
+    let src = r#"
+        let m = obs.body.by_name;
+        let sum = 0;
+        for k in m.keys() { sum += m[k]; }
+        for i in 0..100 { sum += obs.body.by_name[`job-${i}`]; }
+        let picked = obs.body.rows.where("k99 == 100 && this.k0 == 1").len();
+        alert(#{ summary: `${sum} ${picked} ${"job-4999" in m} ${"job-5000" in m}` });
+    "#;
+    let want = (0..n).sum::<usize>() + (0..100).sum::<usize>();
+    assert_eq!(summary_of_doc(src, doc.clone()), format!("{want} 1 true false"));
+    // One index for `by_name` (however it was reached) and one per row the query read: every lookup after the
+    // first is a binary search, not a scan of 5,000 keys.
+    assert_eq!(doc.indexed_objects(), 3);
+}
