@@ -108,7 +108,7 @@ impl Doc {
     pub(crate) unsafe fn field_of<'a>(&'a self, obj: &'a DocValue, key: &str) -> Option<&'a DocValue> {
         let o = obj.as_object()?;
         if o.len() <= INDEXED_KEYS {
-            return field(obj, key);
+            return scan(o, key);
         }
         let at = obj as *const DocValue as usize;
         let index = {
@@ -135,11 +135,16 @@ impl Doc {
 /// `obj[key]` (the last pair of that name) by a scan of the pairs; `None` when `obj` is not an object or has no
 /// such key.
 pub fn field<'a>(obj: &'a DocValue, key: &str) -> Option<&'a DocValue> {
-    let o = obj.as_object()?;
-    let want = key.as_bytes();
+    scan(obj.as_object()?, key)
+}
+
+/// The value of the last pair named `key` of `o`.
+fn scan<'a>(o: &'a sonic_rs::Object, key: &str) -> Option<&'a DocValue> {
+    // Every pair is read: the last one of a name wins. Keys of another length are passed over without reading
+    // their text.
     let mut found = None;
     for (k, v) in o.iter() {
-        if k.len() == want.len() && k.as_bytes() == want {
+        if k == key {
             found = Some(v);
         }
     }
@@ -430,6 +435,9 @@ mod tests {
         let e = Doc::parse(b"{\n  \"a\": }").unwrap_err();
         assert_eq!((e.line, e.column), (2, 8), "{e}");
         assert!(e.to_string().contains("line 2 column 8"), "{e}");
+        // One line (the parser's excerpt of the text is left out): it goes into a poll's error message.
+        let e = Doc::parse(b"<html><body>Login</body></html>").unwrap_err();
+        assert!(e.to_string().ends_with("at line 1 column 1") && !e.to_string().contains('\n'), "{e}");
         for bad in [&b""[..], b"<html>", b"{\"a\": 1} x", b"[1,", b"\"\xff\""] {
             assert!(Doc::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
