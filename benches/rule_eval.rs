@@ -6,9 +6,18 @@
 //! (`obs_to_dynamic`) plus evaluating each of the 4 rules of `rules/` (`ScriptEngine::evaluate`). Follow-up GETs
 //! are answered instantly with canned JSON, so only Warden's own CPU time is measured.
 //!
-//! The machine is shared and noisy: the reference and the pack are timed in the same loop, as the daemon runs them
-//! per poll (parse the body, then evaluate the pack on the document just parsed), and the verdict compares the
-//! medians of their thread-CPU times (wall-clock medians are printed too).
+//! The reference stays `serde_json::from_slice::<serde_json::Value>` of the same bytes. Warden itself parses the
+//! body into a [`warden::model::Doc`] (sonic-rs), which costs a fraction of that, and the issue counts this on
+//! Warden's side: "A faster parse (a borrowed or lazy document, simd-json, sonic-rs, typed structs …) counts on
+//! Warden's side: the reference stays serde_json to Value." So two ratios are printed:
+//!
+//! - `pack / reference parse`: the pack alone against the reference (the strict ratio, as before);
+//! - `(Warden parse + pack - reference parse) / reference parse`: what Warden spends per poll (its own parse and the
+//!   pack) beyond the reference parse, against the reference parse; the issue's target, **PASS when ≤ 0.5**.
+//!
+//! The machine is shared and noisy: the reference parse, Warden's parse and the pack are timed in the same loop, as
+//! the daemon runs them per poll (parse the body, then evaluate the pack on the document just parsed), and the
+//! verdicts compare the medians of their thread-CPU times (wall-clock medians are printed too).
 //!
 //! Everything runs on the calling thread. Run with `cargo bench --bench rule_eval`. `RULE_EVAL_ITERS` overrides the
 //! number of timed iterations (default 300, at least 50); `RULE_EVAL_SIZES` the job counts (default `1000,5000`);
@@ -22,7 +31,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use warden::config::ScriptLimits;
-use warden::model::Observation;
+use warden::model::{Doc, Observation};
 use warden::plan::{self, PackSource, PlannedRule};
 use warden::script::{self, EvalInput, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
 
@@ -31,21 +40,22 @@ use warden::script::{self, EvalInput, FollowUp, FollowUpAnswer, ScriptEngine, Ta
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EXPECTED: usize = 200;
-/// The pack may cost at most this fraction of parsing the same body with `serde_json`.
+/// Warden's parse and the pack may cost at most this fraction more than parsing the same body with `serde_json`
+/// (and, strictly, the pack alone at most this fraction of it).
 const TARGET_RATIO: f64 = 0.5;
 
 /// Answers follow-up GETs at once with canned bodies.
 struct Canned {
-    exceptions: Arc<Value>,
-    metrics: Arc<Value>,
+    exceptions: Arc<Doc>,
+    metrics: Arc<Doc>,
 }
 
 impl FollowUp for Canned {
     fn get(&mut self, path: &str) -> FollowUpAnswer {
         let body = if path.contains("/exceptions") {
-            (*self.exceptions).clone()
+            self.exceptions.clone()
         } else if path.contains("/metrics") {
-            (*self.metrics).clone()
+            self.metrics.clone()
         } else {
             return FollowUpAnswer { status: Some(404), body: None, error: Some(("http_status".into(), path.into())) };
         };
@@ -142,8 +152,8 @@ struct Bench {
     target: rhai::Dynamic,
     obs: Observation,
     now: DateTime<Utc>,
-    exceptions: Arc<Value>,
-    metrics: Arc<Value>,
+    exceptions: Arc<Doc>,
+    metrics: Arc<Doc>,
 }
 
 impl Bench {
@@ -235,32 +245,53 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// As the daemon does per poll: parses `bytes` (the reference, timed alone), then evaluates the pack on the document
-/// just parsed (timed alone); `iters` times after `warm` untimed rounds. Dropping the document is timed in neither.
-fn time_poll(bench: &Bench, bytes: &[u8], warm: usize, iters: usize) -> (Timings, Timings) {
-    let mut parse = Timings { wall: Vec::with_capacity(iters), cpu: Vec::with_capacity(iters) };
-    let mut pack = Timings { wall: Vec::with_capacity(iters), cpu: Vec::with_capacity(iters) };
+/// The timings of the per-poll loop.
+struct Poll {
+    /// `serde_json::from_slice::<Value>` (the reference).
+    reference: Timings,
+    /// `Doc::parse` (Warden's parse).
+    parse: Timings,
+    /// The pack on the document just parsed.
+    pack: Timings,
+    /// Warden's parse and the pack of the same round, added.
+    warden: Timings,
+}
+
+/// As the daemon does per poll, `iters` times after `warm` untimed rounds: parses `bytes` into a `serde_json::Value`
+/// (the reference, timed alone), then into a `Doc` (Warden's parse, timed alone), then evaluates the pack on that
+/// document (timed alone). Dropping the documents is timed in none.
+fn time_poll(bench: &Bench, bytes: &[u8], warm: usize, iters: usize) -> Poll {
+    let new = || Timings { wall: Vec::with_capacity(iters), cpu: Vec::with_capacity(iters) };
+    let mut p = Poll { reference: new(), parse: new(), pack: new(), warden: new() };
     for k in 0..warm + iters {
         let (w, c) = (Instant::now(), thread_cpu());
         let v: Value = serde_json::from_slice(std::hint::black_box(bytes)).expect("json");
+        let (ref_cpu, ref_wall) = (thread_cpu().saturating_sub(c), w.elapsed());
+        drop(std::hint::black_box(v));
+        let (w, c) = (Instant::now(), thread_cpu());
+        let doc = Doc::parse(std::hint::black_box(bytes)).expect("json");
         let (parse_cpu, parse_wall) = (thread_cpu().saturating_sub(c), w.elapsed());
-        let obs = Observation { body: Some(Arc::new(v)), ..bench.obs.clone() };
+        let obs = Observation { body: Some(Arc::new(doc)), ..bench.obs.clone() };
         let (w, c) = (Instant::now(), thread_cpu());
         let _ = std::hint::black_box(bench.eval_all_on(&obs));
         let (pack_cpu, pack_wall) = (thread_cpu().saturating_sub(c), w.elapsed());
         drop(obs);
         if k >= warm {
-            parse.cpu.push(parse_cpu);
-            parse.wall.push(parse_wall);
-            pack.cpu.push(pack_cpu);
-            pack.wall.push(pack_wall);
+            p.reference.cpu.push(ref_cpu);
+            p.reference.wall.push(ref_wall);
+            p.parse.cpu.push(parse_cpu);
+            p.parse.wall.push(parse_wall);
+            p.pack.cpu.push(pack_cpu);
+            p.pack.wall.push(pack_wall);
+            p.warden.cpu.push(parse_cpu + pack_cpu);
+            p.warden.wall.push(parse_wall + pack_wall);
         }
     }
-    for t in [&mut parse, &mut pack] {
+    for t in [&mut p.reference, &mut p.parse, &mut p.pack, &mut p.warden] {
         t.wall.sort();
         t.cpu.sort();
     }
-    (parse, pack)
+    p
 }
 
 /// Measures one overview size; returns whether the pack met its target.
@@ -274,6 +305,7 @@ fn measure(jobs: usize, iters: usize, now: DateTime<Utc>) -> bool {
     let rules = build_rules(&engine, &expected);
     let body = overview_body(now.timestamp_millis(), jobs);
     let bytes = serde_json::to_vec(&body).expect("json");
+    let body = Doc::parse(&bytes).expect("json");
     let obs = Observation {
         probe: "flink/jobs-overview".into(),
         target: "jm-1".into(),
@@ -293,8 +325,8 @@ fn measure(jobs: usize, iters: usize, now: DateTime<Utc>) -> bool {
         rules,
         obs,
         now,
-        exceptions: Arc::new(read_json("tests/fixtures/flink-2.3.0/job-failed-exceptions.json")),
-        metrics: Arc::new(json!([{"id": "numRestarts", "value": "3"}])),
+        exceptions: Arc::new(Doc::from_json(&read_json("tests/fixtures/flink-2.3.0/job-failed-exceptions.json"))),
+        metrics: Arc::new(Doc::from_json(&json!([{"id": "numRestarts", "value": "3"}]))),
     };
     println!(
         "rule_eval: Flink pack ({} rules), /jobs/overview of {jobs} jobs ({:.0} KiB JSON), {} expected jobs, one thread",
@@ -351,20 +383,36 @@ fn measure(jobs: usize, iters: usize, now: DateTime<Utc>) -> bool {
     drop(obs_dyn);
 
     println!(
-        "  per poll, {iters} times: the reference (parse the body), then the whole pack on the document just parsed \
-         (obs_to_dynamic + 4 x evaluate):"
+        "  per poll, {iters} times: the reference (serde_json parse of the body), Warden's parse of it (Doc::parse), \
+         then the whole pack on the document just parsed (obs_to_dynamic + 4 x evaluate):"
     );
-    let (parse, pack) = time_poll(&bench, &bytes, 5, iters);
-    report("serde_json::from_slice", &parse);
-    report("pack", &pack);
-    let (pack_cpu, parse_cpu) = (pct(&pack.cpu, 0.5), pct(&parse.cpu, 0.5));
-    let ratio = pack_cpu / parse_cpu;
-    let ratio_wall = pct(&pack.wall, 0.5) / pct(&parse.wall, 0.5);
+    let p = time_poll(&bench, &bytes, 5, iters);
+    report("serde_json::from_slice", &p.reference);
+    report("Doc::parse", &p.parse);
+    report("pack", &p.pack);
+    report("Doc::parse + pack", &p.warden);
+    let med = |t: &Timings| (pct(&t.cpu, 0.5), pct(&t.wall, 0.5));
+    let ((reference, reference_wall), (parse, _), (pack, pack_wall), (warden, warden_wall)) =
+        (med(&p.reference), med(&p.parse), med(&p.pack), med(&p.warden));
     println!("  load average {} (wall-clock figures grow when other processes compete)", loadavg());
-    let ok = ratio <= TARGET_RATIO;
     println!(
-        "rule_eval: {jobs} jobs: pack {pack_cpu:.3} ms / serde_json::from_slice {parse_cpu:.3} ms (thread-CPU medians) = \
-         {ratio:.2} (wall {ratio_wall:.2}) (target <= {TARGET_RATIO}): {}",
+        "rule_eval: {jobs} jobs: reference parse (serde_json::from_slice) {reference:.3} ms, Warden parse (Doc::parse) \
+         {parse:.3} ms = {:.2} x the reference (thread-CPU medians)",
+        parse / reference
+    );
+    let strict = pack / reference;
+    println!(
+        "rule_eval: {jobs} jobs: pack / reference parse: {pack:.3} / {reference:.3} ms = {strict:.2} (wall {:.2}) \
+         (strict, target <= {TARGET_RATIO}): {}",
+        pack_wall / reference_wall,
+        if strict <= TARGET_RATIO { "PASS" } else { "FAIL" }
+    );
+    let extra = (warden - reference) / reference;
+    let ok = extra <= TARGET_RATIO;
+    println!(
+        "rule_eval: {jobs} jobs: (Warden parse + pack - reference parse) / reference parse: ({warden:.3} - \
+         {reference:.3}) / {reference:.3} ms = {extra:.2} (wall {:.2}) (target <= {TARGET_RATIO}): {}",
+        (warden_wall - reference_wall) / reference_wall,
         if ok { "PASS" } else { "FAIL" }
     );
     let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("warden-rule-eval-{}", std::process::id())));
@@ -381,6 +429,9 @@ fn main() {
     let now = Utc::now();
     let results: Vec<(usize, bool)> = sizes.iter().map(|&n| (n, measure(n, iters, now))).collect();
     for (n, ok) in results {
-        println!("rule_eval: summary: {n} jobs: {}", if ok { "PASS" } else { "FAIL" });
+        println!(
+            "rule_eval: summary: {n} jobs: (Warden parse + pack - reference parse) / reference parse: {}",
+            if ok { "PASS" } else { "FAIL" }
+        );
     }
 }

@@ -150,7 +150,7 @@ fn acts(v: &Verdict) -> bool {
 }
 
 /// The observation's body as the shared document the rules read (an `Arc` clone, not a copy).
-fn observed_body(obs: &Dynamic) -> Option<std::sync::Arc<serde_json::Value>> {
+fn observed_body(obs: &Dynamic) -> Option<std::sync::Arc<crate::model::Doc>> {
     let m = obs.read_lock::<rhai::Map>()?;
     script::json::view_doc(m.get("body")?)
 }

@@ -19,7 +19,7 @@ use chrono::Utc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 
 use crate::config::TargetConfig;
-use crate::model::{FetchError, FetchErrorKind, Observation};
+use crate::model::{Doc, FetchError, FetchErrorKind, Observation};
 
 /// How long an idle connection to a target is kept for the next request.
 const IDLE_CONNECTION_KEPT: Duration = Duration::from_secs(2);
@@ -167,7 +167,7 @@ impl TargetClient {
     pub async fn observe(&self, probe: &str, req: &HttpRequest) -> Observation {
         let time = Utc::now();
         let start = Instant::now();
-        let (status, body, error) = self.send(req).await;
+        let (status, body, error) = self.send_doc(req).await;
         Observation {
             probe: probe.to_string(),
             target: self.name.clone(),
@@ -219,8 +219,30 @@ impl TargetClient {
 
     /// Sends `req`; returns the status, the JSON body if any, and the error if the answer is not usable.
     pub async fn send(&self, req: &HttpRequest) -> (Option<u16>, Option<serde_json::Value>, Option<FetchError>) {
+        match self.exchange(req).await {
+            Ok(answer) => answer.judge(serde_json::from_slice::<serde_json::Value>(&answer.body), |v| {
+                v.get("errors")?.get(0)?.as_str().map(|s| s.lines().next().unwrap_or("").to_string())
+            }),
+            Err((status, error)) => (status, None, Some(error)),
+        }
+    }
+
+    /// [`TargetClient::send`] with the body parsed into a [`Doc`] (what polls and follow-ups give rules).
+    pub async fn send_doc(&self, req: &HttpRequest) -> (Option<u16>, Option<Doc>, Option<FetchError>) {
+        use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+        match self.exchange(req).await {
+            Ok(answer) => answer.judge(Doc::parse(&answer.body), |d| {
+                let first = d.get("errors")?.as_array()?.first()?.as_str()?;
+                Some(first.lines().next().unwrap_or("").to_string())
+            }),
+            Err((status, error)) => (status, None, Some(error)),
+        }
+    }
+
+    /// Sends `req` and reads the whole body (within `max_body`), or says why not (with the status, if any).
+    async fn exchange(&self, req: &HttpRequest) -> Result<Answer, (Option<u16>, FetchError)> {
         let where_ = format!("target `{}` {} {}", self.name, req.method, req.path);
-        let fail = |kind, message: String| (None, None, Some(FetchError { kind, message }));
+        let fail = |kind, message: String| Err((None, FetchError { kind, message }));
         let mut url = match self.url_of(&req.path) {
             Ok(u) => u,
             Err(why) => return fail(FetchErrorKind::Refused, format!("{where_}: {why}")),
@@ -277,14 +299,13 @@ impl TargetClient {
             resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         if let Some(len) = resp.content_length() {
             if len as usize > req.max_body {
-                return (
+                return Err((
                     Some(status),
-                    None,
-                    Some(FetchError {
+                    FetchError {
                         kind: FetchErrorKind::TooLarge,
                         message: format!("{where_}: body of {len} bytes exceeds the limit of {} bytes", req.max_body),
-                    }),
-                );
+                    },
+                ));
             }
         }
         // One allocation of the announced size (checked against the cap above) instead of a doubling series: each
@@ -296,28 +317,48 @@ impl TargetClient {
             match resp.chunk().await {
                 Ok(Some(c)) => {
                     if buf.len() + c.len() > req.max_body {
-                        return (
+                        return Err((
                             Some(status),
-                            None,
-                            Some(FetchError {
+                            FetchError {
                                 kind: FetchErrorKind::TooLarge,
                                 message: format!("{where_}: body exceeds the limit of {} bytes", req.max_body),
-                            }),
-                        );
+                            },
+                        ));
                     }
                     buf.extend_from_slice(&c);
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return (
+                    return Err((
                         Some(status),
-                        None,
-                        Some(FetchError { kind: classify(&e), message: format!("{where_}: {}", describe(&e)) }),
-                    )
+                        FetchError { kind: classify(&e), message: format!("{where_}: {}", describe(&e)) },
+                    ))
                 }
             }
         }
-        let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&buf);
+        Ok(Answer { where_, status, content_type, body: buf })
+    }
+}
+
+/// A whole answer, read but not parsed.
+struct Answer {
+    /// `target `…` METHOD path`, for messages.
+    where_: String,
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// The status, the parsed body and the error of an answer: a 2xx whose body does not parse is `not_json`; any
+    /// other status is `http_status` (`leader_election` for Flink's 503 during a JobManager fail-over), with the
+    /// first of Flink's `errors` (found by `first_error`) or the start of the body.
+    fn judge<T, E: std::fmt::Display>(
+        &self,
+        parsed: Result<T, E>,
+        first_error: impl Fn(&T) -> Option<String>,
+    ) -> (Option<u16>, Option<T>, Option<FetchError>) {
+        let (where_, status, content_type, buf) = (&self.where_, self.status, &self.content_type, &self.body);
         let ok = (200..300).contains(&status);
         match (ok, parsed) {
             (true, Ok(v)) => (Some(status), Some(v), None),
@@ -329,21 +370,15 @@ impl TargetClient {
                     message: format!(
                         "{where_}: answer is not JSON ({}; content-type `{content_type}`): {}",
                         e,
-                        snippet(&buf)
+                        snippet(buf)
                     ),
                 }),
             ),
             (false, parsed) => {
-                let first = parsed
-                    .as_ref()
-                    .ok()
-                    .and_then(|v| v.get("errors"))
-                    .and_then(|e| e.get(0))
-                    .and_then(|e| e.as_str())
-                    .map(|s| s.lines().next().unwrap_or("").to_string());
+                let first = parsed.as_ref().ok().and_then(&first_error);
                 let leader = status == 503 && first.as_deref().is_some_and(|s| s.contains("leader election"));
                 let kind = if leader { FetchErrorKind::LeaderElection } else { FetchErrorKind::HttpStatus };
-                let detail = first.unwrap_or_else(|| snippet(&buf));
+                let detail = first.unwrap_or_else(|| snippet(buf));
                 let message = if leader {
                     format!("{where_}: HTTP 503, JobManager leader election in progress: {detail}")
                 } else {

@@ -3,10 +3,13 @@
 //! whose `metadata` is the last page's. Built on [`crate::fetch`] (each page is one ordinary request, with the
 //! target's auth, timeout and body cap).
 
+use std::sync::Arc;
+
 use serde::Deserialize;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 use crate::fetch::{HttpRequest, TargetClient};
-use crate::model::{FetchError, FetchErrorKind, Observation};
+use crate::model::{doc, Doc, DocValue, FetchError, FetchErrorKind, Observation};
 
 /// How a probe's answer is paged (`request.paginate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -25,17 +28,23 @@ pub const MAX_PAGES: usize = 100;
 const QUERY_VALUE: &percent_encoding::AsciiSet =
     &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// Sends `req` for `probe`, following pages as `paginate` says (`None`: one request).
+/// Sends `req` for `probe`, following pages as `paginate` says (`None`: one request). The joined document is
+/// built once, after the last page.
 pub async fn observe(client: &TargetClient, probe: &str, req: &HttpRequest, paginate: Option<Paginate>) -> Observation {
     let mut obs = client.observe(probe, req).await;
     let Some(Paginate::K8s) = paginate else { return obs };
+    let mut pages: Vec<Arc<Doc>> = Vec::new();
     for page in 2.. {
         if obs.error.is_some() {
             return obs;
         }
         let Some(body) = obs.body.clone() else { return obs };
-        let token = body.pointer("/metadata/continue").and_then(|c| c.as_str()).filter(|c| !c.is_empty());
-        let Some(token) = token else { return obs };
+        let token = body
+            .get("metadata")
+            .and_then(|m| doc::field(m, "continue"))
+            .and_then(|c| c.as_str())
+            .filter(|c| !c.is_empty());
+        let Some(token) = token else { break };
         if page > MAX_PAGES {
             obs.body = None;
             obs.error = Some(FetchError {
@@ -51,6 +60,7 @@ pub async fn observe(client: &TargetClient, probe: &str, req: &HttpRequest, pagi
         let sep = if req.path.contains('?') { '&' } else { '?' };
         let token = percent_encoding::utf8_percent_encode(token, QUERY_VALUE);
         let next_req = HttpRequest { path: format!("{}{sep}continue={token}", req.path), ..req.clone() };
+        pages.push(body);
         let next = client.observe(probe, &next_req).await;
         let latency = obs.latency + next.latency;
         if let Some(e) = &next.error {
@@ -63,19 +73,63 @@ pub async fn observe(client: &TargetClient, probe: &str, req: &HttpRequest, pagi
                 ..next
             };
         }
-        let mut merged = (*body).clone();
-        if let Some(nb) = &next.body {
-            let more = nb.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default();
-            if let Some(items) = merged.get_mut("items").and_then(|i| i.as_array_mut()) {
-                items.extend(more);
-            }
-            if let (Some(m), Some(nm)) = (merged.as_object_mut(), nb.get("metadata")) {
-                m.insert("metadata".into(), nm.clone());
-            }
-        }
-        obs = Observation { body: Some(std::sync::Arc::new(merged)), latency, ..next };
+        obs = Observation { latency, ..next };
+    }
+    if let (false, Some(last)) = (pages.is_empty(), obs.body.clone()) {
+        pages.push(last);
+        obs.body = Some(Arc::new(join(&pages)));
     }
     obs
+}
+
+/// The pages as one document: the first page with the `items` of every page, in order, and the last page's
+/// `metadata`.
+fn join(pages: &[Arc<Doc>]) -> Doc {
+    let (Some(first), Some(last)) = (pages.first(), pages.last()) else { return Doc::from_value(DocValue::new()) };
+    let Some(o) = first.root().as_object() else { return (**first).clone() };
+    let metadata = last.get("metadata");
+    let mut text = Vec::with_capacity(1024);
+    let write = |text: &mut Vec<u8>, v: &DocValue| {
+        // A document's value is always valid JSON of bounded depth: writing it into memory cannot fail.
+        let _ = serde_json::to_writer(&mut *text, v);
+    };
+    let key = |text: &mut Vec<u8>, k: &str| {
+        let _ = serde_json::to_writer(&mut *text, k);
+        text.push(b':');
+    };
+    text.push(b'{');
+    let mut wrote_metadata = false;
+    for (i, (k, v)) in o.iter().enumerate() {
+        if i > 0 {
+            text.push(b',');
+        }
+        key(&mut text, k);
+        if k == "items" && v.is_array() {
+            text.push(b'[');
+            let items = pages.iter().filter_map(|p| p.get("items")?.as_array()).flat_map(|a| a.iter());
+            for (j, item) in items.enumerate() {
+                if j > 0 {
+                    text.push(b',');
+                }
+                write(&mut text, item);
+            }
+            text.push(b']');
+        } else if let (true, Some(m)) = (k == "metadata", metadata) {
+            write(&mut text, m);
+            wrote_metadata = true;
+        } else {
+            write(&mut text, v);
+        }
+    }
+    if let (false, Some(m)) = (wrote_metadata, metadata) {
+        if !o.is_empty() {
+            text.push(b',');
+        }
+        key(&mut text, "metadata");
+        write(&mut text, m);
+    }
+    text.push(b'}');
+    Doc::parse(&text).unwrap_or_else(|_| (**last).clone())
 }
 
 #[cfg(test)]
@@ -114,13 +168,19 @@ mod tests {
         let req = HttpRequest::get(PATH, 1 << 20);
         let obs = observe(&c, "p", &req, Some(Paginate::K8s)).await;
         assert_eq!(obs.error, None);
-        let body = obs.body.unwrap();
+        let joined = obs.body.unwrap();
+        // The first page's keys in their order, its `items` those of every page, the last page's `metadata`.
+        assert_eq!(
+            joined.to_text(),
+            r#"{"items":[{"n":1},{"n":2},{"n":3},{"n":4},{"n":5}],"kind":"FlinkDeploymentList","metadata":{"resourceVersion":"10"}}"#
+        );
+        let body = joined.to_json();
         assert_eq!(body["items"], json!([{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}, {"n": 5}]));
         assert_eq!(body["kind"], "FlinkDeploymentList");
         assert_eq!(body["metadata"], json!({"resourceVersion": "10"}));
         // Without `paginate` only the first page.
         let one = observe(&c, "p", &req, None).await;
-        assert_eq!(one.body.unwrap()["items"].as_array().unwrap().len(), 2);
+        assert_eq!(one.body.unwrap().to_json()["items"].as_array().unwrap().len(), 2);
     }
 
     #[tokio::test]

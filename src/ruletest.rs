@@ -38,13 +38,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 use crate::config::DispatchConfig;
 use crate::dispatch::Dispatcher;
 use crate::evaluate::{evaluate_observation, JobVerdicts, Observed};
 use crate::model::Origin;
 use crate::model::Planned;
-use crate::model::{FetchError, FetchErrorKind, Observation};
+use crate::model::{Doc, FetchError, FetchErrorKind, Observation};
 use crate::script::{self, CompiledRule, FollowUp, FollowUpAnswer, ScriptEngine, TargetInfo, Verdict};
 use crate::store::{RuleStateKey, Store};
 
@@ -60,7 +61,7 @@ pub enum TestError {
 }
 
 /// Status, body and error of a simulated answer.
-type Answer = (Option<u16>, Option<serde_json::Value>, Option<FetchError>);
+type Answer = (Option<u16>, Option<Arc<Doc>>, Option<FetchError>);
 
 /// A canned answer for one path.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -100,10 +101,10 @@ impl Response {
         let body = match (&self.file, &self.json) {
             (Some(f), _) => {
                 let p = base.join(f);
-                let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
-                Some(serde_json::from_str(&text).map_err(|e| format!("`{}` is not JSON: {e}", p.display()))?)
+                let text = std::fs::read(&p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+                Some(Arc::new(Doc::parse(&text).map_err(|e| format!("`{}` is not JSON: {e}", p.display()))?))
             }
-            (None, Some(j)) => Some(j.clone()),
+            (None, Some(j)) => Some(Arc::new(Doc::from_json(j))),
             (None, None) => None,
         };
         let status = self.status.unwrap_or(200);
@@ -111,7 +112,7 @@ impl Response {
             return Ok((Some(status), body, None));
         }
         let first =
-            body.as_ref().and_then(|b| b.pointer("/errors/0")).and_then(|e| e.as_str()).unwrap_or("").to_string();
+            body.as_ref().and_then(|b| b.get("errors")?.as_array()?.first()?.as_str()).unwrap_or("").to_string();
         let leader = status == 503 && first.contains("leader election");
         let kind = if leader { FetchErrorKind::LeaderElection } else { FetchErrorKind::HttpStatus };
         Ok((Some(status), body, Some(FetchError { kind, message: format!("HTTP {status}: {first}") })))
@@ -134,7 +135,7 @@ impl FollowUp for Canned {
             Some(Err(e)) => FollowUpAnswer { error: Some(("test".into(), e)), ..Default::default() },
             None => FollowUpAnswer {
                 status: Some(404),
-                body: Some(serde_json::json!({"errors": [format!("Not found: {path}")]})),
+                body: Some(Arc::new(Doc::from_json(&serde_json::json!({"errors": [format!("Not found: {path}")]})))),
                 error: Some(("http_status".into(), format!("HTTP 404: the test gives no response for {path}"))),
             },
         }
@@ -612,7 +613,7 @@ fn run_file_inner(file: &Path, report: &mut TestReport) -> Result<(), String> {
             time: at,
             status,
             latency: Duration::from_millis(5),
-            body: body.map(Arc::new),
+            body,
             error,
         };
         let responses = step.responses.clone();
@@ -668,7 +669,7 @@ fn job_of_step(
     step: &Step,
     i: usize,
     template: &str,
-) -> Result<(Option<Arc<serde_json::Value>>, String), String> {
+) -> Result<(Option<Arc<Doc>>, String), String> {
     let (job, at) = match (&step.job, &test.job) {
         (Some(j), _) => (j, format!("steps[{i}].job")),
         (None, Some(j)) => (j, "job".to_string()),
@@ -694,7 +695,7 @@ fn job_of_step(
     let path = crate::config::fill_job_path(template, jid, name);
     let mut entry = job.clone();
     entry.entry("state").or_insert_with(|| "RUNNING".into());
-    Ok((Some(Arc::new(serde_json::Value::Object(entry))), path))
+    Ok((Some(Arc::new(Doc::from_json(&serde_json::Value::Object(entry)))), path))
 }
 
 /// The test files under `paths`: files as given; a pack directory's `tests/*.yaml`; a directory of packs, each
@@ -778,9 +779,10 @@ pub fn eval_once(
     rule: &CompiledRule,
     params: &BTreeMap<String, serde_json::Value>,
     target: &TargetInfo,
-    body: serde_json::Value,
+    body: impl Into<Doc>,
     engine: &ScriptEngine,
 ) -> Result<script::Evaluation, script::ScriptError> {
+    let body = body.into();
     eval_with(rule, params, target, body, None, &BTreeMap::new(), serde_json::Value::Null, Utc::now(), engine)
         .map(|r| r.evaluation)
 }
@@ -794,8 +796,8 @@ pub fn eval_with(
     rule: &CompiledRule,
     params: &BTreeMap<String, serde_json::Value>,
     target: &TargetInfo,
-    body: serde_json::Value,
-    job: Option<serde_json::Value>,
+    body: Doc,
+    job: Option<Doc>,
     responses: &BTreeMap<String, Response>,
     state: serde_json::Value,
     now: DateTime<Utc>,
@@ -1051,8 +1053,8 @@ steps:
             &rule,
             &BTreeMap::new(),
             &target,
-            serde_json::json!({}),
-            Some(job),
+            Doc::from_json(&serde_json::json!({})),
+            Some(Doc::from_json(&job)),
             &BTreeMap::new(),
             serde_json::Value::Null,
             Utc::now(),

@@ -16,7 +16,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::model::{ActionRequest, Asked, Decision, Origin, RequestKind};
+use sonic_rs::{JsonValueTrait, ValueRef};
+
+use crate::model::{doc, ActionRequest, Asked, Decision, DocValue, Origin, RequestKind};
 
 /// The most bytes of JSON each of the record's parts (details, observation excerpt) keeps.
 pub const MAX_PART: usize = 8 * 1024;
@@ -67,9 +69,9 @@ pub fn decide(o: &Origin, r: &ActionRequest, evaluation: &[ActionRequest]) -> Op
 
     let observed = match o.observed.as_deref() {
         None => None,
-        Some(body) => match find_entry(body, &r.subject, jid_before.as_deref()) {
+        Some(body) => match find_entry(body.root(), &r.subject, jid_before.as_deref()) {
             Some(entry) => {
-                let mut entry = entry.clone();
+                let mut entry = doc::to_json(entry);
                 redact(&mut entry);
                 Some(bounded(entry, "the observation's entry of the job", &mut notes))
             }
@@ -97,8 +99,8 @@ pub fn decide(o: &Origin, r: &ActionRequest, evaluation: &[ActionRequest]) -> Op
 /// The job's entry in an observation: the object whose `jid` (or `id`) is `jid`, else the newest (by
 /// `start-time`) whose `name` is `subject`. Searched breadth first, a few levels deep, over a bounded number of
 /// values.
-pub fn find_entry<'a>(body: &'a Value, subject: &str, jid: Option<&str>) -> Option<&'a Value> {
-    let mut by_name: Option<&Value> = None;
+pub fn find_entry<'a>(body: &'a DocValue, subject: &str, jid: Option<&str>) -> Option<&'a DocValue> {
+    let mut by_name: Option<&DocValue> = None;
     let mut queue = std::collections::VecDeque::from([(body, 0usize)]);
     let mut seen = 0usize;
     while let Some((v, depth)) = queue.pop_front() {
@@ -106,23 +108,23 @@ pub fn find_entry<'a>(body: &'a Value, subject: &str, jid: Option<&str>) -> Opti
         if seen > SEARCH_LIMIT {
             break;
         }
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Object(m) => {
-                let s = |k: &str| m.get(k).and_then(Value::as_str);
+        let children: Box<dyn Iterator<Item = &DocValue>> = match v.as_ref() {
+            ValueRef::Object(m) => {
+                let s = |k: &str| doc::field(v, k).and_then(|x| x.as_str());
                 if let Some(j) = jid {
                     if s("jid") == Some(j) || s("id") == Some(j) {
                         return Some(v);
                     }
                 }
                 if s("name") == Some(subject) {
-                    let start = |x: &Value| x.get("start-time").and_then(Value::as_i64).unwrap_or(i64::MIN);
+                    let start = |x: &DocValue| doc::field(x, "start-time").and_then(|t| t.as_i64()).unwrap_or(i64::MIN);
                     if by_name.is_none_or(|b| start(v) > start(b)) {
                         by_name = Some(v);
                     }
                 }
-                Box::new(m.values())
+                Box::new(m.iter().map(|(_, c)| c))
             }
-            Value::Array(a) => Box::new(a.iter()),
+            ValueRef::Array(a) => Box::new(a.iter()),
             _ => continue,
         };
         if depth < 4 {

@@ -102,7 +102,7 @@ pub fn run(config: &Path, a: Args<'_>) -> anyhow::Result<ExitCode> {
     let job = match a.job.map(serde_json::from_str::<Value>) {
         None => None,
         Some(Ok(j)) if j.get("jid").is_some_and(Value::is_string) && j.get("name").is_some_and(Value::is_string) => {
-            Some(j)
+            Some(warden::model::Doc::from_json(&j))
         }
         Some(Ok(_)) => {
             eprintln!("warden: --job: expected a JSON object with string `jid` and `name` (a /jobs/overview entry)");
@@ -149,10 +149,9 @@ pub fn run(config: &Path, a: Args<'_>) -> anyhow::Result<ExitCode> {
     };
     let p = r.params.clone();
     let input = a.input;
-    let body: Value = serde_json::from_str(
-        &std::fs::read_to_string(input).with_context(|| format!("cannot read `{}`", input.display()))?,
-    )
-    .with_context(|| format!("`{}` is not JSON", input.display()))?;
+    let body =
+        warden::model::Doc::parse(&std::fs::read(input).with_context(|| format!("cannot read `{}`", input.display()))?)
+            .with_context(|| format!("`{}` is not JSON", input.display()))?;
     let target = warden::script::TargetInfo { name: "eval".into(), url: String::new(), labels: Default::default() };
     match warden::ruletest::eval_with(&r.compiled, &p, &target, body, job, &canned, Value::Null, now, &engine) {
         Ok(report) => {

@@ -23,7 +23,7 @@ pub struct Origin {
     /// The body of the observation the rule judged (shared, not copied), from which the decision record of a run
     /// or restart it asks for takes the job's entry. `None` where there is none (Warden's own evaluations, tests).
     /// The dispatcher drops it from the actions it plans, so a long restart does not keep the answer alive.
-    pub observed: Option<std::sync::Arc<serde_json::Value>>,
+    pub observed: Option<std::sync::Arc<super::Doc>>,
 }
 
 /// What happens to an alert.

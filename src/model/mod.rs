@@ -4,6 +4,7 @@
 
 mod alert;
 mod decision;
+pub mod doc;
 mod kinds;
 mod observation;
 mod overrides;
@@ -11,6 +12,7 @@ mod request;
 
 pub use alert::*;
 pub use decision::*;
+pub use doc::{Doc, DocError, DocValue};
 pub use kinds::*;
 pub use observation::*;
 pub use overrides::*;

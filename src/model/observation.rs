@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sonic_rs::JsonValueTrait;
+
+use super::Doc;
 
 /// The result of one probe request against one target. Either `body` holds the parsed JSON, or `error` says why
 /// there is none (rules see both, so they can alert on "JobManager unreachable").
@@ -17,7 +20,7 @@ pub struct Observation {
     /// For a probe with `for_each: job`: the job this observation is about, as its entry of the target's
     /// `/jobs/overview` (`jid`, `name`, `state`, `start-time`, …). `None` for ordinary probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<Arc<serde_json::Value>>,
+    pub job: Option<Arc<Doc>>,
     /// When the request was sent.
     pub time: DateTime<Utc>,
     /// HTTP status, if an answer arrived.
@@ -26,7 +29,7 @@ pub struct Observation {
     #[serde(serialize_with = "ser_ms", deserialize_with = "de_ms", rename = "latency_ms")]
     pub latency: Duration,
     /// The JSON body (also present for error statuses when the body was JSON, e.g. Flink's `{"errors": [...]}`).
-    pub body: Option<Arc<serde_json::Value>>,
+    pub body: Option<Arc<Doc>>,
     /// Why the poll did not give a usable answer.
     pub error: Option<FetchError>,
 }
@@ -124,7 +127,7 @@ pub struct RecordedFollowUp {
     pub status: Option<u16>,
     /// The JSON body, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<serde_json::Value>,
+    pub body: Option<Arc<Doc>>,
     /// The error kind and message, if the answer was not usable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<(String, String)>,

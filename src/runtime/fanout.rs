@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 use tokio_util::sync::CancellationToken;
 
 use super::probe::{judge_one, FollowUps};
@@ -25,7 +26,7 @@ use crate::config::ForEach;
 use crate::evaluate::{JobVerdicts, Observed};
 use crate::event::Event;
 use crate::fetch::{HttpRequest, TargetClient};
-use crate::model::{Observation, Origin, Recorded, RecordedFollowUp};
+use crate::model::{doc, Doc, Observation, Origin, Recorded, RecordedFollowUp};
 use crate::plan::{PlannedRule, ProbeJob};
 use crate::schedule::{Schedule, Ticker};
 use crate::script::{self, ScriptEngine, TargetInfo};
@@ -44,11 +45,11 @@ pub(super) fn is_jobs_overview(req: &HttpRequest) -> bool {
 
 /// The latest `/jobs/overview` answer of each target, with when it arrived (the monotonic clock).
 #[derive(Debug, Default)]
-pub(super) struct Overviews(Mutex<HashMap<String, (Instant, Arc<serde_json::Value>)>>);
+pub(super) struct Overviews(Mutex<HashMap<String, (Instant, Arc<Doc>)>>);
 
 impl Overviews {
     /// Keeps `body` as `target`'s latest overview.
-    pub(super) fn put(&self, target: &str, body: &Arc<serde_json::Value>) {
+    pub(super) fn put(&self, target: &str, body: &Arc<Doc>) {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match m.get_mut(target) {
             Some(slot) => *slot = (Instant::now(), body.clone()),
@@ -67,7 +68,7 @@ impl Overviews {
     }
 
     /// `target`'s latest overview, if it is not older than `max_age`.
-    pub(super) fn fresh(&self, target: &str, max_age: Duration) -> Option<Arc<serde_json::Value>> {
+    pub(super) fn fresh(&self, target: &str, max_age: Duration) -> Option<Arc<Doc>> {
         let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         m.get(target).filter(|(at, _)| at.elapsed() <= max_age).map(|(_, b)| b.clone())
     }
@@ -78,14 +79,15 @@ pub(super) fn fans_out(g: &super::generation::Generation, target: &str) -> bool 
     g.plan.jobs.iter().any(|j| j.for_each.is_some() && j.target == target)
 }
 
-/// The jobs of an overview answer whose state `fe` takes, each as its own entry.
-fn jobs_in(overview: &serde_json::Value, fe: &ForEach) -> Option<Vec<Arc<serde_json::Value>>> {
+/// The jobs of an overview answer whose state `fe` takes, each as its own entry: a document that shares the
+/// overview's storage (no copy of the entry).
+fn jobs_in(overview: &Doc, fe: &ForEach) -> Option<Vec<Arc<Doc>>> {
     let list = overview.get("jobs")?.as_array()?;
     Some(
         list.iter()
-            .filter(|j| j.get("jid").and_then(|v| v.as_str()).is_some())
-            .filter(|j| j.get("state").and_then(|v| v.as_str()).is_some_and(|s| fe.takes(s)))
-            .map(|j| Arc::new(j.clone()))
+            .filter(|j| doc::field(j, "jid").and_then(|v| v.as_str()).is_some())
+            .filter(|j| doc::field(j, "state").and_then(|v| v.as_str()).is_some_and(|s| fe.takes(s)))
+            .map(|j| Arc::new(Doc::from_value(j.clone())))
             .collect(),
     )
 }

@@ -181,11 +181,11 @@ impl FollowUp for HttpFollowUp {
 impl HttpFollowUp {
     fn ask(&mut self, path: &str, limit: Duration) -> FollowUpAnswer {
         let req = HttpRequest::get(path, self.max_body);
-        let send = self.client.send(&req);
+        let send = self.client.send_doc(&req);
         let answer = self.handle.block_on(async { tokio::time::timeout(limit, send).await });
         match answer {
             Ok((status, body, error)) => {
-                FollowUpAnswer { status, body, error: error.map(|e| (e.kind.as_str().to_string(), e.message)) }
+                FollowUpAnswer { status, body: body.map(Arc::new), error: error.map(|e| (e.kind.as_str().to_string(), e.message)) }
             }
             Err(_) => FollowUpAnswer {
                 error: Some((

@@ -19,10 +19,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 use tokio::sync::{mpsc, watch};
 
 use super::{Generation, Stats};
 use crate::dispatch::FiringAlert;
+use crate::model::{doc, Doc, DocValue};
 use crate::reload::Trigger;
 use crate::store::Store;
 
@@ -601,19 +603,22 @@ impl StatusHandle {
         self.ran(labels, at, took, errors, error, next, Some((jobs, failed)));
     }
 
-    /// An answer from `target`: if it lists Flink jobs, they become the target's jobs.
-    pub(super) fn saw_jobs(&self, target: &str, body: &serde_json::Value, at: DateTime<Utc>) {
+    /// An answer from `target`: if it lists Flink jobs, they become the target's jobs. When they are the jobs
+    /// seen last time (the same names, ids, states and start times), only the time they were seen changes, and
+    /// nothing is allocated.
+    pub(super) fn saw_jobs(&self, target: &str, body: &Doc, at: DateTime<Utc>) {
         let Some(list) = body.get("jobs").and_then(|j| j.as_array()) else { return };
+        if let Some(old) = self.0.jobs.lock().get_mut(target) {
+            if same_jobs(old, list) {
+                old.iter_mut().for_each(|j| j.seen = at);
+                return;
+            }
+        }
         let mut by_name: BTreeMap<&str, JobSeen> = BTreeMap::new();
-        for j in list {
-            let (Some(name), Some(jid), Some(state)) = (
-                j.get("name").and_then(|v| v.as_str()),
-                j.get("jid").and_then(|v| v.as_str()),
-                j.get("state").and_then(|v| v.as_str()),
-            ) else {
+        for j in list.iter() {
+            let Some((name, jid, state, start_time)) = flink_job(j) else {
                 continue; // not Flink's shape (e.g. `/jobs`, which has no names)
             };
-            let start_time = j.get("start-time").and_then(|v| v.as_i64());
             let newer = by_name.get(name).is_none_or(|old| start_time > old.start_time);
             if newer {
                 let seen = JobSeen { name: name.into(), jid: jid.into(), state: state.into(), start_time, seen: at };
@@ -660,6 +665,43 @@ impl StatusHandle {
     }
 }
 
+/// A Flink job entry's name, id, state and start time; `None` for an entry not of Flink's shape.
+fn flink_job(j: &DocValue) -> Option<(&str, &str, &str, Option<i64>)> {
+    let text = |k: &str| doc::field(j, k).and_then(|v| v.as_str());
+    Some((text("name")?, text("jid")?, text("state")?, doc::field(j, "start-time").and_then(|v| v.as_i64())))
+}
+
+/// Whether the jobs [`StatusHandle::saw_jobs`] would keep from `list` are `old` (sorted by name, one per name),
+/// whatever when they were seen. Allocates nothing; says `false` when in doubt (then the list is read again).
+fn same_jobs(old: &[JobSeen], list: &[DocValue]) -> bool {
+    /// Which of `old` a kept entry of `list` matched, as bits (lists of more jobs are read again).
+    const WORDS: usize = 128;
+    if old.is_empty() || old.len() > WORDS * 64 {
+        return false;
+    }
+    let mut matched = [0u64; WORDS];
+    let mut n = 0;
+    for j in list {
+        let Some((name, jid, state, start_time)) = flink_job(j) else { continue };
+        let Ok(i) = old.binary_search_by(|s| s.name.as_str().cmp(name)) else { return false };
+        let s = &old[i];
+        match start_time.cmp(&s.start_time) {
+            // An older run of a job whose newest run is kept.
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Greater => return false,
+            std::cmp::Ordering::Equal => {
+                let (word, bit) = (i / 64, 1u64 << (i % 64));
+                if s.jid != jid || s.state != state || matched[word] & bit != 0 {
+                    return false;
+                }
+                matched[word] |= bit;
+                n += 1;
+            }
+        }
+    }
+    n == old.len()
+}
+
 /// Restart records by `(step, outcome)` as the `warden_restarts` gauge counts them, read from the store.
 pub fn restart_counts(store: &Store) -> Result<BTreeMap<(String, String), i64>, crate::store::StoreError> {
     store.with_db(|c| {
@@ -690,4 +732,85 @@ pub fn journal_outcome(store: &Store, id: i64) -> Result<Option<(String, String)
             .map(|r| Ok((r.get(0)?, r.get(1)?)))
             .transpose()
     })
+}
+
+#[cfg(test)]
+mod saw_jobs_tests {
+    use super::*;
+
+    fn overview(jobs: &[(&str, &str, &str, i64)]) -> Doc {
+        let jobs: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|(name, jid, state, start)| {
+                serde_json::json!({"jid": jid, "name": name, "state": state, "start-time": start, "tasks": {"total": 1}})
+            })
+            .collect();
+        Doc::from_json(&serde_json::json!({ "jobs": jobs }))
+    }
+
+    fn seen(s: &StatusHandle) -> Vec<JobSeen> {
+        s.0.jobs.lock()["jm"].clone()
+    }
+
+    /// Name, id, state and start time of each job seen.
+    fn what(s: &StatusHandle) -> Vec<(String, String, String, Option<i64>)> {
+        seen(s).into_iter().map(|j| (j.name, j.jid, j.state, j.start_time)).collect()
+    }
+
+    fn ids(s: &StatusHandle) -> Vec<(String, String)> {
+        seen(s).into_iter().map(|j| (j.name, j.jid)).collect()
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn the_same_jobs_again_only_move_the_time_seen() {
+        let s = StatusHandle::new();
+        let (t1, t2) = (Utc::now(), Utc::now() + chrono::Duration::seconds(5));
+        let jobs = [("b", "j2", "RUNNING", 20), ("a", "j0", "CANCELED", 5), ("a", "j1", "RUNNING", 10)];
+        s.saw_jobs("jm", &overview(&jobs), t1);
+        let first = what(&s);
+        assert_eq!(ids(&s), pairs(&[("a", "j1"), ("b", "j2")]));
+        let names = s.0.jobs.lock()["jm"].iter().map(|j| j.name.as_ptr()).collect::<Vec<_>>();
+        // The same jobs in another order: the kept entries are the same ones, not new ones.
+        let again = [("a", "j1", "RUNNING", 10), ("a", "j0", "CANCELED", 5), ("b", "j2", "RUNNING", 20)];
+        s.saw_jobs("jm", &overview(&again), t2);
+        assert_eq!(s.0.jobs.lock()["jm"].iter().map(|j| j.name.as_ptr()).collect::<Vec<_>>(), names);
+        assert!(seen(&s).iter().all(|j| j.seen == t2));
+        assert_eq!(what(&s), first);
+    }
+
+    #[test]
+    fn changed_jobs_are_read_again() {
+        let s = StatusHandle::new();
+        let t = Utc::now();
+        let base = [("a", "j1", "RUNNING", 10), ("b", "j2", "RUNNING", 20)];
+        let cases: [&[(&str, &str, &str, i64)]; 5] = [
+            &[("a", "j1", "FAILED", 10), ("b", "j2", "RUNNING", 20)],
+            &[("a", "j1", "RUNNING", 10)],
+            &[("a", "j1", "RUNNING", 10), ("b", "j2", "RUNNING", 20), ("c", "j3", "RUNNING", 30)],
+            &[("a", "j1", "RUNNING", 10), ("b", "j2", "RUNNING", 20), ("b", "j4", "RUNNING", 25)],
+            &[("a", "j1", "RUNNING", 10), ("a", "j1", "RUNNING", 10)],
+        ];
+        let want: [&[(&str, &str)]; 5] = [
+            &[("a", "j1"), ("b", "j2")],
+            &[("a", "j1")],
+            &[("a", "j1"), ("b", "j2"), ("c", "j3")],
+            &[("a", "j1"), ("b", "j4")],
+            &[("a", "j1")],
+        ];
+        for (case, want) in cases.iter().zip(want) {
+            s.saw_jobs("jm", &overview(&base), t);
+            s.saw_jobs("jm", &overview(case), t);
+            assert_eq!(ids(&s), pairs(want), "{case:?}");
+        }
+        s.saw_jobs("jm", &overview(&base), t);
+        s.saw_jobs("jm", &overview(&[("a", "j1", "FAILED", 10), ("b", "j2", "RUNNING", 20)]), t);
+        assert_eq!(seen(&s)[0].state, "FAILED");
+        // An answer that lists no Flink jobs (another shape) leaves them as they were.
+        s.saw_jobs("jm", &Doc::from_json(&serde_json::json!({"jobs": [{"id": "x", "status": "RUNNING"}]})), t);
+        assert_eq!(seen(&s).len(), 2);
+    }
 }

@@ -29,8 +29,8 @@ pub trait FollowUp: Send {
 pub struct FollowUpAnswer {
     /// HTTP status, if an answer arrived.
     pub status: Option<u16>,
-    /// JSON body, if any.
-    pub body: Option<serde_json::Value>,
+    /// JSON body, if any (shared: the recording of follow-ups keeps it too).
+    pub body: Option<std::sync::Arc<crate::model::Doc>>,
     /// `(kind, message)` when the answer is not usable.
     pub error: Option<(String, String)>,
 }
@@ -282,7 +282,7 @@ fn http_get(path: &str) -> R<Map> {
     let mut m = Map::new();
     m.insert("ok".into(), Dynamic::from_bool(answer.error.is_none()));
     m.insert("status".into(), answer.status.map(|s| Dynamic::from_int(s.into())).unwrap_or(Dynamic::UNIT));
-    m.insert("body".into(), answer.body.map(|b| super::json::view(std::sync::Arc::new(b))).unwrap_or(Dynamic::UNIT));
+    m.insert("body".into(), answer.body.map(super::json::view).unwrap_or(Dynamic::UNIT));
     let err = match answer.error {
         None => Dynamic::UNIT,
         Some((kind, message)) => {

@@ -19,92 +19,118 @@ use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, ImmutableString, Map, Module, INT};
 use serde_json::Value;
+use sonic_rs::{JsonContainerTrait, JsonNumberTrait, JsonValueTrait, ValueRef};
 
 use super::query::Query;
+use crate::model::{doc, Doc, DocValue};
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 
 /// A place in a shared JSON document: the document (kept alive) and a pointer to one of its values.
 #[derive(Clone)]
 struct Node {
-    doc: Arc<Value>,
-    /// Points into `*doc` (see [`Node::child`], the only way to make one that is not the root).
-    at: NonNull<Value>,
+    doc: Arc<Doc>,
+    /// Points into `*doc` (see [`Node::child`] and [`Node::wrap`], the only ways to make one that is not the root).
+    at: NonNull<DocValue>,
 }
 
-// SAFETY: a `Node` is an owned `Arc<Value>` plus what is in effect a `&Value` borrowed from it: the document is only
-// ever read (see the module docs), and `Value` is `Send + Sync`.
+// SAFETY: a `Node` is an owned `Arc<Doc>` plus what is in effect a `&DocValue` borrowed from it: the document is
+// only ever read (see the module docs), and `Doc` is `Send + Sync`.
 unsafe impl Send for Node {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for Node {}
 
 impl Node {
-    fn root(doc: Arc<Value>) -> Self {
-        let at = NonNull::from(&*doc);
+    fn root(doc: Arc<Doc>) -> Self {
+        let at = NonNull::from(doc.root());
         Self { doc, at }
     }
 
-    fn value(&self) -> &Value {
+    fn value(&self) -> &DocValue {
         // SAFETY: `at` points into `*self.doc`, which lives as long as `self` and is never changed (module docs).
         unsafe { self.at.as_ref() }
     }
 
     /// The node of a value found inside this one by `pick`. Its signature ties the result to the value it is given
     /// (or to a `'static` one), so the new pointer is always into the same document.
-    fn child(&self, pick: impl for<'a> FnOnce(&'a Value) -> Option<&'a Value>) -> Option<Node> {
+    fn child(&self, pick: impl for<'a> FnOnce(&'a DocValue) -> Option<&'a DocValue>) -> Option<Node> {
         let v = pick(self.value())?;
         Some(Node { doc: self.doc.clone(), at: NonNull::from(v) })
     }
 
+    /// The node of `v`.
+    ///
+    /// # Safety
+    ///
+    /// `v` must be a value of this node's document.
+    unsafe fn wrap(&self, v: &DocValue) -> Node {
+        Node { doc: self.doc.clone(), at: NonNull::from(v) }
+    }
+
     /// This node's value as a rule sees it: scalars as plain Rhai values, objects and arrays as views.
     fn to_rhai(&self) -> Dynamic {
-        match self.value() {
-            Value::Object(_) => Dynamic::from(JsonMap(self.clone())),
-            Value::Array(_) => Dynamic::from(JsonArray(Seq::View(self.clone()))),
-            v => scalar(v),
+        let v = self.value();
+        if v.is_object() {
+            Dynamic::from(JsonMap(self.clone()))
+        } else if v.is_array() {
+            Dynamic::from(JsonArray(Seq::View(self.clone())))
+        } else {
+            scalar(v)
         }
     }
 
-    /// The value `pick` finds inside this one, as a rule sees it; `()` when there is none.
-    fn get(&self, pick: impl for<'a> FnOnce(&'a Value) -> Option<&'a Value>) -> Dynamic {
-        match pick(self.value()) {
-            None => Dynamic::UNIT,
-            Some(v @ (Value::Object(_) | Value::Array(_))) => {
-                Node { doc: self.doc.clone(), at: NonNull::from(v) }.to_rhai()
+    /// `v`, a value of this node's document, as a rule sees it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Node::wrap`].
+    unsafe fn show(&self, v: &DocValue) -> Dynamic {
+        if v.is_object() || v.is_array() {
+            // SAFETY: the caller's promise.
+            unsafe { self.wrap(v) }.to_rhai()
+        } else {
+            scalar(v)
+        }
+    }
+
+    /// Field `key` of this node's value (an object; `()` for anything else or a missing key), as a rule sees it.
+    fn field(&self, key: &str) -> Dynamic {
+        // SAFETY: `self.value()` is a value of `self.doc`, and so is what `field_of` finds in it.
+        unsafe {
+            match self.doc.field_of(self.value(), key) {
+                Some(v) => self.show(v),
+                None => Dynamic::UNIT,
             }
-            Some(v) => scalar(v),
         }
-    }
-}
-
-/// `o[key]`. Faster than `Map::get` on the small objects of REST answers, where most of the cost is reaching
-/// memory: a key's length is in the map's node, its text in a separate allocation, so keys of another length are
-/// skipped without touching their text (`Map::get` compares texts). serde_json keeps keys sorted, so the scan
-/// starts from the end nearer to the key's first letter (any order is still found).
-pub(crate) fn field<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
-    // A large object (a map of job names, a rule's `$counts`) is searched as a tree: a scan would read every key.
-    if o.len() > 24 {
-        return o.get(key);
-    }
-    let want = key.as_bytes();
-    let same = |k: &String| k.len() == want.len() && k.as_bytes().iter().zip(want).all(|(a, b)| a == b);
-    if want.first().is_some_and(|&c| c >= b'n') {
-        o.iter().rev().find(|(k, _)| same(k)).map(|(_, v)| v)
-    } else {
-        o.iter().find(|(k, _)| same(k)).map(|(_, v)| v)
     }
 }
 
 /// A JSON scalar as a plain Rhai value (objects and arrays become `()`: callers handle them first).
-fn scalar(v: &Value) -> Dynamic {
-    match v {
-        Value::Bool(b) => Dynamic::from_bool(*b),
-        Value::Number(n) => match n.as_i64() {
+fn scalar(v: &DocValue) -> Dynamic {
+    match v.as_ref() {
+        ValueRef::Bool(b) => Dynamic::from_bool(b),
+        ValueRef::Number(n) => match n.as_i64() {
             Some(i) => Dynamic::from_int(i),
             None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
         },
-        Value::String(s) => Dynamic::from(ImmutableString::from(s.as_str())),
+        ValueRef::String(s) => Dynamic::from(ImmutableString::from(s)),
         _ => Dynamic::UNIT,
+    }
+}
+
+/// A JSON value as plain Rhai values all the way down (a copy): objects become maps (a repeated key keeps its last
+/// value), arrays arrays, `null` `()`.
+pub fn to_dynamic(v: &DocValue) -> Dynamic {
+    match v.as_ref() {
+        ValueRef::Array(a) => Dynamic::from_array(a.iter().map(to_dynamic).collect()),
+        ValueRef::Object(o) => {
+            let mut m = Map::new();
+            for (k, v) in o.iter() {
+                m.insert(k.into(), to_dynamic(v));
+            }
+            Dynamic::from_map(m)
+        }
+        _ => scalar(v),
     }
 }
 
@@ -125,14 +151,31 @@ enum Seq {
 }
 
 impl JsonMap {
-    fn map(&self) -> &serde_json::Map<String, Value> {
-        static EMPTY: std::sync::OnceLock<serde_json::Map<String, Value>> = std::sync::OnceLock::new();
-        self.0.value().as_object().unwrap_or_else(|| EMPTY.get_or_init(serde_json::Map::new))
+    /// The object's pairs, in the document's order.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &DocValue)> {
+        self.0.value().as_object().into_iter().flat_map(|o| o.iter())
+    }
+
+    /// The number of pairs (a repeated key counts each time).
+    fn len(&self) -> usize {
+        self.0.value().as_object().map_or(0, |o| o.len())
     }
 
     /// The value of `key`, `()` if there is none.
     pub fn field(&self, key: &str) -> Dynamic {
-        self.0.get(|v| field(v.as_object()?, key))
+        self.0.field(key)
+    }
+
+    /// Whether the object has `key`.
+    fn has(&self, key: &str) -> bool {
+        // SAFETY: the node's value is a value of its document.
+        unsafe { self.0.doc.field_of(self.0.value(), key) }.is_some()
+    }
+
+    /// The values, in the document's order, as a rule sees them.
+    fn values(&self) -> Array {
+        // SAFETY: the values of the node's value are values of its document.
+        self.pairs().map(|(_, v)| unsafe { self.0.show(v) }).collect()
     }
 }
 
@@ -140,7 +183,7 @@ impl JsonArray {
     /// The number of elements.
     pub fn len(&self) -> usize {
         match &self.0 {
-            Seq::View(n) => n.value().as_array().map_or(0, Vec::len),
+            Seq::View(n) => n.value().as_array().map_or(0, |a| a.len()),
             Seq::List(l) => l.len(),
         }
     }
@@ -170,21 +213,22 @@ impl JsonArray {
             .ok_or_else(|| EvalAltResult::ErrorArrayBounds(len, i, rhai::Position::NONE).into())
     }
 
-    /// Calls `f` with each element (its value, and how to make its node), in order, until `f` returns an error.
+    /// Calls `f` with each element (its value, its document, and how to make its node), in order, until `f`
+    /// returns an error.
     fn each<'s, E>(
         &'s self,
-        mut f: impl FnMut(&'s Value, &dyn Fn() -> Option<Node>) -> Result<(), E>,
+        mut f: impl FnMut(&'s DocValue, &'s Doc, &dyn Fn() -> Option<Node>) -> Result<(), E>,
     ) -> Result<(), E> {
         match &self.0 {
             Seq::View(n) => {
                 let Some(items) = n.value().as_array() else { return Ok(()) };
                 for (i, v) in items.iter().enumerate() {
-                    f(v, &|| n.child(|a| a.as_array()?.get(i)))?;
+                    f(v, &n.doc, &|| n.child(|a| a.as_array()?.get(i)))?;
                 }
             }
             Seq::List(l) => {
                 for n in l.iter() {
-                    f(n.value(), &|| Some(n.clone()))?;
+                    f(n.value(), &n.doc, &|| Some(n.clone()))?;
                 }
             }
         }
@@ -195,8 +239,9 @@ impl JsonArray {
     pub fn where_(&self, query: &Query) -> Result<JsonArray, String> {
         let mut picked = Vec::new();
         let mut t = query.tester();
-        self.each(|v, node| {
-            if t.test(v)? {
+        self.each(|v, doc, node| {
+            // SAFETY: `v` is a value of `doc` (see `each`).
+            if unsafe { t.test_in(v, doc) }? {
                 picked.extend(node());
             }
             Ok::<_, String>(())
@@ -209,8 +254,9 @@ impl JsonArray {
     pub fn group_by(&self, query: &Query) -> Result<Map, String> {
         let mut groups: std::collections::BTreeMap<String, Vec<Node>> = Default::default();
         let mut t = query.tester();
-        self.each(|v, node| {
-            if let Some(key) = t.key(v)? {
+        self.each(|v, doc, node| {
+            // SAFETY: `v` is a value of `doc` (see `each`).
+            if let Some(key) = unsafe { t.key_in(v, doc) }? {
                 let entry = groups.entry(key).or_default();
                 entry.extend(node());
             }
@@ -224,8 +270,9 @@ impl JsonArray {
     pub fn count_by(&self, query: &Query) -> Result<Map, String> {
         let mut counts = Map::new();
         let mut t = query.tester();
-        self.each(|v, _| {
-            if let Some(key) = t.key(v)? {
+        self.each(|v, doc, _| {
+            // SAFETY: `v` is a value of `doc` (see `each`).
+            if let Some(key) = unsafe { t.key_in(v, doc) }? {
                 match counts.get_mut(key.as_str()) {
                     Some(n) => *n = Dynamic::from_int(n.as_int().unwrap_or(0) + 1),
                     None => {
@@ -243,7 +290,7 @@ impl JsonArray {
         let mut out = Array::with_capacity(self.len());
         match &self.0 {
             Seq::View(n) => {
-                for i in 0..n.value().as_array().map_or(0, Vec::len) {
+                for i in 0..n.value().as_array().map_or(0, |a| a.len()) {
                     out.extend(n.child(|v| v.as_array()?.get(i)).map(|c| c.to_rhai()));
                 }
             }
@@ -255,8 +302,16 @@ impl JsonArray {
     /// The array as JSON (a copy).
     pub fn to_value(&self) -> Value {
         match &self.0 {
-            Seq::View(n) => n.value().clone(),
-            Seq::List(l) => Value::Array(l.iter().map(|n| n.value().clone()).collect()),
+            Seq::View(n) => doc::to_json(n.value()),
+            Seq::List(l) => Value::Array(l.iter().map(|n| doc::to_json(n.value())).collect()),
+        }
+    }
+
+    /// The array as plain Rhai values all the way down (a copy).
+    fn to_dynamic(&self) -> Dynamic {
+        match &self.0 {
+            Seq::View(n) => to_dynamic(n.value()),
+            Seq::List(l) => Dynamic::from_array(l.iter().map(|n| to_dynamic(n.value())).collect()),
         }
     }
 }
@@ -286,20 +341,20 @@ impl IntoIterator for JsonArray {
 
 /// A parsed JSON document as a rule sees it: objects and arrays as read-only views sharing `doc`, scalars as plain
 /// values, `null` as `()`. Cheap: nothing is copied.
-pub fn view(doc: Arc<Value>) -> Dynamic {
+pub fn view(doc: Arc<Doc>) -> Dynamic {
     Node::root(doc).to_rhai()
 }
 
 /// The JSON a view stands for (a copy), `None` if `d` is not a view.
 pub fn view_to_json(d: &Dynamic) -> Option<Value> {
     if let Some(m) = d.read_lock::<JsonMap>() {
-        return Some(m.0.value().clone());
+        return Some(doc::to_json(m.0.value()));
     }
     d.read_lock::<JsonArray>().map(|a| a.to_value())
 }
 
 /// The whole document a view belongs to (shared, not copied), `None` if `d` is not a view.
-pub fn view_doc(d: &Dynamic) -> Option<Arc<Value>> {
+pub fn view_doc(d: &Dynamic) -> Option<Arc<Doc>> {
     if let Some(m) = d.read_lock::<JsonMap>() {
         return Some(m.0.doc.clone());
     }
@@ -316,8 +371,11 @@ pub fn is_view(d: &Dynamic) -> bool {
 
 /// `d` as plain Rhai values all the way down: views (also inside maps and arrays) become maps and arrays.
 pub fn plain(d: &Dynamic) -> Dynamic {
-    if let Some(v) = view_to_json(d) {
-        return super::convert::to_dynamic(&v);
+    if let Some(m) = d.read_lock::<JsonMap>() {
+        return to_dynamic(m.0.value());
+    }
+    if let Some(a) = d.read_lock::<JsonArray>() {
+        return a.to_dynamic();
     }
     if d.is_array() {
         let a = d.read_lock::<Array>().map(|a| a.iter().map(plain).collect()).unwrap_or_default();
@@ -351,6 +409,37 @@ pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// [`json_eq`] on document values. Objects are equal when they have the same keys with equal values, in any
+/// order (a repeated key: its last value).
+pub(crate) fn doc_eq(a: &DocValue, b: &DocValue) -> bool {
+    match (a.as_ref(), b.as_ref()) {
+        (ValueRef::Null, ValueRef::Null) => true,
+        (ValueRef::Bool(x), ValueRef::Bool(y)) => x == y,
+        (ValueRef::Number(x), ValueRef::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => i == j,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (ValueRef::String(x), ValueRef::String(y)) => x == y,
+        (ValueRef::Array(x), ValueRef::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| doc_eq(p, q))
+        }
+        (ValueRef::Object(x), ValueRef::Object(y)) => {
+            let distinct = |o: &sonic_rs::Object| {
+                let mut keys: Vec<&str> = o.iter().map(|(k, _)| k).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                keys.len()
+            };
+            distinct(x) == distinct(y)
+                && x.iter().all(|(k, _)| match (doc::field(a, k), doc::field(b, k)) {
+                    (Some(v), Some(w)) => doc_eq(v, w),
+                    _ => false,
+                })
+        }
+        _ => false,
+    }
+}
+
 const READ_ONLY: &str =
     "JSON from an observation or http_get is read-only: make a copy to change with to_map() or to_array()";
 
@@ -377,11 +466,11 @@ fn where_plain(arr: &mut Array, expr: &str, bindings: Option<&Map>) -> R<Array> 
     let mut out = Array::new();
     for x in arr.iter() {
         let picked = if let Some(m) = x.read_lock::<JsonMap>() {
-            q.test(m.0.value())
-        } else if let Some(a) = x.read_lock::<JsonArray>() {
-            q.test(&a.to_value())
+            // SAFETY: a view's value is a value of its document.
+            unsafe { q.tester().test_in(m.0.value(), &m.0.doc) }
         } else {
-            q.test(&json_of(x))
+            let copy = Doc::from_json(&json_of(x));
+            q.test(copy.root())
         };
         if picked.map_err(|e| query_error(&format!("where(`{expr}`)"), e))? {
             out.push(x.clone());
@@ -472,8 +561,8 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("group_by", |a: &mut JsonArray, expr: &str, b: Map| group_by(a, expr, Some(&b)));
     engine.register_fn("count_by", |a: &mut JsonArray, expr: &str| count_by(a, expr, None));
     engine.register_fn("count_by", |a: &mut JsonArray, expr: &str, b: Map| count_by(a, expr, Some(&b)));
-    engine.register_fn("to_map", |m: &mut JsonMap| super::convert::to_dynamic(m.0.value()));
-    engine.register_fn("to_array", |a: &mut JsonArray| super::convert::to_dynamic(&a.to_value()));
+    engine.register_fn("to_map", |m: &mut JsonMap| to_dynamic(m.0.value()));
+    engine.register_fn("to_array", |a: &mut JsonArray| a.to_dynamic());
     engine.register_fn("to_dynamic", |d: Dynamic| plain(&d));
 
     engine.register_global_module(module().into());
@@ -721,16 +810,16 @@ fn module() -> Module {
     for &key in GETTERS {
         reg!(m, format!("get${key}"), move |o: &mut JsonMap| o.field(key));
     }
-    reg!(m, "len", |o: &mut JsonMap| o.map().len() as INT);
+    reg!(m, "len", |o: &mut JsonMap| o.len() as INT);
     reg!(m, "len", |a: &mut JsonArray| a.len() as INT);
-    reg!(m, "is_empty", |o: &mut JsonMap| o.map().is_empty());
+    reg!(m, "is_empty", |o: &mut JsonMap| o.len() == 0);
     reg!(m, "is_empty", |a: &mut JsonArray| a.is_empty());
-    reg!(m, "contains", |o: &mut JsonMap, key: ImmutableString| o.map().contains_key(key.as_str()));
+    reg!(m, "contains", |o: &mut JsonMap, key: ImmutableString| o.has(&key));
     reg!(m, "contains", |a: &mut JsonArray, x: Dynamic| {
-        let x = json_of(&x);
+        let x = Doc::from_json(&json_of(&x));
         let mut found = false;
-        let _ = a.each(|v, _| {
-            found = json_eq(v, &x);
+        let _ = a.each(|v, _, _| {
+            found = doc_eq(v, x.root());
             if found {
                 Err(())
             } else {
@@ -741,8 +830,10 @@ fn module() -> Module {
     });
     reg!(m, "get", |o: &mut JsonMap, key: ImmutableString| o.field(&key));
     reg!(m, "get", |a: &mut JsonArray, i: INT| a.index(i).unwrap_or(Dynamic::UNIT));
-    reg!(m, "keys", |o: &mut JsonMap| -> Array { o.map().keys().map(|k| Dynamic::from(k.clone())).collect() });
-    reg!(m, "values", |o: &mut JsonMap| -> Array { o.map().keys().map(|k| o.field(k)).collect() });
+    reg!(m, "keys", |o: &mut JsonMap| -> Array {
+        o.pairs().map(|(k, _)| Dynamic::from(ImmutableString::from(k))).collect()
+    });
+    reg!(m, "values", |o: &mut JsonMap| -> Array { o.values() });
     reg!(m, "to_string", |o: &mut JsonMap| plain(&Dynamic::from(o.clone())).to_string());
     reg!(m, "to_string", |a: &mut JsonArray| plain(&Dynamic::from(a.clone())).to_string());
     reg!(m, "to_debug", |o: &mut JsonMap| format!("{:?}", plain(&Dynamic::from(o.clone()))));

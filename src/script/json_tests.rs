@@ -16,7 +16,7 @@ use rhai::{Dynamic, Map};
 use serde_json::{json, Value};
 
 use crate::config::ScriptLimits;
-use crate::model::{FetchError, FetchErrorKind, Observation};
+use crate::model::{Doc, FetchError, FetchErrorKind, Observation};
 use crate::script::{
     convert, obs_to_dynamic, params_to_dynamic, target_to_dynamic, CompiledRule, EvalInput, Evaluation, FollowUp,
     FollowUpAnswer, ScriptEngine, ScriptError, TargetInfo, Verdict,
@@ -38,7 +38,7 @@ fn observation(body: Option<Value>) -> Observation {
         time: t0(),
         status: Some(200),
         latency: Duration::from_millis(3),
-        body: body.map(Arc::new),
+        body: body.map(|b| Arc::new(Doc::from_json(&b))),
         error: None,
     }
 }
@@ -248,7 +248,7 @@ fn views_become_json_in_requests_and_state() {
 
 #[test]
 fn the_view_shares_the_document() {
-    let body = Arc::new(sample());
+    let body = Arc::new(Doc::from_json(&sample()));
     let o = Observation { body: Some(body.clone()), ..observation(None) };
     let before = Arc::strong_count(&body);
     let obs = obs_to_dynamic(&o);
@@ -305,7 +305,7 @@ fn odd_json_and_odd_rules_give_errors_or_values_never_panics() {
 /// `obs` as it was before the view: today's `obs` with the body converted into plain Rhai maps and arrays.
 fn plain_obs_to_dynamic(o: &Observation) -> Dynamic {
     let mut m = crate::script::obs_to_dynamic(o).read_lock::<Map>().expect("obs is a map").clone();
-    m.insert("body".into(), o.body.as_deref().map(convert::to_dynamic).unwrap_or(Dynamic::UNIT));
+    m.insert("body".into(), o.body.as_deref().map(|b| convert::to_dynamic(&b.to_json())).unwrap_or(Dynamic::UNIT));
     Dynamic::from_map(m).into_shared()
 }
 
@@ -324,7 +324,11 @@ impl FollowUp for Answers {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (self.seed, path).hash(&mut h);
         let h = h.finish();
-        let ok = |body: Value| FollowUpAnswer { status: Some(200), body: Some(body), error: None };
+        let ok = |body: Value| FollowUpAnswer {
+            status: Some(200),
+            body: Some(Arc::new(Doc::from_json(&body))),
+            error: None,
+        };
         let failed =
             FollowUpAnswer { status: Some(500), body: None, error: Some(("http_status".into(), "500".into())) };
         if path.contains("/exceptions") {
@@ -506,8 +510,8 @@ fn the_flink_pack_decides_as_before_the_view() {
             o.time = now;
             match rng.gen_range(0..20) {
                 0 => o.error = Some(FetchError { kind: FetchErrorKind::Timeout, message: "slow".into() }),
-                1 => o.body = Some(Arc::new(json!({"errors": ["no"]}))),
-                _ => o.body = Some(Arc::new(overview(&mut rng, now.timestamp_millis()))),
+                1 => o.body = Some(Arc::new(Doc::from_json(&json!({"errors": ["no"]})))),
+                _ => o.body = Some(Arc::new(Doc::from_json(&overview(&mut rng, now.timestamp_millis())))),
             }
             let (old_obs, new_obs) = (plain_obs_to_dynamic(&o), obs_to_dynamic(&o));
             for (i, name) in PACK.iter().enumerate() {
@@ -518,7 +522,7 @@ fn the_flink_pack_decides_as_before_the_view() {
                     a,
                     b,
                     "{name}, scenario {scenario}, poll {poll}: the rule decides differently\nparams {p:?}\nbody {}",
-                    o.body.as_deref().map(Value::to_string).unwrap_or_default()
+                    o.body.as_deref().map(Doc::to_text).unwrap_or_default()
                 );
                 compared += 1;
                 match a {
@@ -575,4 +579,68 @@ fn a_quiet_cluster_leaves_rule_state_alone() {
             states[i] = state;
         }
     }
+}
+
+/// Runs `src` once on an observation whose body is `doc`; the one alert's summary.
+fn summary_of_doc(src: &str, doc: Arc<Doc>) -> String {
+    let e = engine();
+    let rule = compile(&e, "t", src);
+    let obs = obs_to_dynamic(&Observation { body: Some(doc), ..observation(None) });
+    let target = target_to_dynamic(&TargetInfo { name: "jm".into(), ..Default::default() });
+    let params = params_to_dynamic(&BTreeMap::new());
+    let input =
+        EvalInput { obs: &obs, target: &target, params: &params, state: &Value::Null, now: t0(), follow_up: None };
+    match e.evaluate(&rule, input).unwrap_or_else(|e| panic!("{e}")).verdict {
+        Verdict::Requests(r) if r.len() == 1 => r[0].summary.clone(),
+        v => panic!("expected one request, got {v:?}"),
+    }
+}
+
+#[test]
+fn keys_come_in_the_document_s_order_and_a_repeated_key_reads_as_its_last_value() {
+    let doc = Arc::new(Doc::parse(br#"{"z": 1, "a": {"y": 2, "b": 3}, "z": 4}"#).unwrap());
+    let cases = [
+        ("obs.body.keys()", json!(["z", "a", "z"])),
+        ("obs.body.a.keys()", json!(["y", "b"])),
+        ("obs.body.a.values()", json!([2, 3])),
+        ("obs.body.values()", json!([1, {"b": 3, "y": 2}, 4])),
+        ("[obs.body.z, obs.body[\"z\"], obs.body.get(\"z\"), obs.body.to_map().z]", json!([4, 4, 4, 4])),
+        ("[obs.body.len(), \"z\" in obs.body, obs.body.contains(\"a\")]", json!([3, true, true])),
+        ("obs.body == #{z: 4, a: #{b: 3, y: 2}}", json!(true)),
+        ("[obs.body].where(\"z == 4 && a.b == 3\").len()", json!(1)),
+        ("obs.body", json!({"a": {"b": 3, "y": 2}, "z": 4})),
+    ];
+    for (expr, want) in cases {
+        let s = summary_of_doc(&format!("alert(#{{ summary: to_json({expr}) }});"), doc.clone());
+        let got: Value = serde_json::from_str(&s).unwrap_or_else(|e| panic!("{expr}: {s}: {e}"));
+        assert_eq!(got, want, "{expr}");
+    }
+}
+
+#[test]
+fn reading_every_key_of_a_large_object_goes_through_one_index() {
+    let n = 5_000;
+    let mut text = String::from(r#"{"rows": ["#);
+    for r in 0..2 {
+        let keys: Vec<String> = (0..100).map(|i| format!(r#""k{i}": {}"#, i + r)).collect();
+        text.push_str(&format!("{}{{{}}}", if r > 0 { "," } else { "" }, keys.join(",")));
+    }
+    text.push_str(r#"], "by_name": {"#);
+    let keys: Vec<String> = (0..n).map(|i| format!(r#""job-{i}": {i}"#)).collect();
+    text.push_str(&keys.join(","));
+    text.push_str("}}");
+    let doc = Arc::new(Doc::parse(text.as_bytes()).unwrap());
+    let src = r#"
+        let m = obs.body.by_name;
+        let sum = 0;
+        for k in m.keys() { sum += m[k]; }
+        for i in 0..100 { sum += obs.body.by_name[`job-${i}`]; }
+        let picked = obs.body.rows.where("k99 == 100 && this.k0 == 1").len();
+        alert(#{ summary: `${sum} ${picked} ${"job-4999" in m} ${"job-5000" in m}` });
+    "#;
+    let want = (0..n).sum::<usize>() + (0..100).sum::<usize>();
+    assert_eq!(summary_of_doc(src, doc.clone()), format!("{want} 1 true false"));
+    // One index for `by_name` (however it was reached) and one per row the query read: every lookup after the
+    // first is a binary search, not a scan of 5,000 keys.
+    assert_eq!(doc.indexed_objects(), 3);
 }

@@ -470,7 +470,7 @@ mod tests {
             time: chrono::Utc::now(),
             status: Some(200),
             latency: std::time::Duration::from_millis(1),
-            body: Some(Arc::new(serde_json::json!({"n": 2}))),
+            body: Some(Arc::new(crate::model::Doc::from_json(&serde_json::json!({"n": 2})))),
             error: None,
         };
         let obs = obs_to_dynamic(&o);

@@ -20,9 +20,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use rhai::{Dynamic, ImmutableString, Map};
-use serde_json::Value;
+use sonic_rs::{JsonContainerTrait, JsonNumberTrait, JsonValueTrait, ValueRef};
 
-use super::json::json_eq;
+use super::json::doc_eq;
+use crate::model::{doc, Doc, DocValue as Value};
 
 /// How many different expression texts a thread keeps parsed.
 const CACHE: usize = 256;
@@ -93,7 +94,7 @@ enum Expr {
 /// The value of a `$name` for one call.
 #[derive(Debug)]
 enum Bound {
-    Value(Value),
+    Value(Doc),
     Set(Set),
 }
 
@@ -120,13 +121,13 @@ impl Set {
         Set { strings, others, keys }
     }
 
-    fn of_json(items: Vec<Value>) -> Set {
+    fn of_values(items: &[Value]) -> Set {
         let mut strings = Vec::new();
         let mut others = Vec::new();
         for v in items {
-            match v {
-                Value::String(s) => strings.push(s.into()),
-                v => others.push(v),
+            match v.as_str() {
+                Some(s) => strings.push(s.into()),
+                None => others.push(v.clone()),
             }
         }
         Set::new(strings, others, false)
@@ -211,15 +212,15 @@ fn err<T>(msg: String) -> Result<T, E> {
 
 impl<'a> V<'a> {
     fn of(v: &'a Value) -> V<'a> {
-        match v {
-            Value::Null => V::Unit,
-            Value::Bool(b) => V::Bool(*b),
-            Value::Number(n) => match n.as_i64() {
+        match v.as_ref() {
+            ValueRef::Null => V::Unit,
+            ValueRef::Bool(b) => V::Bool(b),
+            ValueRef::Number(n) => match n.as_i64() {
                 Some(i) => V::Int(i),
                 None => V::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
-            Value::String(s) => V::Str(s),
-            v => V::Json(v),
+            ValueRef::String(s) => V::Str(s),
+            _ => V::Json(v),
         }
     }
 
@@ -230,7 +231,7 @@ impl<'a> V<'a> {
             V::Int(_) => "i64",
             V::Float(_) => "f64",
             V::Str(_) | V::Owned(_) => "string",
-            V::Json(Value::Object(_)) => "map",
+            V::Json(v) if v.is_object() => "map",
             V::Json(_) | V::List(_) => "array",
         }
     }
@@ -272,11 +273,12 @@ fn eq(a: &V<'_>, b: &V<'_>) -> bool {
         (V::Int(_) | V::Float(_), V::Int(_) | V::Float(_)) => a.num() == b.num(),
         (V::Unit, V::Unit) => true,
         (V::Bool(x), V::Bool(y)) => x == y,
-        (V::Json(x), V::Json(y)) => json_eq(x, y),
+        (V::Json(x), V::Json(y)) => doc_eq(x, y),
         (V::List(x), V::List(y)) => x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| eq(p, q)),
-        (V::List(x), V::Json(Value::Array(y))) | (V::Json(Value::Array(y)), V::List(x)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| eq(p, &V::of(q)))
-        }
+        (V::List(x), V::Json(y)) | (V::Json(y), V::List(x)) => match y.as_array() {
+            Some(y) => x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| eq(p, &V::of(q))),
+            None => false,
+        },
         _ => matches!((a.str(), b.str()), (Some(x), Some(y)) if x == y),
     }
 }
@@ -360,12 +362,12 @@ fn truth(v: &V<'_>, what: &str) -> Result<bool, E> {
 /// `a in b`, Rhai's way: an element of an array, a key of a map, a part of a string.
 fn contains(a: &V<'_>, b: &V<'_>) -> Result<bool, E> {
     Ok(match b {
-        V::Json(Value::Array(items)) => items.iter().any(|x| eq(a, &V::of(x))),
-        V::List(items) => items.iter().any(|x| eq(a, x)),
-        V::Json(Value::Object(o)) => match a.str() {
-            Some(k) => super::json::field(o, k).is_some(),
+        V::Json(o) if o.is_object() => match a.str() {
+            Some(k) => doc::field(o, k).is_some(),
             None => return err(format!("a map holds keys (strings), not {}", a.type_name())),
         },
+        V::Json(items) => items.as_array().is_some_and(|items| items.iter().any(|x| eq(a, &V::of(x)))),
+        V::List(items) => items.iter().any(|x| eq(a, x)),
         V::Str(_) | V::Owned(_) => match (a.str(), b.str()) {
             (Some(part), Some(s)) => s.contains(part),
             _ => return err(format!("a string holds strings, not {}", a.type_name())),
@@ -377,6 +379,8 @@ fn contains(a: &V<'_>, b: &V<'_>) -> Result<bool, E> {
 /// One element while an expression runs on it.
 struct Cx<'a> {
     this: &'a Value,
+    /// The document `this` belongs to, when known: its key indexes serve the paths from `this`.
+    doc: Option<&'a Doc>,
     parsed: &'a Parsed,
     bound: &'a [Bound],
     /// Per path: `None` not looked up yet for this element, `Some(None)` missing, `Some(Some(v))` found.
@@ -423,9 +427,13 @@ impl<'a> Cx<'a> {
             Some(p) => self.path(p)?,
         };
         let found = match (base, &ps.step) {
-            (Some(Value::Object(o)), Step::Key(k)) => super::json::field(o, k),
-            (Some(Value::Array(a)), Step::Index(i)) => Some(at(a, *i)?),
-            (None | Some(Value::Null), _) if ps.elvis => None,
+            (Some(o), Step::Key(k)) if o.is_object() => match self.doc {
+                // SAFETY: `o` is reached from `this` by a path, and `this` is a value of `doc` (`Tester::test_in`).
+                Some(d) => unsafe { d.field_of(o, k) },
+                None => doc::field(o, k),
+            },
+            (Some(a), Step::Index(i)) if a.is_array() => Some(at(a.as_array().map_or(&[][..], |a| a), *i)?),
+            (b, _) if ps.elvis && b.is_none_or(|b| b.is_null()) => None,
             (b, Step::Key(k)) => {
                 return err(format!(
                     "cannot read `{k}` of {} (`?.` reads `()` as `()`)",
@@ -472,7 +480,7 @@ impl Expr {
                 let a = a.operand(cx);
                 let r = match &cx.bound[*i] {
                     Bound::Set(set) => set.contains(&a),
-                    Bound::Value(v) => contains(&a, &V::of(v)),
+                    Bound::Value(v) => contains(&a, &V::of(v.root())),
                 };
                 cx.ok(r) != *negate
             }
@@ -498,8 +506,8 @@ impl Expr {
             Expr::Path(slot) => cx.value_at(*slot).map_or(V::Unit, V::of),
             Expr::Coalesce(a, b) => match (&**a, &**b) {
                 (Expr::Path(slot), Expr::Lit(v)) => match cx.value_at(*slot) {
-                    None | Some(Value::Null) => V::of(v),
-                    Some(x) => V::of(x),
+                    Some(x) if !x.is_null() => V::of(x),
+                    _ => V::of(v),
                 },
                 _ => self.eval(cx),
             },
@@ -514,11 +522,11 @@ impl Expr {
             Expr::This => V::of(cx.this),
             Expr::Path(slot) => cx.value_at(*slot).map_or(V::Unit, V::of),
             Expr::Bind(i) => match &cx.bound[*i] {
-                Bound::Value(v) => V::of(v),
+                Bound::Value(v) => V::of(v.root()),
                 Bound::Set(_) => cx.fail("internal: a set used as a value".into()),
             },
             Expr::Field(base, name, elvis) => match base.eval(cx) {
-                V::Json(Value::Object(o)) => super::json::field(o, name).map_or(V::Unit, V::of),
+                V::Json(o) if o.is_object() => doc::field(o, name).map_or(V::Unit, V::of),
                 V::Unit if *elvis => V::Unit,
                 v => cx.fail(format!("cannot read `{name}` of {} (`?.` reads `()` as `()`)", v.type_name())),
             },
@@ -526,11 +534,11 @@ impl Expr {
                 let b = base.eval(cx);
                 let i = index.eval(cx);
                 match (&b, &i) {
-                    (V::Json(Value::Object(o)), k) if k.str().is_some() => {
-                        super::json::field(o, k.str().unwrap_or_default()).map_or(V::Unit, V::of)
+                    (V::Json(o), k) if o.is_object() && k.str().is_some() => {
+                        doc::field(o, k.str().unwrap_or_default()).map_or(V::Unit, V::of)
                     }
-                    (V::Json(Value::Array(a)), V::Int(n)) => {
-                        let r = at(a, *n).map(V::of);
+                    (V::Json(a), V::Int(n)) if a.is_array() => {
+                        let r = at((*a).as_array().map_or(&[][..], |a| a), *n).map(V::of);
                         cx.ok(r)
                     }
                     (V::List(a), V::Int(n)) => {
@@ -610,7 +618,7 @@ impl Query {
             })?;
             bound.push(match set_of_dynamic(v) {
                 Some(set) if parsed.binds_in_set(bound.len()) => Bound::Set(set),
-                _ => Bound::Value(super::convert::to_json(v)),
+                _ => Bound::Value(Doc::from_json(&super::convert::to_json(v))),
             });
         }
         Ok(Query { parsed, bound })
@@ -618,10 +626,11 @@ impl Query {
 
     /// Runs the expression on elements, one after the other (its memory of looked-up paths is reused).
     pub fn tester<'a>(&'a self) -> Tester<'a> {
-        static NULL: Value = Value::Null;
+        static NULL: Value = Value::new();
         Tester {
             cx: Cx {
                 this: &NULL,
+                doc: None,
                 parsed: &self.parsed,
                 bound: &self.bound,
                 memo: vec![None; self.parsed.paths.len()],
@@ -649,6 +658,7 @@ pub struct Tester<'a> {
 impl<'a> Tester<'a> {
     fn on(&mut self, element: &'a Value) -> &mut Cx<'a> {
         self.cx.this = element;
+        self.cx.doc = None;
         self.cx.memo.fill(None);
         self.cx.err = None;
         &mut self.cx
@@ -656,8 +666,23 @@ impl<'a> Tester<'a> {
 
     /// Whether `element` is picked: the expression must give `true` or `false`.
     pub fn test(&mut self, element: &'a Value) -> Result<bool, String> {
+        self.test_with(element, None)
+    }
+
+    /// [`Tester::test`] on an element of `doc`, whose key indexes then serve the paths the expression reads.
+    ///
+    /// # Safety
+    ///
+    /// `element` must be a value of `doc`.
+    pub unsafe fn test_in(&mut self, element: &'a Value, doc: &'a Doc) -> Result<bool, String> {
+        self.test_with(element, Some(doc))
+    }
+
+    fn test_with(&mut self, element: &'a Value, doc: Option<&'a Doc>) -> Result<bool, String> {
         let parsed = self.cx.parsed;
-        let r = parsed.expr.test(self.on(element), "the expression");
+        let cx = self.on(element);
+        cx.doc = doc;
+        let r = parsed.expr.test(cx, "the expression");
         match self.cx.err.take() {
             Some(e) => Err(*e),
             None => Ok(r),
@@ -666,8 +691,23 @@ impl<'a> Tester<'a> {
 
     /// The group of `element`: the expression's string (numbers and bools as text); `None` for `()`.
     pub fn key(&mut self, element: &'a Value) -> Result<Option<String>, String> {
+        self.key_with(element, None)
+    }
+
+    /// [`Tester::key`] on an element of `doc` (see [`Tester::test_in`]).
+    ///
+    /// # Safety
+    ///
+    /// `element` must be a value of `doc`.
+    pub unsafe fn key_in(&mut self, element: &'a Value, doc: &'a Doc) -> Result<Option<String>, String> {
+        self.key_with(element, Some(doc))
+    }
+
+    fn key_with(&mut self, element: &'a Value, doc: Option<&'a Doc>) -> Result<Option<String>, String> {
         let parsed = self.cx.parsed;
-        let v = parsed.expr.eval(self.on(element));
+        let cx = self.on(element);
+        cx.doc = doc;
+        let v = parsed.expr.eval(cx);
         if let Some(e) = self.cx.err.take() {
             return Err(*e);
         }
@@ -704,6 +744,11 @@ impl Parsed {
     }
 }
 
+/// A float literal (`null` for what JSON cannot hold, as `serde_json` did).
+fn float(f: f64) -> Value {
+    Value::new_f64(f).unwrap_or_default()
+}
+
 /// Parses `src`.
 fn parse(src: &str) -> Result<Parsed, String> {
     let toks = lex(src)?;
@@ -727,7 +772,7 @@ fn set_of_dynamic(d: &Dynamic) -> Option<Set> {
             for x in a.iter() {
                 match x.read_lock::<ImmutableString>() {
                     Some(s) => strings.push(s.clone()),
-                    None => others.push(super::convert::to_json(x)),
+                    None => others.push(Doc::from_json(&super::convert::to_json(x)).root().clone()),
                 }
             }
             Set::new(strings, others, false)
@@ -736,11 +781,12 @@ fn set_of_dynamic(d: &Dynamic) -> Option<Set> {
     if !super::json::is_view(d) {
         return None;
     }
-    match super::convert::to_json(d) {
-        Value::Array(items) => Some(Set::of_json(items)),
-        Value::Object(o) => Some(Set::new(o.into_iter().map(|(k, _)| k.into()).collect(), vec![], true)),
-        _ => None,
+    let v = Doc::from_json(&super::convert::to_json(d));
+    if let Some(items) = v.root().as_array() {
+        return Some(Set::of_values(items));
     }
+    let keys = v.root().as_object()?.iter().map(|(k, _)| k.into()).collect();
+    Some(Set::new(keys, vec![], true))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -950,7 +996,9 @@ impl Parser {
                 BinOp::Coalesce => Expr::Coalesce(l, r),
                 BinOp::Op(o) => Expr::Bin(o, l, r),
                 BinOp::In(negate) => match *r {
-                    Expr::Lit(Value::Array(items)) => Expr::InSet(l, Set::of_json(items), negate),
+                    Expr::Lit(items) if items.is_array() => {
+                        Expr::InSet(l, Set::of_values(items.as_array().map_or(&[][..], |a| a)), negate)
+                    }
                     Expr::Bind(i) => Expr::InBind(l, i, negate),
                     r => Expr::In(l, Box::new(r), negate),
                 },
@@ -968,9 +1016,9 @@ impl Parser {
             Tok::Sym("-") => {
                 self.at += 1;
                 Ok(match self.unary()? {
-                    Expr::Lit(Value::Number(n)) if n.is_i64() || n.is_f64() => match n.as_i64() {
+                    Expr::Lit(n) if n.is_i64() || n.is_f64() => match n.as_i64() {
                         Some(i) => Expr::Lit(Value::from(-i)),
-                        None => Expr::Lit(Value::from(-n.as_f64().unwrap_or(f64::NAN))),
+                        None => Expr::Lit(float(-n.as_f64().unwrap_or(f64::NAN))),
                     },
                     e => Expr::Neg(Box::new(e)),
                 })
@@ -1008,8 +1056,8 @@ impl Parser {
                     let index = self.binary(0)?;
                     self.expect("]")?;
                     let step = match &index {
-                        Expr::Lit(Value::String(k)) => Some(Step::Key(k.clone())),
-                        Expr::Lit(Value::Number(n)) => n.as_i64().map(Step::Index),
+                        Expr::Lit(k) if k.is_str() => k.as_str().map(|k| Step::Key(k.to_string())),
+                        Expr::Lit(n) if n.is_number() => n.as_i64().map(Step::Index),
                         _ => None,
                     };
                     e = match step.and_then(|st| self.path(&e, st, elvis)) {
@@ -1026,12 +1074,12 @@ impl Parser {
         let col = self.col();
         Ok(match self.next() {
             Tok::Int(i) => Expr::Lit(Value::from(i)),
-            Tok::Float(f) => Expr::Lit(Value::from(f)),
-            Tok::Str(s) => Expr::Lit(Value::String(s)),
+            Tok::Float(f) => Expr::Lit(float(f)),
+            Tok::Str(s) => Expr::Lit(Value::from(s.as_str())),
             Tok::Ident(s) => match s.as_str() {
-                "true" => Expr::Lit(Value::Bool(true)),
-                "false" => Expr::Lit(Value::Bool(false)),
-                "null" => Expr::Lit(Value::Null),
+                "true" => Expr::Lit(Value::from(true)),
+                "false" => Expr::Lit(Value::from(false)),
+                "null" => Expr::Lit(Value::new()),
                 "this" => Expr::This,
                 "in" => return Err(format!("unexpected `in` at column {col}")),
                 _ => match self.path(&Expr::This, Step::Key(s.clone()), false) {
@@ -1046,7 +1094,7 @@ impl Parser {
             Tok::Sym("(") => {
                 if self.peek() == &Tok::Sym(")") {
                     self.at += 1;
-                    return Ok(Expr::Lit(Value::Null));
+                    return Ok(Expr::Lit(Value::new()));
                 }
                 let e = self.binary(0)?;
                 self.expect(")")?;
@@ -1064,8 +1112,11 @@ impl Parser {
                 }
                 self.expect("]")?;
                 if items.iter().all(|e| matches!(e, Expr::Lit(_))) {
-                    let values = items.into_iter().filter_map(|e| if let Expr::Lit(v) = e { Some(v) } else { None });
-                    Expr::Lit(Value::Array(values.collect()))
+                    let mut array = sonic_rs::Array::with_capacity(items.len());
+                    for v in items.into_iter().filter_map(|e| if let Expr::Lit(v) = e { Some(v) } else { None }) {
+                        array.push(v);
+                    }
+                    Expr::Lit(array.into_value())
                 } else {
                     Expr::List(items)
                 }
@@ -1084,8 +1135,13 @@ mod tests {
         Query::compile(src, None).unwrap_or_else(|e| panic!("{src}: {e}"))
     }
 
-    fn test(src: &str, v: &Value) -> Result<bool, String> {
-        q(src).test(v)
+    fn test(src: &str, v: &serde_json::Value) -> Result<bool, String> {
+        q(src).test(Doc::from_json(v).root())
+    }
+
+    /// `v` as a document value.
+    fn dv(v: serde_json::Value) -> Value {
+        Doc::from_json(&v).root().clone()
     }
 
     #[test]
@@ -1169,19 +1225,19 @@ mod tests {
         b.insert("names".into(), rhai::Dynamic::from_array(vec!["a".into(), "b".into(), rhai::Dynamic::from_int(3)]));
         b.insert("limit".into(), rhai::Dynamic::from_int(2));
         let q = Query::compile("name in $names && n < $limit", Some(&b)).unwrap();
-        assert_eq!(q.test(&json!({"name": "a", "n": 1})), Ok(true));
-        assert_eq!(q.test(&json!({"name": "c", "n": 1})), Ok(false));
-        assert_eq!(q.test(&json!({"name": "a", "n": 2})), Ok(false));
+        assert_eq!(q.test(&dv(json!({"name": "a", "n": 1}))), Ok(true));
+        assert_eq!(q.test(&dv(json!({"name": "c", "n": 1}))), Ok(false));
+        assert_eq!(q.test(&dv(json!({"name": "a", "n": 2}))), Ok(false));
         let q = Query::compile("name in $names", Some(&b)).unwrap();
-        assert_eq!(q.test(&json!({"name": 3.0})), Ok(true));
+        assert_eq!(q.test(&dv(json!({"name": 3.0}))), Ok(true));
         assert!(Query::compile("name in $other", Some(&b)).unwrap_err().contains("`$other`"));
     }
 
     #[test]
     fn keys() {
-        assert_eq!(q("name").key(&json!({"name": "a"})), Ok(Some("a".into())));
-        assert_eq!(q("n").key(&json!({"n": 3})), Ok(Some("3".into())));
-        assert_eq!(q("name").key(&json!({})), Ok(None));
-        assert!(q("this").key(&json!({})).is_err());
+        assert_eq!(q("name").key(&dv(json!({"name": "a"}))), Ok(Some("a".into())));
+        assert_eq!(q("n").key(&dv(json!({"n": 3}))), Ok(Some("3".into())));
+        assert_eq!(q("name").key(&dv(json!({}))), Ok(None));
+        assert!(q("this").key(&dv(json!({}))).is_err());
     }
 }

@@ -22,7 +22,7 @@ fn obs(body: Option<serde_json::Value>, error: Option<FetchError>) -> Observatio
         time: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
         status: Some(200),
         latency: Duration::from_millis(12),
-        body: body.map(Arc::new),
+        body: body.map(|b| Arc::new(crate::model::Doc::from_json(&b))),
         error,
     }
 }
@@ -31,7 +31,11 @@ struct Canned(Vec<String>);
 impl FollowUp for Canned {
     fn get(&mut self, path: &str) -> FollowUpAnswer {
         self.0.push(path.to_string());
-        FollowUpAnswer { status: Some(200), body: Some(serde_json::json!({"path": path})), error: None }
+        FollowUpAnswer {
+            status: Some(200),
+            body: Some(Arc::new(crate::model::Doc::from_json(&serde_json::json!({"path": path})))),
+            error: None,
+        }
     }
 }
 
@@ -266,7 +270,11 @@ struct Slow(Duration);
 impl FollowUp for Slow {
     fn get(&mut self, _: &str) -> FollowUpAnswer {
         std::thread::sleep(self.0);
-        FollowUpAnswer { status: Some(200), body: Some(serde_json::json!({})), error: None }
+        FollowUpAnswer {
+            status: Some(200),
+            body: Some(Arc::new(crate::model::Doc::from_json(&serde_json::json!({})))),
+            error: None,
+        }
     }
 }
 

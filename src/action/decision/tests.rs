@@ -19,7 +19,7 @@ fn origin(body: Option<Value>) -> Origin {
         target_url: "https://warden:hunter22@jm:8081/".into(),
         probe: "flink/jobs-overview".into(),
         time: chrono::Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap(),
-        observed: body.map(Arc::new),
+        observed: body.map(|b| Arc::new(crate::model::Doc::from_json(&b))),
     }
 }
 
