@@ -195,17 +195,12 @@ impl KeyIndex {
 fn too_deep(bytes: &[u8]) -> bool {
     const EVEN: u64 = 0x5555_5555_5555_5555;
     let (mut in_string, mut escaped, mut depth) = (0u64, 0u64, 0i64);
-    for chunk in bytes.chunks(64) {
-        let mut block = [b' '; 64];
-        block[..chunk.len()].copy_from_slice(chunk);
-        let (mut quote, mut backslash, mut open, mut close) = (0u64, 0u64, 0u64, 0u64);
-        for (i, &c) in block.iter().enumerate() {
-            quote |= u64::from(c == b'"') << i;
-            backslash |= u64::from(c == b'\\') << i;
-            // `[` and `{` differ only in bit 5, as do `]` and `}`.
-            open |= u64::from(c | 0x20 == b'{') << i;
-            close |= u64::from(c | 0x20 == b'}') << i;
-        }
+    let mut rest = [b' '; 64];
+    let tail = bytes.chunks_exact(64).remainder();
+    rest[..tail.len()].copy_from_slice(tail);
+    let blocks = bytes.chunks_exact(64).chain((!tail.is_empty()).then_some(&rest[..]));
+    for block in blocks {
+        let [quote, backslash, open, close] = masks(block.try_into().expect("a block of 64 bytes"));
         // The characters escaped by a backslash: those after an odd run of backslashes (simdjson's method).
         let esc = {
             let bs = backslash & !escaped;
@@ -244,6 +239,53 @@ fn too_deep(bytes: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// The bit masks of one block of 64 bytes for [`too_deep`]: where its quotes, backslashes, opening brackets (`[`,
+/// `{`) and closing brackets (`]`, `}`) are (bit `i` for byte `i`).
+#[cfg(target_arch = "x86_64")]
+fn masks(block: &[u8; 64]) -> [u64; 4] {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+    // SAFETY: SSE2 is part of every x86_64 processor; each load reads 16 of the block's 64 bytes.
+    unsafe {
+        let (quote, backslash) = (_mm_set1_epi8(b'"' as i8), _mm_set1_epi8(b'\\' as i8));
+        // `[` and `{` differ only in bit 5 (0x20), as do `]` and `}`.
+        let (bit5, open, close) = (_mm_set1_epi8(0x20), _mm_set1_epi8(b'{' as i8), _mm_set1_epi8(b'}' as i8));
+        let mut out = [0u64; 4];
+        for lane in 0..4 {
+            let v = _mm_loadu_si128(block.as_ptr().add(lane * 16).cast::<__m128i>());
+            let folded = _mm_or_si128(v, bit5);
+            let bits = [
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, quote)),
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, backslash)),
+                _mm_movemask_epi8(_mm_cmpeq_epi8(folded, open)),
+                _mm_movemask_epi8(_mm_cmpeq_epi8(folded, close)),
+            ];
+            for (o, b) in out.iter_mut().zip(bits) {
+                *o |= u64::from(b as u16) << (lane * 16);
+            }
+        }
+        out
+    }
+}
+
+/// The bit masks of one block of 64 bytes for [`too_deep`] (see the x86_64 version).
+#[cfg(not(target_arch = "x86_64"))]
+fn masks(block: &[u8; 64]) -> [u64; 4] {
+    masks_bytewise(block)
+}
+
+/// [`masks`] a byte at a time: the version for other processors, and the reference the x86_64 one is tested against.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn masks_bytewise(block: &[u8; 64]) -> [u64; 4] {
+    let mut out = [0u64; 4];
+    for (i, &c) in block.iter().enumerate() {
+        out[0] |= u64::from(c == b'"') << i;
+        out[1] |= u64::from(c == b'\\') << i;
+        out[2] |= u64::from(c | 0x20 == b'{') << i;
+        out[3] |= u64::from(c | 0x20 == b'}') << i;
+    }
+    out
 }
 
 /// `v` as a `serde_json` value (a copy). A repeated key keeps its last value.
@@ -476,6 +518,34 @@ mod tests {
         }
         text.push_str("0]");
         assert!(Doc::parse(text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn block_masks_match_the_bytewise_reference() {
+        // Every byte value at every position, and blocks dense with the bytes that matter.
+        let mut blocks = Vec::new();
+        for b in 0..=255u8 {
+            for at in [0, 15, 16, 31, 32, 47, 48, 63] {
+                let mut block = [b'a'; 64];
+                block[at] = b;
+                blocks.push(block);
+            }
+        }
+        let special = b"\"\\[]{}x ";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut block = [0u8; 64];
+            for c in block.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *c = special[(seed % special.len() as u64) as usize];
+            }
+            blocks.push(block);
+        }
+        for block in &blocks {
+            assert_eq!(masks(block), masks_bytewise(block), "{:?}", String::from_utf8_lossy(block));
+        }
     }
 
     #[test]
