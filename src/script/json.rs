@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, ImmutableString, Map, Module, INT};
 use serde_json::Value;
-use sonic_rs::{JsonContainerTrait, JsonNumberTrait, JsonValueTrait, ValueRef};
+use sonic_rs::{JsonContainerTrait, JsonNumberTrait, ValueRef};
 
 use super::query::Query;
 use crate::model::{doc, Doc, DocValue};
@@ -69,13 +69,10 @@ impl Node {
 
     /// This node's value as a rule sees it: scalars as plain Rhai values, objects and arrays as views.
     fn to_rhai(&self) -> Dynamic {
-        let v = self.value();
-        if v.is_object() {
-            Dynamic::from(JsonMap(self.clone()))
-        } else if v.is_array() {
-            Dynamic::from(JsonArray(Seq::View(self.clone())))
-        } else {
-            scalar(v)
+        match self.value().as_ref() {
+            ValueRef::Object(_) => Dynamic::from(JsonMap(self.clone())),
+            ValueRef::Array(_) => Dynamic::from(JsonArray(Seq::View(self.clone()))),
+            r => scalar_of(r),
         }
     }
 
@@ -85,11 +82,11 @@ impl Node {
     ///
     /// As for [`Node::wrap`].
     unsafe fn show(&self, v: &DocValue) -> Dynamic {
-        if v.is_object() || v.is_array() {
-            // SAFETY: the caller's promise.
-            unsafe { self.wrap(v) }.to_rhai()
-        } else {
-            scalar(v)
+        // SAFETY (both arms): the caller's promise.
+        match v.as_ref() {
+            ValueRef::Object(_) => Dynamic::from(JsonMap(unsafe { self.wrap(v) })),
+            ValueRef::Array(_) => Dynamic::from(JsonArray(Seq::View(unsafe { self.wrap(v) }))),
+            r => scalar_of(r),
         }
     }
 
@@ -107,7 +104,12 @@ impl Node {
 
 /// A JSON scalar as a plain Rhai value (objects and arrays become `()`: callers handle them first).
 fn scalar(v: &DocValue) -> Dynamic {
-    match v.as_ref() {
+    scalar_of(v.as_ref())
+}
+
+/// [`scalar`] of a value already looked at.
+fn scalar_of(v: ValueRef<'_>) -> Dynamic {
+    match v {
         ValueRef::Bool(b) => Dynamic::from_bool(b),
         ValueRef::Number(n) => match n.as_i64() {
             Some(i) => Dynamic::from_int(i),
@@ -118,7 +120,7 @@ fn scalar(v: &DocValue) -> Dynamic {
     }
 }
 
-/// A JSON value as plain Rhai values all the way down (a copy): objects become maps (a repeated key keeps its last
+/// A JSON value as plain Rhai values all the way down (a copy): objects become maps (a repeated key keeps its first
 /// value), arrays arrays, `null` `()`.
 pub fn to_dynamic(v: &DocValue) -> Dynamic {
     match v.as_ref() {
@@ -126,7 +128,9 @@ pub fn to_dynamic(v: &DocValue) -> Dynamic {
         ValueRef::Object(o) => {
             let mut m = Map::new();
             for (k, v) in o.iter() {
-                m.insert(k.into(), to_dynamic(v));
+                if !m.contains_key(k) {
+                    m.insert(k.into(), to_dynamic(v));
+                }
             }
             Dynamic::from_map(m)
         }
@@ -410,7 +414,7 @@ pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
 }
 
 /// [`json_eq`] on document values. Objects are equal when they have the same keys with equal values, in any
-/// order (a repeated key: its last value).
+/// order (a repeated key: its first value).
 pub(crate) fn doc_eq(a: &DocValue, b: &DocValue) -> bool {
     match (a.as_ref(), b.as_ref()) {
         (ValueRef::Null, ValueRef::Null) => true,
