@@ -27,7 +27,7 @@ pub type DocValue = sonic_rs::Value;
 /// recursive functions that read documents (conversion, comparison, serialisation) run out of stack.
 pub const MAX_DEPTH: usize = 128;
 
-/// Objects with more keys than this get a key index on their first lookup through [`Doc::field_of`].
+/// Objects with more keys than this get a key index on their first lookup through a rule's view (src/script/json.rs).
 pub const INDEXED_KEYS: usize = 32;
 
 /// A parsed JSON document, read-only (see the module docs).
