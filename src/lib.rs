@@ -21,11 +21,11 @@
 //! | [`pack`] | rule packs: `pack.yaml` (semver, Warden range, dependencies), parameters, probes, `.rhai` rules, Rhai modules; the shipped Flink pack is embedded; [`pack::package`] makes and installs `.tar.gz` packages |
 //! | [`plan`] | load → validate → compile: turns config + packs into the immutable set of probe jobs and compiled rules |
 //! | [`schedule`] | `every:` and cron schedules; skipped-run accounting |
-//! | [`fetch`] | one HTTP client per TLS setting, auth, timeouts, body cap → [`model::Observation`] |
+//! | [`fetch`] | one HTTP client per TLS setting, auth, timeouts, body cap, the body parsed once into a [`model::Doc`] → [`model::Observation`] |
 //! | [`fetch_pages`] | `request.paginate: k8s`: a Kubernetes list followed through `metadata.continue`, its pages' items merged |
 //! | [`script`] | the Rhai engine (limits, wall clock), the API rules see, JSON ↔ Rhai, pack modules for `import` |
 //! | [`evaluate`] | the one evaluation path: an observation through a probe's rules, used by the daemon, `test`, `eval` and `replay` |
-//! | [`model`] | what travels along the pipe (observations, requests, alert records, planned actions) and the domain enums (restart strategy/step/result, journal action kinds) |
+//! | [`model`] | what travels along the pipe (observations, requests, alert records, planned actions), the parsed JSON of an answer ([`model::Doc`], read in place by rules) and the domain enums (restart strategy/step/result, journal action kinds) |
 //! | [`dispatch`] | dedup keys, `for`, cooldown with exponential backoff, resolution, restart-storm guard, dry run |
 //! | [`action`] | built-in actions and the executor: alert log with rotation ([`action::log`]), commands ([`action::command`]; left-over ones after a crash: [`action::leftover`]), JSON merge patches of a target's resources, e.g. the Flink Kubernetes Operator's nonces ([`action::patch`]), decision records, why a command ran or a job was restarted ([`action::decision`], shown by `warden explain`), restarts from a savepoint or retained checkpoint ([`action::restart`]: journalled step by step, one owner with a lease, resumable, exactly once), rescales in place on the adaptive scheduler or through a savepoint restart ([`action::rescale`]: clamped to the job's bounds, never next to a restart of the job), concurrency limits ([`action::limits`]) |
 //! | [`notify`] | notification channels (e-mail, Slack, file, plugins), routing, inhibition ([`notify::inhibit`]), grouping, silences, outbox |

@@ -233,6 +233,7 @@ fn too_deep(bytes: &[u8]) -> bool {
 
 /// Where the quotes, backslashes, opening brackets (`[`, `{`) and closing brackets (`]`, `}`) of a block are: bit `i`
 /// for byte `i`.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Masks {
     quote: u64,
     backslash: u64,
@@ -266,6 +267,13 @@ fn masks(block: &[u8; 64]) -> Masks {
 /// [`Masks`] of `block`, a byte at a time.
 #[cfg(not(target_arch = "x86_64"))]
 fn masks(block: &[u8; 64]) -> Masks {
+    masks_bytewise(block)
+}
+
+/// [`Masks`] of `block`, a byte at a time: the version for other processors, and the reference the SSE2 one is
+/// tested against.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn masks_bytewise(block: &[u8; 64]) -> Masks {
     let mut m = Masks { quote: 0, backslash: 0, open: 0, close: 0 };
     for (i, &c) in block.iter().enumerate() {
         m.quote |= u64::from(c == b'"') << i;
@@ -478,6 +486,34 @@ mod tests {
         assert!(e.to_string().ends_with("at line 1 column 1") && !e.to_string().contains('\n'), "{e}");
         for bad in [&b""[..], b"<html>", b"{\"a\": 1} x", b"[1,", b"\"\xff\""] {
             assert!(Doc::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn block_masks_match_the_bytewise_reference() {
+        // Every byte value at every lane edge, and blocks dense with the bytes that matter.
+        let mut blocks = Vec::new();
+        for b in 0..=255u8 {
+            for at in [0, 15, 16, 31, 32, 47, 48, 63] {
+                let mut block = [b'a'; 64];
+                block[at] = b;
+                blocks.push(block);
+            }
+        }
+        let special = b"\"\\[]{}x ";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut block = [0u8; 64];
+            for c in block.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *c = special[(seed % special.len() as u64) as usize];
+            }
+            blocks.push(block);
+        }
+        for block in &blocks {
+            assert_eq!(masks(block), masks_bytewise(block), "{:?}", String::from_utf8_lossy(block));
         }
     }
 
