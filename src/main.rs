@@ -45,7 +45,16 @@ fn main() -> ExitCode {
     // Rules are evaluated on blocking threads. Tokio's default allows 512 of them and wakes its idle ones in turn,
     // so a burst (a thousand targets polled at start) leaves hundreds of threads that never retire, each with the
     // stack and heap of an evaluation. 64 evaluations at once already keep every core busy; more wait their turn.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(64).build() {
+    //
+    // Threads get 8 MB of stack (reserved, not resident: only the pages a thread touches count): the JSON parser
+    // recurses once per nesting level, and an answer 128 levels deep (the most `Doc::parse` accepts) takes more than
+    // tokio's default 2 MB in a debug build (a few tens of KB in a release build).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(64)
+        .thread_stack_size(8 << 20)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("warden: cannot start the async runtime: {e}");

@@ -224,6 +224,7 @@ enum Trouble {
     LeaderElection,
     Html,
     Huge,
+    Nested,
 }
 
 const KINDS: &str = "if !obs.ok {\n  alert(#{subject: \"jm\", summary: `kind=${obs.error.kind}`, details: #{message: obs.error.message}});\n}\n";
@@ -268,6 +269,12 @@ async fn error_kind(trouble: Trouble, expected: &str, phrase: &str) {
             "text/html",
             b"<!DOCTYPE html><html><body>Please log in</body></html>".to_vec(),
         ),
+        // JSON nested 100,000 levels deep: refused before the parser, which recurses once per level, could run out
+        // of stack and take the daemon down.
+        Trouble::Nested => {
+            let body = format!("{{\"jobs\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+            fake.set_override("/jobs/overview", 200, "application/json", body.into_bytes());
+        }
         Trouble::Huge => {
             let mut body = b"{\"jobs\": [], \"pad\": \"".to_vec();
             body.resize(body.len() + 50 * 1024 * 1024, b'a');
@@ -302,7 +309,7 @@ async fn error_kind(trouble: Trouble, expected: &str, phrase: &str) {
             fake.set_leader_election(false);
             None
         }
-        Trouble::Status500 | Trouble::Html | Trouble::Huge => {
+        Trouble::Status500 | Trouble::Html | Trouble::Huge | Trouble::Nested => {
             fake.clear_overrides();
             None
         }
@@ -338,6 +345,11 @@ async fn jobmanager_in_leader_election_is_error_kind_leader_election() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobmanager_answering_html_is_error_kind_not_json() {
     error_kind(Trouble::Html, "not_json", "answers with something that is not JSON (a proxy or login page?)").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobmanager_answering_json_nested_100000_deep_is_error_kind_not_json() {
+    error_kind(Trouble::Nested, "not_json", "answers with something that is not JSON (a proxy or login page?)").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
