@@ -334,18 +334,21 @@ async fn kill_9_of_the_leader_at_every_restart_step_and_during_delivery_acts_onc
             }
         };
         let (_, in_flight) = rx.firing(&marker);
-        let requests = p.fake.request_log().len();
         let killed = Instant::now();
         p.kill9(leader);
         killed_at.push(what.clone());
         // The time from the kill to the new leader's first request to the JobManager (its first poll, or the
-        // resumed restart's first call): the standby polls nothing, the dead leader nothing more.
+        // resumed restart's first call). Requests are counted from when its lease shows: one the dead leader had
+        // already sent can reach the JobManager after the kill, and counted from the kill it passed for the new
+        // leader's. (Should the new leader's first request come before the count, the next one is taken: the
+        // figure can only come out longer, never shorter.)
+        let (next, next_epoch) = p.leader_after(epoch, Duration::from_secs(30)).await;
+        let requests = p.fake.request_log().len();
         wait_until("the new leader's first request", Duration::from_secs(30), async || {
             p.fake.request_log().len() > requests
         })
         .await;
         failovers.push(killed.elapsed());
-        let (next, next_epoch) = p.leader_after(epoch, Duration::from_secs(5)).await;
         assert_ne!(next, leader, "round {round}: the killed instance cannot lead");
         p.start(leader); // back as the standby
         (leader, epoch) = (next, next_epoch);
