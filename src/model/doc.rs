@@ -75,11 +75,12 @@ impl Doc {
         Doc { root: value, indexes: Mutex::new(HashMap::new()) }
     }
 
-    /// The document of a `serde_json` value (for cold paths: tests, built answers). Keys come in `serde_json`'s
-    /// order.
-    pub fn from_json(v: &serde_json::Value) -> Doc {
-        // serde_json's output is valid JSON no deeper than its own parser allowed: parsing it cannot fail, except
-        // for a value built in code nested deeper than MAX_DEPTH, which becomes `null`.
+    /// The document of a value that serializes to JSON (a `serde_json` value, a pushed event; for cold paths:
+    /// tests, built answers), written once as JSON text and parsed. Keys come in the order the value writes them.
+    pub fn from_json<T: Serialize + ?Sized>(v: &T) -> Doc {
+        // serde_json's output is valid JSON: parsing it cannot fail, except for a value nested deeper than
+        // MAX_DEPTH (built in code: what came from outside passed serde_json's or this parser's limit), which
+        // becomes `null`.
         let text = serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec());
         Doc::parse(&text).unwrap_or_else(|_| Doc::from_value(DocValue::new()))
     }

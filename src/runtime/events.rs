@@ -243,7 +243,7 @@ fn judge(sh: &Shared, mut event: PushedEvent, handle: tokio::runtime::Handle) ->
     if let Err(e) = sh.store.journal(&entry) {
         tracing::error!("cannot journal a pushed event: {e}");
     }
-    let body = Arc::new(crate::model::Doc::from_json(&serde_json::to_value(&event).unwrap_or_default()));
+    let body = Arc::new(crate::model::Doc::from_json(&event));
     let mut done = vec![];
     for (probe, target, rule_names) in routes {
         let obs = Observation {
