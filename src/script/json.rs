@@ -398,6 +398,27 @@ fn json_of(d: &Dynamic) -> Value {
     super::convert::to_json(d)
 }
 
+/// A Rhai value as a document: a scalar (`()`, a bool, a number, a string) directly, anything else written as JSON
+/// and parsed (`where` on an array of names, `contains`, `$bindings` run this once per element or per call).
+pub(crate) fn doc_of(d: &Dynamic) -> Doc {
+    let scalar = if d.is_unit() {
+        Some(DocValue::new())
+    } else if let Ok(b) = d.as_bool() {
+        Some(DocValue::from(b))
+    } else if let Ok(i) = d.as_int() {
+        Some(DocValue::from(i))
+    } else if let Ok(f) = d.as_float() {
+        // Not finite: `null`, as JSON writes it.
+        Some(DocValue::new_f64(f).unwrap_or_default())
+    } else {
+        d.read_lock::<ImmutableString>().map(|s| DocValue::from(s.as_str()))
+    };
+    match scalar {
+        Some(v) => Doc::from_value(v),
+        None => Doc::from_json(&json_of(d)),
+    }
+}
+
 /// Rhai's `==` on JSON: numbers compare by value (`1 == 1.0`), arrays and objects element by element.
 pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
@@ -473,7 +494,7 @@ fn where_plain(arr: &mut Array, expr: &str, bindings: Option<&Map>) -> R<Array> 
             // SAFETY: a view's value is a value of its document.
             unsafe { q.tester().test_in(m.0.value(), &m.0.doc) }
         } else {
-            let copy = Doc::from_json(&json_of(x));
+            let copy = doc_of(x);
             q.test(copy.root())
         };
         if picked.map_err(|e| query_error(&format!("where(`{expr}`)"), e))? {
@@ -820,7 +841,7 @@ fn module() -> Module {
     reg!(m, "is_empty", |a: &mut JsonArray| a.is_empty());
     reg!(m, "contains", |o: &mut JsonMap, key: ImmutableString| o.has(&key));
     reg!(m, "contains", |a: &mut JsonArray, x: Dynamic| {
-        let x = Doc::from_json(&json_of(&x));
+        let x = doc_of(&x);
         let mut found = false;
         let _ = a.each(|v, _, _| {
             found = doc_eq(v, x.root());

@@ -618,7 +618,7 @@ impl Query {
             })?;
             bound.push(match set_of_dynamic(v) {
                 Some(set) if parsed.binds_in_set(bound.len()) => Bound::Set(set),
-                _ => Bound::Value(Doc::from_json(&super::convert::to_json(v))),
+                _ => Bound::Value(super::json::doc_of(v)),
             });
         }
         Ok(Query { parsed, bound })
@@ -772,7 +772,7 @@ fn set_of_dynamic(d: &Dynamic) -> Option<Set> {
             for x in a.iter() {
                 match x.read_lock::<ImmutableString>() {
                     Some(s) => strings.push(s.clone()),
-                    None => others.push(Doc::from_json(&super::convert::to_json(x)).root().clone()),
+                    None => others.push(super::json::doc_of(x).root().clone()),
                 }
             }
             Set::new(strings, others, false)
