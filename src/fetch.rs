@@ -86,7 +86,13 @@ pub struct TargetClient {
     timeout: Duration,
     base_url: reqwest::Url,
     cross_origin: bool,
+    /// The URLs of the paths asked for lately (checked and parsed once: a probe asks for the same path at every
+    /// poll).
+    urls: Arc<parking_lot::Mutex<HashMap<String, reqwest::Url>>>,
 }
+
+/// How many checked URLs a target keeps (a fan-out probe asks for one path per job); the cache starts over when full.
+const URLS_KEPT: usize = 256;
 
 impl std::fmt::Debug for TargetClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,6 +166,7 @@ impl TargetClient {
             client,
             headers,
             timeout: cfg.timeout,
+            urls: Arc::default(),
         })
     }
 
@@ -393,6 +400,19 @@ impl Answer {
 impl TargetClient {
     /// The URL of `path` on this target, or why it is refused: `path` must stay under the target's base path.
     pub fn url_of(&self, path: &str) -> Result<reqwest::Url, String> {
+        if let Some(url) = self.urls.lock().get(path) {
+            return Ok(url.clone());
+        }
+        let url = self.check_url(path)?;
+        let mut urls = self.urls.lock();
+        if urls.len() >= URLS_KEPT {
+            urls.clear();
+        }
+        urls.insert(path.to_string(), url.clone());
+        Ok(url)
+    }
+
+    fn check_url(&self, path: &str) -> Result<reqwest::Url, String> {
         let path = contained_path(path)?;
         let url = reqwest::Url::parse(&format!("{}{}", self.base, path))
             .map_err(|e| format!("`{path}` does not make a URL with the target's base: {e}"))?;
