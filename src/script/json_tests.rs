@@ -644,3 +644,27 @@ fn reading_every_key_of_a_large_object_goes_through_one_index() {
     // first is a binary search, not a scan of 5,000 keys.
     assert_eq!(doc.indexed_objects(), 3);
 }
+
+#[test]
+fn a_scalar_as_a_document_is_what_its_json_would_parse_to() {
+    use crate::script::json::doc_of;
+    let values: Vec<Dynamic> = vec![
+        Dynamic::UNIT,
+        Dynamic::from(true),
+        Dynamic::from(-7_i64),
+        Dynamic::from(2.5_f64),
+        Dynamic::from(f64::NAN),
+        Dynamic::from("job-1 \"quoted\" ✓"),
+        Dynamic::from(rhai::Array::from([Dynamic::from(1_i64), Dynamic::from("x")])),
+    ];
+    for v in values {
+        let through_json = Doc::from_json(&crate::script::convert::to_json(&v));
+        assert_eq!(doc_of(&v).to_json(), through_json.to_json(), "{v:?}");
+    }
+    // Names picked from a plain array of names, the way job-not-running picks the expected jobs that are not live.
+    let src = r#"
+        let down = ["a", "b", "c", 4].where("this !in $live", #{ live: ["b", 4] });
+        alert(#{ summary: `${down}` });
+    "#;
+    assert_eq!(summary_of_doc(src, Arc::new(Doc::from_json(&json!({})))), r#"["a", "c"]"#);
+}
