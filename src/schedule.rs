@@ -130,6 +130,44 @@ fn cron_times_between(cron: &cron::Schedule, from: DateTime<Utc>, to: DateTime<U
     cron.after(&from).take_while(|t| *t <= to).take(100_000).count() as u64
 }
 
+/// The longest step of the grid of due times ([`Ticker::on_grid`]): a first run moves at most this much from its
+/// random offset (and stays within the interval).
+pub const GRID_STEP: Duration = Duration::from_millis(500);
+
+/// About how many polls share an instant of the grid, at most: a daemon with many targets gets a finer grid, so
+/// that the answers of one instant (held until a rule evaluation is free) stay few.
+pub const POLLS_PER_INSTANT: usize = 10;
+
+/// The step of the grid for an `every` interval in a daemon that runs `polls` probe × target loops: the interval
+/// divided into a whole number of steps (so due times stay on the grid from one run to the next), at least 10, at
+/// most [`GRID_STEP`] long, and enough that `polls` loops spread over them leave about [`POLLS_PER_INSTANT`] to an
+/// instant.
+pub fn grid_step(every: Duration, polls: usize) -> Duration {
+    let by_length = every.as_nanos().div_ceil(GRID_STEP.as_nanos().max(1));
+    let by_load = polls.div_ceil(POLLS_PER_INSTANT) as u128;
+    let steps = by_length.max(by_load).clamp(10, u128::from(u32::MAX));
+    every / u32::try_from(steps).unwrap_or(u32::MAX)
+}
+
+/// `t` moved onto the grid `base + k * step`: rounded up, or down when rounding up would reach `latest` (`t` itself
+/// before `base`, or when `step` is zero).
+fn on_grid(t: Instant, base: Instant, step: Duration, latest: Instant) -> Instant {
+    let step_ns = step.as_nanos();
+    if step_ns == 0 || t < base {
+        return t;
+    }
+    let since = t.duration_since(base).as_nanos();
+    let at = |k: u128| {
+        k.checked_mul(step_ns)
+            .and_then(|ns| u64::try_from(ns).ok())
+            .and_then(|ns| base.checked_add(Duration::from_nanos(ns)))
+    };
+    match at(since.div_ceil(step_ns)) {
+        Some(up) if up < latest => up,
+        _ => at(since / step_ns).unwrap_or(t),
+    }
+}
+
 /// Drives one probe's schedule: [`Ticker::tick`] waits until the next run is due.
 #[derive(Debug)]
 pub struct Ticker {
@@ -153,12 +191,24 @@ impl Ticker {
     /// Like [`Ticker::new`], but an `every` schedule's first run comes within `first` (if shorter than the
     /// interval): a new leader of an HA pair polls at once instead of up to a whole interval later.
     pub fn first_within(schedule: &Schedule, clock: Clock, first: Option<Duration>) -> Self {
+        Self::on_grid(schedule, clock, first, Instant::now(), 1)
+    }
+
+    /// Like [`Ticker::first_within`], with the first run of an `every` schedule put on the daemon's grid of due
+    /// times: `grid` plus a whole number of [`grid_step`]s of the interval (for a daemon of `polls` probe × target
+    /// loops). The probes of a daemon that share an interval come due at the same instants and run together,
+    /// instead of each waking the daemon on its own (timer coalescing): with 100 targets polled every 5 s, 10 steps
+    /// of 500 ms, about 10 polls a wake-up instead of one. The offset within the interval stays random, so the polls
+    /// of one interval are still spread over it.
+    pub fn on_grid(schedule: &Schedule, clock: Clock, first: Option<Duration>, grid: Instant, polls: usize) -> Self {
         let kind = match schedule {
             Schedule::Every(every) => {
                 let within = first.map_or(*every, |f| f.min(*every));
                 let span = u64::try_from(within.as_nanos()).unwrap_or(u64::MAX).max(1);
                 let offset = Duration::from_nanos(rand::thread_rng().gen_range(0..span));
-                TickerKind::Every { every: *every, due: Instant::now() + offset, started: false }
+                let now = Instant::now();
+                let due = on_grid(now + offset, grid, grid_step(*every, polls), now + within);
+                TickerKind::Every { every: *every, due, started: false }
             }
             Schedule::Cron(c) => TickerKind::Cron { cron: c.clone(), last: None },
         };
@@ -338,6 +388,65 @@ mod tests {
 
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 29, 0, 59, 50).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tickers_on_one_grid_come_due_together_and_keep_their_interval() {
+        let every = Duration::from_secs(5);
+        let step = grid_step(every, 50);
+        assert_eq!(step, Duration::from_millis(500));
+        assert_eq!(grid_step(every, 100), Duration::from_millis(500));
+        // Many loops: a finer grid, about 10 polls an instant.
+        assert_eq!(grid_step(every, 1_000), Duration::from_millis(50));
+        assert_eq!(grid_step(Duration::from_secs(1), 1), Duration::from_millis(100));
+        assert_eq!(grid_step(Duration::from_secs(60), 1), GRID_STEP);
+        assert_eq!(grid_step(Duration::from_millis(7), 1), Duration::from_micros(700));
+        let base = Instant::now();
+        let runs = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        for i in 0..50 {
+            let mut t = Ticker::on_grid(&Schedule::Every(every), Clock::System, None, base, 50);
+            let runs = runs.clone();
+            tokio::spawn(async move {
+                for _ in 0..3 {
+                    let skipped = t.tick().await;
+                    runs.lock().unwrap().push((i, Instant::now(), skipped));
+                }
+            });
+        }
+        tokio::time::sleep(every * 4).await;
+        let runs = runs.lock().unwrap();
+        assert_eq!(runs.len(), 150);
+        let mut instants = std::collections::BTreeSet::new();
+        for i in 0..50 {
+            let mine: Vec<Instant> = runs.iter().filter(|r| r.0 == i).map(|r| r.1).collect();
+            assert!(runs.iter().filter(|r| r.0 == i).all(|r| r.2 == Some(0)));
+            // The first run within the interval; then one every interval.
+            assert!(mine[0].duration_since(base) <= every, "first run after {:?}", mine[0] - base);
+            assert!(mine.windows(2).all(|w| w[1].duration_since(w[0]) == every), "{mine:?}");
+            for at in mine {
+                let since = at.duration_since(base);
+                assert_eq!(since.as_nanos() % step.as_nanos(), 0, "{since:?} is not on the grid");
+                instants.insert(since.as_nanos() % every.as_nanos());
+            }
+        }
+        // 50 tickers share at most the interval's 10 instants (and, at random offsets, use several of them).
+        assert!(instants.len() <= 10 && instants.len() >= 3, "{instants:?}");
+    }
+
+    #[test]
+    fn a_time_is_moved_onto_the_grid() {
+        let base = Instant::now();
+        let step = Duration::from_millis(500);
+        let late = base + Duration::from_secs(10);
+        let ms = |n| base + Duration::from_millis(n);
+        assert_eq!(on_grid(base, base, step, late), base);
+        assert_eq!(on_grid(ms(1), base, step, late), ms(500));
+        assert_eq!(on_grid(ms(500), base, step, late), ms(500));
+        assert_eq!(on_grid(ms(1001), base, step, late), ms(1500));
+        // Not up to `latest`: rounded down instead.
+        assert_eq!(on_grid(ms(1001), base, step, ms(1200)), ms(1000));
+        assert_eq!(on_grid(ms(1001), base, step, ms(1500)), ms(1000));
+        assert_eq!(on_grid(ms(7), base, Duration::ZERO, late), ms(7));
     }
 
     #[tokio::test(start_paused = true)]

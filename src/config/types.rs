@@ -215,7 +215,10 @@ pub struct ProbeConfig {
     /// Which targets to poll. Default: every target.
     #[serde(default)]
     pub targets: Option<TargetSelector>,
-    /// Poll at a fixed interval, e.g. `10s`. Give either `every` or `cron`.
+    /// Poll at a fixed interval, e.g. `10s`. Give either `every` or `cron`. The first poll comes at a random
+    /// moment within the interval, put on the daemon's grid (steps of a tenth of the interval at most, 500 ms at
+    /// most, finer with many targets), so that the polls of many targets share their wake-ups; then one poll every
+    /// interval.
     #[serde(default, with = "units::opt_duration")]
     pub every: Option<Duration>,
     /// Poll on a cron schedule with seconds: `sec min hour day-of-month month day-of-week [year]`, in UTC,

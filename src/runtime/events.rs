@@ -264,7 +264,13 @@ fn judge(sh: &Shared, mut event: PushedEvent, handle: tokio::runtime::Handle) ->
         let rules: Vec<_> = rule_names.iter().filter_map(|r| generation.plan.rules.get(r).cloned()).collect();
         let obs_dyn = script::obs_to_dynamic(&obs);
         let seen = Observed { obs: &obs_dyn, probe: &probe.probe, target: &info, now };
-        let follow = client.map(|client| FollowUps { client, handle: handle.clone(), max_body: 16 << 20, log: None });
+        let follow = client.map(|client| FollowUps {
+            client,
+            handle: handle.clone(),
+            max_body: 16 << 20,
+            log: None,
+            slot: None,
+        });
         let mut state_of = |rule: &str| {
             let states = sh.states.lock().unwrap_or_else(|p| p.into_inner());
             let key = RuleStateKey { rule: rule.to_string(), target: target.clone(), job: None };

@@ -105,7 +105,13 @@ pub(super) async fn fan_out_loop(
         return;
     };
     let key = (job.probe.clone(), job.target.clone());
-    let mut ticker = Ticker::first_within(&job.schedule, shared.clock.clone(), shared.first_tick);
+    let mut ticker = Ticker::on_grid(
+        &job.schedule,
+        shared.clock.clone(),
+        shared.first_tick,
+        shared.grid,
+        shared.generation().plan.jobs.len(),
+    );
     let labels = super::status::ProbeLabels { probe: job.probe.clone(), target: job.target.clone() };
     let mut merge = JobVerdicts::default();
     let mut last_error: Option<String> = None;
@@ -235,8 +241,18 @@ pub(super) async fn fan_out_loop(
         let now = shared.clock.now();
         let record = shared.record.is_some();
         let stop2 = stop.clone();
+        let slot = tokio::select! {
+            s = shared.evaluators.slot() => s,
+            _ = stop.cancelled() => return,
+        };
         let judged = tokio::task::spawn_blocking(move || {
-            let follow = |log| FollowUps { client: client2.clone(), handle: handle.clone(), max_body, log };
+            let follow = |log| FollowUps {
+                client: client2.clone(),
+                handle: handle.clone(),
+                max_body,
+                log,
+                slot: Some(slot.clone()),
+            };
             let tick = Tick { sh: &sh, engine: &generation.engine, rules: &rules, probe: &probe, now, stop: &stop2 };
             // Stopped in the middle of the tick: nothing of it is committed (a part of a tick would resolve the
             // alerts of the jobs not judged yet).

@@ -138,6 +138,11 @@ struct Shared {
     /// How soon after its start a probe polls first (`None`: within its interval, spread at random). A leader that
     /// just took over polls within [`FIRST_TICK_AS_LEADER`], so a failover does not wait a whole interval.
     first_tick: Option<Duration>,
+    /// The origin of the grid the probes' due times are put on ([`crate::schedule::Ticker::on_grid`]): probes of
+    /// one interval come due together, and a poll shares its wake-up with the others of its instant.
+    grid: tokio::time::Instant,
+    /// How many evaluations run at once.
+    evaluators: evaluators::Evaluators,
 }
 
 /// How soon a new leader's probes poll first.
@@ -479,6 +484,8 @@ impl Term {
             status: opts.status.clone(),
             overviews: fanout::Overviews::default(),
             first_tick: l.epoch.map(|_| FIRST_TICK_AS_LEADER),
+            grid: tokio::time::Instant::now(),
+            evaluators: evaluators::Evaluators::new(),
         });
         let generation = shared.generation();
         let policy = generation.plan.loaded.config.dispatch.clone();
@@ -835,6 +842,7 @@ async fn retire_rules(gone: &[(String, String)], g: &Generation, shared: &Shared
 }
 
 mod dispatch_loop;
+mod evaluators;
 pub mod events;
 mod fanout;
 mod generation;

@@ -23,7 +23,13 @@ use crate::store::RuleStateKey;
 
 pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared: Arc<Shared>, stop: CancellationToken) {
     let key = (job.probe.clone(), job.target.clone());
-    let mut ticker = Ticker::first_within(&job.schedule, shared.clock.clone(), shared.first_tick);
+    let mut ticker = Ticker::on_grid(
+        &job.schedule,
+        shared.clock.clone(),
+        shared.first_tick,
+        shared.grid,
+        shared.generation().plan.jobs.len(),
+    );
     let mut last_error: Option<String> = None;
     let labels = super::status::ProbeLabels { probe: job.probe.clone(), target: job.target.clone() };
     // The answers of a jobs-overview probe also tell the target's fan-out probes which jobs there are.
@@ -90,8 +96,12 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
         let now = shared.clock.now();
         let asked = shared.record.as_ref().map(|_| Arc::new(Mutex::new(Vec::new())));
         let log = asked.clone();
+        let slot = tokio::select! {
+            s = shared.evaluators.slot() => s,
+            _ = stop.cancelled() => return,
+        };
         let evaluated = tokio::task::spawn_blocking(move || {
-            let follow = FollowUps { client: client2, handle, max_body, log };
+            let follow = FollowUps { client: client2, handle, max_body, log, slot: Some(slot) };
             let done = evaluate_all(&sh, &generation.engine, &rules, &obs_dyn, &probe, now, &follow);
             commit(&sh, done)
         })
@@ -138,6 +148,8 @@ pub(super) struct FollowUps {
     pub(super) handle: tokio::runtime::Handle,
     pub(super) max_body: usize,
     pub(super) log: Option<Arc<Mutex<Vec<RecordedFollowUp>>>>,
+    /// The evaluation's slot, given back while a follow-up request waits for its answer.
+    pub(super) slot: Option<Arc<super::evaluators::Slot>>,
 }
 
 impl FollowUps {
@@ -148,6 +160,7 @@ impl FollowUps {
             handle: self.handle.clone(),
             max_body: self.max_body,
             log: self.log.clone(),
+            slot: self.slot.clone(),
         })
     }
 }
@@ -157,6 +170,7 @@ struct HttpFollowUp {
     handle: tokio::runtime::Handle,
     max_body: usize,
     log: Option<Arc<Mutex<Vec<RecordedFollowUp>>>>,
+    slot: Option<Arc<super::evaluators::Slot>>,
 }
 
 impl FollowUp for HttpFollowUp {
@@ -182,7 +196,11 @@ impl HttpFollowUp {
     fn ask(&mut self, path: &str, limit: Duration) -> FollowUpAnswer {
         let req = HttpRequest::get(path, self.max_body);
         let send = self.client.send_doc(&req);
-        let answer = self.handle.block_on(async { tokio::time::timeout(limit, send).await });
+        let wait = || self.handle.block_on(async { tokio::time::timeout(limit, send).await });
+        let answer = match &self.slot {
+            Some(slot) => slot.released_while(&self.handle, wait),
+            None => wait(),
+        };
         match answer {
             Ok((status, body, error)) => {
                 FollowUpAnswer { status, body: body.map(Arc::new), error: error.map(|e| (e.kind.as_str().to_string(), e.message)) }
