@@ -64,9 +64,12 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The release `warden` binary: the one Cargo built for this bench, else `<target>/release/warden` (built first if
+/// The `warden` binary: `WARDEN_SCALE_BIN` if set (to compare two builds), else the one Cargo built for this bench, else `<target>/release/warden` (built first if
 /// missing).
 fn warden_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("WARDEN_SCALE_BIN").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
     if let Some(p) = option_env!("CARGO_BIN_EXE_warden").map(PathBuf::from).filter(|p| p.is_file()) {
         return p;
     }
