@@ -388,6 +388,12 @@ impl FakeJobManager {
         self.state().requests.iter().map(|(m, p, _)| format!("{m} {p}")).collect()
     }
 
+    /// Every request received, in order, as `("METHOD /path", query string)`: [`request_log`](Self::request_log)
+    /// with the query strings.
+    pub fn request_log_with_queries(&self) -> Vec<(String, Option<String>)> {
+        self.state().requests.iter().map(|(m, p, q)| (format!("{m} {p}"), q.clone())).collect()
+    }
+
     /// The most requests that were in flight at once (received and not yet answered, a
     /// [`set_delay`](Self::set_delay) wait included) since the start or the last call of this
     /// method, which resets it to the number in flight now.
