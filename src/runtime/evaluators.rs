@@ -53,6 +53,17 @@ impl Slot {
     }
 }
 
+/// Ends an evaluation on its blocking thread: gives the memory the thread freed back to the system. The daemon's
+/// allocator (mimalloc, `src/main.rs`) keeps a thread's freed pages until that thread allocates again, and an
+/// evaluation thread may then sleep until the next instant of the grid: measured with 100 targets, the daemon held
+/// about 4.5 MB more without this, at no measurable CPU cost with it. (Where another allocator is in use, as in the
+/// tests, this frees nothing.)
+pub(super) fn release_thread_memory() {
+    // SAFETY: mi_collect takes no pointers; it collects the calling thread's heap (`false`: without forcing the
+    // abandoned pages of other threads).
+    unsafe { libmimalloc_sys::mi_collect(false) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -260,6 +260,7 @@ pub(super) async fn fan_out_loop(
                 return (false, merge, observations, vec![]);
             };
             let alive = commit_tick(&sh, &rules, done, &mut merge, &probe, &client2, now, &forget);
+            super::evaluators::release_thread_memory();
             (alive, merge, observations, logs)
         })
         .await;

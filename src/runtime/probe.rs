@@ -103,7 +103,10 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
         let evaluated = tokio::task::spawn_blocking(move || {
             let follow = FollowUps { client: client2, handle, max_body, log, slot: Some(slot) };
             let done = evaluate_all(&sh, &generation.engine, &rules, &obs_dyn, &probe, now, &follow);
-            commit(&sh, done)
+            let alive = commit(&sh, done);
+            drop((follow, obs_dyn));
+            super::evaluators::release_thread_memory();
+            alive
         })
         .await;
         if let (Some(r), Some(asked)) = (&shared.record, asked) {
