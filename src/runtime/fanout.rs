@@ -28,7 +28,7 @@ use crate::event::Event;
 use crate::fetch::{HttpRequest, TargetClient};
 use crate::model::{doc, Doc, Observation, Origin, Recorded, RecordedFollowUp};
 use crate::plan::{PlannedRule, ProbeJob};
-use crate::schedule::{Schedule, Ticker};
+use crate::schedule::Schedule;
 use crate::script::{self, ScriptEngine, TargetInfo};
 use crate::store::RuleStateKey;
 
@@ -105,13 +105,7 @@ pub(super) async fn fan_out_loop(
         return;
     };
     let key = (job.probe.clone(), job.target.clone());
-    let mut ticker = Ticker::on_grid(
-        &job.schedule,
-        shared.clock.clone(),
-        shared.first_tick,
-        shared.grid,
-        shared.generation().plan.jobs.len(),
-    );
+    let mut ticker = shared.ticker(&job.schedule);
     let labels = super::status::ProbeLabels { probe: job.probe.clone(), target: job.target.clone() };
     let mut merge = JobVerdicts::default();
     let mut last_error: Option<String> = None;

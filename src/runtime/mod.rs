@@ -149,6 +149,13 @@ struct Shared {
 const FIRST_TICK_AS_LEADER: Duration = Duration::from_secs(1);
 
 impl Shared {
+    /// The ticker of a probe loop: due on the daemon's grid (sized for the generation's loops), the first run within
+    /// [`FIRST_TICK_AS_LEADER`] for a leader that just took over.
+    fn ticker(&self, schedule: &crate::schedule::Schedule) -> crate::schedule::Ticker {
+        let loops = self.generation().plan.jobs.len();
+        crate::schedule::Ticker::on_grid(schedule, self.clock.clone(), self.first_tick, self.grid, loops)
+    }
+
     fn generation(&self) -> Arc<Generation> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -23,13 +23,7 @@ use crate::store::RuleStateKey;
 
 pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared: Arc<Shared>, stop: CancellationToken) {
     let key = (job.probe.clone(), job.target.clone());
-    let mut ticker = Ticker::on_grid(
-        &job.schedule,
-        shared.clock.clone(),
-        shared.first_tick,
-        shared.grid,
-        shared.generation().plan.jobs.len(),
-    );
+    let mut ticker = shared.ticker(&job.schedule);
     let mut last_error: Option<String> = None;
     let labels = super::status::ProbeLabels { probe: job.probe.clone(), target: job.target.clone() };
     // The answers of a jobs-overview probe also tell the target's fan-out probes which jobs there are.
