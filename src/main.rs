@@ -42,9 +42,9 @@ static MIMALLOC_OPTIONS: extern "C" fn() = {
 };
 
 fn main() -> ExitCode {
-    // Rules are evaluated on blocking threads. Tokio's default allows 512 of them and wakes its idle ones in turn,
-    // so a burst (a thousand targets polled at start) leaves hundreds of threads that never retire, each with the
-    // stack and heap of an evaluation. 64 evaluations at once already keep every core busy; more wait their turn.
+    // Blocking work (rule evaluations, the store, file I/O) runs on blocking threads. Tokio's default allows 512 of
+    // them and wakes its idle ones in turn, so a burst leaves hundreds of threads that never retire. Rule
+    // evaluations are bounded by cores on their own (src/runtime/evaluators.rs); 64 threads cover the rest.
     //
     // Threads get 8 MB of stack (reserved, not resident: only the pages a thread touches count): the JSON parser
     // recurses once per nesting level, and an answer 128 levels deep (the most `Doc::parse` accepts) takes more than

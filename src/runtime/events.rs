@@ -4,8 +4,8 @@
 //! ```text
 //! server (parse, size limit, token, dedup) ──PushedEvent──► channel ──► events task ──► journal (`event`)
 //!                                                                            └──► rules of the `events:` probes
-//!                                                                                 (spawn_blocking, the one
-//!                                                                                 evaluation path) ──► dispatcher
+//!                                                                                 (an evaluation slot, the
+//!                                                                                 one evaluation path) ──► dispatcher
 //! ```
 //!
 //! The server never reaches into the rules: it hands the event to this task through a bounded channel, and this
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::evaluators::Slot;
 use super::probe::{commit, judge_one, Done, FollowUps};
 use super::Shared;
 use crate::evaluate::Observed;
@@ -203,7 +204,8 @@ pub(super) async fn events_loop(mut rx: mpsc::Receiver<PushedEvent>, shared: Arc
         };
         let sh = shared.clone();
         let handle = tokio::runtime::Handle::current();
-        let judged = tokio::task::spawn_blocking(move || judge(&sh, event, handle)).await;
+        let judged = shared.evaluators.run(&stop, move |slot| judge(&sh, event, handle, slot));
+        let Some(judged) = judged.await else { return };
         match judged {
             Ok(true) => {}
             Ok(false) => return, // the dispatcher is gone: shutting down
@@ -214,7 +216,7 @@ pub(super) async fn events_loop(mut rx: mpsc::Receiver<PushedEvent>, shared: Arc
 
 /// Journals one event and runs the rules that take it. Runs on a blocking thread. `false` when the dispatcher
 /// is gone.
-fn judge(sh: &Shared, mut event: PushedEvent, handle: tokio::runtime::Handle) -> bool {
+fn judge(sh: &Shared, mut event: PushedEvent, handle: tokio::runtime::Handle, slot: Arc<Slot>) -> bool {
     let now = sh.clock.now();
     event.received = Some(now);
     let generation = sh.generation();
@@ -269,7 +271,7 @@ fn judge(sh: &Shared, mut event: PushedEvent, handle: tokio::runtime::Handle) ->
             handle: handle.clone(),
             max_body: 16 << 20,
             log: None,
-            slot: None,
+            slot: slot.clone(),
         });
         let mut state_of = |rule: &str| {
             let states = sh.states.lock().unwrap_or_else(|p| p.into_inner());

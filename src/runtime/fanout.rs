@@ -235,18 +235,9 @@ pub(super) async fn fan_out_loop(
         let now = shared.clock.now();
         let record = shared.record.is_some();
         let stop2 = stop.clone();
-        let slot = tokio::select! {
-            s = shared.evaluators.slot() => s,
-            _ = stop.cancelled() => return,
-        };
-        let judged = tokio::task::spawn_blocking(move || {
-            let follow = |log| FollowUps {
-                client: client2.clone(),
-                handle: handle.clone(),
-                max_body,
-                log,
-                slot: Some(slot.clone()),
-            };
+        let judged = shared.evaluators.run(&stop, move |slot| {
+            let follow =
+                |log| FollowUps { client: client2.clone(), handle: handle.clone(), max_body, log, slot: slot.clone() };
             let tick = Tick { sh: &sh, engine: &generation.engine, rules: &rules, probe: &probe, now, stop: &stop2 };
             // Stopped in the middle of the tick: nothing of it is committed (a part of a tick would resolve the
             // alerts of the jobs not judged yet).
@@ -254,10 +245,9 @@ pub(super) async fn fan_out_loop(
                 return (false, merge, observations, vec![]);
             };
             let alive = commit_tick(&sh, &rules, done, &mut merge, &probe, &client2, now, &forget);
-            super::evaluators::release_thread_memory();
             (alive, merge, observations, logs)
-        })
-        .await;
+        });
+        let Some(judged) = judged.await else { return };
         let (alive, m, observations, logs) = match judged {
             Ok(j) => j,
             Err(e) => {

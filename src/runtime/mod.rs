@@ -2,7 +2,7 @@
 //! a task tracker, and a shutdown that stops polling at once and gives running actions a grace period.
 //!
 //! ```text
-//! probe task ──observe──► rules (spawn_blocking) ──(origin, verdict)──► dispatcher task ──► executor tasks
+//! probe task ──observe──► rules (an evaluation slot: a blocking thread) ──verdicts of one poll──► dispatcher task ──► executor tasks
 //! ```
 
 use std::collections::HashMap;

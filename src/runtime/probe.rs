@@ -90,19 +90,12 @@ pub(super) async fn probe_loop(job: ProbeJob, client: Arc<TargetClient>, shared:
         let now = shared.clock.now();
         let asked = shared.record.as_ref().map(|_| Arc::new(Mutex::new(Vec::new())));
         let log = asked.clone();
-        let slot = tokio::select! {
-            s = shared.evaluators.slot() => s,
-            _ = stop.cancelled() => return,
-        };
-        let evaluated = tokio::task::spawn_blocking(move || {
-            let follow = FollowUps { client: client2, handle, max_body, log, slot: Some(slot) };
+        let evaluated = shared.evaluators.run(&stop, move |slot| {
+            let follow = FollowUps { client: client2, handle, max_body, log, slot };
             let done = evaluate_all(&sh, &generation.engine, &rules, &obs_dyn, &probe, now, &follow);
-            let alive = commit(&sh, done);
-            drop((follow, obs_dyn));
-            super::evaluators::release_thread_memory();
-            alive
-        })
-        .await;
+            commit(&sh, done)
+        });
+        let Some(evaluated) = evaluated.await else { return };
         if let (Some(r), Some(asked)) = (&shared.record, asked) {
             let follow_ups = std::mem::take(&mut *asked.lock().unwrap_or_else(|p| p.into_inner()));
             let line = Recorded { obs, evaluated_at: Some(now), follow_ups };
@@ -146,7 +139,7 @@ pub(super) struct FollowUps {
     pub(super) max_body: usize,
     pub(super) log: Option<Arc<Mutex<Vec<RecordedFollowUp>>>>,
     /// The evaluation's slot, given back while a follow-up request waits for its answer.
-    pub(super) slot: Option<Arc<super::evaluators::Slot>>,
+    pub(super) slot: Arc<super::evaluators::Slot>,
 }
 
 impl FollowUps {
@@ -167,7 +160,7 @@ struct HttpFollowUp {
     handle: tokio::runtime::Handle,
     max_body: usize,
     log: Option<Arc<Mutex<Vec<RecordedFollowUp>>>>,
-    slot: Option<Arc<super::evaluators::Slot>>,
+    slot: Arc<super::evaluators::Slot>,
 }
 
 impl FollowUp for HttpFollowUp {
@@ -193,11 +186,7 @@ impl HttpFollowUp {
     fn ask(&mut self, path: &str, limit: Duration) -> FollowUpAnswer {
         let req = HttpRequest::get(path, self.max_body);
         let send = self.client.send_doc(&req);
-        let wait = || self.handle.block_on(async { tokio::time::timeout(limit, send).await });
-        let answer = match &self.slot {
-            Some(slot) => slot.released_while(&self.handle, wait),
-            None => wait(),
-        };
+        let answer = self.slot.released_while(&self.handle, || self.handle.block_on(tokio::time::timeout(limit, send)));
         match answer {
             Ok((status, body, error)) => {
                 FollowUpAnswer { status, body: body.map(Arc::new), error: error.map(|e| (e.kind.as_str().to_string(), e.message)) }
