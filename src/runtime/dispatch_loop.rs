@@ -37,56 +37,65 @@ pub(super) async fn dispatch_loop(
     guard: crate::ha::LeaseGuard,
 ) {
     status.set_firing(dispatcher.firing_alerts());
-    while let Some(verdicts) = rx.recv().await {
-        for (origin, verdict) in verdicts {
-            // A leader whose lease ran out (it was paused, or the database is gone) decides nothing more, even before
-            // its term is stopped; the store's fence would refuse the decision's writes anyway.
-            if !guard.holds() {
-                tracing::debug!(rule = %origin.rule, target = %origin.target, "not the leader (any more): verdict dropped");
-                continue;
-            }
-            if policy.has_changed().unwrap_or(false) {
-                dispatcher.set_policy(policy.borrow_and_update().clone());
-            }
-            // Most verdicts of a quiet cluster ask for nothing and resolve nothing: no trip to the store's thread.
-            if dispatcher.is_quiet(&origin, &verdict) {
-                continue;
-            }
-            let (d, origin, decided) = store
-                .call(move |s| {
-                    let decided = dispatcher.process(&origin, &verdict, s);
-                    (dispatcher, origin, decided)
-                })
-                .await;
-            dispatcher = d;
-            // Firing alerts change only with an alert or resolution (an action), or, in dry run, silently.
-            if matches!(&decided, Ok(p) if !p.is_empty()) || status.dry_run() {
-                status.set_firing(dispatcher.firing_alerts());
-            }
-            match decided {
-                Ok(planned) if planned.is_empty() => {}
-                Ok(planned) => {
-                    // One evaluation's actions run in order (the alert goes out before the relaunch); different
-                    // evaluations' actions run side by side. Actions keep the executor they started with.
-                    stats.actions.fetch_add(planned.len() as u64, Ordering::Relaxed);
-                    let ex = executor.read().unwrap_or_else(|p| p.into_inner()).clone();
-                    let k = kill.clone();
-                    let (store, status) = (store.clone(), status.clone());
-                    actions.spawn(async move {
-                        for p in planned {
-                            let id = journal_id(&p);
-                            ex.execute(p, k.clone()).await;
-                            // For `warden_actions_total{kind,outcome}`: the outcome the executor journalled.
-                            if let Ok(Some((kind, outcome))) =
-                                store.call(move |s| super::status::journal_outcome(s, id)).await
-                            {
-                                status.action_done(&kind, &outcome);
-                            }
-                        }
-                    });
+    // The verdicts of one evaluation come as one message; they are decided one after the other.
+    let mut batch = Vec::new().into_iter();
+    loop {
+        let Some((origin, verdict)) = batch.next() else {
+            match rx.recv().await {
+                Some(verdicts) => {
+                    batch = verdicts.into_iter();
+                    continue;
                 }
-                Err(e) => tracing::error!(rule = %origin.rule, target = %origin.target, "cannot journal: {e}"),
+                None => return,
             }
+        };
+        // A leader whose lease ran out (it was paused, or the database is gone) decides nothing more, even before
+        // its term is stopped; the store's fence would refuse the decision's writes anyway.
+        if !guard.holds() {
+            tracing::debug!(rule = %origin.rule, target = %origin.target, "not the leader (any more): verdict dropped");
+            continue;
+        }
+        if policy.has_changed().unwrap_or(false) {
+            dispatcher.set_policy(policy.borrow_and_update().clone());
+        }
+        // Most verdicts of a quiet cluster ask for nothing and resolve nothing: no trip to the store's thread.
+        if dispatcher.is_quiet(&origin, &verdict) {
+            continue;
+        }
+        let (d, origin, decided) = store
+            .call(move |s| {
+                let decided = dispatcher.process(&origin, &verdict, s);
+                (dispatcher, origin, decided)
+            })
+            .await;
+        dispatcher = d;
+        // Firing alerts change only with an alert or resolution (an action), or, in dry run, silently.
+        if matches!(&decided, Ok(p) if !p.is_empty()) || status.dry_run() {
+            status.set_firing(dispatcher.firing_alerts());
+        }
+        match decided {
+            Ok(planned) if planned.is_empty() => {}
+            Ok(planned) => {
+                // One evaluation's actions run in order (the alert goes out before the relaunch); different
+                // evaluations' actions run side by side. Actions keep the executor they started with.
+                stats.actions.fetch_add(planned.len() as u64, Ordering::Relaxed);
+                let ex = executor.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let k = kill.clone();
+                let (store, status) = (store.clone(), status.clone());
+                actions.spawn(async move {
+                    for p in planned {
+                        let id = journal_id(&p);
+                        ex.execute(p, k.clone()).await;
+                        // For `warden_actions_total{kind,outcome}`: the outcome the executor journalled.
+                        if let Ok(Some((kind, outcome))) =
+                            store.call(move |s| super::status::journal_outcome(s, id)).await
+                        {
+                            status.action_done(&kind, &outcome);
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::error!(rule = %origin.rule, target = %origin.target, "cannot journal: {e}"),
         }
     }
 }
