@@ -185,18 +185,13 @@ impl Ticker {
     /// A ticker for `schedule`. An `every` schedule's first run comes at a random offset within its interval;
     /// `clock` is the wall clock cron schedules follow.
     pub fn new(schedule: &Schedule, clock: Clock) -> Self {
-        Self::first_within(schedule, clock, None)
+        Self::on_grid(schedule, clock, None, Instant::now(), 1)
     }
 
-    /// Like [`Ticker::new`], but an `every` schedule's first run comes within `first` (if shorter than the
-    /// interval): a new leader of an HA pair polls at once instead of up to a whole interval later.
-    pub fn first_within(schedule: &Schedule, clock: Clock, first: Option<Duration>) -> Self {
-        Self::on_grid(schedule, clock, first, Instant::now(), 1)
-    }
-
-    /// Like [`Ticker::first_within`], with the first run of an `every` schedule put on the daemon's grid of due
-    /// times: `grid` plus a whole number of [`grid_step`]s of the interval (for a daemon of `polls` probe × target
-    /// loops). The probes of a daemon that share an interval come due at the same instants and run together,
+    /// Like [`Ticker::new`], for a probe loop of a daemon. An `every` schedule's first run comes within `first` (if
+    /// shorter than the interval: a new leader of an HA pair polls at once instead of up to a whole interval later),
+    /// put on the daemon's grid of due times: `grid` plus a whole number of [`grid_step`]s of the interval (for a
+    /// daemon of `polls` probe × target loops). The probes of a daemon that share an interval come due at the same instants and run together,
     /// instead of each waking the daemon on its own (timer coalescing): with 100 targets polled every 5 s, 10 steps
     /// of 500 ms, about 10 polls a wake-up instead of one. The offset within the interval stays random, so the polls
     /// of one interval are still spread over it.
