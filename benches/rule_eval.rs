@@ -89,12 +89,13 @@ fn job_name(i: usize) -> String {
 fn overview_body(now_ms: i64, jobs_n: usize) -> Value {
     let fixture = read_json("tests/fixtures/flink-2.3.0/jobs-overview.json");
     let template = fixture["jobs"][0].clone();
+    let quiet = quiet();
     let mut jobs = Vec::with_capacity(jobs_n);
     for i in 0..jobs_n {
         let mut j = template.clone();
         let start = now_ms - 3_600_000 - (i as i64) * 1_000;
         let (state, running, failed, finished, canceled) = match i % 100 {
-            _ if quiet() => ("RUNNING", 2, 0, 0, 0),
+            _ if quiet => ("RUNNING", 2, 0, 0, 0),
             0..=84 => ("RUNNING", 2, 0, 0, 0),
             85..=89 => ("FAILED", 0, 1, 0, 1),
             90..=92 => ("CANCELED", 0, 0, 0, 2),

@@ -71,8 +71,8 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The `warden` binary: `WARDEN_SCALE_BIN` if set (to compare two builds), else the one Cargo built for this bench, else `<target>/release/warden` (built first if
-/// missing).
+/// The `warden` binary: `WARDEN_SCALE_BIN` if set (to compare two builds), else the one Cargo built for this
+/// bench, else `<target>/release/warden` (built first if missing).
 fn warden_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("WARDEN_SCALE_BIN").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
